@@ -1,0 +1,17 @@
+//! deploy-watchdog: guards Kubernetes rollouts.
+//!
+//! The modules follow the data flow: [`cluster`] detects rollouts and acts on the cluster,
+//! [`probes`] observe, [`judge`] decides (pure), [`session`] runs one rollout's watch,
+//! [`notify`] pages and posts, [`telemetry`] records. [`sim`] is the simulated cluster and the
+//! scenario runner behind `simulate` and `demo`.
+
+pub mod cluster;
+pub mod config;
+pub mod daemon;
+pub mod judge;
+pub mod notify;
+pub mod probes;
+pub mod session;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod telemetry;

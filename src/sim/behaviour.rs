@@ -1,0 +1,149 @@
+//! How each version of each simulated app behaves: the `apps:` section of a scenario.
+//!
+//! Shared by the simulated cluster (pod states follow `pods`) and the simulated services
+//! (health endpoint, smoke routes, request and error counters).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The state the pods of a version settle into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PodMode {
+    /// Start, become ready after a short container start.
+    #[default]
+    Running,
+    /// Start, exit 1, restart with back-off: `CrashLoopBackOff`.
+    Crashloop,
+    /// `ErrImagePull`, then `ImagePullBackOff`.
+    ImagePullError,
+    /// `CreateContainerConfigError` (a missing ConfigMap or Secret key).
+    ConfigError,
+    /// Never scheduled: `PodScheduled=False`, reason `Unschedulable`.
+    Pending,
+    /// Running but not ready until `ready_after` has passed.
+    SlowStart,
+}
+
+/// What the simulated `/health` endpoint of a version answers.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthBehaviour {
+    /// HTTP status code; 200 by default.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Version reported in the body; the app's own version by default.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Dependency checks; `{database: ok, cache: ok}` by default.
+    #[serde(default)]
+    pub checks: Option<BTreeMap<String, String>>,
+    /// Delay before answering.
+    #[serde(default, with = "humantime_serde::option")]
+    pub delay: Option<Duration>,
+    /// Raw text that replaces the JSON body.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+/// Behaviour of one version of one app (`namespace/name@version`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Behaviour {
+    #[serde(default)]
+    pub pods: PodMode,
+    #[serde(default = "default_pending_reason")]
+    pub pending_reason: String,
+    #[serde(default, with = "humantime_serde")]
+    pub ready_after: Duration,
+    #[serde(default = "default_rps")]
+    pub rps: f64,
+    #[serde(default)]
+    pub error_ratio: f64,
+    #[serde(default)]
+    pub health: HealthBehaviour,
+    /// Path → status for smoke checks; a path not listed answers 200.
+    #[serde(default)]
+    pub routes: BTreeMap<String, u16>,
+}
+
+pub fn default_pending_reason() -> String {
+    "0/3 nodes are available: 3 Insufficient cpu.".to_string()
+}
+
+fn default_rps() -> f64 {
+    100.0
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            pods: PodMode::Running,
+            pending_reason: default_pending_reason(),
+            ready_after: Duration::ZERO,
+            rps: default_rps(),
+            error_ratio: 0.0,
+            health: HealthBehaviour::default(),
+            routes: BTreeMap::new(),
+        }
+    }
+}
+
+/// `namespace/name@version`, the key of a behaviour.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppKey {
+    pub namespace: String,
+    pub name: String,
+    pub version: String,
+}
+
+impl AppKey {
+    pub fn new(namespace: &str, name: &str, version: &str) -> Self {
+        AppKey { namespace: namespace.into(), name: name.into(), version: version.into() }
+    }
+
+    /// Parses `namespace/name@version`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (reference, version) = s.split_once('@')?;
+        let (namespace, name) = reference.split_once('/')?;
+        if namespace.is_empty() || name.is_empty() || version.is_empty() || name.contains('/') {
+            return None;
+        }
+        Some(AppKey::new(namespace, name, version))
+    }
+}
+
+impl std::fmt::Display for AppKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}@{}", self.namespace, self.name, self.version)
+    }
+}
+
+/// The behaviour table, shared and changed while a scenario plays (`app` events).
+/// A version with no entry behaves as [`Behaviour::default`].
+#[derive(Debug, Clone, Default)]
+pub struct Behaviours {
+    inner: Arc<RwLock<HashMap<AppKey, Behaviour>>>,
+}
+
+impl Behaviours {
+    pub fn get(&self, key: &AppKey) -> Behaviour {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn lookup(&self, namespace: &str, name: &str, version: &str) -> Behaviour {
+        self.get(&AppKey::new(namespace, name, version))
+    }
+
+    pub fn set(&self, key: AppKey, behaviour: Behaviour) {
+        self.inner.write().unwrap_or_else(|e| e.into_inner()).insert(key, behaviour);
+    }
+}

@@ -1,0 +1,583 @@
+//! The scenario file format of `deploy-watchdog simulate` (SCENARIOS.md): parsing and validation.
+//!
+//! Parsing is strict: an unknown field, a bad duration or an event with two actions is an error
+//! that names the file, the field and the problem, and nothing is run.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::Error as _;
+
+use super::behaviour::{AppKey, Behaviour};
+
+/// A whole scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Hard stop; `rollout_timeout + window + 5s` of the merged config when absent.
+    #[serde(default, with = "humantime_serde::option")]
+    pub duration: Option<Duration>,
+    /// Same schema as the config file, merged over the defaults.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+    #[serde(default)]
+    pub deployments: Vec<DeploymentSpec>,
+    #[serde(default)]
+    pub apps: BTreeMap<String, Behaviour>,
+    #[serde(default)]
+    pub script: Vec<ScriptEvent>,
+    #[serde(default)]
+    pub expect: BTreeMap<String, ExpectEntry>,
+}
+
+/// A Deployment that exists, rolled out and healthy, before the script starts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentSpec {
+    #[serde(rename = "ref")]
+    pub reference: String,
+    #[serde(default = "one")]
+    pub replicas: i32,
+    pub version: String,
+    #[serde(default = "yes")]
+    pub opted_in: bool,
+    #[serde(default)]
+    pub paused: bool,
+    /// Annotations put on the Deployment (per-Deployment overrides under `deploy-watchdog.io/`).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn one() -> i32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+impl DeploymentSpec {
+    pub fn namespace(&self) -> &str {
+        self.reference.split_once('/').map(|(ns, _)| ns).unwrap_or("default")
+    }
+    pub fn name(&self) -> &str {
+        self.reference.split_once('/').map(|(_, n)| n).unwrap_or(&self.reference)
+    }
+}
+
+/// One timed step of the script.
+#[derive(Debug, Clone)]
+pub struct ScriptEvent {
+    /// Time since the run started.
+    pub at: Duration,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Deploy { deployment: String, version: String },
+    /// Changes the named fields of a version's behaviour from now on.
+    App { target: AppKey, changes: serde_json::Map<String, serde_json::Value> },
+    Scale { deployment: String, replicas: i32 },
+    Pause { deployment: String },
+    Resume { deployment: String },
+    Delete { deployment: String },
+    Provider { name: ProviderName, state: ProviderState },
+    Sink { name: SinkName, state: SinkState },
+    Api { state: ApiState },
+    RestartWatchdog,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderName {
+    Prometheus,
+    Datadog,
+}
+
+/// A provider's fault state (`provider` events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderState {
+    #[default]
+    Up,
+    /// Connection refused.
+    Down,
+    /// HTTP 500.
+    Error,
+    /// Answers after 30 s.
+    Slow,
+    /// Answers with an empty result.
+    NoData,
+    /// 429 with Retry-After.
+    RateLimited,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkName {
+    Pagerduty,
+    Slack,
+}
+
+/// A notification sink's fault state (`sink` events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkState {
+    #[default]
+    Up,
+    Down,
+    Error,
+    RateLimited,
+}
+
+/// The simulated API server's fault state (`api` events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiState {
+    /// Every open watch ends.
+    DropWatches,
+    /// The next watch gets 410 Gone.
+    Expire,
+    /// Connections are refused.
+    Down,
+    Up,
+}
+
+/// `expect:` for one deployment: its last rollout, or its rollouts in order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ExpectEntry {
+    Last(Expectation),
+    InOrder(Vec<Expectation>),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectation {
+    pub outcome: Option<ExpectedOutcome>,
+    pub reason: Option<String>,
+    pub final_version: Option<String>,
+    pub pages: Option<u32>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub first_action_within: Option<Duration>,
+}
+
+/// Outcomes a scenario can expect: the daemon's outcomes, plus `undecided` (still open when the
+/// run ended) and `none` (no rollout of the deployment was judged at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectedOutcome {
+    Passed,
+    RolledBack,
+    WouldRollBack,
+    Degraded,
+    RollbackFailed,
+    Superseded,
+    Deleted,
+    Undecided,
+    None,
+}
+
+impl ExpectedOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpectedOutcome::Passed => "passed",
+            ExpectedOutcome::RolledBack => "rolled_back",
+            ExpectedOutcome::WouldRollBack => "would_roll_back",
+            ExpectedOutcome::Degraded => "degraded",
+            ExpectedOutcome::RollbackFailed => "rollback_failed",
+            ExpectedOutcome::Superseded => "superseded",
+            ExpectedOutcome::Deleted => "deleted",
+            ExpectedOutcome::Undecided => "undecided",
+            ExpectedOutcome::None => "none",
+        }
+    }
+}
+
+/// A scenario file that cannot be run: names the file, the field and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: {field}: {problem}")]
+    Invalid { file: String, field: String, problem: String },
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ScenarioError::Read { file: file.clone(), source })?;
+        Scenario::parse(&text, &file)
+    }
+
+    /// Parses and validates scenario text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+        let invalid = |field: String, problem: String| ScenarioError::Invalid {
+            file: file.to_string(),
+            field,
+            problem,
+        };
+        let de = serde_norway::Deserializer::from_str(text);
+        let scenario: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." { "(top level)".to_string() } else { field };
+            invalid(field, e.into_inner().to_string())
+        })?;
+        scenario.validate().map_err(|(field, problem)| invalid(field, problem))?;
+        Ok(scenario)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.name.trim().is_empty() {
+            return Err(("name".into(), "must not be empty".into()));
+        }
+        let mut refs = std::collections::BTreeSet::new();
+        for (i, d) in self.deployments.iter().enumerate() {
+            check_ref(&d.reference).map_err(|p| (format!("deployments[{i}].ref"), p))?;
+            if !refs.insert(d.reference.clone()) {
+                return Err((format!("deployments[{i}].ref"), format!("{} is listed twice", d.reference)));
+            }
+            if d.replicas < 0 {
+                return Err((format!("deployments[{i}].replicas"), "must be 0 or more".into()));
+            }
+            if d.version.is_empty() {
+                return Err((format!("deployments[{i}].version"), "must not be empty".into()));
+            }
+        }
+        for (key, b) in &self.apps {
+            if AppKey::parse(key).is_none() {
+                return Err((format!("apps.{key}"), "key must be namespace/name@version".into()));
+            }
+            check_behaviour(b).map_err(|(f, p)| (format!("apps.{key}.{f}"), p))?;
+        }
+        let known = |r: &str| refs.contains(r);
+        for (i, ev) in self.script.iter().enumerate() {
+            let field = format!("script[{i}]");
+            let deployment = match &ev.action {
+                Action::Deploy { deployment, version } => {
+                    if version.is_empty() {
+                        return Err((format!("{field}.deploy.version"), "must not be empty".into()));
+                    }
+                    Some(deployment)
+                }
+                Action::Scale { deployment, replicas } => {
+                    if *replicas < 0 {
+                        return Err((format!("{field}.scale.replicas"), "must be 0 or more".into()));
+                    }
+                    Some(deployment)
+                }
+                Action::Pause { deployment }
+                | Action::Resume { deployment }
+                | Action::Delete { deployment } => Some(deployment),
+                _ => None,
+            };
+            if let Some(d) = deployment
+                && !known(d)
+            {
+                return Err((
+                    format!("{field}.{}.deployment", ev.action.name()),
+                    format!("{d} is not one of the scenario's deployments"),
+                ));
+            }
+        }
+        for (reference, entry) in &self.expect {
+            check_ref(reference).map_err(|p| (format!("expect.{reference}"), p))?;
+            if let ExpectEntry::InOrder(list) = entry
+                && list.is_empty()
+            {
+                return Err((format!("expect.{reference}"), "an empty list expects nothing".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The behaviour table the scenario starts with.
+    pub fn behaviours(&self) -> Vec<(AppKey, Behaviour)> {
+        self.apps
+            .iter()
+            .filter_map(|(k, b)| AppKey::parse(k).map(|key| (key, b.clone())))
+            .collect()
+    }
+
+    /// When the last script event plays.
+    pub fn script_end(&self) -> Duration {
+        self.script.iter().map(|e| e.at).max().unwrap_or_default()
+    }
+}
+
+fn check_ref(reference: &str) -> Result<(), String> {
+    match reference.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok(()),
+        _ => Err(format!("{reference:?} must be namespace/name")),
+    }
+}
+
+fn check_behaviour(b: &Behaviour) -> Result<(), (String, String)> {
+    if !(0.0..=1.0).contains(&b.error_ratio) || b.error_ratio.is_nan() {
+        return Err(("error_ratio".into(), format!("{} is not a fraction from 0 to 1", b.error_ratio)));
+    }
+    if !b.rps.is_finite() || b.rps < 0.0 {
+        return Err(("rps".into(), format!("{} is not a rate of 0 or more", b.rps)));
+    }
+    if let Some(status) = b.health.status
+        && !(100..=599).contains(&status)
+    {
+        return Err(("health.status".into(), format!("{status} is not an HTTP status")));
+    }
+    for (path, status) in &b.routes {
+        if !path.starts_with('/') {
+            return Err((format!("routes.{path}"), "a route must start with /".into()));
+        }
+        if !(100..=599).contains(status) {
+            return Err((format!("routes.{path}"), format!("{status} is not an HTTP status")));
+        }
+    }
+    Ok(())
+}
+
+impl Action {
+    /// The event's key in the file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Deploy { .. } => "deploy",
+            Action::App { .. } => "app",
+            Action::Scale { .. } => "scale",
+            Action::Pause { .. } => "pause",
+            Action::Resume { .. } => "resume",
+            Action::Delete { .. } => "delete",
+            Action::Provider { .. } => "provider",
+            Action::Sink { .. } => "sink",
+            Action::Api { .. } => "api",
+            Action::RestartWatchdog => "restart_watchdog",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployFields {
+    deployment: String,
+    version: String,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleFields {
+    deployment: String,
+    replicas: i32,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentField {
+    deployment: String,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderFields {
+    name: ProviderName,
+    state: ProviderState,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinkFields {
+    name: SinkName,
+    state: SinkState,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiFields {
+    state: ApiState,
+}
+
+impl<'de> Deserialize<'de> for ScriptEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        let at = match map.remove("at") {
+            Some(serde_json::Value::String(s)) => humantime::parse_duration(&s)
+                .map_err(|e| D::Error::custom(format!("at: {s:?} is not a duration: {e}")))?,
+            Some(other) => return Err(D::Error::custom(format!("at: {other} is not a duration like 300ms"))),
+            None => return Err(D::Error::custom("missing field `at`")),
+        };
+        if map.len() != 1 {
+            let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+            return Err(D::Error::custom(format!(
+                "an event has `at` and exactly one action, found {keys:?}"
+            )));
+        }
+        let Some((key, value)) = map.into_iter().next() else {
+            return Err(D::Error::custom("an event needs an action"));
+        };
+        let field = |e: serde_json::Error| D::Error::custom(format!("{key}: {e}"));
+        let action = match key.as_str() {
+            "deploy" => {
+                let f: DeployFields = serde_json::from_value(value).map_err(field)?;
+                Action::Deploy { deployment: f.deployment, version: f.version }
+            }
+            "app" => {
+                let serde_json::Value::Object(mut changes) = value else {
+                    return Err(D::Error::custom("app: must be a map with `target` and behaviour fields"));
+                };
+                let target = match changes.remove("target") {
+                    Some(serde_json::Value::String(t)) => AppKey::parse(&t).ok_or_else(|| {
+                        D::Error::custom(format!("app.target: {t:?} must be namespace/name@version"))
+                    })?,
+                    _ => return Err(D::Error::custom("app.target: missing (namespace/name@version)")),
+                };
+                // Check the fields against the behaviour schema now, not when the event plays.
+                let probe = serde_json::to_value(Behaviour::default()).map_err(field)?;
+                let mut merged = probe;
+                if let serde_json::Value::Object(m) = &mut merged {
+                    m.extend(changes.clone());
+                }
+                let b: Behaviour = serde_json::from_value(merged).map_err(field)?;
+                check_behaviour(&b).map_err(|(f, p)| D::Error::custom(format!("app.{f}: {p}")))?;
+                Action::App { target, changes }
+            }
+            "scale" => {
+                let f: ScaleFields = serde_json::from_value(value).map_err(field)?;
+                Action::Scale { deployment: f.deployment, replicas: f.replicas }
+            }
+            "pause" | "resume" | "delete" => {
+                let f: DeploymentField = serde_json::from_value(value).map_err(field)?;
+                match key.as_str() {
+                    "pause" => Action::Pause { deployment: f.deployment },
+                    "resume" => Action::Resume { deployment: f.deployment },
+                    _ => Action::Delete { deployment: f.deployment },
+                }
+            }
+            "provider" => {
+                let f: ProviderFields = serde_json::from_value(value).map_err(field)?;
+                Action::Provider { name: f.name, state: f.state }
+            }
+            "sink" => {
+                let f: SinkFields = serde_json::from_value(value).map_err(field)?;
+                Action::Sink { name: f.name, state: f.state }
+            }
+            "api" => {
+                let f: ApiFields = serde_json::from_value(value).map_err(field)?;
+                Action::Api { state: f.state }
+            }
+            "restart_watchdog" => Action::RestartWatchdog,
+            other => {
+                return Err(D::Error::custom(format!(
+                    "unknown event `{other}` (deploy, app, scale, pause, resume, delete, provider, sink, api, restart_watchdog)"
+                )));
+            }
+        };
+        Ok(ScriptEvent { at, action })
+    }
+}
+
+/// Applies an `app` event's changes to a behaviour.
+pub fn apply_changes(
+    current: &Behaviour,
+    changes: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Behaviour, serde_json::Error> {
+    let mut value = serde_json::to_value(current)?;
+    if let serde_json::Value::Object(m) = &mut value {
+        for (k, v) in changes {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+name: error-spike-rolls-back
+description: free text
+duration: 8s
+config:
+  mode: enforce
+  watch: {window: 4s, interval: 100ms, rollout_timeout: 3s, pending_timeout: 1s}
+deployments:
+  - ref: production/app
+    replicas: 3
+    version: v1.2.2
+apps:
+  production/app@v1.2.2: {pods: running, rps: 200, error_ratio: 0.001}
+  production/app@v1.2.3: {pods: running, rps: 200, error_ratio: 0.05}
+script:
+  - {at: 300ms, deploy: {deployment: production/app, version: v1.2.3}}
+  - {at: 1s, app: {target: production/app@v1.2.3, error_ratio: 0.5}}
+  - {at: 2s, restart_watchdog: {}}
+  - {at: 2s, provider: {name: prometheus, state: rate_limited}}
+expect:
+  production/app:
+    outcome: rolled_back
+    reason: error_rate
+    final_version: v1.2.2
+    pages: 1
+    first_action_within: 2s
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let s = Scenario::parse(EXAMPLE, "example.yaml").expect("valid");
+        assert_eq!(s.name, "error-spike-rolls-back");
+        assert_eq!(s.duration, Some(Duration::from_secs(8)));
+        assert_eq!(s.deployments[0].namespace(), "production");
+        assert_eq!(s.script.len(), 4);
+        assert_eq!(s.script[0].at, Duration::from_millis(300));
+        assert!(matches!(s.script[2].action, Action::RestartWatchdog));
+        let ExpectEntry::Last(e) = &s.expect["production/app"] else { panic!("a map") };
+        assert_eq!(e.outcome, Some(ExpectedOutcome::RolledBack));
+        assert_eq!(e.first_action_within, Some(Duration::from_secs(2)));
+    }
+
+    fn error_of(text: &str) -> String {
+        match Scenario::parse(text, "bad.yaml") {
+            Ok(_) => panic!("should not parse: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_scenarios_name_the_file_and_the_field() {
+        let cases = [
+            ("name: x\ndeployments: [{ref: a/b, version: v1, replicaz: 3}]\n", "deployments[0]"),
+            ("name: x\nscript: [{at: soon, deploy: {deployment: a/b, version: v2}}]\n", "script[0]"),
+            ("name: x\nscript: [{at: 1s, deploy: {deployment: a/b, version: v2}}]\n", "script[0].deploy.deployment"),
+            ("name: x\napps: {app-without-version: {}}\n", "apps.app-without-version"),
+            ("name: x\napps: {a/b@v1: {error_ratio: 2}}\n", "apps.a/b@v1.error_ratio"),
+            ("name: x\nexpect: {a/b: {outcome: exploded}}\n", "expect"),
+            ("name: x\nscript: [{at: 1s, provider: {name: graphite, state: down}}]\n", "script[0]"),
+            ("description: no name\n", "name"),
+            ("name: x\nscript: [{at: 1s, scale: {deployment: a/b, replicas: 2}, pause: {deployment: a/b}}]\n", "exactly one action"),
+        ];
+        for (text, needle) in cases {
+            let msg = error_of(text);
+            assert!(msg.starts_with("bad.yaml: "), "{msg}");
+            assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
+        }
+    }
+
+    #[test]
+    fn an_expectation_can_be_a_list_in_order() {
+        let s = Scenario::parse(
+            "name: x\nexpect:\n  a/b:\n    - {outcome: superseded}\n    - {outcome: passed}\n",
+            "f",
+        )
+        .expect("valid");
+        assert!(matches!(&s.expect["a/b"], ExpectEntry::InOrder(v) if v.len() == 2));
+    }
+
+    #[test]
+    fn app_changes_keep_the_fields_they_do_not_name() {
+        let base = Behaviour { rps: 250.0, ..Behaviour::default() };
+        let mut changes = serde_json::Map::new();
+        changes.insert("error_ratio".into(), serde_json::json!(0.2));
+        let b = apply_changes(&base, &changes).expect("valid");
+        assert_eq!(b.rps, 250.0);
+        assert_eq!(b.error_ratio, 0.2);
+    }
+}
