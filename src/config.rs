@@ -1,1 +1,690 @@
-//! (in progress)
+//! Typed configuration: one YAML file, overridable by `DEPLOY_WATCHDOG__SECTION__FIELD`
+//! environment variables, every field with a default, validated once at start-up.
+//!
+//! Secrets never come from this file: see [`Secrets`].
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What the watchdog may do when a release goes bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Roll back, page and notify.
+    #[default]
+    Enforce,
+    /// Decide and tell, but never change the Deployment (`would_roll_back`).
+    #[serde(alias = "dry-run", alias = "dryrun")]
+    DryRun,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub mode: Mode,
+    /// Names this cluster in pages and in PagerDuty dedup keys.
+    pub cluster_name: String,
+    pub watch: WatchConfig,
+    pub judge: JudgeConfig,
+    pub health: HealthConfig,
+    pub smoke: Vec<SmokeCheck>,
+    pub providers: ProvidersConfig,
+    pub notify: NotifyConfig,
+    pub server: ServerConfig,
+    pub secrets: SecretFiles,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mode: Mode::Enforce,
+            cluster_name: "default".into(),
+            watch: WatchConfig::default(),
+            judge: JudgeConfig::default(),
+            health: HealthConfig::default(),
+            smoke: Vec::new(),
+            providers: ProvidersConfig::default(),
+            notify: NotifyConfig::default(),
+            server: ServerConfig::default(),
+            secrets: SecretFiles::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// Namespaces to watch; empty watches all.
+    pub namespaces: Vec<String>,
+    /// Label selector of opted-in Deployments.
+    pub selector: String,
+    /// How long a completed rollout is watched.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How often health, smoke checks and providers are sampled.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A rollout not complete this long after detection fails.
+    #[serde(with = "humantime_serde")]
+    pub rollout_timeout: Duration,
+    /// A new pod Pending this long pages with the scheduler's reason.
+    #[serde(with = "humantime_serde")]
+    pub pending_timeout: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            namespaces: Vec::new(),
+            selector: "deploy-watchdog.io/enabled=true".into(),
+            window: Duration::from_secs(15 * 60),
+            interval: Duration::from_secs(10),
+            rollout_timeout: Duration::from_secs(10 * 60),
+            pending_timeout: Duration::from_secs(2 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JudgeConfig {
+    /// Error ratio above which a sample fails.
+    pub error_rate_threshold: f64,
+    /// A sample with fewer requests is no evidence either way.
+    pub min_requests: u64,
+    /// Span of each error-rate sample.
+    #[serde(with = "humantime_serde")]
+    pub sample_window: Duration,
+    /// Consecutive failures of a check before it rolls back.
+    pub failures_before_rollback: NonZeroU32,
+    /// Consecutive samples without data from any provider before paging "watchdog blind".
+    pub inconclusive_limit: NonZeroU32,
+    pub baseline: BaselineConfig,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        JudgeConfig {
+            error_rate_threshold: 0.01,
+            min_requests: 20,
+            sample_window: Duration::from_secs(60),
+            failures_before_rollback: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),
+            inconclusive_limit: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
+            baseline: BaselineConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaselineConfig {
+    /// Compare against the error ratio before the rollout.
+    pub enabled: bool,
+    /// How far back the baseline looks from detection.
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
+    /// A failing sample must also exceed `baseline × factor`.
+    pub factor: f64,
+}
+
+impl Default for BaselineConfig {
+    fn default() -> Self {
+        BaselineConfig {
+            enabled: false,
+            lookback: Duration::from_secs(15 * 60),
+            factor: 2.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub enabled: bool,
+    /// `{name}` and `{namespace}` are the Deployment's.
+    pub url: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub expect_status: u16,
+    /// JSON pointer to the reported version; empty skips the version rule.
+    pub version_pointer: String,
+    /// JSON pointer to the map of dependency checks; empty skips them.
+    pub checks_pointer: String,
+    /// The value every dependency check must have.
+    pub ok_value: String,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            enabled: true,
+            url: "http://{name}.{namespace}.svc.cluster.local/health".into(),
+            timeout: Duration::from_secs(2),
+            expect_status: 200,
+            version_pointer: "/version".into(),
+            checks_pointer: "/checks".into(),
+            ok_value: "ok".into(),
+        }
+    }
+}
+
+/// One configured HTTP smoke check.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeCheck {
+    pub name: String,
+    /// `{name}` and `{namespace}` are the Deployment's.
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default = "default_status")]
+    pub expect_status: u16,
+    #[serde(default)]
+    pub expect_body_contains: Option<String>,
+    #[serde(default = "default_smoke_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+fn default_status() -> u16 {
+    200
+}
+fn default_smoke_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// Error-rate providers; a provider named here is enabled.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvidersConfig {
+    pub prometheus: Option<PrometheusConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    pub url: String,
+    /// Request count over the sample; `{namespace}`, `{name}` and `{window}` are filled in.
+    pub requests_query: String,
+    /// Error count over the sample, same placeholders.
+    pub errors_query: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            url: "http://prometheus-server.monitoring.svc.cluster.local".into(),
+            requests_query:
+                r#"sum(increase(http_requests_total{namespace="{namespace}",deployment="{name}"}[{window}]))"#
+                    .into(),
+            errors_query: r#"sum(increase(http_requests_total{namespace="{namespace}",deployment="{name}",code=~"5.."}[{window}]))"#
+                .into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    pub pagerduty: PagerDutyConfig,
+    pub slack: SlackConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagerDutyConfig {
+    /// Pages only when a routing key is given (environment or file).
+    pub enabled: bool,
+    /// Events API v2 base: `https://events.pagerduty.com` (US) or `https://events.eu.pagerduty.com` (EU).
+    pub url: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for PagerDutyConfig {
+    fn default() -> Self {
+        PagerDutyConfig {
+            enabled: true,
+            url: "https://events.pagerduty.com".into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlackConfig {
+    /// Posts only when a webhook URL is given (environment or file).
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for SlackConfig {
+    fn default() -> Self {
+        SlackConfig {
+            enabled: true,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
+        }
+    }
+}
+
+/// Files that hold secrets (mounted Secrets, systemd credentials); each falls back to its
+/// environment variable.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretFiles {
+    pub pagerduty_routing_key_file: Option<PathBuf>,
+    pub slack_webhook_url_file: Option<PathBuf>,
+}
+
+/// A config that cannot be used: names the field and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config: {0}")]
+    Load(String),
+    #[error("config field `{field}`: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+const ENV_PREFIX: &str = "DEPLOY_WATCHDOG";
+
+impl Config {
+    /// Reads a YAML file, applies `DEPLOY_WATCHDOG__…` overrides from the environment, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_sources(&text, config::FileFormat::Yaml, true)
+    }
+
+    /// Parses config text (YAML) without environment overrides.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        Config::from_sources(text, config::FileFormat::Yaml, false)
+    }
+
+    /// Merges a JSON object (a scenario's `config:`) over the defaults.
+    pub fn from_json(value: &serde_json::Value) -> Result<Config, ConfigError> {
+        Config::from_sources(&value.to_string(), config::FileFormat::Json, false)
+    }
+
+    fn from_sources(
+        text: &str,
+        format: config::FileFormat,
+        env: bool,
+    ) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if !text.trim().is_empty() {
+            builder = builder.add_source(config::File::from_str(text, format));
+        }
+        if env {
+            builder = builder.add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("watch.namespaces")
+                    .try_parsing(true),
+            );
+        }
+        let merged = builder
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let field = e.path().to_string();
+            ConfigError::Invalid {
+                field,
+                problem: e.into_inner().to_string(),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types cannot: ranges, relations between fields, URL templates.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, problem: String| ConfigError::Invalid {
+            field: field.into(),
+            problem,
+        };
+        let positive = |field: &str, d: Duration| {
+            if d.is_zero() {
+                Err(bad(field, "must be longer than 0s".into()))
+            } else {
+                Ok(())
+            }
+        };
+        positive("watch.window", self.watch.window)?;
+        positive("watch.interval", self.watch.interval)?;
+        positive("watch.rollout_timeout", self.watch.rollout_timeout)?;
+        positive("watch.pending_timeout", self.watch.pending_timeout)?;
+        positive("judge.sample_window", self.judge.sample_window)?;
+        positive("health.timeout", self.health.timeout)?;
+        if self.watch.interval > self.watch.window {
+            return Err(bad(
+                "watch.interval",
+                format!(
+                    "{} is longer than watch.window ({}): the window would see no sample",
+                    humantime::format_duration(self.watch.interval),
+                    humantime::format_duration(self.watch.window)
+                ),
+            ));
+        }
+        let t = self.judge.error_rate_threshold;
+        if !(t > 0.0 && t < 1.0) {
+            return Err(bad(
+                "judge.error_rate_threshold",
+                format!("{t} is not a ratio between 0 and 1 (0.01 is 1 %)"),
+            ));
+        }
+        if !(self.judge.baseline.factor.is_finite() && self.judge.baseline.factor >= 1.0) {
+            return Err(bad(
+                "judge.baseline.factor",
+                format!("{} must be 1.0 or more", self.judge.baseline.factor),
+            ));
+        }
+        if self.judge.baseline.enabled {
+            positive("judge.baseline.lookback", self.judge.baseline.lookback)?;
+        }
+        labels_selector_ok(&self.watch.selector).map_err(|p| bad("watch.selector", p))?;
+        for (i, ns) in self.watch.namespaces.iter().enumerate() {
+            if !is_dns_label(ns) {
+                return Err(bad(
+                    &format!("watch.namespaces[{i}]"),
+                    format!("{ns:?} is not a namespace name"),
+                ));
+            }
+        }
+        if self.cluster_name.trim().is_empty() {
+            return Err(bad("cluster_name", "must not be empty".into()));
+        }
+        if self.health.enabled {
+            url_template_ok(&self.health.url).map_err(|p| bad("health.url", p))?;
+            status_ok(self.health.expect_status).map_err(|p| bad("health.expect_status", p))?;
+            for (field, pointer) in [
+                ("health.version_pointer", &self.health.version_pointer),
+                ("health.checks_pointer", &self.health.checks_pointer),
+            ] {
+                if !pointer.is_empty() && !pointer.starts_with('/') {
+                    return Err(bad(
+                        field,
+                        format!("{pointer:?} is not a JSON pointer (it starts with /)"),
+                    ));
+                }
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in self.smoke.iter().enumerate() {
+            let field = |f: &str| format!("smoke[{i}].{f}");
+            if s.name.trim().is_empty() {
+                return Err(bad(&field("name"), "must not be empty".into()));
+            }
+            if !names.insert(&s.name) {
+                return Err(bad(&field("name"), format!("{:?} is used twice", s.name)));
+            }
+            url_template_ok(&s.url).map_err(|p| bad(&field("url"), p))?;
+            status_ok(s.expect_status).map_err(|p| bad(&field("expect_status"), p))?;
+            if http::Method::from_bytes(s.method.as_bytes()).is_err() {
+                return Err(bad(
+                    &field("method"),
+                    format!("{:?} is not an HTTP method", s.method),
+                ));
+            }
+            positive(&field("timeout"), s.timeout)?;
+        }
+        if let Some(p) = &self.providers.prometheus {
+            url_template_ok(&p.url).map_err(|e| bad("providers.prometheus.url", e))?;
+            positive("providers.prometheus.timeout", p.timeout)?;
+            for (field, q) in [
+                ("providers.prometheus.requests_query", &p.requests_query),
+                ("providers.prometheus.errors_query", &p.errors_query),
+            ] {
+                if q.trim().is_empty() {
+                    return Err(bad(field, "must not be empty".into()));
+                }
+            }
+        }
+        url::Url::parse(&self.notify.pagerduty.url).map_err(|e| {
+            bad(
+                "notify.pagerduty.url",
+                format!("{:?} is not a URL: {e}", self.notify.pagerduty.url),
+            )
+        })?;
+        Ok(())
+    }
+}
+
+/// Fills `{name}`, `{namespace}` (and any `extra` pairs) into a template.
+pub fn fill(template: &str, namespace: &str, name: &str, extra: &[(&str, &str)]) -> String {
+    let mut out = template
+        .replace("{namespace}", namespace)
+        .replace("{name}", name);
+    for (k, v) in extra {
+        out = out.replace(&format!("{{{k}}}"), v);
+    }
+    out
+}
+
+fn url_template_ok(template: &str) -> Result<(), String> {
+    let sample = fill(template, "namespace", "name", &[]);
+    let url = url::Url::parse(&sample).map_err(|e| format!("{template:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "http" | "https" => Ok(()),
+        other => Err(format!(
+            "{template:?}: scheme {other:?} is not http or https"
+        )),
+    }
+}
+
+fn status_ok(status: u16) -> Result<(), String> {
+    if (100..=599).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("{status} is not an HTTP status"))
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn labels_selector_ok(selector: &str) -> Result<(), String> {
+    if selector.trim().is_empty() {
+        return Err("must not be empty: an empty selector would opt in every Deployment".into());
+    }
+    for term in selector.split(',') {
+        let term = term.trim();
+        let key = term.split(['=', '!', ' ']).next().unwrap_or_default();
+        if key.is_empty() {
+            return Err(format!("{term:?} is not a label selector term"));
+        }
+    }
+    Ok(())
+}
+
+/// Secrets, from files named in the config or from the environment; never logged.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    pub pagerduty_routing_key: Option<String>,
+    pub slack_webhook_url: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |s: &Option<String>| if s.is_some() { "<redacted>" } else { "<none>" };
+        f.debug_struct("Secrets")
+            .field("pagerduty_routing_key", &shown(&self.pagerduty_routing_key))
+            .field("slack_webhook_url", &shown(&self.slack_webhook_url))
+            .finish()
+    }
+}
+
+/// Environment variables of the secrets.
+pub const ENV_PAGERDUTY_ROUTING_KEY: &str = "DEPLOY_WATCHDOG_PAGERDUTY_ROUTING_KEY";
+pub const ENV_SLACK_WEBHOOK_URL: &str = "DEPLOY_WATCHDOG_SLACK_WEBHOOK_URL";
+
+impl Secrets {
+    /// Reads each secret from its file when one is configured, else from its environment variable.
+    pub fn load(files: &SecretFiles) -> Result<Secrets, ConfigError> {
+        let read = |file: &Option<PathBuf>,
+                    env: &str,
+                    field: &str|
+         -> Result<Option<String>, ConfigError> {
+            match file {
+                Some(path) => std::fs::read_to_string(path)
+                    .map(|s| Some(s.trim().to_string()).filter(|s| !s.is_empty()))
+                    .map_err(|e| ConfigError::Invalid {
+                        field: format!("secrets.{field}"),
+                        problem: format!("cannot read {}: {e}", path.display()),
+                    }),
+                None => Ok(std::env::var(env)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())),
+            }
+        };
+        let secrets = Secrets {
+            pagerduty_routing_key: read(
+                &files.pagerduty_routing_key_file,
+                ENV_PAGERDUTY_ROUTING_KEY,
+                "pagerduty_routing_key_file",
+            )?,
+            slack_webhook_url: read(
+                &files.slack_webhook_url_file,
+                ENV_SLACK_WEBHOOK_URL,
+                "slack_webhook_url_file",
+            )?,
+        };
+        if let Some(url) = &secrets.slack_webhook_url
+            && url::Url::parse(url).is_err()
+        {
+            // The value itself is a secret: name where it came from, never what it is.
+            return Err(ConfigError::Invalid {
+                field: "secrets.slack_webhook_url_file".into(),
+                problem: format!(
+                    "the Slack webhook URL (from the file or {ENV_SLACK_WEBHOOK_URL}) is not a URL"
+                ),
+            });
+        }
+        Ok(secrets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_documented_defaults() {
+        let c = Config::from_yaml("").expect("defaults are valid");
+        assert_eq!(c, Config::default());
+        assert_eq!(c.watch.window, Duration::from_secs(900));
+        assert_eq!(c.judge.error_rate_threshold, 0.01);
+        assert_eq!(c.judge.failures_before_rollback.get(), 3);
+    }
+
+    #[test]
+    fn scenario_style_config_merges_over_defaults() {
+        let c = Config::from_yaml(
+            "mode: dry_run\nwatch: {window: 4s, interval: 100ms}\njudge: {baseline: {enabled: true, lookback: 1s}}\n",
+        )
+        .expect("valid");
+        assert_eq!(c.mode, Mode::DryRun);
+        assert_eq!(c.watch.window, Duration::from_secs(4));
+        assert_eq!(c.watch.interval, Duration::from_millis(100));
+        assert_eq!(c.watch.rollout_timeout, Duration::from_secs(600));
+        assert!(c.judge.baseline.enabled);
+        assert_eq!(c.judge.baseline.factor, 2.0);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let cases = [
+            ("watch: {window: soon}", "watch.window"),
+            ("watch: {windw: 4s}", "watch"),
+            (
+                "judge: {error_rate_threshold: 5}",
+                "judge.error_rate_threshold",
+            ),
+            (
+                "judge: {failures_before_rollback: 0}",
+                "judge.failures_before_rollback",
+            ),
+            ("judge: {min_requests: -1}", "judge.min_requests"),
+            ("mode: yolo", "mode"),
+            ("watch: {interval: 1h, window: 1m}", "watch.interval"),
+            ("health: {url: 'not a url'}", "health.url"),
+            ("smoke: [{name: home, url: 'ftp://x/'}]", "smoke[0].url"),
+            (
+                "smoke: [{name: a, url: 'http://x/'}, {name: a, url: 'http://y/'}]",
+                "smoke[1].name",
+            ),
+            ("watch: {namespaces: [Prod]}", "watch.namespaces[0]"),
+            ("judge: {baseline: {factor: 0.5}}", "judge.baseline.factor"),
+            ("providers: {graphite: {}}", "providers"),
+        ];
+        for (yaml, field) in cases {
+            let err = Config::from_yaml(yaml).expect_err(yaml).to_string();
+            assert!(err.contains(field), "{yaml}: {err:?} should name {field}");
+        }
+    }
+
+    #[test]
+    fn fill_replaces_placeholders() {
+        assert_eq!(
+            fill(
+                "http://{name}.{namespace}.svc/{x}",
+                "prod",
+                "app",
+                &[("x", "health")]
+            ),
+            "http://app.prod.svc/health"
+        );
+    }
+
+    #[test]
+    fn secrets_are_not_printed_by_debug() {
+        let s = Secrets {
+            pagerduty_routing_key: Some("R0UT1NGKEY".into()),
+            slack_webhook_url: None,
+        };
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("R0UT1NGKEY"));
+        assert!(shown.contains("<redacted>"));
+    }
+}

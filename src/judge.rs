@@ -1,1 +1,586 @@
-//! (in progress)
+//! The policy: a pure function of (policy, observations so far) → verdict.
+//!
+//! No IO, no clock, no async: time arrives inside each [`Observation`] as "time since the
+//! rollout was detected", so unit and property tests drive every sequence directly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+
+/// Why a rollout ended the way it did (DESIGN.md's reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    ErrorRate,
+    Health,
+    VersionMismatch,
+    DependencyCheck,
+    Smoke,
+    Crashloop,
+    ImagePull,
+    Pending,
+    RolloutTimeout,
+    ProviderBlind,
+    None,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::ErrorRate => "error_rate",
+            Reason::Health => "health",
+            Reason::VersionMismatch => "version_mismatch",
+            Reason::DependencyCheck => "dependency_check",
+            Reason::Smoke => "smoke",
+            Reason::Crashloop => "crashloop",
+            Reason::ImagePull => "image_pull",
+            Reason::Pending => "pending",
+            Reason::RolloutTimeout => "rollout_timeout",
+            Reason::ProviderBlind => "provider_blind",
+            Reason::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Reason> {
+        ALL_REASONS.iter().copied().find(|r| r.as_str() == s)
+    }
+}
+
+pub const ALL_REASONS: [Reason; 11] = [
+    Reason::ErrorRate,
+    Reason::Health,
+    Reason::VersionMismatch,
+    Reason::DependencyCheck,
+    Reason::Smoke,
+    Reason::Crashloop,
+    Reason::ImagePull,
+    Reason::Pending,
+    Reason::RolloutTimeout,
+    Reason::ProviderBlind,
+    Reason::None,
+];
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The judge's share of the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub error_rate_threshold: f64,
+    pub min_requests: u64,
+    pub sample_window: Duration,
+    pub failures_before_rollback: u32,
+    pub inconclusive_limit: u32,
+    /// `Some(factor)` when the baseline rule is on.
+    pub baseline_factor: Option<f64>,
+    pub window: Duration,
+    pub rollout_timeout: Duration,
+    pub pending_timeout: Duration,
+}
+
+impl Policy {
+    pub fn from_config(c: &Config) -> Policy {
+        Policy {
+            error_rate_threshold: c.judge.error_rate_threshold,
+            min_requests: c.judge.min_requests,
+            sample_window: c.judge.sample_window,
+            failures_before_rollback: c.judge.failures_before_rollback.get(),
+            inconclusive_limit: c.judge.inconclusive_limit.get(),
+            baseline_factor: c.judge.baseline.enabled.then_some(c.judge.baseline.factor),
+            window: c.watch.window,
+            rollout_timeout: c.watch.rollout_timeout,
+            pending_timeout: c.watch.pending_timeout,
+        }
+    }
+}
+
+/// What is known of one rollout before any observation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RolloutFacts {
+    /// The version the new revision should report once complete.
+    pub expected_version: Option<String>,
+    /// Error ratio before the rollout, when the baseline rule is on and a provider answered.
+    pub baseline: Option<f64>,
+}
+
+/// Rollout progress as `kubectl rollout status` reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// Still rolling out; the message is kubectl's waiting line.
+    Progressing(String),
+    Complete,
+    /// The Deployment's Progressing condition says `ProgressDeadlineExceeded`.
+    DeadlineExceeded(String),
+}
+
+/// A pod of the new ReplicaSet that is failing in a way a rollback fixes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodFailure {
+    pub pod: String,
+    pub reason: Reason,
+    /// e.g. `CrashLoopBackOff (restarts: 3, last exit code 1)`.
+    pub detail: String,
+}
+
+/// The longest-pending pod of the new ReplicaSet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingPod {
+    pub pod: String,
+    pub pending_for: Duration,
+    /// The scheduler's message.
+    pub message: String,
+}
+
+/// What the health endpoint answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthSample {
+    /// Timeout, refused connection, wrong status or a body that is not the expected JSON.
+    Failed(String),
+    /// 200 with the expected JSON.
+    Answered {
+        version: Option<String>,
+        /// Dependency checks whose value is not `ok`: (name, value).
+        failing_checks: Vec<(String, String)>,
+    },
+}
+
+/// One smoke check's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SmokeSample {
+    Passed,
+    Failed(String),
+}
+
+/// What one error-rate provider answered for the sample window.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderSample {
+    Counts {
+        requests: f64,
+        errors: f64,
+    },
+    /// The provider answered but has no series for this Deployment.
+    NoData,
+    /// Down, timed out, an error status, rate-limited or an unreadable answer.
+    Unavailable(String),
+}
+
+/// One round of probes at an interval tick.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProbeRound {
+    /// `None` when health checking is off.
+    pub health: Option<HealthSample>,
+    pub smoke: Vec<(String, SmokeSample)>,
+    /// By provider name; empty when no provider is configured.
+    pub providers: Vec<(String, ProviderSample)>,
+}
+
+/// Everything seen at one moment of a rollout's watch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// Time since the rollout was detected.
+    pub at: Duration,
+    pub progress: Progress,
+    pub pod_failure: Option<PodFailure>,
+    pub pending: Option<PendingPod>,
+    /// `None` for an observation made on a cluster change between ticks.
+    pub probes: Option<ProbeRound>,
+}
+
+/// What to do now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Continue,
+    /// Page on-call (the rollout is degraded) and keep watching.
+    Page {
+        reason: Reason,
+        message: String,
+    },
+    /// Roll back (or, in dry-run, say so) and stop judging.
+    RollBack {
+        reason: Reason,
+        message: String,
+    },
+    /// The watch is over.
+    Finish(Finish),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    Passed,
+    /// Ended with a paged problem still open (capacity, or blind to the end).
+    Degraded {
+        reason: Reason,
+        message: String,
+    },
+}
+
+/// The judge's memory of one rollout: counters folded from observations.
+#[derive(Debug, Clone)]
+pub struct Judge {
+    policy: Policy,
+    facts: RolloutFacts,
+    complete_at: Option<Duration>,
+    failures: BTreeMap<String, (u32, Reason, String)>,
+    inconclusive: u32,
+    paged: BTreeSet<Reason>,
+    /// Problems paged and still open: reason → message.
+    open: BTreeMap<Reason, String>,
+    done: bool,
+}
+
+impl Judge {
+    pub fn new(policy: Policy, facts: RolloutFacts) -> Judge {
+        Judge {
+            policy,
+            facts,
+            complete_at: None,
+            failures: BTreeMap::new(),
+            inconclusive: 0,
+            paged: BTreeSet::new(),
+            open: BTreeMap::new(),
+            done: false,
+        }
+    }
+
+    /// When the rollout was first seen complete (the window starts then).
+    pub fn complete_at(&self) -> Option<Duration> {
+        self.complete_at
+    }
+
+    /// Problems paged and not yet recovered.
+    pub fn open_problems(&self) -> impl Iterator<Item = (&Reason, &String)> {
+        self.open.iter()
+    }
+
+    /// Folds one observation in; after a `RollBack` or `Finish` every further call is `Continue`.
+    pub fn observe(&mut self, obs: &Observation) -> Verdict {
+        if self.done {
+            return Verdict::Continue;
+        }
+        let verdict = self.decide(obs);
+        if matches!(verdict, Verdict::RollBack { .. } | Verdict::Finish(_)) {
+            self.done = true;
+        }
+        verdict
+    }
+
+    fn decide(&mut self, obs: &Observation) -> Verdict {
+        if obs.progress == Progress::Complete && self.complete_at.is_none() {
+            self.complete_at = Some(obs.at);
+        }
+        let complete = self.complete_at.is_some();
+
+        // Pods that a rollback fixes: at once, no counting.
+        if let Some(f) = &obs.pod_failure {
+            return Verdict::RollBack {
+                reason: f.reason,
+                message: format!("pod {}: {}", f.pod, f.detail),
+            };
+        }
+
+        let mut page = None;
+        match &obs.pending {
+            Some(p) if p.pending_for >= self.policy.pending_timeout => {
+                let message = format!(
+                    "pod {} Pending for {} (limit {}): {}",
+                    p.pod,
+                    human(p.pending_for),
+                    human(self.policy.pending_timeout),
+                    p.message
+                );
+                self.open.insert(Reason::Pending, message.clone());
+                if self.paged.insert(Reason::Pending) {
+                    page = Some(Verdict::Page {
+                        reason: Reason::Pending,
+                        message,
+                    });
+                }
+            }
+            None if complete => {
+                self.open.remove(&Reason::Pending);
+            }
+            _ => {}
+        }
+
+        if !complete {
+            let stuck = match &obs.progress {
+                Progress::DeadlineExceeded(m) => Some(m.clone()),
+                Progress::Progressing(m) if obs.at >= self.policy.rollout_timeout => Some(format!(
+                    "rollout not complete after {} (limit {}): {m}",
+                    human(obs.at),
+                    human(self.policy.rollout_timeout)
+                )),
+                _ => None,
+            };
+            if let Some(message) = stuck {
+                // Pods waiting for capacity are not fixed by a rollback: stay paged, stop here.
+                if let Some(pending) = self.open.get(&Reason::Pending) {
+                    return Verdict::Finish(Finish::Degraded {
+                        reason: Reason::Pending,
+                        message: format!("{message}; {pending}"),
+                    });
+                }
+                return Verdict::RollBack {
+                    reason: Reason::RolloutTimeout,
+                    message,
+                };
+            }
+        }
+
+        if let Some(round) = &obs.probes
+            && let Some(v) = self.judge_round(round, complete)
+        {
+            return v;
+        }
+        if let Some(v) = page {
+            return v;
+        }
+        if let Some(v) = self.blind_page() {
+            return v;
+        }
+
+        match self.complete_at {
+            Some(start) if obs.at >= start + self.policy.window => match self.open.iter().next() {
+                Some((reason, message)) => Verdict::Finish(Finish::Degraded {
+                    reason: *reason,
+                    message: message.clone(),
+                }),
+                None => Verdict::Finish(Finish::Passed),
+            },
+            _ => Verdict::Continue,
+        }
+    }
+
+    /// Counts each check's consecutive failures; the first to reach the limit rolls back.
+    fn judge_round(&mut self, round: &ProbeRound, complete: bool) -> Option<Verdict> {
+        let mut results: Vec<(String, Result<(), (Reason, String)>)> = Vec::new();
+        if let Some(h) = &round.health {
+            results.push(("health".into(), self.health_result(h, complete)));
+        }
+        for (name, s) in &round.smoke {
+            let r = match s {
+                SmokeSample::Passed => Ok(()),
+                SmokeSample::Failed(d) => Err((Reason::Smoke, format!("smoke check {name}: {d}"))),
+            };
+            results.push((format!("smoke/{name}"), r));
+        }
+        match self.error_rate_result(&round.providers) {
+            RateResult::Fail(message) => {
+                self.seen_data();
+                results.push(("error_rate".into(), Err((Reason::ErrorRate, message))));
+            }
+            RateResult::Pass => {
+                self.seen_data();
+                results.push(("error_rate".into(), Ok(())));
+            }
+            RateResult::NoEvidence => self.seen_data(),
+            RateResult::Inconclusive => self.inconclusive += 1,
+            RateResult::NotConfigured => {}
+        }
+
+        let limit = self.policy.failures_before_rollback;
+        let mut verdict = None;
+        for (key, result) in results {
+            match result {
+                Ok(()) => {
+                    self.failures.remove(&key);
+                }
+                Err((reason, detail)) => {
+                    let entry = self
+                        .failures
+                        .entry(key)
+                        .or_insert((0, reason, String::new()));
+                    entry.0 += 1;
+                    entry.1 = reason;
+                    entry.2 = detail;
+                    if entry.0 >= limit && verdict.is_none() {
+                        let message = if limit == 1 {
+                            entry.2.clone()
+                        } else {
+                            format!("{} for {} consecutive samples", entry.2, entry.0)
+                        };
+                        verdict = Some(Verdict::RollBack {
+                            reason: entry.1,
+                            message,
+                        });
+                    }
+                }
+            }
+        }
+        verdict
+    }
+
+    fn health_result(&self, h: &HealthSample, complete: bool) -> Result<(), (Reason, String)> {
+        match h {
+            HealthSample::Failed(d) => Err((Reason::Health, format!("health: {d}"))),
+            HealthSample::Answered {
+                version,
+                failing_checks,
+            } => {
+                if let Some((name, value)) = failing_checks.first() {
+                    let more = match failing_checks.len() {
+                        1 => String::new(),
+                        n => format!(" (and {} more)", n - 1),
+                    };
+                    return Err((
+                        Reason::DependencyCheck,
+                        format!("health: dependency check {name} is {value:?}, not ok{more}"),
+                    ));
+                }
+                // Mixed versions are expected until the rollout completes.
+                if complete
+                    && let (Some(expected), Some(seen)) = (&self.facts.expected_version, version)
+                    && expected != seen
+                {
+                    return Err((
+                        Reason::VersionMismatch,
+                        format!("health: version {seen} reported, {expected} deployed"),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn error_rate_result(&self, providers: &[(String, ProviderSample)]) -> RateResult {
+        if providers.is_empty() {
+            return RateResult::NotConfigured;
+        }
+        let mut passed = false;
+        let mut low_traffic = false;
+        for (name, sample) in providers {
+            let ProviderSample::Counts { requests, errors } = sample else {
+                continue;
+            };
+            let (requests, errors) = (*requests, *errors);
+            // A reset or garbage is no evidence: never a pass, never a failure.
+            if !(requests.is_finite() && errors.is_finite())
+                || requests < 0.0
+                || errors < 0.0
+                || errors > requests
+            {
+                continue;
+            }
+            if requests < self.policy.min_requests as f64 || requests == 0.0 {
+                low_traffic = true;
+                continue;
+            }
+            let ratio = errors / requests;
+            let threshold = self.policy.error_rate_threshold;
+            let over_baseline = match (self.policy.baseline_factor, self.facts.baseline) {
+                (Some(factor), Some(base)) => ratio > base * factor,
+                _ => true,
+            };
+            if ratio > threshold && over_baseline {
+                let baseline = match (self.policy.baseline_factor, self.facts.baseline) {
+                    (Some(factor), Some(base)) => {
+                        format!(", baseline {} × {factor}", percent(base))
+                    }
+                    _ => String::new(),
+                };
+                return RateResult::Fail(format!(
+                    "error rate {} ({} of {} requests in {}) > {}{baseline} ({name})",
+                    percent(ratio),
+                    count(errors),
+                    count(requests),
+                    human(self.policy.sample_window),
+                    percent(threshold),
+                ));
+            }
+            passed = true;
+        }
+        if passed {
+            RateResult::Pass
+        } else if low_traffic {
+            RateResult::NoEvidence
+        } else {
+            RateResult::Inconclusive
+        }
+    }
+
+    /// A provider answered with data: the watchdog is not blind.
+    fn seen_data(&mut self) {
+        self.inconclusive = 0;
+        self.open.remove(&Reason::ProviderBlind);
+    }
+
+    fn blind_page(&mut self) -> Option<Verdict> {
+        if self.inconclusive < self.policy.inconclusive_limit {
+            return None;
+        }
+        let message = format!(
+            "watchdog blind: no error-rate provider had data for {} consecutive samples",
+            self.inconclusive
+        );
+        self.open.insert(Reason::ProviderBlind, message.clone());
+        self.paged
+            .insert(Reason::ProviderBlind)
+            .then_some(Verdict::Page {
+                reason: Reason::ProviderBlind,
+                message,
+            })
+    }
+}
+
+enum RateResult {
+    NotConfigured,
+    Pass,
+    Fail(String),
+    /// Only low-traffic samples: neither a failure nor blindness.
+    NoEvidence,
+    Inconclusive,
+}
+
+/// Folds a whole sequence; the first verdict that is not `Continue`, else `Continue`.
+pub fn judge(policy: &Policy, facts: &RolloutFacts, observations: &[Observation]) -> Vec<Verdict> {
+    let mut j = Judge::new(policy.clone(), facts.clone());
+    observations
+        .iter()
+        .map(|o| j.observe(o))
+        .filter(|v| *v != Verdict::Continue)
+        .collect()
+}
+
+/// `3.4 %`, `0.05 %`.
+pub fn percent(ratio: f64) -> String {
+    let p = ratio * 100.0;
+    if p != 0.0 && p.abs() < 0.1 {
+        format!("{p:.2} %")
+    } else {
+        format!("{p:.1} %").replace(".0 %", " %")
+    }
+}
+
+/// `2,000`; fractional counts (extrapolated by Prometheus) are rounded.
+pub fn count(n: f64) -> String {
+    let n = n.round() as i64;
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+/// `1m`, `2m 30s`, `500ms`.
+pub fn human(d: Duration) -> String {
+    let d = if d >= Duration::from_secs(1) {
+        Duration::from_secs(d.as_secs())
+    } else {
+        Duration::from_millis(d.as_millis() as u64)
+    };
+    humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -102,7 +102,11 @@ pub struct AppKey {
 
 impl AppKey {
     pub fn new(namespace: &str, name: &str, version: &str) -> Self {
-        AppKey { namespace: namespace.into(), name: name.into(), version: version.into() }
+        AppKey {
+            namespace: namespace.into(),
+            name: name.into(),
+            version: version.into(),
+        }
     }
 
     /// Parses `namespace/name@version`.
@@ -144,6 +148,9 @@ impl Behaviours {
     }
 
     pub fn set(&self, key: AppKey, behaviour: Behaviour) {
-        self.inner.write().unwrap_or_else(|e| e.into_inner()).insert(key, behaviour);
+        self.inner
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, behaviour);
     }
 }

@@ -62,10 +62,16 @@ fn yes() -> bool {
 
 impl DeploymentSpec {
     pub fn namespace(&self) -> &str {
-        self.reference.split_once('/').map(|(ns, _)| ns).unwrap_or("default")
+        self.reference
+            .split_once('/')
+            .map(|(ns, _)| ns)
+            .unwrap_or("default")
     }
     pub fn name(&self) -> &str {
-        self.reference.split_once('/').map(|(_, n)| n).unwrap_or(&self.reference)
+        self.reference
+            .split_once('/')
+            .map(|(_, n)| n)
+            .unwrap_or(&self.reference)
     }
 }
 
@@ -79,16 +85,39 @@ pub struct ScriptEvent {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Deploy { deployment: String, version: String },
+    Deploy {
+        deployment: String,
+        version: String,
+    },
     /// Changes the named fields of a version's behaviour from now on.
-    App { target: AppKey, changes: serde_json::Map<String, serde_json::Value> },
-    Scale { deployment: String, replicas: i32 },
-    Pause { deployment: String },
-    Resume { deployment: String },
-    Delete { deployment: String },
-    Provider { name: ProviderName, state: ProviderState },
-    Sink { name: SinkName, state: SinkState },
-    Api { state: ApiState },
+    App {
+        target: AppKey,
+        changes: serde_json::Map<String, serde_json::Value>,
+    },
+    Scale {
+        deployment: String,
+        replicas: i32,
+    },
+    Pause {
+        deployment: String,
+    },
+    Resume {
+        deployment: String,
+    },
+    Delete {
+        deployment: String,
+    },
+    Provider {
+        name: ProviderName,
+        state: ProviderState,
+    },
+    Sink {
+        name: SinkName,
+        state: SinkState,
+    },
+    Api {
+        state: ApiState,
+    },
     RestartWatchdog,
 }
 
@@ -203,17 +232,26 @@ impl ExpectedOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     #[error("{file}: cannot read: {source}")]
-    Read { file: String, source: std::io::Error },
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{file}: {field}: {problem}")]
-    Invalid { file: String, field: String, problem: String },
+    Invalid {
+        file: String,
+        field: String,
+        problem: String,
+    },
 }
 
 impl Scenario {
     /// Reads and validates a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ScenarioError::Read { file: file.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            file: file.clone(),
+            source,
+        })?;
         Scenario::parse(&text, &file)
     }
 
@@ -227,10 +265,16 @@ impl Scenario {
         let de = serde_norway::Deserializer::from_str(text);
         let scenario: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
-            let field = if field == "." { "(top level)".to_string() } else { field };
+            let field = if field == "." {
+                "(top level)".to_string()
+            } else {
+                field
+            };
             invalid(field, e.into_inner().to_string())
         })?;
-        scenario.validate().map_err(|(field, problem)| invalid(field, problem))?;
+        scenario
+            .validate()
+            .map_err(|(field, problem)| invalid(field, problem))?;
         Ok(scenario)
     }
 
@@ -242,18 +286,30 @@ impl Scenario {
         for (i, d) in self.deployments.iter().enumerate() {
             check_ref(&d.reference).map_err(|p| (format!("deployments[{i}].ref"), p))?;
             if !refs.insert(d.reference.clone()) {
-                return Err((format!("deployments[{i}].ref"), format!("{} is listed twice", d.reference)));
+                return Err((
+                    format!("deployments[{i}].ref"),
+                    format!("{} is listed twice", d.reference),
+                ));
             }
             if d.replicas < 0 {
-                return Err((format!("deployments[{i}].replicas"), "must be 0 or more".into()));
+                return Err((
+                    format!("deployments[{i}].replicas"),
+                    "must be 0 or more".into(),
+                ));
             }
             if d.version.is_empty() {
-                return Err((format!("deployments[{i}].version"), "must not be empty".into()));
+                return Err((
+                    format!("deployments[{i}].version"),
+                    "must not be empty".into(),
+                ));
             }
         }
         for (key, b) in &self.apps {
             if AppKey::parse(key).is_none() {
-                return Err((format!("apps.{key}"), "key must be namespace/name@version".into()));
+                return Err((
+                    format!("apps.{key}"),
+                    "key must be namespace/name@version".into(),
+                ));
             }
             check_behaviour(b).map_err(|(f, p)| (format!("apps.{key}.{f}"), p))?;
         }
@@ -261,15 +317,27 @@ impl Scenario {
         for (i, ev) in self.script.iter().enumerate() {
             let field = format!("script[{i}]");
             let deployment = match &ev.action {
-                Action::Deploy { deployment, version } => {
+                Action::Deploy {
+                    deployment,
+                    version,
+                } => {
                     if version.is_empty() {
-                        return Err((format!("{field}.deploy.version"), "must not be empty".into()));
+                        return Err((
+                            format!("{field}.deploy.version"),
+                            "must not be empty".into(),
+                        ));
                     }
                     Some(deployment)
                 }
-                Action::Scale { deployment, replicas } => {
+                Action::Scale {
+                    deployment,
+                    replicas,
+                } => {
                     if *replicas < 0 {
-                        return Err((format!("{field}.scale.replicas"), "must be 0 or more".into()));
+                        return Err((
+                            format!("{field}.scale.replicas"),
+                            "must be 0 or more".into(),
+                        ));
                     }
                     Some(deployment)
                 }
@@ -292,7 +360,10 @@ impl Scenario {
             if let ExpectEntry::InOrder(list) = entry
                 && list.is_empty()
             {
-                return Err((format!("expect.{reference}"), "an empty list expects nothing".into()));
+                return Err((
+                    format!("expect.{reference}"),
+                    "an empty list expects nothing".into(),
+                ));
             }
         }
         Ok(())
@@ -321,22 +392,34 @@ fn check_ref(reference: &str) -> Result<(), String> {
 
 fn check_behaviour(b: &Behaviour) -> Result<(), (String, String)> {
     if !(0.0..=1.0).contains(&b.error_ratio) || b.error_ratio.is_nan() {
-        return Err(("error_ratio".into(), format!("{} is not a fraction from 0 to 1", b.error_ratio)));
+        return Err((
+            "error_ratio".into(),
+            format!("{} is not a fraction from 0 to 1", b.error_ratio),
+        ));
     }
     if !b.rps.is_finite() || b.rps < 0.0 {
-        return Err(("rps".into(), format!("{} is not a rate of 0 or more", b.rps)));
+        return Err((
+            "rps".into(),
+            format!("{} is not a rate of 0 or more", b.rps),
+        ));
     }
     if let Some(status) = b.health.status
         && !(100..=599).contains(&status)
     {
-        return Err(("health.status".into(), format!("{status} is not an HTTP status")));
+        return Err((
+            "health.status".into(),
+            format!("{status} is not an HTTP status"),
+        ));
     }
     for (path, status) in &b.routes {
         if !path.starts_with('/') {
             return Err((format!("routes.{path}"), "a route must start with /".into()));
         }
         if !(100..=599).contains(status) {
-            return Err((format!("routes.{path}"), format!("{status} is not an HTTP status")));
+            return Err((
+                format!("routes.{path}"),
+                format!("{status} is not an HTTP status"),
+            ));
         }
     }
     Ok(())
@@ -401,7 +484,11 @@ impl<'de> Deserialize<'de> for ScriptEvent {
         let at = match map.remove("at") {
             Some(serde_json::Value::String(s)) => humantime::parse_duration(&s)
                 .map_err(|e| D::Error::custom(format!("at: {s:?} is not a duration: {e}")))?,
-            Some(other) => return Err(D::Error::custom(format!("at: {other} is not a duration like 300ms"))),
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "at: {other} is not a duration like 300ms"
+                )));
+            }
             None => return Err(D::Error::custom("missing field `at`")),
         };
         if map.len() != 1 {
@@ -417,17 +504,28 @@ impl<'de> Deserialize<'de> for ScriptEvent {
         let action = match key.as_str() {
             "deploy" => {
                 let f: DeployFields = serde_json::from_value(value).map_err(field)?;
-                Action::Deploy { deployment: f.deployment, version: f.version }
+                Action::Deploy {
+                    deployment: f.deployment,
+                    version: f.version,
+                }
             }
             "app" => {
                 let serde_json::Value::Object(mut changes) = value else {
-                    return Err(D::Error::custom("app: must be a map with `target` and behaviour fields"));
+                    return Err(D::Error::custom(
+                        "app: must be a map with `target` and behaviour fields",
+                    ));
                 };
                 let target = match changes.remove("target") {
                     Some(serde_json::Value::String(t)) => AppKey::parse(&t).ok_or_else(|| {
-                        D::Error::custom(format!("app.target: {t:?} must be namespace/name@version"))
+                        D::Error::custom(format!(
+                            "app.target: {t:?} must be namespace/name@version"
+                        ))
                     })?,
-                    _ => return Err(D::Error::custom("app.target: missing (namespace/name@version)")),
+                    _ => {
+                        return Err(D::Error::custom(
+                            "app.target: missing (namespace/name@version)",
+                        ));
+                    }
                 };
                 // Check the fields against the behaviour schema now, not when the event plays.
                 let probe = serde_json::to_value(Behaviour::default()).map_err(field)?;
@@ -441,23 +539,38 @@ impl<'de> Deserialize<'de> for ScriptEvent {
             }
             "scale" => {
                 let f: ScaleFields = serde_json::from_value(value).map_err(field)?;
-                Action::Scale { deployment: f.deployment, replicas: f.replicas }
+                Action::Scale {
+                    deployment: f.deployment,
+                    replicas: f.replicas,
+                }
             }
             "pause" | "resume" | "delete" => {
                 let f: DeploymentField = serde_json::from_value(value).map_err(field)?;
                 match key.as_str() {
-                    "pause" => Action::Pause { deployment: f.deployment },
-                    "resume" => Action::Resume { deployment: f.deployment },
-                    _ => Action::Delete { deployment: f.deployment },
+                    "pause" => Action::Pause {
+                        deployment: f.deployment,
+                    },
+                    "resume" => Action::Resume {
+                        deployment: f.deployment,
+                    },
+                    _ => Action::Delete {
+                        deployment: f.deployment,
+                    },
                 }
             }
             "provider" => {
                 let f: ProviderFields = serde_json::from_value(value).map_err(field)?;
-                Action::Provider { name: f.name, state: f.state }
+                Action::Provider {
+                    name: f.name,
+                    state: f.state,
+                }
             }
             "sink" => {
                 let f: SinkFields = serde_json::from_value(value).map_err(field)?;
-                Action::Sink { name: f.name, state: f.state }
+                Action::Sink {
+                    name: f.name,
+                    state: f.state,
+                }
             }
             "api" => {
                 let f: ApiFields = serde_json::from_value(value).map_err(field)?;
@@ -529,7 +642,9 @@ expect:
         assert_eq!(s.script.len(), 4);
         assert_eq!(s.script[0].at, Duration::from_millis(300));
         assert!(matches!(s.script[2].action, Action::RestartWatchdog));
-        let ExpectEntry::Last(e) = &s.expect["production/app"] else { panic!("a map") };
+        let ExpectEntry::Last(e) = &s.expect["production/app"] else {
+            panic!("a map")
+        };
         assert_eq!(e.outcome, Some(ExpectedOutcome::RolledBack));
         assert_eq!(e.first_action_within, Some(Duration::from_secs(2)));
     }
@@ -544,15 +659,36 @@ expect:
     #[test]
     fn bad_scenarios_name_the_file_and_the_field() {
         let cases = [
-            ("name: x\ndeployments: [{ref: a/b, version: v1, replicaz: 3}]\n", "deployments[0]"),
-            ("name: x\nscript: [{at: soon, deploy: {deployment: a/b, version: v2}}]\n", "script[0]"),
-            ("name: x\nscript: [{at: 1s, deploy: {deployment: a/b, version: v2}}]\n", "script[0].deploy.deployment"),
-            ("name: x\napps: {app-without-version: {}}\n", "apps.app-without-version"),
-            ("name: x\napps: {a/b@v1: {error_ratio: 2}}\n", "apps.a/b@v1.error_ratio"),
+            (
+                "name: x\ndeployments: [{ref: a/b, version: v1, replicaz: 3}]\n",
+                "deployments[0]",
+            ),
+            (
+                "name: x\nscript: [{at: soon, deploy: {deployment: a/b, version: v2}}]\n",
+                "script[0]",
+            ),
+            (
+                "name: x\nscript: [{at: 1s, deploy: {deployment: a/b, version: v2}}]\n",
+                "script[0].deploy.deployment",
+            ),
+            (
+                "name: x\napps: {app-without-version: {}}\n",
+                "apps.app-without-version",
+            ),
+            (
+                "name: x\napps: {a/b@v1: {error_ratio: 2}}\n",
+                "apps.a/b@v1.error_ratio",
+            ),
             ("name: x\nexpect: {a/b: {outcome: exploded}}\n", "expect"),
-            ("name: x\nscript: [{at: 1s, provider: {name: graphite, state: down}}]\n", "script[0]"),
+            (
+                "name: x\nscript: [{at: 1s, provider: {name: graphite, state: down}}]\n",
+                "script[0]",
+            ),
             ("description: no name\n", "name"),
-            ("name: x\nscript: [{at: 1s, scale: {deployment: a/b, replicas: 2}, pause: {deployment: a/b}}]\n", "exactly one action"),
+            (
+                "name: x\nscript: [{at: 1s, scale: {deployment: a/b, replicas: 2}, pause: {deployment: a/b}}]\n",
+                "exactly one action",
+            ),
         ];
         for (text, needle) in cases {
             let msg = error_of(text);
@@ -573,7 +709,10 @@ expect:
 
     #[test]
     fn app_changes_keep_the_fields_they_do_not_name() {
-        let base = Behaviour { rps: 250.0, ..Behaviour::default() };
+        let base = Behaviour {
+            rps: 250.0,
+            ..Behaviour::default()
+        };
         let mut changes = serde_json::Map::new();
         changes.insert("error_ratio".into(), serde_json::json!(0.2));
         let b = apply_changes(&base, &changes).expect("valid");

@@ -1,0 +1,499 @@
+use super::*;
+use proptest::prelude::*;
+
+fn policy() -> Policy {
+    Policy {
+        error_rate_threshold: 0.01,
+        min_requests: 20,
+        sample_window: Duration::from_secs(60),
+        failures_before_rollback: 3,
+        inconclusive_limit: 5,
+        baseline_factor: None,
+        window: Duration::from_secs(900),
+        rollout_timeout: Duration::from_secs(600),
+        pending_timeout: Duration::from_secs(120),
+    }
+}
+
+fn facts() -> RolloutFacts {
+    RolloutFacts {
+        expected_version: Some("v1.2.3".into()),
+        baseline: None,
+    }
+}
+
+fn healthy_health() -> HealthSample {
+    HealthSample::Answered {
+        version: Some("v1.2.3".into()),
+        failing_checks: vec![],
+    }
+}
+
+fn counts(requests: f64, errors: f64) -> Vec<(String, ProviderSample)> {
+    vec![(
+        "prometheus".into(),
+        ProviderSample::Counts { requests, errors },
+    )]
+}
+
+/// An observation at `secs` of a complete rollout with the given round.
+fn tick(secs: u64, round: ProbeRound) -> Observation {
+    Observation {
+        at: Duration::from_secs(secs),
+        progress: Progress::Complete,
+        pod_failure: None,
+        pending: None,
+        probes: Some(round),
+    }
+}
+
+fn round(providers: Vec<(String, ProviderSample)>) -> ProbeRound {
+    ProbeRound {
+        health: Some(healthy_health()),
+        smoke: vec![],
+        providers,
+    }
+}
+
+fn rollbacks(vs: &[Verdict]) -> Vec<Reason> {
+    vs.iter()
+        .filter_map(|v| match v {
+            Verdict::RollBack { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn error_rate_above_threshold_rolls_back_after_three_consecutive_samples() {
+    let obs: Vec<_> = (1..=3)
+        .map(|i| tick(i * 10, round(counts(2000.0, 68.0))))
+        .collect();
+    let mut j = Judge::new(policy(), facts());
+    assert_eq!(j.observe(&obs[0]), Verdict::Continue);
+    assert_eq!(j.observe(&obs[1]), Verdict::Continue);
+    let Verdict::RollBack { reason, message } = j.observe(&obs[2]) else {
+        panic!("should roll back")
+    };
+    assert_eq!(reason, Reason::ErrorRate);
+    assert_eq!(
+        message,
+        "error rate 3.4 % (68 of 2,000 requests in 1m) > 1 % (prometheus) for 3 consecutive samples"
+    );
+}
+
+#[test]
+fn a_passing_sample_resets_the_failure_count() {
+    let bad = || round(counts(2000.0, 68.0));
+    let good = || round(counts(2000.0, 2.0));
+    let obs = vec![
+        tick(10, bad()),
+        tick(20, bad()),
+        tick(30, good()),
+        tick(40, bad()),
+        tick(50, bad()),
+    ];
+    assert!(rollbacks(&judge(&policy(), &facts(), &obs)).is_empty());
+}
+
+#[test]
+fn low_traffic_is_no_evidence_either_way() {
+    // 5 of 10 requests is 50 %, but 10 requests are under min_requests.
+    let obs: Vec<_> = (1..=20)
+        .map(|i| tick(i, round(counts(10.0, 5.0))))
+        .collect();
+    let vs = judge(&policy(), &facts(), &obs);
+    assert!(
+        vs.is_empty(),
+        "low traffic neither fails nor counts as blind: {vs:?}"
+    );
+}
+
+#[test]
+fn low_traffic_does_not_reset_a_failure_streak() {
+    let obs = vec![
+        tick(10, round(counts(2000.0, 68.0))),
+        tick(20, round(counts(2000.0, 68.0))),
+        tick(30, round(counts(5.0, 0.0))),
+        tick(40, round(counts(2000.0, 68.0))),
+    ];
+    assert_eq!(
+        rollbacks(&judge(&policy(), &facts(), &obs)),
+        vec![Reason::ErrorRate]
+    );
+}
+
+#[test]
+fn providers_down_page_blind_and_never_roll_back() {
+    let down = || {
+        round(vec![(
+            "prometheus".into(),
+            ProviderSample::Unavailable("connection refused".into()),
+        )])
+    };
+    let obs: Vec<_> = (1..=10).map(|i| tick(i * 10, down())).collect();
+    let vs = judge(&policy(), &facts(), &obs);
+    assert_eq!(rollbacks(&vs), vec![]);
+    let pages: Vec<_> = vs
+        .iter()
+        .filter(|v| {
+            matches!(
+                v,
+                Verdict::Page {
+                    reason: Reason::ProviderBlind,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(pages.len(), 1, "paged once: {vs:?}");
+}
+
+#[test]
+fn blind_to_the_end_of_the_window_is_degraded_and_recovery_passes() {
+    let down = || round(vec![("prometheus".into(), ProviderSample::NoData)]);
+    let mut p = policy();
+    p.window = Duration::from_secs(100);
+    let obs: Vec<_> = (0..=10).map(|i| tick(i * 10, down())).collect();
+    let vs = judge(&p, &facts(), &obs);
+    assert!(
+        matches!(
+            vs.last(),
+            Some(Verdict::Finish(Finish::Degraded {
+                reason: Reason::ProviderBlind,
+                ..
+            }))
+        ),
+        "{vs:?}"
+    );
+
+    let mut obs: Vec<_> = (0..6).map(|i| tick(i * 10, down())).collect();
+    obs.extend((6..=10).map(|i| tick(i * 10, round(counts(1000.0, 1.0)))));
+    let vs = judge(&p, &facts(), &obs);
+    assert_eq!(vs.last(), Some(&Verdict::Finish(Finish::Passed)), "{vs:?}");
+}
+
+#[test]
+fn any_provider_with_data_failing_fails_the_check() {
+    let providers = vec![
+        (
+            "prometheus".to_string(),
+            ProviderSample::Unavailable("HTTP 500".into()),
+        ),
+        (
+            "datadog".to_string(),
+            ProviderSample::Counts {
+                requests: 1000.0,
+                errors: 50.0,
+            },
+        ),
+    ];
+    let obs: Vec<_> = (1..=3).map(|i| tick(i, round(providers.clone()))).collect();
+    assert_eq!(
+        rollbacks(&judge(&policy(), &facts(), &obs)),
+        vec![Reason::ErrorRate]
+    );
+
+    let split = vec![
+        (
+            "prometheus".to_string(),
+            ProviderSample::Counts {
+                requests: 1000.0,
+                errors: 1.0,
+            },
+        ),
+        (
+            "datadog".to_string(),
+            ProviderSample::Counts {
+                requests: 1000.0,
+                errors: 50.0,
+            },
+        ),
+    ];
+    let obs: Vec<_> = (1..=3).map(|i| tick(i, round(split.clone()))).collect();
+    assert_eq!(
+        rollbacks(&judge(&policy(), &facts(), &obs)),
+        vec![Reason::ErrorRate]
+    );
+}
+
+#[test]
+fn the_baseline_tolerates_pre_existing_noise_and_catches_a_regression() {
+    let mut p = policy();
+    p.baseline_factor = Some(2.0);
+    let f = RolloutFacts {
+        baseline: Some(0.03),
+        ..facts()
+    };
+    // 4 % against a 3 % baseline: above threshold but not above 2 × baseline.
+    let obs: Vec<_> = (1..=5)
+        .map(|i| tick(i, round(counts(1000.0, 40.0))))
+        .collect();
+    assert!(rollbacks(&judge(&p, &f, &obs)).is_empty());
+    // 8 % is above both.
+    let obs: Vec<_> = (1..=3)
+        .map(|i| tick(i, round(counts(1000.0, 80.0))))
+        .collect();
+    assert_eq!(rollbacks(&judge(&p, &f, &obs)), vec![Reason::ErrorRate]);
+}
+
+#[test]
+fn crashloop_in_new_replicaset_rolls_back_without_waiting() {
+    let obs = Observation {
+        at: Duration::from_millis(400),
+        progress: Progress::Progressing("1 out of 3 new replicas have been updated".into()),
+        pod_failure: Some(PodFailure {
+            pod: "app-7d9f-abcde".into(),
+            reason: Reason::Crashloop,
+            detail: "CrashLoopBackOff (restarts: 1, last exit code 1)".into(),
+        }),
+        pending: None,
+        probes: None,
+    };
+    let vs = judge(&policy(), &facts(), &[obs]);
+    assert_eq!(rollbacks(&vs), vec![Reason::Crashloop]);
+}
+
+#[test]
+fn rollout_timeout_rolls_back_but_pending_pods_only_page() {
+    let progressing = |secs| Observation {
+        at: Duration::from_secs(secs),
+        progress: Progress::Progressing("Waiting".into()),
+        pod_failure: None,
+        pending: None,
+        probes: None,
+    };
+    let vs = judge(&policy(), &facts(), &[progressing(100), progressing(600)]);
+    assert_eq!(rollbacks(&vs), vec![Reason::RolloutTimeout]);
+
+    let pending = |secs| Observation {
+        pending: Some(PendingPod {
+            pod: "app-x".into(),
+            pending_for: Duration::from_secs(secs),
+            message: "0/3 nodes are available: 3 Insufficient cpu.".into(),
+        }),
+        ..progressing(secs)
+    };
+    let vs = judge(
+        &policy(),
+        &facts(),
+        &[pending(60), pending(130), pending(300), pending(600)],
+    );
+    assert!(
+        matches!(&vs[0], Verdict::Page { reason: Reason::Pending, message } if message.contains("Insufficient cpu"))
+    );
+    assert!(
+        matches!(
+            &vs[1],
+            Verdict::Finish(Finish::Degraded {
+                reason: Reason::Pending,
+                ..
+            })
+        ),
+        "{vs:?}"
+    );
+    assert_eq!(vs.len(), 2);
+}
+
+#[test]
+fn progress_deadline_exceeded_rolls_back_at_once() {
+    let obs = Observation {
+        at: Duration::from_secs(5),
+        progress: Progress::DeadlineExceeded(
+            "deployment \"app\" exceeded its progress deadline".into(),
+        ),
+        pod_failure: None,
+        pending: None,
+        probes: None,
+    };
+    assert_eq!(
+        rollbacks(&judge(&policy(), &facts(), &[obs])),
+        vec![Reason::RolloutTimeout]
+    );
+}
+
+#[test]
+fn version_is_only_checked_once_the_rollout_is_complete() {
+    let old = || ProbeRound {
+        health: Some(HealthSample::Answered {
+            version: Some("v1.2.2".into()),
+            failing_checks: vec![],
+        }),
+        ..ProbeRound::default()
+    };
+    let mut during: Vec<_> = (1..=5)
+        .map(|i| Observation {
+            progress: Progress::Progressing("…".into()),
+            ..tick(i, old())
+        })
+        .collect();
+    assert!(judge(&policy(), &facts(), &during).is_empty());
+    during.extend((6..=8).map(|i| tick(i, old())));
+    let vs = judge(&policy(), &facts(), &during);
+    assert!(
+        matches!(&vs[0], Verdict::RollBack { reason: Reason::VersionMismatch, message } if message.contains("v1.2.2 reported, v1.2.3 deployed"))
+    );
+}
+
+#[test]
+fn a_failing_dependency_check_is_its_own_reason() {
+    let r = || ProbeRound {
+        health: Some(HealthSample::Answered {
+            version: Some("v1.2.3".into()),
+            failing_checks: vec![("database".into(), "timeout".into())],
+        }),
+        ..ProbeRound::default()
+    };
+    let obs: Vec<_> = (1..=3).map(|i| tick(i, r())).collect();
+    assert_eq!(
+        rollbacks(&judge(&policy(), &facts(), &obs)),
+        vec![Reason::DependencyCheck]
+    );
+}
+
+#[test]
+fn smoke_failures_count_per_check() {
+    let r = |ok: bool| ProbeRound {
+        smoke: vec![(
+            "status".into(),
+            if ok {
+                SmokeSample::Passed
+            } else {
+                SmokeSample::Failed("HTTP 503, expected 200".into())
+            },
+        )],
+        ..ProbeRound::default()
+    };
+    let obs: Vec<_> = (1..=3).map(|i| tick(i, r(false))).collect();
+    assert_eq!(
+        rollbacks(&judge(&policy(), &facts(), &obs)),
+        vec![Reason::Smoke]
+    );
+}
+
+#[test]
+fn a_clean_window_passes_at_its_end() {
+    let mut p = policy();
+    p.window = Duration::from_secs(60);
+    let obs: Vec<_> = (0..=6)
+        .map(|i| tick(i * 10, round(counts(1000.0, 1.0))))
+        .collect();
+    assert_eq!(
+        judge(&p, &facts(), &obs),
+        vec![Verdict::Finish(Finish::Passed)]
+    );
+}
+
+#[test]
+fn formatting_reads_like_a_person_wrote_it() {
+    assert_eq!(percent(0.034), "3.4 %");
+    assert_eq!(percent(0.01), "1 %");
+    assert_eq!(percent(0.0005), "0.05 %");
+    assert_eq!(count(2000.0), "2,000");
+    assert_eq!(count(1234567.4), "1,234,567");
+    assert_eq!(human(Duration::from_millis(1500)), "1s");
+    assert_eq!(human(Duration::from_millis(300)), "300ms");
+}
+
+fn any_sample() -> impl Strategy<Value = ProviderSample> {
+    prop_oneof![
+        (0.0f64..5000.0, 0.0f64..1.0).prop_map(|(r, frac)| ProviderSample::Counts {
+            requests: r,
+            errors: r * frac
+        }),
+        Just(ProviderSample::NoData),
+        Just(ProviderSample::Unavailable("down".into())),
+        // Garbage a provider may answer: NaN, infinities, resets.
+        prop_oneof![
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(-5.0),
+            0.0f64..10.0
+        ]
+        .prop_map(|e| ProviderSample::Counts {
+            requests: e,
+            errors: e * 2.0
+        }),
+    ]
+}
+
+fn any_round() -> impl Strategy<Value = ProbeRound> {
+    (prop::collection::vec(any_sample(), 0..3), any::<bool>()).prop_map(|(samples, healthy)| {
+        ProbeRound {
+            health: Some(if healthy {
+                healthy_health()
+            } else {
+                HealthSample::Failed("HTTP 503".into())
+            }),
+            smoke: vec![],
+            providers: samples
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (format!("p{i}"), s))
+                .collect(),
+        }
+    })
+}
+
+proptest! {
+    #[test]
+    fn folding_one_by_one_equals_judging_the_whole_sequence(rounds in prop::collection::vec(any_round(), 0..40)) {
+        let obs: Vec<_> = rounds.into_iter().enumerate().map(|(i, r)| tick(i as u64, r)).collect();
+        let batch = judge(&policy(), &facts(), &obs);
+        let mut j = Judge::new(policy(), facts());
+        let one_by_one: Vec<_> = obs.iter().map(|o| j.observe(o)).filter(|v| *v != Verdict::Continue).collect();
+        prop_assert_eq!(batch, one_by_one);
+    }
+
+    #[test]
+    fn no_data_garbage_or_low_traffic_never_rolls_back(
+        samples in prop::collection::vec(
+            prop_oneof![
+                Just(ProviderSample::NoData),
+                Just(ProviderSample::Unavailable("HTTP 429".into())),
+                (0.0f64..19.9).prop_map(|r| ProviderSample::Counts { requests: r, errors: r }),
+                Just(ProviderSample::Counts { requests: f64::NAN, errors: 1.0 }),
+                Just(ProviderSample::Counts { requests: 100.0, errors: f64::INFINITY }),
+                Just(ProviderSample::Counts { requests: -100.0, errors: -50.0 }),
+            ],
+            1..60,
+        )
+    ) {
+        let obs: Vec<_> = samples.into_iter().enumerate()
+            .map(|(i, s)| tick(i as u64, round(vec![("prometheus".into(), s)])))
+            .collect();
+        prop_assert!(rollbacks(&judge(&policy(), &facts(), &obs)).is_empty());
+    }
+
+    #[test]
+    fn flapping_never_rolls_back_before_n_consecutive_failures(
+        pattern in prop::collection::vec(any::<bool>(), 1..80),
+        n in 1u32..6,
+    ) {
+        let mut p = policy();
+        p.failures_before_rollback = n;
+        let obs: Vec<_> = pattern.iter().enumerate()
+            .map(|(i, bad)| tick(i as u64, round(counts(1000.0, if *bad { 100.0 } else { 0.0 }))))
+            .collect();
+        let mut longest = 0u32;
+        let mut run = 0u32;
+        for bad in &pattern {
+            run = if *bad { run + 1 } else { 0 };
+            longest = longest.max(run);
+        }
+        let rolled = !rollbacks(&judge(&p, &facts(), &obs)).is_empty();
+        prop_assert_eq!(rolled, longest >= n);
+    }
+
+    #[test]
+    fn at_most_one_rollback_and_nothing_after_it(rounds in prop::collection::vec(any_round(), 0..60)) {
+        let obs: Vec<_> = rounds.into_iter().enumerate().map(|(i, r)| tick(i as u64, r)).collect();
+        let vs = judge(&policy(), &facts(), &obs);
+        let finals = vs.iter().filter(|v| matches!(v, Verdict::RollBack { .. } | Verdict::Finish(_))).count();
+        prop_assert!(finals <= 1);
+        if finals == 1 {
+            let last_is_final = matches!(vs.last(), Some(Verdict::RollBack { .. } | Verdict::Finish(_)));
+            prop_assert!(last_is_final);
+        }
+    }
+}
