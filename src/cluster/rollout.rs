@@ -1,0 +1,215 @@
+//! Reading a Deployment the way `kubectl rollout status` and the deployment controller do:
+//! revisions, the new ReplicaSet, progress, the deployed version.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::ResourceExt;
+
+use crate::judge::Progress;
+
+pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+pub const HASH_LABEL: &str = "pod-template-hash";
+pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
+
+/// The `deployment.kubernetes.io/revision` of a Deployment or ReplicaSet.
+pub fn revision(annotations: &BTreeMap<String, String>) -> Option<i64> {
+    annotations.get(REVISION_ANNOTATION).and_then(|r| r.parse().ok())
+}
+
+/// The version a template deploys: its `app.kubernetes.io/version` label, else the first
+/// container's image tag.
+pub fn template_version(template: &PodTemplateSpec) -> Option<String> {
+    if let Some(v) = template.metadata.as_ref().and_then(|m| m.labels.as_ref()).and_then(|l| l.get(VERSION_LABEL)) {
+        return Some(v.clone());
+    }
+    let image = template.spec.as_ref()?.containers.first()?.image.as_ref()?;
+    image_tag(image).map(str::to_string)
+}
+
+/// `registry:5000/app:v1.2.3@sha256:…` → `v1.2.3`.
+pub fn image_tag(image: &str) -> Option<&str> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split_once(':').map(|(_, tag)| tag).filter(|t| !t.is_empty())
+}
+
+/// Templates equal but for the `pod-template-hash` label (kubectl's `equalIgnoreHash`).
+pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
+    strip_hash(a) == strip_hash(b)
+}
+
+fn strip_hash(t: &PodTemplateSpec) -> serde_json::Value {
+    let mut t = t.clone();
+    if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        labels.remove(HASH_LABEL);
+        if labels.is_empty() {
+            t.metadata.as_mut().map(|m| m.labels = None);
+        }
+    }
+    // Compare as JSON: a missing map and an empty one are the same object to the API server.
+    prune_empty(serde_json::to_value(&t).unwrap_or_default())
+}
+
+fn prune_empty(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k, prune_empty(v)))
+                .filter(|(_, v)| match v {
+                    serde_json::Value::Null => false,
+                    serde_json::Value::Object(m) => !m.is_empty(),
+                    serde_json::Value::Array(a) => !a.is_empty(),
+                    _ => true,
+                })
+                .collect(),
+        ),
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(prune_empty).collect()),
+        other => other,
+    }
+}
+
+/// A stable fingerprint of a template, ignoring the hash label: recognises our own rollback
+/// after a restart without listing ReplicaSets.
+pub fn template_fingerprint(t: &PodTemplateSpec) -> String {
+    let canonical = strip_hash(t).to_string();
+    // FNV-1a 64: stable across processes and versions, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in canonical.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// ReplicaSets controlled by the Deployment (by controller ownerReference UID).
+pub fn owned<'a>(deployment: &Deployment, all: impl IntoIterator<Item = &'a ReplicaSet>) -> Vec<&'a ReplicaSet> {
+    let uid = deployment.metadata.uid.as_deref();
+    all.into_iter()
+        .filter(|rs| {
+            rs.metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|refs| refs.iter().any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid))
+        })
+        .collect()
+}
+
+/// The ReplicaSet whose template is the Deployment's (oldest first, as the controller picks).
+pub fn new_replica_set<'a>(deployment: &Deployment, owned: &[&'a ReplicaSet]) -> Option<&'a ReplicaSet> {
+    let template = &deployment.spec.as_ref()?.template;
+    let mut matching: Vec<&ReplicaSet> = owned
+        .iter()
+        .copied()
+        .filter(|rs| rs.spec.as_ref().and_then(|s| s.template.as_ref()).is_some_and(|t| equal_ignore_hash(t, template)))
+        .collect();
+    matching.sort_by(|a, b| {
+        a.metadata.creation_timestamp.as_ref().map(|t| t.0).cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    });
+    matching.first().copied()
+}
+
+/// The `pod-template-hash` of a ReplicaSet.
+pub fn hash_of(rs: &ReplicaSet) -> Option<String> {
+    rs.labels().get(HASH_LABEL).cloned()
+}
+
+/// `kubectl rollout status` for a Deployment.
+pub fn progress(d: &Deployment) -> Progress {
+    let name = d.name_any();
+    let generation = d.metadata.generation.unwrap_or(0);
+    let Some(status) = d.status.as_ref() else {
+        return Progress::Progressing("Waiting for deployment spec update to be observed...".into());
+    };
+    if generation > status.observed_generation.unwrap_or(0) {
+        return Progress::Progressing("Waiting for deployment spec update to be observed...".into());
+    }
+    let progressing = status.conditions.as_ref().and_then(|c| c.iter().find(|c| c.type_ == "Progressing"));
+    if progressing.is_some_and(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded")) {
+        return Progress::DeadlineExceeded(format!("deployment {name:?} exceeded its progress deadline"));
+    }
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let replicas = status.replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    if updated < desired {
+        return Progress::Progressing(format!(
+            "Waiting for deployment {name:?} rollout to finish: {updated} out of {desired} new replicas have been updated..."
+        ));
+    }
+    if replicas > updated {
+        return Progress::Progressing(format!(
+            "Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...",
+            replicas - updated
+        ));
+    }
+    if available < updated {
+        return Progress::Progressing(format!(
+            "Waiting for deployment {name:?} rollout to finish: {available} of {updated} updated replicas are available..."
+        ));
+    }
+    Progress::Complete
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus};
+
+    fn deployment(desired: i32, updated: i32, replicas: i32, available: i32) -> Deployment {
+        Deployment {
+            metadata: kube::api::ObjectMeta { name: Some("app".into()), generation: Some(2), ..Default::default() },
+            spec: Some(DeploymentSpec { replicas: Some(desired), ..Default::default() }),
+            status: Some(DeploymentStatus {
+                observed_generation: Some(2),
+                updated_replicas: Some(updated),
+                replicas: Some(replicas),
+                available_replicas: Some(available),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn progress_reads_like_kubectl_rollout_status() {
+        let msg = |d: &Deployment| match progress(d) {
+            Progress::Progressing(m) => m,
+            other => format!("{other:?}"),
+        };
+        assert_eq!(
+            msg(&deployment(3, 1, 4, 3)),
+            "Waiting for deployment \"app\" rollout to finish: 1 out of 3 new replicas have been updated..."
+        );
+        assert_eq!(
+            msg(&deployment(3, 3, 4, 3)),
+            "Waiting for deployment \"app\" rollout to finish: 1 old replicas are pending termination..."
+        );
+        assert_eq!(
+            msg(&deployment(3, 3, 3, 2)),
+            "Waiting for deployment \"app\" rollout to finish: 2 of 3 updated replicas are available..."
+        );
+        assert_eq!(progress(&deployment(3, 3, 3, 3)), Progress::Complete);
+        let mut unobserved = deployment(3, 3, 3, 3);
+        unobserved.metadata.generation = Some(3);
+        assert!(matches!(progress(&unobserved), Progress::Progressing(m) if m.contains("spec update")));
+        let mut stuck = deployment(3, 1, 4, 3);
+        if let Some(s) = stuck.status.as_mut() {
+            s.conditions = Some(vec![DeploymentCondition {
+                type_: "Progressing".into(),
+                status: "False".into(),
+                reason: Some("ProgressDeadlineExceeded".into()),
+                ..Default::default()
+            }]);
+        }
+        assert_eq!(progress(&stuck), Progress::DeadlineExceeded("deployment \"app\" exceeded its progress deadline".into()));
+    }
+
+    #[test]
+    fn image_tags() {
+        assert_eq!(image_tag("registry.example.com/prod/app:v1.2.3"), Some("v1.2.3"));
+        assert_eq!(image_tag("localhost:5000/app:v2"), Some("v2"));
+        assert_eq!(image_tag("localhost:5000/app"), None);
+        assert_eq!(image_tag("app:v1@sha256:abc"), Some("v1"));
+    }
+}
