@@ -254,6 +254,19 @@ impl Judge {
         self.complete_at
     }
 
+    /// Resumes a watch whose window began `at` after detection (recorded before a restart).
+    pub fn resume_window(&mut self, at: Duration) {
+        self.complete_at = Some(at);
+    }
+
+    /// A page for `reason` went out before a restart: do not page for it again.
+    pub fn already_paged(&mut self, reason: Option<Reason>) {
+        if let Some(r) = reason {
+            self.paged.insert(r);
+            self.open.insert(r, format!("{r} (paged before a restart)"));
+        }
+    }
+
     /// Problems paged and not yet recovered.
     pub fn open_problems(&self) -> impl Iterator<Item = (&Reason, &String)> {
         self.open.iter()

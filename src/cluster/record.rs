@@ -74,6 +74,9 @@ pub struct RolloutState {
     /// The rollback was verified (or found failed): nothing is left to do.
     #[serde(default)]
     pub settled: bool,
+    /// When the rollout completed and the watch window began.
+    #[serde(default)]
+    pub window_started_at: Option<jiff::Timestamp>,
 }
 
 impl RolloutState {

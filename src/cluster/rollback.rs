@@ -125,5 +125,98 @@ impl RollbackPlan {
     }
 }
 
+/// Why a rollback could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("reading deployment {namespace}/{name}: {source}")]
+    GetDeployment { namespace: String, name: String, source: kube::Error },
+    #[error("listing replicasets of deployment {namespace}/{name}: {source}")]
+    ListReplicaSets { namespace: String, name: String, source: kube::Error },
+    #[error("patching deployment {namespace}/{name}: {source}")]
+    PatchDeployment { namespace: String, name: String, source: kube::Error },
+    #[error("deployment {namespace}/{name}: {refusal}")]
+    Refused { namespace: String, name: String, refusal: Refusal },
+    #[error("{what} of deployment {namespace}/{name}: no answer within {CALL_TIMEOUT:?}")]
+    Timeout { what: &'static str, namespace: String, name: String },
+}
+
+impl RollbackError {
+    /// A bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            RollbackError::GetDeployment { .. } => "get_deployment",
+            RollbackError::ListReplicaSets { .. } => "list_replicasets",
+            RollbackError::PatchDeployment { .. } => "patch_deployment",
+            RollbackError::Refused { refusal: Refusal::Paused(_), .. } => "paused",
+            RollbackError::Refused { refusal: Refusal::NoHistory(_), .. } => "no_history",
+            RollbackError::Refused { refusal: Refusal::AlreadyMatches(_), .. } => "already_matches",
+            RollbackError::Timeout { .. } => "timeout",
+        }
+    }
+}
+
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn bounded<T>(
+    what: &'static str,
+    namespace: &str,
+    name: &str,
+    call: impl std::future::Future<Output = Result<T, RollbackError>>,
+) -> Result<T, RollbackError> {
+    tokio::time::timeout(CALL_TIMEOUT, call).await.unwrap_or_else(|_| {
+        Err(RollbackError::Timeout { what, namespace: namespace.into(), name: name.into() })
+    })
+}
+
+/// Does what `kubectl rollout undo deployment/NAME` does: GET the Deployment, LIST its
+/// ReplicaSets, PATCH. `state` annotations ride along in the same patch.
+pub async fn execute(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    state: impl FnOnce(&RollbackPlan) -> BTreeMap<String, String>,
+) -> Result<RollbackPlan, RollbackError> {
+    use kube::api::{ListParams, Patch, PatchParams};
+    let deployments: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), namespace);
+    let sets: kube::Api<ReplicaSet> = kube::Api::namespaced(client.clone(), namespace);
+    let (ns, n) = (namespace.to_string(), name.to_string());
+    let deployment = bounded("reading", namespace, name, async {
+        deployments.get(name).await.map_err(|source| RollbackError::GetDeployment {
+            namespace: ns.clone(),
+            name: n.clone(),
+            source,
+        })
+    })
+    .await?;
+    let selector = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|labels| labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+        .unwrap_or_default();
+    let list = bounded("listing replicasets", namespace, name, async {
+        sets.list(&ListParams::default().labels(&selector)).await.map_err(|source| {
+            RollbackError::ListReplicaSets { namespace: ns.clone(), name: n.clone(), source }
+        })
+    })
+    .await?;
+    let plan = plan(&deployment, &list.items)
+        .map_err(|refusal| RollbackError::Refused { namespace: ns.clone(), name: n.clone(), refusal })?;
+    let patch = plan.patch(&state(&plan));
+    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|e| RollbackError::PatchDeployment {
+        namespace: ns.clone(),
+        name: n.clone(),
+        source: kube::Error::SerdeError(e),
+    })?;
+    bounded("patching", namespace, name, async {
+        deployments
+            .patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+            .map_err(|source| RollbackError::PatchDeployment { namespace: ns.clone(), name: n.clone(), source })
+    })
+    .await?;
+    Ok(plan)
+}
+
 #[cfg(test)]
 mod tests;

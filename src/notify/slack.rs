@@ -1,0 +1,54 @@
+//! Slack incoming webhooks: `POST <webhook URL>` with `{"text": …}`; `ok` on success.
+
+use std::time::Duration;
+
+/// Why a post did not go through.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PostError {
+    /// Rate-limited, 5xx, timeouts: try again after the given wait, if Slack named one.
+    #[error("Slack unavailable: {reason}")]
+    Retry { reason: String, after: Option<Duration> },
+    /// `invalid_payload`, `no_text`, `channel_not_found`…: never accepted.
+    #[error("Slack rejected the message: {0}")]
+    Rejected(String),
+}
+
+#[derive(Clone)]
+pub struct Slack {
+    client: reqwest::Client,
+    webhook: String,
+    timeout: Duration,
+}
+
+impl Slack {
+    pub fn new(client: reqwest::Client, webhook: String, timeout: Duration) -> Self {
+        Slack { client, webhook, timeout }
+    }
+
+    pub async fn post(&self, text: &str) -> Result<(), PostError> {
+        let body = serde_json::json!({ "text": text });
+        let response = self
+            .client
+            .post(&self.webhook)
+            .json(&body)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| PostError::Retry { reason: crate::probes::describe(&e), after: None })?;
+        let status = response.status().as_u16();
+        let after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = crate::probes::read_bounded(response, 16 * 1024).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&text).trim().to_string();
+        match status {
+            200..=299 => Ok(()),
+            429 => Err(PostError::Retry { reason: "rate limited (HTTP 429)".into(), after }),
+            400..=499 => Err(PostError::Rejected(format!("HTTP {status} {text}"))),
+            _ => Err(PostError::Retry { reason: format!("HTTP {status}"), after }),
+        }
+    }
+}
