@@ -10,9 +10,11 @@ use deploy_watchdog::sim::services::{Apps, ClusterView, PrometheusSim};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+type ReadyPods = Vec<(String, u32)>;
+
 #[derive(Default)]
 struct FakeCluster {
-    ready: Mutex<HashMap<(String, String), Vec<(String, u32)>>>,
+    ready: Mutex<HashMap<(String, String), ReadyPods>>,
 }
 
 impl ClusterView for FakeCluster {
@@ -45,14 +47,14 @@ struct Fixture {
 /// production/app: two ready pods of v1 (no errors), one of v2 (5 % errors); 100 rps each.
 async fn fixture() -> Fixture {
     let cluster = Arc::new(FakeCluster::default());
-    cluster.ready.lock().unwrap().insert(
+    cluster.ready.lock().expect("lock").insert(
         ("production".into(), "app".into()),
         vec![("v1".into(), 2), ("v2".into(), 1)],
     );
     cluster
         .ready
         .lock()
-        .unwrap()
+        .expect("lock")
         .insert(("production".into(), "idle".into()), vec![]);
     let behaviours = Behaviours::default();
     behaviours.set(AppKey::new("production", "app", "v1"), Behaviour::default());
