@@ -1,16 +1,30 @@
 //! The simulated apps and the services the daemon talks to: a Prometheus-compatible query API,
 //! a Datadog-compatible metrics API, the PagerDuty Events API v2 and a Slack incoming webhook.
 //!
-//! CONTRACT (the runner relies on exactly these signatures).
+//! CONTRACT (the runner relies on exactly these signatures): [`ClusterView`], [`Apps`],
+//! [`PrometheusSim`], [`DatadogSim`], [`PagerDutySim`], [`SlackSim`], [`Received`].
+//!
+//! Every server binds 127.0.0.1 on an ephemeral port, serves until its `CancellationToken` is
+//! cancelled, and (providers and sinks) follows its fault state from the next request on.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+pub mod apps;
+pub mod datadog;
+pub mod datadog_query;
+pub mod fault;
+pub mod pagerduty;
+pub mod prometheus;
+pub mod promql;
+pub mod promql_parse;
+pub mod slack;
+pub mod traffic;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use super::behaviour::Behaviours;
-use super::scenario::{ProviderState, SinkState};
+pub use apps::Apps;
+pub use datadog::DatadogSim;
+pub use pagerduty::PagerDutySim;
+pub use prometheus::PrometheusSim;
+pub use slack::SlackSim;
 
 /// What the services need to know of the cluster.
 pub trait ClusterView: Send + Sync + 'static {
@@ -18,53 +32,6 @@ pub trait ClusterView: Send + Sync + 'static {
     fn ready_pods_by_version(&self, namespace: &str, name: &str) -> Vec<(String, u32)>;
     /// Every Deployment as (namespace, name).
     fn deployments(&self) -> Vec<(String, String)>;
-}
-
-/// The simulated apps: `/apps/{namespace}/{name}/health`, `/apps/{namespace}/{name}/{path}`
-/// (smoke routes) and `/metrics` (`http_requests_total{namespace,deployment,version,code}`),
-/// with request and error counters that grow with each version's rps and ready pods.
-#[derive(Clone)]
-pub struct Apps {}
-
-impl Apps {
-    pub fn new(_behaviours: Behaviours, _cluster: Arc<dyn ClusterView>) -> Self {
-        unimplemented!()
-    }
-    pub async fn start(&self, _shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
-        unimplemented!()
-    }
-}
-
-/// A Prometheus-compatible `/api/v1/query` over the apps' counters.
-#[derive(Clone)]
-pub struct PrometheusSim {}
-
-impl PrometheusSim {
-    pub fn new(_apps: &Apps) -> Self {
-        unimplemented!()
-    }
-    pub async fn start(&self, _shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
-        unimplemented!()
-    }
-    pub fn set_state(&self, _state: ProviderState) {
-        unimplemented!()
-    }
-}
-
-/// A Datadog-compatible metrics query API over the apps' counters.
-#[derive(Clone)]
-pub struct DatadogSim {}
-
-impl DatadogSim {
-    pub fn new(_apps: &Apps) -> Self {
-        unimplemented!()
-    }
-    pub async fn start(&self, _shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
-        unimplemented!()
-    }
-    pub fn set_state(&self, _state: ProviderState) {
-        unimplemented!()
-    }
 }
 
 /// One request a sink received.
@@ -76,41 +43,32 @@ pub struct Received {
     pub body: serde_json::Value,
 }
 
-/// PagerDuty Events API v2: `POST /v2/enqueue`.
-#[derive(Clone)]
-pub struct PagerDutySim {}
+/// The requests a sink received, in order.
+#[derive(Clone, Default)]
+pub(crate) struct Log {
+    inner: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
 
-impl PagerDutySim {
-    pub fn new() -> Self {
-        unimplemented!()
+impl Log {
+    pub(crate) fn push(&self, status: u16, body: serde_json::Value) {
+        let entry = Received {
+            at: Instant::now(),
+            status,
+            body,
+        };
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(entry);
     }
-    pub async fn start(&self, _shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
-        unimplemented!()
-    }
-    pub fn set_state(&self, _state: SinkState) {
-        unimplemented!()
-    }
-    /// Every request received, accepted or not, in order.
-    pub fn received(&self) -> Vec<Received> {
-        unimplemented!()
+
+    pub(crate) fn all(&self) -> Vec<Received> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
-/// A Slack incoming webhook: `POST /services/...`.
-#[derive(Clone)]
-pub struct SlackSim {}
-
-impl SlackSim {
-    pub fn new() -> Self {
-        unimplemented!()
-    }
-    pub async fn start(&self, _shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
-        unimplemented!()
-    }
-    pub fn set_state(&self, _state: SinkState) {
-        unimplemented!()
-    }
-    pub fn received(&self) -> Vec<Received> {
-        unimplemented!()
-    }
+/// A request body as recorded: its JSON, or the raw text as a JSON string when it is not JSON.
+pub(crate) fn recorded_body(bytes: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }

@@ -1,0 +1,284 @@
+//! Serving a simulated service that can be switched "down": while down its port refuses
+//! connections and every open connection is cut, as when the real service's process dies;
+//! back "up", it listens on the same port again.
+//!
+//! Each period of being up is a *generation* with its own cancellation token. Going down cancels
+//! it: the listener stops accepting and is closed, handlers in flight return at once, and the
+//! connection streams fail their next read or write, so clients see a connection error rather
+//! than an HTTP answer.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use futures::FutureExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// Whether a service accepts connections, shared between `set_state` and its server task.
+#[derive(Clone)]
+pub struct Switch {
+    inner: Arc<Mutex<Generation>>,
+    up: watch::Sender<bool>,
+}
+
+struct Generation {
+    token: CancellationToken,
+}
+
+impl Default for Switch {
+    fn default() -> Self {
+        Switch {
+            inner: Arc::new(Mutex::new(Generation {
+                token: CancellationToken::new(),
+            })),
+            up: watch::Sender::new(true),
+        }
+    }
+}
+
+impl Switch {
+    /// Takes the service up or down. Going down cuts the current generation at once, so the
+    /// change holds for the very next request.
+    pub fn set_up(&self, up: bool) {
+        if !up {
+            self.current().cancel();
+        }
+        self.up.send_replace(up);
+    }
+
+    /// Whether the service is meant to be up.
+    pub fn is_up(&self) -> bool {
+        *self.up.borrow()
+    }
+
+    fn current(&self) -> CancellationToken {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .token
+            .clone()
+    }
+
+    fn new_generation(&self, shutdown: &CancellationToken) -> CancellationToken {
+        let token = shutdown.child_token();
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).token = token.clone();
+        token
+    }
+}
+
+/// Binds 127.0.0.1 on an ephemeral port and serves `router` until `shutdown`, following the
+/// switch. Returns the bound address, which stays the same across down/up cycles.
+pub async fn serve(
+    router: Router,
+    switch: Switch,
+    shutdown: CancellationToken,
+) -> io::Result<SocketAddr> {
+    let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let addr = listener.local_addr()?;
+    let router = router.layer(middleware::from_fn_with_state(switch.clone(), cut_on_down));
+    tokio::spawn(supervise(listener, addr, router, switch, shutdown));
+    Ok(addr)
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    // Rebinding the same port right after closing it must not fail on TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+async fn supervise(
+    first: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    switch: Switch,
+    shutdown: CancellationToken,
+) {
+    let mut up = switch.up.subscribe();
+    let mut listener = Some(first);
+    loop {
+        // Wait until meant to be up (the first generation starts up unless set down before).
+        while !*up.borrow_and_update() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = up.changed() => if changed.is_err() { return },
+            }
+        }
+        let generation = switch.new_generation(&shutdown);
+        if !switch.is_up() {
+            // Went down between the check and the new generation.
+            generation.cancel();
+            continue;
+        }
+        let tcp = match listener.take() {
+            Some(l) => l,
+            None => match rebind(addr, &shutdown).await {
+                Some(l) => l,
+                None => return,
+            },
+        };
+        let killable = KillableListener {
+            inner: tcp,
+            generation: generation.clone(),
+        };
+        let ended = generation.clone();
+        let served = axum::serve(killable, router.clone())
+            .with_graceful_shutdown(async move { ended.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::warn!(%addr, %error, "simulated service stopped serving");
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+async fn rebind(addr: SocketAddr, shutdown: &CancellationToken) -> Option<TcpListener> {
+    loop {
+        match bind(addr) {
+            Ok(l) => return Some(l),
+            Err(error) => {
+                tracing::debug!(%addr, %error, "rebinding simulated service, retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Handlers in flight (a slow answer, a health delay) end when the service goes down; the
+/// response they return is never delivered because the stream is cut too.
+async fn cut_on_down(State(switch): State<Switch>, request: Request, next: Next) -> Response {
+    let generation = switch.current();
+    tokio::select! {
+        response = next.run(request) => response,
+        _ = generation.cancelled() => Response::new(axum::body::Body::empty()),
+    }
+}
+
+struct KillableListener {
+    inner: TcpListener,
+    generation: CancellationToken,
+}
+
+impl axum::serve::Listener for KillableListener {
+    type Io = KillableStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            tokio::select! {
+                // Down: accept nothing more; graceful shutdown then drops this listener.
+                _ = self.generation.cancelled() => futures::future::pending::<()>().await,
+                accepted = self.inner.accept() => match accepted {
+                    Ok((stream, addr)) => {
+                        let _ = stream.set_nodelay(true);
+                        let cut = Box::pin(self.generation.clone().cancelled_owned());
+                        return (KillableStream { inner: stream, cut }, addr);
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection that fails as soon as its generation is cut; polling the cut future registers
+/// the waker, so even an idle keep-alive connection is closed promptly.
+struct KillableStream {
+    inner: TcpStream,
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl KillableStream {
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.cut.poll_unpin(cx).is_ready() {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "simulated service is down",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for KillableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Err(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KillableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Err(e) = self.check(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A fault state shared between `set_state` and the handlers.
+#[derive(Clone, Default)]
+pub struct Shared<T: Copy + Default> {
+    inner: Arc<Mutex<T>>,
+}
+
+impl<T: Copy + Default> Shared<T> {
+    pub fn get(&self) -> T {
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set(&self, value: T) {
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = value;
+    }
+}
+
+/// How long a `slow` provider takes to answer.
+pub const SLOW: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The form fields of a query string or an `application/x-www-form-urlencoded` body.
+pub fn form_fields(encoded: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(encoded).into_owned().collect()
+}

@@ -1,0 +1,234 @@
+//! PagerDuty Events API v2 (`POST /v2/enqueue`), validating events the way PagerDuty does and
+//! recording every request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::fault::{self, Shared, Switch};
+use super::{Log, Received, recorded_body};
+use crate::sim::scenario::SinkState;
+
+const SEVERITIES: [&str; 4] = ["critical", "error", "warning", "info"];
+const ACTIONS: [&str; 3] = ["trigger", "acknowledge", "resolve"];
+
+/// PagerDuty Events API v2: `POST /v2/enqueue`.
+///
+/// Any non-empty `routing_key` is accepted (PagerDuty's are 32 characters, but a test key need
+/// not be); a trigger without `dedup_key` gets a generated one, returned in the answer.
+#[derive(Clone)]
+pub struct PagerDutySim {
+    log: Log,
+    state: Shared<SinkState>,
+    switch: Switch,
+    next_key: Arc<AtomicU64>,
+}
+
+impl Default for PagerDutySim {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PagerDutySim {
+    pub fn new() -> Self {
+        PagerDutySim {
+            log: Log::default(),
+            state: Shared::default(),
+            switch: Switch::default(),
+            next_key: Arc::default(),
+        }
+    }
+
+    /// Serves on an ephemeral loopback port until `shutdown`.
+    pub async fn start(&self, shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
+        let router = Router::new()
+            .route("/v2/enqueue", post(enqueue))
+            .with_state(self.clone());
+        fault::serve(router, self.switch.clone(), shutdown).await
+    }
+
+    /// `down` refuses connections, `error` answers 500, `rate_limited` answers 429.
+    pub fn set_state(&self, state: SinkState) {
+        self.state.set(state);
+        self.switch.set_up(state != SinkState::Down);
+    }
+
+    /// Every request received, accepted or not, in order.
+    pub fn received(&self) -> Vec<Received> {
+        self.log.all()
+    }
+
+    /// The accepted events (answered 202), in order.
+    pub fn accepted(&self) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.status == 202)
+            .collect()
+    }
+
+    /// The `dedup_key` of every accepted `trigger`, in order, repeats included.
+    pub fn triggered_dedup_keys(&self) -> Vec<String> {
+        self.keys_of("trigger")
+    }
+
+    /// The `dedup_key` of every accepted `resolve`, in order.
+    pub fn resolved_dedup_keys(&self) -> Vec<String> {
+        self.keys_of("resolve")
+    }
+
+    fn keys_of(&self, action: &str) -> Vec<String> {
+        self.accepted()
+            .into_iter()
+            .filter(|r| r.body["event_action"] == action)
+            .filter_map(|r| r.body["dedup_key"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+/// Checks an event like PagerDuty does; the list of problems, empty when valid.
+pub fn validate(event: &Value) -> Vec<String> {
+    let mut errors = Vec::new();
+    let text = |v: &Value| {
+        v.as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    if !event.is_object() {
+        return vec!["Event object is not a JSON object".into()];
+    }
+    if text(&event["routing_key"]).is_none() {
+        errors.push("'routing_key' is missing or blank".into());
+    }
+    let action = text(&event["event_action"]);
+    match action.as_deref() {
+        None => errors.push("'event_action' is missing or blank".into()),
+        Some(a) if !ACTIONS.contains(&a) => errors.push(format!(
+            "'event_action' is invalid (must be one of {})",
+            ACTIONS.join(", ")
+        )),
+        _ => {}
+    }
+    match &event["dedup_key"] {
+        Value::Null => {
+            if matches!(action.as_deref(), Some("acknowledge" | "resolve")) {
+                errors.push("'dedup_key' is missing or blank".into());
+            }
+        }
+        Value::String(k) if k.chars().count() > 255 => {
+            errors.push("'dedup_key' is too long (maximum is 255 characters)".into())
+        }
+        Value::String(k) if k.trim().is_empty() && action.as_deref() != Some("trigger") => {
+            errors.push("'dedup_key' is missing or blank".into())
+        }
+        Value::String(_) => {}
+        _ => errors.push("'dedup_key' must be a string".into()),
+    }
+    if action.as_deref() == Some("trigger") {
+        let payload = &event["payload"];
+        if !payload.is_object() {
+            errors.push("'payload' is missing or invalid".into());
+            return errors;
+        }
+        match text(&payload["summary"]) {
+            None => errors.push("'payload.summary' is missing or blank".into()),
+            Some(s) if s.chars().count() > 1024 => {
+                errors.push("'payload.summary' is too long (maximum is 1024 characters)".into())
+            }
+            _ => {}
+        }
+        if text(&payload["source"]).is_none() {
+            errors.push("'payload.source' is missing or blank".into());
+        }
+        match text(&payload["severity"]) {
+            None => errors.push("'payload.severity' is missing or blank".into()),
+            Some(s) if !SEVERITIES.contains(&s.as_str()) => errors.push(format!(
+                "'payload.severity' is invalid (must be one of {})",
+                SEVERITIES.join(", ")
+            )),
+            _ => {}
+        }
+        if !matches!(payload["custom_details"], Value::Null | Value::Object(_)) {
+            errors.push("'payload.custom_details' must be an object".into());
+        }
+        if let Some(ts) = payload["timestamp"].as_str()
+            && ts.parse::<jiff::Timestamp>().is_err()
+        {
+            errors.push("'payload.timestamp' is not a valid ISO 8601 timestamp".into());
+        }
+        for list in ["links", "images"] {
+            if !matches!(event[list], Value::Null | Value::Array(_)) {
+                errors.push(format!("'{list}' must be an array"));
+            }
+        }
+    }
+    errors
+}
+
+async fn enqueue(State(sim): State<PagerDutySim>, body: Bytes) -> Response {
+    let recorded = recorded_body(&body);
+    let (status, answer) = match sim.state.get() {
+        SinkState::RateLimited => (
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"status": "throttle event", "message": "Requests for this service are arriving too quickly.  Please retry later."}),
+        ),
+        SinkState::Error => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"status": "error", "message": "Internal Server Error"}),
+        ),
+        SinkState::Up | SinkState::Down => answer(&sim, &body),
+    };
+    let mut recorded = recorded;
+    if status == StatusCode::ACCEPTED
+        && let (Some(map), Some(key)) = (recorded.as_object_mut(), answer["dedup_key"].as_str())
+    {
+        // Record the key PagerDuty assigned, so helpers see generated keys too.
+        map.insert("dedup_key".into(), Value::String(key.to_string()));
+    }
+    sim.log.push(status.as_u16(), recorded);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.to_string(),
+    )
+        .into_response()
+}
+
+fn answer(sim: &PagerDutySim, body: &[u8]) -> (StatusCode, Value) {
+    let invalid = |errors: Vec<String>| {
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"status": "invalid event", "message": "Event object is invalid", "errors": errors}),
+        )
+    };
+    let event: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return invalid(vec![format!("Event object is not valid JSON: {e}")]),
+    };
+    let errors = validate(&event);
+    if !errors.is_empty() {
+        return invalid(errors);
+    }
+    let dedup_key = match event["dedup_key"].as_str().filter(|k| !k.trim().is_empty()) {
+        Some(k) => k.to_string(),
+        None => {
+            // PagerDuty generates a UUID-like key; a counter keeps the simulation deterministic.
+            let n = sim.next_key.fetch_add(1, Ordering::Relaxed) + 1;
+            format!("00000000-0000-4000-8000-{n:012x}")
+        }
+    };
+    (
+        StatusCode::ACCEPTED,
+        json!({"status": "success", "message": "Event processed", "dedup_key": dedup_key}),
+    )
+}
