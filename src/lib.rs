@@ -5,6 +5,7 @@
 //! [`notify`] pages and posts, [`telemetry`] records. [`sim`] is the simulated cluster and the
 //! scenario runner behind `simulate` and `demo`.
 
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod daemon;

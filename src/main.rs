@@ -1,1 +1,68 @@
-fn main() {}
+//! `deploy-watchdog`: the command line. Parsing only; the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use deploy_watchdog::telemetry::LogFormat;
+
+#[derive(Parser)]
+#[command(name = "deploy-watchdog", version, about = "Guards Kubernetes rollouts: rolls a bad release back and pages on-call.")]
+struct Cli {
+    /// Log lines as text or JSON (stderr).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "DEPLOY_WATCHDOG_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon against a cluster (kubeconfig or in-cluster config).
+    Run {
+        #[arg(long, short, env = "DEPLOY_WATCHDOG_CONFIG")]
+        config: PathBuf,
+        /// A kubeconfig file; default: $KUBECONFIG, ~/.kube/config, or the in-cluster config.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
+    /// Validate a config file (exit 2 when it is not usable).
+    CheckConfig { file: PathBuf },
+    /// Run scenario files against the simulated cluster.
+    #[cfg(feature = "sim")]
+    Simulate(deploy_watchdog::sim::cli::SimulateArgs),
+    /// A bundled scenario, told as a live timeline: a good release passes, a bad one is rolled back.
+    #[cfg(feature = "sim")]
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("deploy-watchdog: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Run { config, kubeconfig } => {
+                deploy_watchdog::telemetry::init(cli.log_format, "info");
+                deploy_watchdog::cli::run(&config, kubeconfig.as_deref()).await
+            }
+            Command::CheckConfig { file } => deploy_watchdog::cli::check_config(&file),
+            #[cfg(feature = "sim")]
+            Command::Simulate(args) => {
+                deploy_watchdog::telemetry::init(cli.log_format, "error");
+                deploy_watchdog::sim::cli::simulate(args).await
+            }
+            #[cfg(feature = "sim")]
+            Command::Demo => {
+                deploy_watchdog::telemetry::init(cli.log_format, "error");
+                deploy_watchdog::sim::cli::demo().await
+            }
+        }
+    });
+    ExitCode::from(code)
+}

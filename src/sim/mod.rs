@@ -6,6 +6,7 @@
 //! the unmodified daemon.
 
 pub mod behaviour;
+pub mod cli;
 pub mod cluster;
 pub mod runner;
 pub mod scenario;
