@@ -2,15 +2,42 @@
 //! controller with pods whose states follow the app behaviours.
 //!
 //! CONTRACT (the runner, the services and the tests rely on exactly these signatures).
+//!
+//! Layout: [`store`] holds objects, resourceVersions and watch history; [`server`] routes the
+//! HTTP API ([`watch`], [`patch`], [`table`], [`discovery`], [`events`]); [`controller`],
+//! [`status`] and [`replicaset`] are the deployment controller; [`pods`] is the simulated
+//! kubelet. Everything mutable sits behind one lock in [`state::State`].
+
+mod controller;
+mod discovery;
+mod events;
+mod objects;
+pub mod patch;
+mod pods;
+mod replicaset;
+pub mod selector;
+mod server;
+mod state;
+mod status;
+mod store;
+mod table;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
+use serde_json::{Value, json};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::Behaviours;
 use super::scenario::{ApiState, DeploymentSpec};
+use state::State;
+use store::Kind;
 
 /// Label that opts a Deployment in (the daemon's default selector).
 pub const OPT_IN_LABEL: (&str, &str) = ("deploy-watchdog.io/enabled", "true");
@@ -31,78 +58,359 @@ pub struct TemplateChange {
     pub user_agent: String,
 }
 
+/// Fault injection and lifecycle of the HTTP side.
+#[derive(Default)]
+struct ApiControl {
+    addr: Option<SocketAddr>,
+    shutdown: Option<CancellationToken>,
+    /// Cancelled to end the current listener and its connections (`down`).
+    epoch: Option<CancellationToken>,
+    /// Cancelled to end every open watch (`drop_watches`).
+    drop_watches: CancellationToken,
+    /// Cancelled to end every open watch with 410 Gone (`expire`).
+    expire_watches: CancellationToken,
+    down: bool,
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    notify: Notify,
+    api: Mutex<ApiControl>,
+    /// The next watch request gets 410 Gone.
+    expire_next: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn api(&self) -> MutexGuard<'_, ApiControl> {
+        self.api.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The simulated control plane. Cheap to clone; every clone is the same cluster.
 #[derive(Clone)]
-pub struct SimCluster {}
+pub struct SimCluster {
+    shared: Arc<Shared>,
+}
 
 impl SimCluster {
-    pub fn new(_behaviours: Behaviours) -> Self {
-        unimplemented!()
+    pub fn new(behaviours: Behaviours) -> Self {
+        SimCluster {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::new(behaviours)),
+                notify: Notify::new(),
+                api: Mutex::new(ApiControl::default()),
+                expire_next: AtomicBool::new(false),
+            }),
+        }
     }
 
     /// Serves the API on 127.0.0.1 (an ephemeral port) and runs the controller until `shutdown`.
-    pub async fn start(&self, _shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
-        unimplemented!()
+    pub async fn start(&self, shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
+        let listener = server::bind("127.0.0.1:0".parse().map_err(std::io::Error::other)?)?;
+        let addr = listener.local_addr()?;
+        {
+            let mut api = self.shared.api();
+            api.addr = Some(addr);
+            api.shutdown = Some(shutdown.clone());
+            let epoch = shutdown.child_token();
+            api.epoch = Some(epoch.clone());
+            tokio::spawn(server::serve(self.shared.clone(), listener, epoch));
+        }
+        tokio::spawn(run_controller(self.shared.clone(), shutdown));
+        Ok(addr)
+    }
+
+    /// The API's base URL (`http://127.0.0.1:PORT`) once started.
+    pub fn url(&self) -> Option<String> {
+        self.shared.api().addr.map(|a| format!("http://{a}"))
     }
 
     /// Creates a Deployment that is already rolled out and healthy at revision 1.
-    pub fn add_deployment(&self, _spec: &DeploymentSpec) {
-        unimplemented!()
+    pub fn add_deployment(&self, spec: &DeploymentSpec) {
+        let (ns, name) = (spec.namespace().to_string(), spec.name().to_string());
+        let mut labels = json!({"app": name});
+        if spec.opted_in {
+            labels[OPT_IN_LABEL.0] = json!(OPT_IN_LABEL.1);
+        }
+        let mut dep = json!({
+            "kind": "Deployment", "apiVersion": "apps/v1",
+            "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": spec.annotations, "generation": 1},
+            "spec": {
+                "replicas": spec.replicas, "paused": spec.paused,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name, "app.kubernetes.io/name": name}},
+                    "spec": {"containers": [{"name": name, "ports": [{"containerPort": 8080, "name": "http"}]}]},
+                },
+            },
+            "status": {},
+        });
+        set_version(&mut dep, &ns, &name, &spec.version);
+        if !spec.paused {
+            dep["spec"].as_object_mut().map(|m| m.remove("paused"));
+        }
+        objects::default_deployment(&mut dep);
+        let mut st = self.shared.lock();
+        dep["metadata"]["uid"] = json!(st.store.next_uid());
+        dep["metadata"]["creationTimestamp"] = json!(objects::now_rfc3339());
+        if let Some(old) = st.store.get(Kind::Deployment, &ns, &name) {
+            let (ons, oname) = store::key_of(&old);
+            st.delete_cascade(Kind::Deployment, &ons, &oname);
+        }
+        st.write(Kind::Deployment, dep);
+        if spec.paused {
+            // A paused Deployment still gets its first ReplicaSet: it existed before the pause.
+            let mut unpaused = st
+                .store
+                .get(Kind::Deployment, &ns, &name)
+                .map(|d| (*d).clone())
+                .unwrap_or_default();
+            unpaused["spec"]["paused"] = json!(false);
+            st.store.put(Kind::Deployment, unpaused);
+        }
+        st.backdate = true;
+        let now = Instant::now();
+        for _ in 0..8 {
+            st.dirty.remove(&(ns.clone(), name.clone()));
+            controller::sync_deployment(&mut st, &ns, &name, now);
+            if !st.dirty.contains(&(ns.clone(), name.clone())) {
+                break;
+            }
+        }
+        if spec.paused
+            && let Some(d) = st.store.get(Kind::Deployment, &ns, &name)
+        {
+            let mut d = (*d).clone();
+            d["spec"]["paused"] = json!(true);
+            st.write(Kind::Deployment, d);
+        }
+        st.backdate = false;
+        drop(st);
+        self.shared.notify.notify_one();
     }
 
     /// Changes the pod template to `version`: image tag and `app.kubernetes.io/version` label.
-    pub fn deploy(&self, _namespace: &str, _name: &str, _version: &str) -> Result<(), SimError> {
-        unimplemented!()
+    pub fn deploy(&self, namespace: &str, name: &str, version: &str) -> Result<(), SimError> {
+        self.modify(namespace, name, |d| {
+            set_version(d, namespace, name, version)
+        })
     }
 
-    pub fn scale(&self, _namespace: &str, _name: &str, _replicas: i32) -> Result<(), SimError> {
-        unimplemented!()
+    pub fn scale(&self, namespace: &str, name: &str, replicas: i32) -> Result<(), SimError> {
+        self.modify(namespace, name, |d| d["spec"]["replicas"] = json!(replicas))
     }
 
-    pub fn set_paused(&self, _namespace: &str, _name: &str, _paused: bool) -> Result<(), SimError> {
-        unimplemented!()
+    pub fn set_paused(&self, namespace: &str, name: &str, paused: bool) -> Result<(), SimError> {
+        self.modify(namespace, name, |d| {
+            if paused {
+                d["spec"]["paused"] = json!(true);
+            } else if let Some(spec) = d["spec"].as_object_mut() {
+                spec.remove("paused");
+            }
+        })
     }
 
-    pub fn delete(&self, _namespace: &str, _name: &str) -> Result<(), SimError> {
-        unimplemented!()
+    /// Sets `spec.progressDeadlineSeconds` (a spec change, so generation+1).
+    pub fn set_progress_deadline(
+        &self,
+        namespace: &str,
+        name: &str,
+        seconds: i64,
+    ) -> Result<(), SimError> {
+        self.modify(namespace, name, |d| {
+            d["spec"]["progressDeadlineSeconds"] = json!(seconds)
+        })
     }
 
-    pub fn set_api_state(&self, _state: ApiState) {
-        unimplemented!()
+    pub fn delete(&self, namespace: &str, name: &str) -> Result<(), SimError> {
+        let mut st = self.shared.lock();
+        st.delete_cascade(Kind::Deployment, namespace, name)
+            .map(|_| ())
+            .ok_or_else(|| no_such(namespace, name))
+    }
+
+    pub fn set_api_state(&self, state: ApiState) {
+        let mut api = self.shared.api();
+        match state {
+            ApiState::DropWatches => {
+                std::mem::take(&mut api.drop_watches).cancel();
+            }
+            ApiState::Expire => {
+                self.shared.lock().store.compact_all();
+                self.shared.expire_next.store(true, Ordering::SeqCst);
+                std::mem::take(&mut api.expire_watches).cancel();
+            }
+            ApiState::Down => {
+                if let Some(epoch) = api.epoch.take() {
+                    epoch.cancel();
+                }
+                api.down = true;
+            }
+            ApiState::Up => {
+                if !api.down {
+                    return;
+                }
+                let (Some(addr), Some(shutdown)) = (api.addr, api.shutdown.clone()) else {
+                    return;
+                };
+                match server::bind_retrying(addr) {
+                    Ok(listener) => {
+                        let epoch = shutdown.child_token();
+                        api.epoch = Some(epoch.clone());
+                        api.down = false;
+                        tokio::spawn(server::serve(self.shared.clone(), listener, epoch));
+                    }
+                    Err(e) => {
+                        tracing::error!(%addr, error = %e, "simulated API server could not rebind its port")
+                    }
+                }
+            }
+        }
     }
 
     /// Re-evaluates pods after a behaviour changed.
     pub fn behaviours_changed(&self) {
-        unimplemented!()
+        self.shared.lock().behaviours_changed(Instant::now());
+        self.shared.notify.notify_one();
     }
 
     /// Ready pods of a Deployment by version (the pods' `app.kubernetes.io/version` label).
-    pub fn ready_pods_by_version(&self, _namespace: &str, _name: &str) -> Vec<(String, u32)> {
-        unimplemented!()
+    pub fn ready_pods_by_version(&self, namespace: &str, name: &str) -> Vec<(String, u32)> {
+        let st = self.shared.lock();
+        let Some(dep) = st.store.get(Kind::Deployment, namespace, name) else {
+            return Vec::new();
+        };
+        let uid = store::meta_str(&dep, "uid").unwrap_or_default();
+        let mut by_version: BTreeMap<String, u32> = BTreeMap::new();
+        for rs in st.store.dependents(uid, Kind::ReplicaSet) {
+            for pod in st
+                .store
+                .dependents(store::meta_str(&rs, "uid").unwrap_or_default(), Kind::Pod)
+            {
+                let key = store::key_of(&pod);
+                if let Some(rt) = st.pods.get(&key)
+                    && rt.last.as_ref().is_some_and(|s| s.ready)
+                {
+                    *by_version.entry(rt.version.clone()).or_default() += 1;
+                }
+            }
+        }
+        by_version.into_iter().collect()
     }
 
     /// Every Deployment as (namespace, name).
     pub fn deployments(&self) -> Vec<(String, String)> {
-        unimplemented!()
+        self.shared
+            .lock()
+            .store
+            .list(Kind::Deployment, None)
+            .iter()
+            .map(|d| store::key_of(d))
+            .collect()
     }
 
     /// The version of a Deployment's current pod template.
-    pub fn current_version(&self, _namespace: &str, _name: &str) -> Option<String> {
-        unimplemented!()
+    pub fn current_version(&self, namespace: &str, name: &str) -> Option<String> {
+        let dep = self
+            .shared
+            .lock()
+            .store
+            .get(Kind::Deployment, namespace, name)?;
+        objects::template_version(dep.pointer("/spec/template")?)
+    }
+
+    /// A Deployment as stored (JSON), for tests and diagnostics.
+    pub fn deployment_json(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.shared
+            .lock()
+            .store
+            .get(Kind::Deployment, namespace, name)
+            .map(|d| (*d).clone())
     }
 
     /// Template changes made through the API, in order.
     pub fn template_changes(&self) -> Vec<TemplateChange> {
-        unimplemented!()
+        self.shared.lock().template_changes.clone()
     }
 
     /// Events created through the API (either group), as events.k8s.io/v1 JSON, in order.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        unimplemented!()
+        self.shared.lock().api_events.clone()
     }
 
     /// Requests served, by "VERB resource" (e.g. "WATCH deployments", "PATCH deployments").
     pub fn request_counts(&self) -> BTreeMap<String, u64> {
-        unimplemented!()
+        self.shared.lock().counts.clone()
+    }
+
+    fn modify(&self, ns: &str, name: &str, f: impl FnOnce(&mut Value)) -> Result<(), SimError> {
+        let mut st = self.shared.lock();
+        let dep = st
+            .store
+            .get(Kind::Deployment, ns, name)
+            .ok_or_else(|| no_such(ns, name))?;
+        let mut new = (*dep).clone();
+        f(&mut new);
+        objects::default_deployment(&mut new);
+        if new.get("spec") != dep.get("spec") {
+            let generation = dep
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            new["metadata"]["generation"] = json!(generation + 1);
+        }
+        st.write(Kind::Deployment, new);
+        drop(st);
+        self.shared.notify.notify_one();
+        Ok(())
+    }
+}
+
+fn no_such(namespace: &str, name: &str) -> SimError {
+    SimError::NoSuchDeployment {
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+}
+
+fn set_version(dep: &mut Value, ns: &str, name: &str, version: &str) {
+    dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] = json!(version);
+    dep["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!(format!("registry.example.com/{ns}/{name}:{version}"));
+}
+
+/// The controller loop: wakes on writes, on pod and deadline timers, and resyncs everything
+/// every 30 s like an informer resync.
+async fn run_controller(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut last_resync = Instant::now();
+    loop {
+        let next = {
+            let mut st = shared.lock();
+            let now = Instant::now();
+            if now.duration_since(last_resync) > Duration::from_secs(30) {
+                last_resync = now;
+                let all: Vec<_> = st
+                    .store
+                    .list(Kind::Deployment, None)
+                    .iter()
+                    .map(|d| store::key_of(d))
+                    .collect();
+                st.dirty.extend(all);
+            }
+            controller::run_pending(&mut st, now);
+            controller::next_wakeup(&st)
+        };
+        let sleep = next
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
+            .min(Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = shared.notify.notified() => {}
+            _ = tokio::time::sleep_until(sleep) => {}
+        }
     }
 }

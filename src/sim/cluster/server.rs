@@ -1,0 +1,537 @@
+//! The HTTP API: discovery, and get/list/watch/create/update/patch/delete on every served
+//! resource, with Kubernetes' paths, status codes and `Status` error bodies.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State as AxState};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method, StatusCode, header};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::discovery::{self, Resource};
+use super::objects::{ApiError, default_deployment, now_rfc3339};
+use super::patch::{self, PatchType};
+use super::selector::{FieldSelector, LabelSelector};
+use super::state::State;
+use super::store::{Kind, meta_str};
+use super::table::{self, Include};
+use super::watch::{self, WatchRequest};
+use super::{Shared, TemplateChange};
+
+/// Binds with SO_REUSEADDR so `up` can take the same port again right after `down`.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+pub fn bind_retrying(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for _ in 0..20 {
+        match bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("bind failed")))
+}
+
+/// Serves until `epoch` is cancelled (`down` or shutdown): stops accepting, ends connections.
+pub async fn serve(shared: Arc<Shared>, listener: TcpListener, epoch: CancellationToken) {
+    let app = Router::new().fallback(handle).with_state(shared);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(epoch.cancelled_owned())
+        .await
+    {
+        tracing::warn!(error = %e, "simulated API server stopped");
+    }
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error_response(e: &ApiError) -> Response {
+    json_response(
+        StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &e.to_status(),
+    )
+}
+
+/// One parsed API request.
+struct Req {
+    method: Method,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl Req {
+    fn header(&self, name: header::HeaderName) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+    fn q(&self, k: &str) -> Option<&str> {
+        self.query.get(k).map(String::as_str)
+    }
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.q(k), Some("true" | "1"))
+    }
+    fn dry_run(&self) -> bool {
+        self.q("dryRun").is_some_and(|v| !v.is_empty())
+    }
+}
+
+async fn handle(AxState(shared): AxState<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, 64 << 20).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&ApiError::bad_request(format!("reading the body: {e}"))),
+    };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let req = Req {
+        method: parts.method,
+        query,
+        headers: parts.headers,
+        body,
+    };
+    let path = parts.uri.path().trim_end_matches('/');
+    match route(&shared, path, &req) {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    }
+}
+
+fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiError> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
+    let (group, version, rest) = match segs.as_slice() {
+        ["version"] => return ok(discovery::version()),
+        ["healthz" | "readyz" | "livez"] => return Ok((StatusCode::OK, "ok").into_response()),
+        ["api"] => return ok(discovery::core_versions()),
+        ["apis"] => return ok(discovery::group_list()),
+        ["apis", g] if discovery::is_group(g) => return ok(discovery::group(g)),
+        ["api", v] => {
+            return discovery::resource_list("", v)
+                .map(ok)
+                .unwrap_or_else(|| Err(ApiError::path_not_found()));
+        }
+        ["apis", g, v] => {
+            return discovery::resource_list(g, v)
+                .map(ok)
+                .unwrap_or_else(|| Err(ApiError::path_not_found()));
+        }
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::path_not_found()),
+    };
+    let (plural, ns, name, sub) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") => (
+            *plural,
+            Some(*ns),
+            tail.first().copied(),
+            tail.get(1).copied(),
+        ),
+        [plural, tail @ ..] => (*plural, None, tail.first().copied(), tail.get(1).copied()),
+        [] => return Err(ApiError::path_not_found()),
+    };
+    let res = discovery::find(group, version, plural).ok_or_else(ApiError::path_not_found)?;
+    if sub.is_some_and(|s| s != "status") {
+        return Err(ApiError::path_not_found());
+    }
+    let ns = if res.namespaced {
+        ns.map(str::to_string)
+    } else {
+        None
+    };
+    let verb = match (&req.method, name) {
+        (&Method::GET, Some(_)) => "GET",
+        (&Method::GET, None) if req.flag("watch") => "WATCH",
+        (&Method::GET, None) => "LIST",
+        (&Method::POST, None) => "CREATE",
+        (&Method::PUT, Some(_)) => "UPDATE",
+        (&Method::PATCH, Some(_)) => "PATCH",
+        (&Method::DELETE, Some(_)) => "DELETE",
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    {
+        let counter = match sub {
+            Some(s) => format!("{verb} {}/{s}", res.plural),
+            None => format!("{verb} {}", res.plural),
+        };
+        *shared.lock().counts.entry(counter).or_default() += 1;
+    }
+    if res.namespaced && ns.is_none() && verb != "LIST" && verb != "WATCH" {
+        return Err(ApiError::path_not_found());
+    }
+    let ns_str = ns.clone().unwrap_or_default();
+    let ua = req.header(header::USER_AGENT).to_string();
+    let table = table::wants_table(req.header(header::ACCEPT))
+        .then(|| Include::parse(req.q("includeObject")));
+    let respond = |code: StatusCode, obj: &Value| -> Response {
+        match table {
+            Some(include) => json_response(
+                code,
+                &table::table(
+                    &res,
+                    &[obj],
+                    include,
+                    meta_str(obj, "resourceVersion").map(String::from),
+                    None,
+                ),
+            ),
+            None => json_response(code, &res.view(obj)),
+        }
+    };
+    let result = match verb {
+        "GET" => {
+            let name = name.unwrap_or_default();
+            let obj = shared
+                .lock()
+                .store
+                .get(res.kind, &ns_str, name)
+                .ok_or_else(|| ApiError::not_found(res.plural, res.group, name))?;
+            respond(StatusCode::OK, &obj)
+        }
+        "LIST" => list(shared, &res, ns.as_deref(), req, table)?,
+        "WATCH" => {
+            let wr = WatchRequest {
+                res,
+                namespace: ns,
+                labels: LabelSelector::parse(req.q("labelSelector").unwrap_or_default())
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                fields: FieldSelector::parse(req.q("fieldSelector").unwrap_or_default())
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                resource_version: req.q("resourceVersion").and_then(|v| v.parse().ok()),
+                bookmarks: req.flag("allowWatchBookmarks"),
+                timeout: req
+                    .q("timeoutSeconds")
+                    .and_then(|v| v.parse().ok())
+                    .map(Duration::from_secs),
+                table,
+            };
+            return Ok(watch::start(shared, wr));
+        }
+        "CREATE" => {
+            let body: Value = serde_json::from_slice(&req.body)
+                .map_err(|e| ApiError::bad_request(format!("decoding the body: {e}")))?;
+            let mut st = shared.lock();
+            let obj = create(
+                &mut st,
+                &res,
+                &ns_str,
+                res.storage_form(&body),
+                req.dry_run(),
+            )?;
+            respond(StatusCode::CREATED, &obj)
+        }
+        "UPDATE" | "PATCH" => {
+            let name = name.unwrap_or_default();
+            let mut st = shared.lock();
+            let old = st
+                .store
+                .get(res.kind, &ns_str, name)
+                .ok_or_else(|| ApiError::not_found(res.plural, res.group, name))?;
+            let new = if verb == "UPDATE" {
+                let body: Value = serde_json::from_slice(&req.body)
+                    .map_err(|e| ApiError::bad_request(format!("decoding the body: {e}")))?;
+                res.storage_form(&body)
+            } else {
+                let ty = PatchType::from_content_type(req.header(header::CONTENT_TYPE))?;
+                res.storage_form(&patch::apply(&res.view(&old), ty, &req.body)?)
+            };
+            let obj = update(&mut st, &res, &old, new, sub, &ua, req.dry_run())?;
+            respond(StatusCode::OK, &obj)
+        }
+        "DELETE" => {
+            let name = name.unwrap_or_default();
+            let mut st = shared.lock();
+            let obj = if req.dry_run() {
+                st.store.get(res.kind, &ns_str, name)
+            } else {
+                st.delete_cascade(res.kind, &ns_str, name)
+            };
+            let obj = obj.ok_or_else(|| ApiError::not_found(res.plural, res.group, name))?;
+            respond(StatusCode::OK, &obj)
+        }
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    if matches!(verb, "CREATE" | "UPDATE" | "PATCH" | "DELETE") {
+        shared.notify.notify_one();
+    }
+    Ok(result)
+}
+
+fn list(
+    shared: &Arc<Shared>,
+    res: &Resource,
+    ns: Option<&str>,
+    req: &Req,
+    table: Option<Include>,
+) -> Result<Response, ApiError> {
+    let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let limit = req
+        .q("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    // Continue token: "ns/name" of the last item returned; names never contain '/'.
+    let after = req
+        .q("continue")
+        .filter(|c| !c.is_empty())
+        .and_then(|c| c.split_once('/'))
+        .map(|(a, b)| (a.to_string(), b.to_string()));
+    let st = shared.lock();
+    let rv = st.store.resource_version().to_string();
+    let all = st.store.list(res.kind, ns);
+    drop(st);
+    let mut items: Vec<&Value> = Vec::new();
+    let mut cont = None;
+    for obj in &all {
+        let key = super::store::key_of(obj);
+        if after.as_ref().is_some_and(|a| key <= *a) || !labels.matches(obj) || !fields.matches(obj)
+        {
+            continue;
+        }
+        if limit.is_some_and(|l| items.len() >= l) {
+            cont = items.last().map(|o| {
+                let (n, name) = super::store::key_of(o);
+                format!("{n}/{name}")
+            });
+            break;
+        }
+        items.push(obj);
+    }
+    if let Some(include) = table {
+        return Ok(json_response(
+            StatusCode::OK,
+            &table::table(res, &items, include, Some(rv), cont),
+        ));
+    }
+    let mut meta = json!({"resourceVersion": rv});
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+    }
+    let items: Vec<Value> = items.iter().map(|o| res.view(o)).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": format!("{}List", res.kind_name), "apiVersion": res.api_version(), "metadata": meta, "items": items}),
+    ))
+}
+
+fn validate(res: &Resource, obj: &Value) -> Result<(), ApiError> {
+    let name = meta_str(obj, "name").unwrap_or_default();
+    if res.kind == Kind::Deployment || res.kind == Kind::ReplicaSet {
+        let selector = obj
+            .pointer("/spec/selector")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let sel = LabelSelector::from_object(&selector);
+        if sel.is_empty() {
+            return Err(ApiError::invalid(
+                res.kind_name,
+                res.group,
+                name,
+                "spec.selector: Required value",
+            ));
+        }
+        if !sel.matches_labels(obj.pointer("/spec/template/metadata/labels")) {
+            return Err(ApiError::invalid(
+                res.kind_name,
+                res.group,
+                name,
+                "spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`",
+            ));
+        }
+        if obj
+            .pointer("/spec/template/spec/containers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+        {
+            return Err(ApiError::invalid(
+                res.kind_name,
+                res.group,
+                name,
+                "spec.template.spec.containers: Required value",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn create(
+    st: &mut State,
+    res: &Resource,
+    ns: &str,
+    mut obj: Value,
+    dry: bool,
+) -> Result<Value, ApiError> {
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    if res.namespaced {
+        match meta_str(&obj, "namespace") {
+            Some(n) if !n.is_empty() && n != ns => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            _ => obj["metadata"]["namespace"] = json!(ns),
+        }
+    }
+    if meta_str(&obj, "name").is_none_or(str::is_empty) {
+        let prefix = meta_str(&obj, "generateName")
+            .filter(|g| !g.is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    res.kind_name,
+                    res.group,
+                    "",
+                    "metadata.name: Required value: name or generateName is required",
+                )
+            })?;
+        st.name_seq += 1;
+        obj["metadata"]["name"] = json!(format!(
+            "{prefix}{}",
+            super::objects::name_suffix(&format!("{prefix}{}", st.name_seq))
+        ));
+    }
+    let name = meta_str(&obj, "name").unwrap_or_default().to_string();
+    if st.store.get(res.kind, ns, &name).is_some() {
+        return Err(ApiError::already_exists(res.plural, res.group, &name));
+    }
+    obj["metadata"]["uid"] = json!(st.store.next_uid());
+    obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
+    if let Some(m) = obj["metadata"].as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    obj["kind"] = json!(res.kind_name);
+    obj["apiVersion"] = json!(
+        discovery::canonical(res.kind)
+            .map(|r| r.api_version())
+            .unwrap_or_default()
+    );
+    if matches!(res.kind, Kind::Deployment | Kind::ReplicaSet) {
+        obj["metadata"]["generation"] = json!(1);
+        obj["status"] = json!({});
+    }
+    if res.kind == Kind::Deployment {
+        default_deployment(&mut obj);
+    }
+    validate(res, &obj)?;
+    if dry {
+        return Ok(obj);
+    }
+    let stored = st.write(res.kind, obj);
+    if res.kind == Kind::Event {
+        st.api_events.push(super::events::core_to_events(&stored));
+    }
+    Ok((*stored).clone())
+}
+
+fn update(
+    st: &mut State,
+    res: &Resource,
+    old: &Value,
+    mut new: Value,
+    sub: Option<&str>,
+    ua: &str,
+    dry: bool,
+) -> Result<Value, ApiError> {
+    let name = meta_str(old, "name").unwrap_or_default().to_string();
+    if meta_str(&new, "name").is_some_and(|n| n != name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            meta_str(&new, "name").unwrap_or_default()
+        )));
+    }
+    if let Some(rv) = meta_str(&new, "resourceVersion").filter(|rv| !rv.is_empty())
+        && Some(rv) != meta_str(old, "resourceVersion")
+    {
+        return Err(ApiError::conflict(res.plural, res.group, &name));
+    }
+    let mut obj = if sub == Some("status") {
+        let mut o = old.clone();
+        o["status"] = new.get("status").cloned().unwrap_or(json!({}));
+        o
+    } else {
+        if !new["metadata"].is_object() {
+            new["metadata"] = json!({});
+        }
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "namespace",
+            "name",
+        ] {
+            if let Some(v) = old.pointer(&format!("/metadata/{k}")) {
+                new["metadata"][k] = v.clone();
+            }
+        }
+        new["kind"] = old["kind"].clone();
+        new["apiVersion"] = old["apiVersion"].clone();
+        if res.has_status {
+            match old.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    new.as_object_mut().map(|m| m.remove("status"));
+                }
+            }
+        }
+        new
+    };
+    if res.kind == Kind::Deployment {
+        default_deployment(&mut obj);
+    }
+    if matches!(res.kind, Kind::Deployment | Kind::ReplicaSet) && obj.get("spec") != old.get("spec")
+    {
+        let generation = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        obj["metadata"]["generation"] = json!(generation + 1);
+    }
+    validate(res, &obj)?;
+    if dry {
+        return Ok(obj);
+    }
+    if res.kind == Kind::Deployment
+        && obj.pointer("/spec/template") != old.pointer("/spec/template")
+    {
+        let (namespace, name) = super::store::key_of(old);
+        st.template_changes.push(TemplateChange {
+            at: Instant::now(),
+            namespace,
+            name,
+            user_agent: ua.to_string(),
+        });
+    }
+    Ok((*st.write(res.kind, obj)).clone())
+}

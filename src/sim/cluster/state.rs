@@ -1,0 +1,167 @@
+//! The cluster's mutable state behind one lock: the store plus what the controller and the
+//! simulated kubelet remember, and the records the runner reads back.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::TemplateChange;
+use super::objects::{now_micro, now_rfc3339};
+use super::pods::PodRuntime;
+use super::store::{Key, Kind, Store, controller_owner, meta_str};
+use crate::sim::behaviour::Behaviours;
+
+pub struct State {
+    pub store: Store,
+    pub behaviours: Behaviours,
+    /// Simulated kubelet memory per pod.
+    pub pods: HashMap<Key, PodRuntime>,
+    /// Deployments the controller must sync.
+    pub dirty: BTreeSet<Key>,
+    /// Deployments to resync at a time (progress deadlines).
+    pub timers: BinaryHeap<Reverse<(Instant, Key)>>,
+    /// Pods whose state changes at a time.
+    pub pod_timers: BinaryHeap<Reverse<(Instant, Key)>>,
+    pub template_changes: Vec<TemplateChange>,
+    pub api_events: Vec<Value>,
+    pub counts: BTreeMap<String, u64>,
+    pub ip_seq: u32,
+    pub name_seq: u64,
+    /// While set, new healthy pods start already Ready (`add_deployment`'s pre-existing state).
+    pub backdate: bool,
+    /// Hash collisions seen per Deployment, reported in `status.collisionCount`.
+    pub collisions: HashMap<Key, u32>,
+}
+
+impl State {
+    pub fn new(behaviours: Behaviours) -> Self {
+        State {
+            store: Store::new(),
+            behaviours,
+            pods: HashMap::new(),
+            dirty: BTreeSet::new(),
+            timers: BinaryHeap::new(),
+            pod_timers: BinaryHeap::new(),
+            template_changes: Vec::new(),
+            api_events: Vec::new(),
+            counts: BTreeMap::new(),
+            ip_seq: 0,
+            name_seq: 0,
+            backdate: false,
+            collisions: HashMap::new(),
+        }
+    }
+
+    /// Stores an object and marks the Deployment it belongs to for a sync.
+    pub fn write(&mut self, kind: Kind, obj: Value) -> std::sync::Arc<Value> {
+        let stored = self.store.put(kind, obj);
+        self.mark_dirty_for(kind, &stored);
+        stored
+    }
+
+    pub fn mark_dirty_for(&mut self, kind: Kind, obj: &Value) {
+        match kind {
+            Kind::Deployment => {
+                let ns = meta_str(obj, "namespace").unwrap_or_default().to_string();
+                let name = meta_str(obj, "name").unwrap_or_default().to_string();
+                self.dirty.insert((ns, name));
+            }
+            Kind::ReplicaSet | Kind::Pod => self.mark_owner_dirty(obj),
+            _ => {}
+        }
+    }
+
+    /// Marks the Deployment that owns a ReplicaSet, or a Pod's ReplicaSet, as dirty.
+    pub fn mark_owner_dirty(&mut self, obj: &Value) {
+        let ns = meta_str(obj, "namespace").unwrap_or_default().to_string();
+        let Some((kind, name, _)) = controller_owner(obj) else {
+            return;
+        };
+        match kind {
+            "Deployment" => {
+                self.dirty.insert((ns, name.to_string()));
+            }
+            "ReplicaSet" => {
+                if let Some(rs) = self.store.get(Kind::ReplicaSet, &ns, name)
+                    && let Some(("Deployment", dep, _)) = controller_owner(&rs)
+                {
+                    self.dirty.insert((ns, dep.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Deletes an object and, like the garbage collector, everything it controls.
+    pub fn delete_cascade(
+        &mut self,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+    ) -> Option<std::sync::Arc<Value>> {
+        let obj = self.store.get(kind, ns, name)?;
+        if let Some(uid) = meta_str(&obj, "uid") {
+            let uid = uid.to_string();
+            for child_kind in [Kind::ReplicaSet, Kind::Pod] {
+                for child in self.store.dependents(&uid, child_kind) {
+                    let (cns, cname) = super::store::key_of(&child);
+                    self.delete_cascade(child_kind, &cns, &cname);
+                }
+            }
+        }
+        if kind == Kind::Pod {
+            self.pods.remove(&(ns.to_string(), name.to_string()));
+        }
+        self.mark_dirty_for(kind, &obj);
+        self.store.remove(kind, ns, name)
+    }
+
+    /// The scheduler's `FailedScheduling` Warning on an unschedulable pod.
+    pub fn scheduler_event(&mut self, ns: &str, pod: &str, pod_uid: &str, message: &str) {
+        let now = now_rfc3339();
+        let name = format!(
+            "{pod}.{:x}",
+            super::objects::fnv1a32(format!("{pod}{now}").as_bytes())
+        );
+        let uid = self.store.next_uid();
+        let event = json!({
+            "kind": "Event", "apiVersion": "v1",
+            "metadata": {"name": name, "namespace": ns, "uid": uid, "creationTimestamp": now},
+            "involvedObject": {"kind": "Pod", "namespace": ns, "name": pod, "uid": pod_uid, "apiVersion": "v1"},
+            "reason": "FailedScheduling", "message": message, "type": "Warning",
+            "source": {}, "firstTimestamp": null, "lastTimestamp": null, "count": 1,
+            "eventTime": now_micro(), "reportingComponent": "default-scheduler", "reportingInstance": "default-scheduler-sim",
+            "action": "Scheduling",
+        });
+        self.store.put(Kind::Event, event);
+    }
+
+    /// Re-reads every pod's behaviour; a pod whose mode changed starts over in the new mode.
+    pub fn behaviours_changed(&mut self, now: Instant) {
+        let keys: Vec<Key> = self.pods.keys().cloned().collect();
+        for key in keys {
+            let Some(rt) = self.pods.get(&key) else {
+                continue;
+            };
+            let b = self
+                .behaviours
+                .lookup(&rt.namespace, &rt.deployment, &rt.version);
+            if b.pods != rt.mode {
+                let restarts = rt.last.as_ref().map_or(0, |s| s.restarts);
+                let became_pending = b.pods == crate::sim::behaviour::PodMode::Pending;
+                if let Some(rt) = self.pods.get_mut(&key) {
+                    rt.mode = b.pods;
+                    rt.since = now;
+                    rt.restart_base = restarts;
+                }
+                if became_pending && let Some(pod) = self.store.get(Kind::Pod, &key.0, &key.1) {
+                    let uid = meta_str(&pod, "uid").unwrap_or_default().to_string();
+                    self.scheduler_event(&key.0, &key.1, &uid, &b.pending_reason);
+                }
+            }
+            super::replicaset::refresh_pod(self, &key.0, &key.1, now);
+        }
+    }
+}

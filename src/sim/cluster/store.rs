@@ -1,0 +1,296 @@
+//! The object store: every object as JSON, one cluster-wide resourceVersion (like etcd's
+//! revision), an owner index for garbage collection and the controller, and a bounded watch
+//! history that watch requests replay from.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+/// The kinds of object the simulated API server stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Deployment,
+    ReplicaSet,
+    Pod,
+    /// Stored in the core `v1` shape; `events.k8s.io/v1` is a converted view.
+    Event,
+    Lease,
+    Namespace,
+}
+
+/// Watch event type on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as replayed and streamed to watches.
+#[derive(Debug)]
+pub struct Change {
+    pub rv: u64,
+    pub kind: Kind,
+    pub ty: EventType,
+    pub object: Arc<Value>,
+    /// The object before a change, so a filtered watch can tell "stopped matching" apart.
+    pub prev: Option<Arc<Value>>,
+}
+
+/// (namespace, name); the namespace is empty for cluster-scoped objects.
+pub type Key = (String, String);
+
+/// How many changes watches can replay; older resourceVersions get 410 Gone.
+const HISTORY: usize = 20_000;
+
+pub struct Store {
+    rv: u64,
+    uid_seq: u64,
+    objects: HashMap<Kind, BTreeMap<Key, Arc<Value>>>,
+    /// owner uid → dependents, so GC and the controller never scan every object.
+    dependents: HashMap<String, BTreeSet<(Kind, String, String)>>,
+    history: VecDeque<Arc<Change>>,
+    /// Highest resourceVersion dropped from `history`: watches must start at or after it.
+    compacted: u64,
+    tx: broadcast::Sender<Arc<Change>>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Accessors for the metadata fields the store relies on.
+pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+/// The uid of the controller owner of `obj`, with the owner's kind and name.
+pub fn controller_owner(obj: &Value) -> Option<(&str, &str, &str)> {
+    let refs = obj.get("metadata")?.get("ownerReferences")?.as_array()?;
+    let owner = refs
+        .iter()
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .or_else(|| refs.first())?;
+    Some((
+        owner.get("kind")?.as_str()?,
+        owner.get("name")?.as_str()?,
+        owner.get("uid")?.as_str()?,
+    ))
+}
+
+impl Store {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(65_536);
+        Store {
+            rv: 1,
+            uid_seq: 0,
+            objects: HashMap::new(),
+            dependents: HashMap::new(),
+            history: VecDeque::new(),
+            compacted: 0,
+            tx,
+        }
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+
+    pub fn compacted(&self) -> u64 {
+        self.compacted
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.tx.subscribe()
+    }
+
+    /// Changes after `rv`, or `None` when some of them are no longer retained.
+    pub fn changes_since(&self, rv: u64) -> Option<Vec<Arc<Change>>> {
+        if rv < self.compacted {
+            return None;
+        }
+        let start = self.history.partition_point(|c| c.rv <= rv);
+        Some(self.history.range(start..).cloned().collect())
+    }
+
+    /// Makes every retained change too old: the next watch from any earlier RV gets 410.
+    pub fn compact_all(&mut self) {
+        self.history.clear();
+        self.compacted = self.rv;
+    }
+
+    pub fn get(&self, kind: Kind, ns: &str, name: &str) -> Option<Arc<Value>> {
+        self.objects
+            .get(&kind)?
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Objects of `kind`, in one namespace or all, in key order.
+    pub fn list(&self, kind: Kind, ns: Option<&str>) -> Vec<Arc<Value>> {
+        let Some(map) = self.objects.get(&kind) else {
+            return Vec::new();
+        };
+        match ns {
+            Some(ns) => map
+                .range((ns.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+                .map(|(_, v)| v.clone())
+                .collect(),
+            None => map.values().cloned().collect(),
+        }
+    }
+
+    /// Dependents of the owner with `uid` of the given kind.
+    pub fn dependents(&self, uid: &str, kind: Kind) -> Vec<Arc<Value>> {
+        let Some(set) = self.dependents.get(uid) else {
+            return Vec::new();
+        };
+        set.iter()
+            .filter(|(k, _, _)| *k == kind)
+            .filter_map(|(k, ns, name)| self.get(*k, ns, name))
+            .collect()
+    }
+
+    pub fn next_uid(&mut self) -> String {
+        self.uid_seq += 1;
+        let n = self.uid_seq;
+        // Looks like a UUID, deterministic per cluster.
+        format!(
+            "5e1a{:04x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            n >> 48 & 0xffff,
+            n >> 32 & 0xffff,
+            n >> 20 & 0xfff,
+            n >> 8 & 0xfff,
+            n
+        )
+    }
+
+    /// Stores `obj` (create or replace), stamping a new resourceVersion; returns the stored copy.
+    pub fn put(&mut self, kind: Kind, mut obj: Value) -> Arc<Value> {
+        self.rv += 1;
+        let rv = self.rv;
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), json!(rv.to_string()));
+        }
+        let key = key_of(&obj);
+        if kind != Kind::Namespace && !key.0.is_empty() {
+            self.ensure_namespace(&key.0);
+        }
+        let obj = Arc::new(obj);
+        let old = self
+            .objects
+            .entry(kind)
+            .or_default()
+            .insert(key.clone(), obj.clone());
+        if let Some(old) = &old {
+            self.unindex(kind, &key, old);
+        }
+        self.index(kind, &key, &obj);
+        let ty = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.record(Change {
+            rv,
+            kind,
+            ty,
+            object: obj.clone(),
+            prev: old,
+        });
+        obj
+    }
+
+    pub fn remove(&mut self, kind: Kind, ns: &str, name: &str) -> Option<Arc<Value>> {
+        let key = (ns.to_string(), name.to_string());
+        let old = self.objects.get_mut(&kind)?.remove(&key)?;
+        self.unindex(kind, &key, &old);
+        self.rv += 1;
+        let rv = self.rv;
+        let mut last = (*old).clone();
+        if let Some(meta) = last.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), json!(rv.to_string()));
+        }
+        let last = Arc::new(last);
+        self.record(Change {
+            rv,
+            kind,
+            ty: EventType::Deleted,
+            object: last.clone(),
+            prev: Some(old),
+        });
+        Some(last)
+    }
+
+    fn ensure_namespace(&mut self, ns: &str) {
+        let exists = self
+            .objects
+            .get(&Kind::Namespace)
+            .is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())));
+        if !exists {
+            let uid = self.next_uid();
+            let obj = json!({
+                "kind": "Namespace", "apiVersion": "v1",
+                "metadata": {"name": ns, "uid": uid, "creationTimestamp": super::objects::now_rfc3339(),
+                              "labels": {"kubernetes.io/metadata.name": ns}},
+                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}
+            });
+            self.put(Kind::Namespace, obj);
+        }
+    }
+
+    fn index(&mut self, kind: Kind, key: &Key, obj: &Value) {
+        if let Some((_, _, uid)) = controller_owner(obj) {
+            self.dependents.entry(uid.to_string()).or_default().insert((
+                kind,
+                key.0.clone(),
+                key.1.clone(),
+            ));
+        }
+    }
+
+    fn unindex(&mut self, kind: Kind, key: &Key, obj: &Value) {
+        if let Some((_, _, uid)) = controller_owner(obj)
+            && let Some(set) = self.dependents.get_mut(uid)
+        {
+            set.remove(&(kind, key.0.clone(), key.1.clone()));
+            if set.is_empty() {
+                self.dependents.remove(uid);
+            }
+        }
+    }
+
+    fn record(&mut self, change: Change) {
+        let change = Arc::new(change);
+        if self.history.len() >= HISTORY
+            && let Some(old) = self.history.pop_front()
+        {
+            self.compacted = old.rv;
+        }
+        self.history.push_back(change.clone());
+        // No receivers is fine: nobody is watching.
+        let _ = self.tx.send(change);
+    }
+}
+
+pub fn key_of(obj: &Value) -> Key {
+    (
+        meta_str(obj, "namespace").unwrap_or_default().to_string(),
+        meta_str(obj, "name").unwrap_or_default().to_string(),
+    )
+}
