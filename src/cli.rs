@@ -22,7 +22,11 @@ pub fn check_config(file: &Path) -> u8 {
                 crate::judge::human(c.watch.window),
                 crate::judge::human(c.watch.interval),
                 c.smoke.len(),
-                if c.providers.prometheus.is_some() { "on" } else { "off" }
+                if c.providers.prometheus.is_some() {
+                    "on"
+                } else {
+                    "off"
+                }
             );
             0
         }
@@ -76,7 +80,8 @@ pub async fn run(config_path: &Path, kubeconfig: Option<&Path>) -> u8 {
 async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
     let config = match kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
                 .map_err(|e| format!("{}: {e}", path.display()))?
@@ -88,7 +93,10 @@ async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> 
 
 async fn signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return;
     };
     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }

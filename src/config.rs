@@ -3,7 +3,6 @@
 //!
 //! Secrets never come from this file: see [`Secrets`].
 
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,7 +33,6 @@ pub struct Config {
     pub smoke: Vec<SmokeCheck>,
     pub providers: ProvidersConfig,
     pub notify: NotifyConfig,
-    pub server: ServerConfig,
     pub secrets: SecretFiles,
 }
 
@@ -49,7 +47,6 @@ impl Default for Config {
             smoke: Vec::new(),
             providers: ProvidersConfig::default(),
             notify: NotifyConfig::default(),
-            server: ServerConfig::default(),
             secrets: SecretFiles::default(),
         }
     }
@@ -274,21 +271,6 @@ impl Default for SlackConfig {
         SlackConfig {
             enabled: true,
             timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// `/metrics`, `/healthz`, `/readyz`.
-    pub listen: SocketAddr,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
         }
     }
 }

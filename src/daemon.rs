@@ -81,12 +81,20 @@ pub async fn run(
     let apis: Vec<Api<Deployment>> = if config.watch.namespaces.is_empty() {
         vec![Api::all(client.clone())]
     } else {
-        config.watch.namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
+        config
+            .watch
+            .namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
     };
     let watches = apis.len();
-    let mut events = stream::select_all(
-        apis.into_iter().enumerate().map(|(i, api)| watcher(api, cfg.clone()).default_backoff().map(move |e| (i, e)).boxed()),
-    );
+    let mut events = stream::select_all(apis.into_iter().enumerate().map(|(i, api)| {
+        watcher(api, cfg.clone())
+            .default_backoff()
+            .map(move |e| (i, e))
+            .boxed()
+    }));
 
     let mut known: HashMap<(String, String), Known> = HashMap::new();
     let mut synced: HashSet<usize> = HashSet::new();
@@ -125,7 +133,11 @@ pub async fn run(
                     // Deleted while the watch was down.
                     let gone: Vec<_> = known
                         .keys()
-                        .filter(|k| !seen.contains(*k) && (watches == 1 || config.watch.namespaces.get(watch) == Some(&k.0)))
+                        .filter(|k| {
+                            !seen.contains(*k)
+                                && (watches == 1
+                                    || config.watch.namespaces.get(watch) == Some(&k.0))
+                        })
                         .cloned()
                         .collect();
                     for k in gone {
@@ -175,32 +187,56 @@ fn on_apply(
         // The controller has not numbered it yet.
         return;
     };
-    let version = d.spec.as_ref().and_then(|s| rollout::template_version(&s.template));
+    let version = d
+        .spec
+        .as_ref()
+        .and_then(|s| rollout::template_version(&s.template));
     let state = RolloutState::from_deployment(&d);
 
     let Some(entry) = known.get_mut(&k) else {
         // First sight: at start-up (resume what a previous process left open) or a Deployment
         // that was just created or opted in (not a rollout).
-        let mut entry = Known { revision, version: version.clone(), session: None };
+        let mut entry = Known {
+            revision,
+            version: version.clone(),
+            session: None,
+        };
         if initial && let Some(start) = resumable(&d, revision, state.as_ref()) {
             info!(namespace = %k.0, deployment = %k.1, revision, "resuming the watch recorded on the deployment");
-            entry.session = Some(session::spawn(ctx.clone(), d.clone(), None, start, shutdown.child_token()));
+            entry.session = Some(session::spawn(
+                ctx.clone(),
+                d.clone(),
+                None,
+                start,
+                shutdown.child_token(),
+            ));
         }
         known.insert(k, entry);
         return;
     };
 
     if revision > entry.revision {
-        let ours = state.as_ref().and_then(|s| s.rollback_fingerprint.as_ref()).is_some_and(|fp| {
-            d.spec.as_ref().is_some_and(|s| &rollout::template_fingerprint(&s.template) == fp)
-        });
+        let ours = state
+            .as_ref()
+            .and_then(|s| s.rollback_fingerprint.as_ref())
+            .is_some_and(|fp| {
+                d.spec
+                    .as_ref()
+                    .is_some_and(|s| &rollout::template_fingerprint(&s.template) == fp)
+            });
         entry.revision = revision;
         let from = std::mem::replace(&mut entry.version, version);
         if !ours {
             if let Some(old) = entry.session.take() {
                 let _ = old.end.send(Some(EndCause::Superseded));
             }
-            entry.session = Some(session::spawn(ctx.clone(), d.clone(), from, Start::Fresh, shutdown.child_token()));
+            entry.session = Some(session::spawn(
+                ctx.clone(),
+                d.clone(),
+                from,
+                Start::Fresh,
+                shutdown.child_token(),
+            ));
             return;
         }
     }
@@ -216,11 +252,17 @@ fn resumable(d: &Deployment, revision: i64, state: Option<&RolloutState>) -> Opt
         return None;
     }
     match state.outcome {
-        None | Some(Outcome::Degraded) if state.revision == revision => Some(Start::Resume(state.clone())),
+        None | Some(Outcome::Degraded) if state.revision == revision => {
+            Some(Start::Resume(state.clone()))
+        }
         Some(Outcome::RolledBack) => {
             // Sent before the restart; the revision it created is the current one.
-            let restored = d.spec.as_ref().map(|s| rollout::template_fingerprint(&s.template));
-            (restored.as_ref() == state.rollback_fingerprint.as_ref()).then(|| Start::Resume(state.clone()))
+            let restored = d
+                .spec
+                .as_ref()
+                .map(|s| rollout::template_fingerprint(&s.template));
+            (restored.as_ref() == state.rollback_fingerprint.as_ref())
+                .then(|| Start::Resume(state.clone()))
         }
         _ => None,
     }

@@ -373,7 +373,7 @@ impl Judge {
 
     /// Counts each check's consecutive failures; the first to reach the limit rolls back.
     fn judge_round(&mut self, round: &ProbeRound, complete: bool) -> Option<Verdict> {
-        let mut results: Vec<(String, Result<(), (Reason, String)>)> = Vec::new();
+        let mut results: Vec<(String, CheckResult)> = Vec::new();
         if let Some(h) = &round.health {
             results.push(("health".into(), self.health_result(h, complete)));
         }
@@ -430,7 +430,7 @@ impl Judge {
         verdict
     }
 
-    fn health_result(&self, h: &HealthSample, complete: bool) -> Result<(), (Reason, String)> {
+    fn health_result(&self, h: &HealthSample, complete: bool) -> CheckResult {
         match h {
             HealthSample::Failed(d) => Err((Reason::Health, format!("health: {d}"))),
             HealthSample::Answered {
@@ -542,6 +542,9 @@ impl Judge {
     }
 }
 
+/// One check in one round: passed, or failed with a reason and the figures.
+type CheckResult = Result<(), (Reason, String)>;
+
 enum RateResult {
     NotConfigured,
     Pass,
@@ -577,7 +580,7 @@ pub fn count(n: f64) -> String {
     let digits = n.abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -7,10 +7,20 @@ use clap::{Parser, Subcommand};
 use deploy_watchdog::telemetry::LogFormat;
 
 #[derive(Parser)]
-#[command(name = "deploy-watchdog", version, about = "Guards Kubernetes rollouts: rolls a bad release back and pages on-call.")]
+#[command(
+    name = "deploy-watchdog",
+    version,
+    about = "Guards Kubernetes rollouts: rolls a bad release back and pages on-call."
+)]
 struct Cli {
     /// Log lines as text or JSON (stderr).
-    #[arg(long, global = true, value_enum, default_value = "text", env = "DEPLOY_WATCHDOG_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "DEPLOY_WATCHDOG_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -38,7 +48,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("deploy-watchdog: cannot start the runtime: {e}");

@@ -18,7 +18,9 @@ use tracing::{Instrument, info, warn};
 use crate::cluster::record::{self, Decision, Outcome, Recorder, RolloutState};
 use crate::cluster::{pods, rollback, rollout};
 use crate::config::{Config, Mode};
-use crate::judge::{self, Finish, Judge, Observation, Policy, ProviderSample, Reason, RolloutFacts, Verdict};
+use crate::judge::{
+    self, Finish, Judge, Observation, Policy, ProviderSample, Reason, RolloutFacts, Verdict,
+};
 use crate::notify::{self, Notifier, PageEvent, Payload, Severity};
 use crate::probes::Probes;
 
@@ -68,10 +70,16 @@ impl Rollout {
         format!("{}/{}", self.namespace, self.name)
     }
     fn to(&self) -> &str {
-        self.state.to_version.as_deref().unwrap_or("the new revision")
+        self.state
+            .to_version
+            .as_deref()
+            .unwrap_or("the new revision")
     }
     fn from(&self) -> &str {
-        self.state.from_version.as_deref().unwrap_or("the previous revision")
+        self.state
+            .from_version
+            .as_deref()
+            .unwrap_or("the previous revision")
     }
 }
 
@@ -93,7 +101,10 @@ pub fn spawn(
         Start::Fresh => RolloutState {
             revision,
             from_version,
-            to_version: deployment.spec.as_ref().and_then(|s| rollout::template_version(&s.template)),
+            to_version: deployment
+                .spec
+                .as_ref()
+                .and_then(|s| rollout::template_version(&s.template)),
             detected_at: jiff::Timestamp::now(),
             outcome: None,
             reason: None,
@@ -102,11 +113,26 @@ pub fn spawn(
             window_started_at: None,
         },
     };
-    let r = Rollout { namespace: namespace.clone(), name: name.clone(), state };
+    let r = Rollout {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        state,
+    };
     let span = tracing::info_span!("rollout", %namespace, deployment = %name, revision);
-    let session = Session { ctx, r, updates: updates_rx, end: end_rx, shutdown, resumed: start != Start::Fresh };
+    let session = Session {
+        ctx,
+        r,
+        updates: updates_rx,
+        end: end_rx,
+        shutdown,
+        resumed: start != Start::Fresh,
+    };
     tokio::spawn(session.run().instrument(span));
-    Handle { revision, updates, end }
+    Handle {
+        revision,
+        updates,
+        end,
+    }
 }
 
 struct Session {
@@ -137,7 +163,10 @@ impl Session {
             self.detected().await;
         }
         let caches = self.caches();
-        let facts = RolloutFacts { expected_version: self.r.state.to_version.clone(), baseline: self.baseline().await };
+        let facts = RolloutFacts {
+            expected_version: self.r.state.to_version.clone(),
+            baseline: self.baseline().await,
+        };
         let mut judge = Judge::new(self.ctx.policy.clone(), facts);
         if let Some(started) = self.r.state.window_started_at {
             judge.resume_window(self.since_detection(started));
@@ -219,7 +248,9 @@ impl Session {
         let new_pods: Vec<&Pod> = pods
             .iter()
             .map(|p| p.as_ref())
-            .filter(|p| new_hash.is_some() && p.labels().get(rollout::HASH_LABEL) == new_hash.as_ref())
+            .filter(|p| {
+                new_hash.is_some() && p.labels().get(rollout::HASH_LABEL) == new_hash.as_ref()
+            })
             .collect();
         Observation {
             at: self.since_detection(now),
@@ -236,15 +267,29 @@ impl Session {
             .spec
             .as_ref()
             .and_then(|s| s.selector.match_labels.as_ref())
-            .map(|l| l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+            .map(|l| {
+                l.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .unwrap_or_default();
         let cfg = watcher::Config::default().labels(&selector);
         let changed = Arc::new(tokio::sync::Notify::new());
         let client = &self.ctx.client;
         let ns = &self.r.namespace;
-        let sets = watch_into_store(Api::namespaced(client.clone(), ns), cfg.clone(), self, &changed);
+        let sets = watch_into_store(
+            Api::namespaced(client.clone(), ns),
+            cfg.clone(),
+            self,
+            &changed,
+        );
         let pods = watch_into_store(Api::namespaced(client.clone(), ns), cfg, self, &changed);
-        Caches { sets, pods, changed }
+        Caches {
+            sets,
+            pods,
+            changed,
+        }
     }
 
     async fn baseline(&self) -> Option<f64> {
@@ -252,10 +297,16 @@ impl Session {
         if !b.enabled {
             return None;
         }
-        let samples = self.ctx.probes.error_rates(&self.r.namespace, &self.r.name, b.lookback).await;
+        let samples = self
+            .ctx
+            .probes
+            .error_rates(&self.r.namespace, &self.r.name, b.lookback)
+            .await;
         let min = self.ctx.config.judge.min_requests as f64;
         let ratio = samples.iter().find_map(|(_, s)| match s {
-            ProviderSample::Counts { requests, errors } if *requests >= min && requests.is_finite() && errors.is_finite() => {
+            ProviderSample::Counts { requests, errors }
+                if *requests >= min && requests.is_finite() && errors.is_finite() =>
+            {
                 Some(errors / requests)
             }
             _ => None,
@@ -274,7 +325,12 @@ impl Session {
             warning: false,
             event_reason: "RolloutDetected",
             action: "Watch",
-            note: format!("Watching the rollout of {} (from {}, revision {})", r.to(), r.from(), r.state.revision),
+            note: format!(
+                "Watching the rollout of {} (from {}, revision {})",
+                r.to(),
+                r.from(),
+                r.state.revision
+            ),
             revision: r.state.revision,
             outcome: None,
             reason: None,
@@ -291,7 +347,8 @@ impl Session {
     }
 
     async fn window_started(&mut self, at: Duration) {
-        let started = self.r.state.detected_at + jiff::SignedDuration::try_from(at).unwrap_or_default();
+        let started =
+            self.r.state.detected_at + jiff::SignedDuration::try_from(at).unwrap_or_default();
         self.r.state.window_started_at = Some(started);
         info!("rollout complete; watch window started");
         self.save_state().await;
@@ -300,7 +357,10 @@ impl Session {
             warning: false,
             event_reason: "WindowStarted",
             action: "Watch",
-            note: format!("Rollout of {} complete; watching it for {window}", self.r.to()),
+            note: format!(
+                "Rollout of {} complete; watching it for {window}",
+                self.r.to()
+            ),
             revision: self.r.state.revision,
             outcome: None,
             reason: None,
@@ -315,8 +375,19 @@ impl Session {
         self.r.state.reason = Some(reason);
         self.save_state().await;
         self.page(Severity::Error, reason, Outcome::Degraded, message);
-        self.ctx.notifier.post(format!("🚨 Paged on-call: {} {} is degraded: {message}", self.r.key(), self.r.to()));
-        self.decide(true, "Degraded", "Page", Outcome::Degraded, reason, message.to_string());
+        self.ctx.notifier.post(format!(
+            "🚨 Paged on-call: {} {} is degraded: {message}",
+            self.r.key(),
+            self.r.to()
+        ));
+        self.decide(
+            true,
+            "Degraded",
+            "Page",
+            Outcome::Degraded,
+            reason,
+            message.to_string(),
+        );
     }
 
     async fn finish_degraded(&mut self, reason: Reason, message: &str) {
@@ -325,34 +396,77 @@ impl Session {
         self.r.state.reason = Some(reason);
         self.r.state.settled = true;
         self.save_state().await;
-        self.decide(true, "Degraded", "Finish", Outcome::Degraded, reason, format!("Watch ended degraded: {message}"));
+        self.decide(
+            true,
+            "Degraded",
+            "Finish",
+            Outcome::Degraded,
+            reason,
+            format!("Watch ended degraded: {message}"),
+        );
     }
 
     async fn passed(&mut self) {
         let window = judge::human(self.ctx.policy.window);
         info!("passed");
         if self.r.state.outcome == Some(Outcome::Degraded) {
-            self.ctx.notifier.page(PageEvent { action: notify::Action::Resolve, dedup_key: self.dedup_key(), payload: None });
+            self.ctx.notifier.page(PageEvent {
+                action: notify::Action::Resolve,
+                dedup_key: self.dedup_key(),
+                payload: None,
+            });
         }
         self.r.state.outcome = Some(Outcome::Passed);
         self.r.state.reason = Some(Reason::None);
         self.r.state.settled = true;
         self.save_state().await;
-        self.ctx.notifier.post(format!("✅ Production deploy of {} to {} complete: healthy for {window}.", self.r.to(), self.r.key()));
-        self.decide(false, "RolloutPassed", "Pass", Outcome::Passed, Reason::None, format!("{} passed its {window} watch", self.r.to()));
+        self.ctx.notifier.post(format!(
+            "✅ Production deploy of {} to {} complete: healthy for {window}.",
+            self.r.to(),
+            self.r.key()
+        ));
+        self.decide(
+            false,
+            "RolloutPassed",
+            "Pass",
+            Outcome::Passed,
+            Reason::None,
+            format!("{} passed its {window} watch", self.r.to()),
+        );
     }
 
     async fn ended(&mut self, cause: EndCause) {
         let (outcome, note) = match cause {
-            EndCause::Superseded => (Outcome::Superseded, format!("{} superseded by a newer rollout", self.r.to())),
-            EndCause::Deleted => (Outcome::Deleted, format!("{} deleted during its watch", self.r.key())),
+            EndCause::Superseded => (
+                Outcome::Superseded,
+                format!("{} superseded by a newer rollout", self.r.to()),
+            ),
+            EndCause::Deleted => (
+                Outcome::Deleted,
+                format!("{} deleted during its watch", self.r.key()),
+            ),
         };
         info!(outcome = outcome.as_str(), "session ended");
         if self.r.state.outcome == Some(Outcome::Degraded) {
-            self.ctx.notifier.page(PageEvent { action: notify::Action::Resolve, dedup_key: self.dedup_key(), payload: None });
+            self.ctx.notifier.page(PageEvent {
+                action: notify::Action::Resolve,
+                dedup_key: self.dedup_key(),
+                payload: None,
+            });
         }
         // The state annotation now belongs to the newer rollout (or is gone): only an Event.
-        self.decide(false, if cause == EndCause::Deleted { "RolloutDeleted" } else { "RolloutSuperseded" }, "Stop", outcome, Reason::None, note);
+        self.decide(
+            false,
+            if cause == EndCause::Deleted {
+                "RolloutDeleted"
+            } else {
+                "RolloutSuperseded"
+            },
+            "Stop",
+            outcome,
+            Reason::None,
+            note,
+        );
     }
 
     async fn roll_back(&mut self, reason: Reason, message: &str) {
@@ -363,14 +477,26 @@ impl Session {
             self.r.state.reason = Some(reason);
             self.r.state.settled = true;
             self.save_state().await;
-            self.page(Severity::Error, reason, Outcome::WouldRollBack, &format!("would roll back (dry run): {message}"));
+            self.page(
+                Severity::Error,
+                reason,
+                Outcome::WouldRollBack,
+                &format!("would roll back (dry run): {message}"),
+            );
             self.ctx.notifier.post(format!(
                 "⚠️ Would roll back {} {} to {} due to {message} (dry run: nothing changed)",
                 r.key(),
                 r.to(),
                 r.from()
             ));
-            self.decide(true, "WouldRollBack", "RollBack", Outcome::WouldRollBack, reason, format!("Would roll back (dry run): {message}"));
+            self.decide(
+                true,
+                "WouldRollBack",
+                "RollBack",
+                Outcome::WouldRollBack,
+                reason,
+                format!("Would roll back (dry run): {message}"),
+            );
             return;
         }
         warn!(%reason, message, "rolling back");
@@ -386,11 +512,30 @@ impl Session {
         match result {
             Ok(plan) => {
                 self.r.state = state;
-                let to = plan.target_version.clone().unwrap_or_else(|| format!("revision {}", plan.target_revision));
+                let to = plan
+                    .target_version
+                    .clone()
+                    .unwrap_or_else(|| format!("revision {}", plan.target_revision));
                 info!(elapsed = ?started.elapsed(), target_revision = plan.target_revision, "rollback sent");
-                self.page(Severity::Error, reason, Outcome::RolledBack, &format!("rolled back to {to}: {message}"));
-                self.ctx.notifier.post(format!("⚠️ Rolled back {} {} to {to} due to {message}", r.key(), r.to()));
-                self.decide(true, "RolledBack", "RollBack", Outcome::RolledBack, reason, format!("Rolled back {} to {to}: {message}", r.to()));
+                self.page(
+                    Severity::Error,
+                    reason,
+                    Outcome::RolledBack,
+                    &format!("rolled back to {to}: {message}"),
+                );
+                self.ctx.notifier.post(format!(
+                    "⚠️ Rolled back {} {} to {to} due to {message}",
+                    r.key(),
+                    r.to()
+                ));
+                self.decide(
+                    true,
+                    "RolledBack",
+                    "RollBack",
+                    Outcome::RolledBack,
+                    reason,
+                    format!("Rolled back {} to {to}: {message}", r.to()),
+                );
                 self.verify(self.r.state.rollback_fingerprint.clone()).await;
             }
             Err(e) => {
@@ -402,7 +547,14 @@ impl Session {
                 let what = format!("rollback of {} failed ({e}) after: {message}", r.to());
                 self.page(Severity::Critical, reason, Outcome::RollbackFailed, &what);
                 self.ctx.notifier.post(format!("🔥 {}: {what}", r.key()));
-                self.decide(true, "RollbackFailed", "RollBack", Outcome::RollbackFailed, reason, what);
+                self.decide(
+                    true,
+                    "RollbackFailed",
+                    "RollBack",
+                    Outcome::RollbackFailed,
+                    reason,
+                    what,
+                );
             }
         }
     }
@@ -411,7 +563,8 @@ impl Session {
     async fn verify(&mut self, fingerprint: Option<String>) {
         let deadline = Instant::now() + self.ctx.config.watch.rollout_timeout;
         let expected = self.r.state.from_version.clone();
-        let mut ticks = tokio::time::interval(self.ctx.config.watch.interval.min(Duration::from_secs(1)));
+        let mut ticks =
+            tokio::time::interval(self.ctx.config.watch.interval.min(Duration::from_secs(1)));
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last = String::from("the rollback has not completed");
         loop {
@@ -432,12 +585,20 @@ impl Session {
                 continue;
             }
             if rollout::progress(&deployment) != judge::Progress::Complete {
-                if let judge::Progress::Progressing(m) | judge::Progress::DeadlineExceeded(m) = rollout::progress(&deployment) {
+                if let judge::Progress::Progressing(m) | judge::Progress::DeadlineExceeded(m) =
+                    rollout::progress(&deployment)
+                {
                     last = m;
                 }
                 continue;
             }
-            match (self.ctx.probes.reported_version(&self.r.namespace, &self.r.name).await, &expected) {
+            match (
+                self.ctx
+                    .probes
+                    .reported_version(&self.r.namespace, &self.r.name)
+                    .await,
+                &expected,
+            ) {
                 (None, _) | (_, None) => return self.verified().await,
                 (Some(Ok(v)), Some(e)) if &v == e => return self.verified().await,
                 (Some(Ok(v)), Some(e)) => last = format!("health reports {v}, expected {e}"),
@@ -456,8 +617,17 @@ impl Session {
         self.r.state.settled = true;
         self.save_state().await;
         self.page(Severity::Critical, reason, Outcome::RollbackFailed, &what);
-        self.ctx.notifier.post(format!("🔥 {}: {what}", self.r.key()));
-        self.decide(true, "RollbackFailed", "Verify", Outcome::RollbackFailed, reason, what);
+        self.ctx
+            .notifier
+            .post(format!("🔥 {}: {what}", self.r.key()));
+        self.decide(
+            true,
+            "RollbackFailed",
+            "Verify",
+            Outcome::RollbackFailed,
+            reason,
+            what,
+        );
     }
 
     async fn verified(&mut self) {
@@ -465,20 +635,38 @@ impl Session {
         self.r.state.settled = true;
         self.save_state().await;
         let reason = self.r.state.reason.unwrap_or(Reason::None);
-        let note = format!("Rollback verified: {} runs {} again", self.r.key(), self.r.from());
-        self.decide(false, "RollbackVerified", "Verify", Outcome::RolledBack, reason, note);
+        let note = format!(
+            "Rollback verified: {} runs {} again",
+            self.r.key(),
+            self.r.from()
+        );
+        self.decide(
+            false,
+            "RollbackVerified",
+            "Verify",
+            Outcome::RolledBack,
+            reason,
+            note,
+        );
     }
 
     // ---- records ----
 
     fn dedup_key(&self) -> String {
-        format!("deploy-watchdog/{}/{}/{}/{}", self.ctx.config.cluster_name, self.r.namespace, self.r.name, self.r.state.revision)
+        format!(
+            "deploy-watchdog/{}/{}/{}/{}",
+            self.ctx.config.cluster_name, self.r.namespace, self.r.name, self.r.state.revision
+        )
     }
 
     fn page(&self, severity: Severity, reason: Reason, outcome: Outcome, message: &str) {
         let r = &self.r;
         let summary = format!("{} {} (from {}): {message}", r.key(), r.to(), r.from());
-        let summary = if summary.len() > 1000 { format!("{}…", &summary[..summary.floor_char_boundary(999)]) } else { summary };
+        let summary = if summary.len() > 1000 {
+            format!("{}…", &summary[..summary.floor_char_boundary(999)])
+        } else {
+            summary
+        };
         self.ctx.notifier.page(PageEvent {
             action: notify::Action::Trigger,
             dedup_key: self.dedup_key(),
@@ -505,12 +693,25 @@ impl Session {
     }
 
     async fn save_state(&self) {
-        if let Err(e) = self.ctx.recorder.annotate(&self.r.namespace, &self.r.name, &self.r.state.annotations()).await {
+        if let Err(e) = self
+            .ctx
+            .recorder
+            .annotate(&self.r.namespace, &self.r.name, &self.r.state.annotations())
+            .await
+        {
             warn!(error = %e, category = e.category(), "state annotation not written");
         }
     }
 
-    fn decide(&self, warning: bool, event_reason: &'static str, action: &'static str, outcome: Outcome, reason: Reason, note: String) {
+    fn decide(
+        &self,
+        warning: bool,
+        event_reason: &'static str,
+        action: &'static str,
+        outcome: Outcome,
+        reason: Reason,
+        note: String,
+    ) {
         info!(outcome = outcome.as_str(), %reason, note, "decision");
         self.record(Decision {
             warning,
@@ -558,7 +759,13 @@ fn watch_into_store<K>(
     changed: &Arc<tokio::sync::Notify>,
 ) -> reflector::Store<K>
 where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
     let stream = reflector(writer, watcher(api, cfg).default_backoff()).applied_objects();

@@ -86,7 +86,10 @@ impl RolloutState {
 
     /// The annotations that carry this state.
     pub fn annotations(&self) -> BTreeMap<String, String> {
-        let mut a = BTreeMap::from([(STATE_ANNOTATION.to_string(), serde_json::to_string(self).unwrap_or_default())]);
+        let mut a = BTreeMap::from([(
+            STATE_ANNOTATION.to_string(),
+            serde_json::to_string(self).unwrap_or_default(),
+        )]);
         if let Some(o) = self.outcome {
             a.insert(VERDICT_ANNOTATION.to_string(), o.as_str().to_string());
         }
@@ -97,11 +100,23 @@ impl RolloutState {
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error("patching annotations of deployment {namespace}/{name}: {source}")]
-    PatchDeployment { namespace: String, name: String, source: kube::Error },
+    PatchDeployment {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
     #[error("creating an event on deployment {namespace}/{name}: {source}")]
-    CreateEvent { namespace: String, name: String, source: kube::Error },
+    CreateEvent {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
     #[error("{what} on deployment {namespace}/{name}: no answer within {CALL_TIMEOUT:?}")]
-    Timeout { what: &'static str, namespace: String, name: String },
+    Timeout {
+        what: &'static str,
+        namespace: String,
+        name: String,
+    },
 }
 
 impl RecordError {
@@ -153,18 +168,29 @@ impl Recorder {
         let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
         match tokio::time::timeout(CALL_TIMEOUT, api.patch(name, &params, &patch)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(source)) => {
-                Err(RecordError::PatchDeployment { namespace: namespace.into(), name: name.into(), source })
-            }
-            Err(_) => Err(RecordError::Timeout { what: "patching annotations", namespace: namespace.into(), name: name.into() }),
+            Ok(Err(source)) => Err(RecordError::PatchDeployment {
+                namespace: namespace.into(),
+                name: name.into(),
+                source,
+            }),
+            Err(_) => Err(RecordError::Timeout {
+                what: "patching annotations",
+                namespace: namespace.into(),
+                name: name.into(),
+            }),
         }
     }
 
     /// Creates an events.k8s.io/v1 Event regarding the Deployment.
-    pub async fn event(&self, deployment: &ObjectReference, d: &Decision) -> Result<(), RecordError> {
+    pub async fn event(
+        &self,
+        deployment: &ObjectReference,
+        d: &Decision,
+    ) -> Result<(), RecordError> {
         let namespace = deployment.namespace.clone().unwrap_or_default();
         let name = deployment.name.clone().unwrap_or_default();
-        let mut annotations = BTreeMap::from([(EVENT_REVISION.to_string(), d.revision.to_string())]);
+        let mut annotations =
+            BTreeMap::from([(EVENT_REVISION.to_string(), d.revision.to_string())]);
         let mut put = |k: &str, v: Option<&str>| {
             if let Some(v) = v {
                 annotations.insert(k.to_string(), v.to_string());
@@ -196,8 +222,16 @@ impl Recorder {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         match tokio::time::timeout(CALL_TIMEOUT, api.create(&PostParams::default(), &event)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(source)) => Err(RecordError::CreateEvent { namespace, name, source }),
-            Err(_) => Err(RecordError::Timeout { what: "creating an event", namespace, name }),
+            Ok(Err(source)) => Err(RecordError::CreateEvent {
+                namespace,
+                name,
+                source,
+            }),
+            Err(_) => Err(RecordError::Timeout {
+                what: "creating an event",
+                namespace,
+                name,
+            }),
         }
     }
 }

@@ -63,7 +63,9 @@ pub fn plan(deployment: &Deployment, replica_sets: &[ReplicaSet]) -> Result<Roll
     let mut latest: Option<(i64, &ReplicaSet)> = None;
     let mut previous: Option<(i64, &ReplicaSet)> = None;
     for rs in owned {
-        let Some(v) = rollout::revision(rs.annotations()) else { continue };
+        let Some(v) = rollout::revision(rs.annotations()) else {
+            continue;
+        };
         match latest {
             Some((l, _)) if v <= l => {
                 if previous.is_none_or(|(p, _)| p < v) {
@@ -83,7 +85,11 @@ pub fn plan(deployment: &Deployment, replica_sets: &[ReplicaSet]) -> Result<Roll
     if spec.and_then(|s| s.paused).unwrap_or(false) {
         return Err(Refusal::Paused(name));
     }
-    let mut template = target.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
+    let mut template = target
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .unwrap_or_default();
     if let Some(current) = spec.map(|s| &s.template)
         && rollout::equal_ignore_hash(&template, current)
     {
@@ -129,15 +135,35 @@ impl RollbackPlan {
 #[derive(Debug, thiserror::Error)]
 pub enum RollbackError {
     #[error("reading deployment {namespace}/{name}: {source}")]
-    GetDeployment { namespace: String, name: String, source: kube::Error },
+    GetDeployment {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
     #[error("listing replicasets of deployment {namespace}/{name}: {source}")]
-    ListReplicaSets { namespace: String, name: String, source: kube::Error },
+    ListReplicaSets {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
     #[error("patching deployment {namespace}/{name}: {source}")]
-    PatchDeployment { namespace: String, name: String, source: kube::Error },
+    PatchDeployment {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
     #[error("deployment {namespace}/{name}: {refusal}")]
-    Refused { namespace: String, name: String, refusal: Refusal },
+    Refused {
+        namespace: String,
+        name: String,
+        refusal: Refusal,
+    },
     #[error("{what} of deployment {namespace}/{name}: no answer within {CALL_TIMEOUT:?}")]
-    Timeout { what: &'static str, namespace: String, name: String },
+    Timeout {
+        what: &'static str,
+        namespace: String,
+        name: String,
+    },
 }
 
 impl RollbackError {
@@ -147,9 +173,18 @@ impl RollbackError {
             RollbackError::GetDeployment { .. } => "get_deployment",
             RollbackError::ListReplicaSets { .. } => "list_replicasets",
             RollbackError::PatchDeployment { .. } => "patch_deployment",
-            RollbackError::Refused { refusal: Refusal::Paused(_), .. } => "paused",
-            RollbackError::Refused { refusal: Refusal::NoHistory(_), .. } => "no_history",
-            RollbackError::Refused { refusal: Refusal::AlreadyMatches(_), .. } => "already_matches",
+            RollbackError::Refused {
+                refusal: Refusal::Paused(_),
+                ..
+            } => "paused",
+            RollbackError::Refused {
+                refusal: Refusal::NoHistory(_),
+                ..
+            } => "no_history",
+            RollbackError::Refused {
+                refusal: Refusal::AlreadyMatches(_),
+                ..
+            } => "already_matches",
             RollbackError::Timeout { .. } => "timeout",
         }
     }
@@ -163,9 +198,15 @@ async fn bounded<T>(
     name: &str,
     call: impl std::future::Future<Output = Result<T, RollbackError>>,
 ) -> Result<T, RollbackError> {
-    tokio::time::timeout(CALL_TIMEOUT, call).await.unwrap_or_else(|_| {
-        Err(RollbackError::Timeout { what, namespace: namespace.into(), name: name.into() })
-    })
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(RollbackError::Timeout {
+                what,
+                namespace: namespace.into(),
+                name: name.into(),
+            })
+        })
 }
 
 /// Does what `kubectl rollout undo deployment/NAME` does: GET the Deployment, LIST its
@@ -181,38 +222,59 @@ pub async fn execute(
     let sets: kube::Api<ReplicaSet> = kube::Api::namespaced(client.clone(), namespace);
     let (ns, n) = (namespace.to_string(), name.to_string());
     let deployment = bounded("reading", namespace, name, async {
-        deployments.get(name).await.map_err(|source| RollbackError::GetDeployment {
-            namespace: ns.clone(),
-            name: n.clone(),
-            source,
-        })
+        deployments
+            .get(name)
+            .await
+            .map_err(|source| RollbackError::GetDeployment {
+                namespace: ns.clone(),
+                name: n.clone(),
+                source,
+            })
     })
     .await?;
     let selector = deployment
         .spec
         .as_ref()
         .and_then(|s| s.selector.match_labels.as_ref())
-        .map(|labels| labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default();
     let list = bounded("listing replicasets", namespace, name, async {
-        sets.list(&ListParams::default().labels(&selector)).await.map_err(|source| {
-            RollbackError::ListReplicaSets { namespace: ns.clone(), name: n.clone(), source }
-        })
+        sets.list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|source| RollbackError::ListReplicaSets {
+                namespace: ns.clone(),
+                name: n.clone(),
+                source,
+            })
     })
     .await?;
-    let plan = plan(&deployment, &list.items)
-        .map_err(|refusal| RollbackError::Refused { namespace: ns.clone(), name: n.clone(), refusal })?;
-    let patch = plan.patch(&state(&plan));
-    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|e| RollbackError::PatchDeployment {
+    let plan = plan(&deployment, &list.items).map_err(|refusal| RollbackError::Refused {
         namespace: ns.clone(),
         name: n.clone(),
-        source: kube::Error::SerdeError(e),
+        refusal,
     })?;
+    let patch = plan.patch(&state(&plan));
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch).map_err(|e| RollbackError::PatchDeployment {
+            namespace: ns.clone(),
+            name: n.clone(),
+            source: kube::Error::SerdeError(e),
+        })?;
     bounded("patching", namespace, name, async {
         deployments
             .patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
             .await
-            .map_err(|source| RollbackError::PatchDeployment { namespace: ns.clone(), name: n.clone(), source })
+            .map_err(|source| RollbackError::PatchDeployment {
+                namespace: ns.clone(),
+                name: n.clone(),
+                source,
+            })
     })
     .await?;
     Ok(plan)

@@ -15,13 +15,20 @@ pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
 
 /// The `deployment.kubernetes.io/revision` of a Deployment or ReplicaSet.
 pub fn revision(annotations: &BTreeMap<String, String>) -> Option<i64> {
-    annotations.get(REVISION_ANNOTATION).and_then(|r| r.parse().ok())
+    annotations
+        .get(REVISION_ANNOTATION)
+        .and_then(|r| r.parse().ok())
 }
 
 /// The version a template deploys: its `app.kubernetes.io/version` label, else the first
 /// container's image tag.
 pub fn template_version(template: &PodTemplateSpec) -> Option<String> {
-    if let Some(v) = template.metadata.as_ref().and_then(|m| m.labels.as_ref()).and_then(|l| l.get(VERSION_LABEL)) {
+    if let Some(v) = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref())
+        .and_then(|l| l.get(VERSION_LABEL))
+    {
         return Some(v.clone());
     }
     let image = template.spec.as_ref()?.containers.first()?.image.as_ref()?;
@@ -32,7 +39,9 @@ pub fn template_version(template: &PodTemplateSpec) -> Option<String> {
 pub fn image_tag(image: &str) -> Option<&str> {
     let without_digest = image.split('@').next().unwrap_or(image);
     let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
-    last.split_once(':').map(|(_, tag)| tag).filter(|t| !t.is_empty())
+    last.split_once(':')
+        .map(|(_, tag)| tag)
+        .filter(|t| !t.is_empty())
 }
 
 /// Templates equal but for the `pod-template-hash` label (kubectl's `equalIgnoreHash`).
@@ -44,8 +53,10 @@ fn strip_hash(t: &PodTemplateSpec) -> serde_json::Value {
     let mut t = t.clone();
     if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(HASH_LABEL);
-        if labels.is_empty() {
-            t.metadata.as_mut().map(|m| m.labels = None);
+        if labels.is_empty()
+            && let Some(m) = t.metadata.as_mut()
+        {
+            m.labels = None;
         }
     }
     // Compare as JSON: a missing map and an empty one are the same object to the API server.
@@ -65,7 +76,9 @@ fn prune_empty(v: serde_json::Value) -> serde_json::Value {
                 })
                 .collect(),
         ),
-        serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(prune_empty).collect()),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(prune_empty).collect())
+        }
         other => other,
     }
 }
@@ -84,28 +97,43 @@ pub fn template_fingerprint(t: &PodTemplateSpec) -> String {
 }
 
 /// ReplicaSets controlled by the Deployment (by controller ownerReference UID).
-pub fn owned<'a>(deployment: &Deployment, all: impl IntoIterator<Item = &'a ReplicaSet>) -> Vec<&'a ReplicaSet> {
+pub fn owned<'a>(
+    deployment: &Deployment,
+    all: impl IntoIterator<Item = &'a ReplicaSet>,
+) -> Vec<&'a ReplicaSet> {
     let uid = deployment.metadata.uid.as_deref();
     all.into_iter()
         .filter(|rs| {
-            rs.metadata
-                .owner_references
-                .as_ref()
-                .is_some_and(|refs| refs.iter().any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid))
+            rs.metadata.owner_references.as_ref().is_some_and(|refs| {
+                refs.iter()
+                    .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
+            })
         })
         .collect()
 }
 
 /// The ReplicaSet whose template is the Deployment's (oldest first, as the controller picks).
-pub fn new_replica_set<'a>(deployment: &Deployment, owned: &[&'a ReplicaSet]) -> Option<&'a ReplicaSet> {
+pub fn new_replica_set<'a>(
+    deployment: &Deployment,
+    owned: &[&'a ReplicaSet],
+) -> Option<&'a ReplicaSet> {
     let template = &deployment.spec.as_ref()?.template;
     let mut matching: Vec<&ReplicaSet> = owned
         .iter()
         .copied()
-        .filter(|rs| rs.spec.as_ref().and_then(|s| s.template.as_ref()).is_some_and(|t| equal_ignore_hash(t, template)))
+        .filter(|rs| {
+            rs.spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .is_some_and(|t| equal_ignore_hash(t, template))
+        })
         .collect();
     matching.sort_by(|a, b| {
-        a.metadata.creation_timestamp.as_ref().map(|t| t.0).cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        a.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
     });
     matching.first().copied()
 }
@@ -120,14 +148,23 @@ pub fn progress(d: &Deployment) -> Progress {
     let name = d.name_any();
     let generation = d.metadata.generation.unwrap_or(0);
     let Some(status) = d.status.as_ref() else {
-        return Progress::Progressing("Waiting for deployment spec update to be observed...".into());
+        return Progress::Progressing(
+            "Waiting for deployment spec update to be observed...".into(),
+        );
     };
     if generation > status.observed_generation.unwrap_or(0) {
-        return Progress::Progressing("Waiting for deployment spec update to be observed...".into());
+        return Progress::Progressing(
+            "Waiting for deployment spec update to be observed...".into(),
+        );
     }
-    let progressing = status.conditions.as_ref().and_then(|c| c.iter().find(|c| c.type_ == "Progressing"));
+    let progressing = status
+        .conditions
+        .as_ref()
+        .and_then(|c| c.iter().find(|c| c.type_ == "Progressing"));
     if progressing.is_some_and(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded")) {
-        return Progress::DeadlineExceeded(format!("deployment {name:?} exceeded its progress deadline"));
+        return Progress::DeadlineExceeded(format!(
+            "deployment {name:?} exceeded its progress deadline"
+        ));
     }
     let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let updated = status.updated_replicas.unwrap_or(0);
@@ -159,8 +196,15 @@ mod tests {
 
     fn deployment(desired: i32, updated: i32, replicas: i32, available: i32) -> Deployment {
         Deployment {
-            metadata: kube::api::ObjectMeta { name: Some("app".into()), generation: Some(2), ..Default::default() },
-            spec: Some(DeploymentSpec { replicas: Some(desired), ..Default::default() }),
+            metadata: kube::api::ObjectMeta {
+                name: Some("app".into()),
+                generation: Some(2),
+                ..Default::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(desired),
+                ..Default::default()
+            }),
             status: Some(DeploymentStatus {
                 observed_generation: Some(2),
                 updated_replicas: Some(updated),
@@ -192,7 +236,9 @@ mod tests {
         assert_eq!(progress(&deployment(3, 3, 3, 3)), Progress::Complete);
         let mut unobserved = deployment(3, 3, 3, 3);
         unobserved.metadata.generation = Some(3);
-        assert!(matches!(progress(&unobserved), Progress::Progressing(m) if m.contains("spec update")));
+        assert!(
+            matches!(progress(&unobserved), Progress::Progressing(m) if m.contains("spec update"))
+        );
         let mut stuck = deployment(3, 1, 4, 3);
         if let Some(s) = stuck.status.as_mut() {
             s.conditions = Some(vec![DeploymentCondition {
@@ -202,12 +248,18 @@ mod tests {
                 ..Default::default()
             }]);
         }
-        assert_eq!(progress(&stuck), Progress::DeadlineExceeded("deployment \"app\" exceeded its progress deadline".into()));
+        assert_eq!(
+            progress(&stuck),
+            Progress::DeadlineExceeded("deployment \"app\" exceeded its progress deadline".into())
+        );
     }
 
     #[test]
     fn image_tags() {
-        assert_eq!(image_tag("registry.example.com/prod/app:v1.2.3"), Some("v1.2.3"));
+        assert_eq!(
+            image_tag("registry.example.com/prod/app:v1.2.3"),
+            Some("v1.2.3")
+        );
         assert_eq!(image_tag("localhost:5000/app:v2"), Some("v2"));
         assert_eq!(image_tag("localhost:5000/app"), None);
         assert_eq!(image_tag("app:v1@sha256:abc"), Some("v1"));

@@ -34,7 +34,10 @@ impl Notifier {
     pub fn start(config: &Config, secrets: &Secrets, shutdown: CancellationToken) -> Notifier {
         let client = crate::probes::http_client();
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let pages = match (&secrets.pagerduty_routing_key, config.notify.pagerduty.enabled) {
+        let pages = match (
+            &secrets.pagerduty_routing_key,
+            config.notify.pagerduty.enabled,
+        ) {
             (Some(key), true) => {
                 let pd = pagerduty::PagerDuty::new(
                     client.clone(),
@@ -57,12 +60,20 @@ impl Notifier {
             }
             _ => None,
         };
-        Notifier { pages, posts, in_flight }
+        Notifier {
+            pages,
+            posts,
+            in_flight,
+        }
     }
 
     /// A notifier with no sinks.
     pub fn disabled() -> Notifier {
-        Notifier { pages: None, posts: None, in_flight: Arc::new(AtomicUsize::new(0)) }
+        Notifier {
+            pages: None,
+            posts: None,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     pub fn pages_enabled(&self) -> bool {

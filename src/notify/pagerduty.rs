@@ -83,8 +83,18 @@ pub struct PagerDuty {
 }
 
 impl PagerDuty {
-    pub fn new(client: reqwest::Client, base_url: &str, routing_key: String, timeout: std::time::Duration) -> Self {
-        PagerDuty { client, url: format!("{}/v2/enqueue", base_url.trim_end_matches('/')), routing_key, timeout }
+    pub fn new(
+        client: reqwest::Client,
+        base_url: &str,
+        routing_key: String,
+        timeout: std::time::Duration,
+    ) -> Self {
+        PagerDuty {
+            client,
+            url: format!("{}/v2/enqueue", base_url.trim_end_matches('/')),
+            routing_key,
+            timeout,
+        }
     }
 
     /// The JSON body of an event (the routing key included).
@@ -109,15 +119,25 @@ impl PagerDuty {
             .await
             .map_err(|e| SendError::Retry(crate::probes::describe(&e)))?;
         let status = response.status().as_u16();
-        let body = crate::probes::read_bounded(response, 64 * 1024).await.unwrap_or_default();
+        let body = crate::probes::read_bounded(response, 64 * 1024)
+            .await
+            .unwrap_or_default();
         let answer: Option<Answer> = serde_json::from_slice(&body).ok();
         let detail = answer
-            .map(|a| if a.errors.is_empty() { a.message } else { format!("{}: {}", a.message, a.errors.join("; ")) })
+            .map(|a| {
+                if a.errors.is_empty() {
+                    a.message
+                } else {
+                    format!("{}: {}", a.message, a.errors.join("; "))
+                }
+            })
             .unwrap_or_default();
         match status {
             200..=299 => Ok(()),
             400 => Err(SendError::Rejected(format!("HTTP 400 {detail}"))),
-            _ => Err(SendError::Retry(format!("HTTP {status} {detail}").trim_end().to_string())),
+            _ => Err(SendError::Retry(
+                format!("HTTP {status} {detail}").trim_end().to_string(),
+            )),
         }
     }
 }

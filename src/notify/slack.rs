@@ -7,7 +7,10 @@ use std::time::Duration;
 pub enum PostError {
     /// Rate-limited, 5xx, timeouts: try again after the given wait, if Slack named one.
     #[error("Slack unavailable: {reason}")]
-    Retry { reason: String, after: Option<Duration> },
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
     /// `invalid_payload`, `no_text`, `channel_not_found`…: never accepted.
     #[error("Slack rejected the message: {0}")]
     Rejected(String),
@@ -22,7 +25,11 @@ pub struct Slack {
 
 impl Slack {
     pub fn new(client: reqwest::Client, webhook: String, timeout: Duration) -> Self {
-        Slack { client, webhook, timeout }
+        Slack {
+            client,
+            webhook,
+            timeout,
+        }
     }
 
     pub async fn post(&self, text: &str) -> Result<(), PostError> {
@@ -34,7 +41,10 @@ impl Slack {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| PostError::Retry { reason: crate::probes::describe(&e), after: None })?;
+            .map_err(|e| PostError::Retry {
+                reason: crate::probes::describe(&e),
+                after: None,
+            })?;
         let status = response.status().as_u16();
         let after = response
             .headers()
@@ -42,13 +52,21 @@ impl Slack {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = crate::probes::read_bounded(response, 16 * 1024).await.unwrap_or_default();
+        let text = crate::probes::read_bounded(response, 16 * 1024)
+            .await
+            .unwrap_or_default();
         let text = String::from_utf8_lossy(&text).trim().to_string();
         match status {
             200..=299 => Ok(()),
-            429 => Err(PostError::Retry { reason: "rate limited (HTTP 429)".into(), after }),
+            429 => Err(PostError::Retry {
+                reason: "rate limited (HTTP 429)".into(),
+                after,
+            }),
             400..=499 => Err(PostError::Rejected(format!("HTTP {status} {text}"))),
-            _ => Err(PostError::Retry { reason: format!("HTTP {status}"), after }),
+            _ => Err(PostError::Retry {
+                reason: format!("HTTP {status}"),
+                after,
+            }),
         }
     }
 }

@@ -13,11 +13,14 @@ pub async fn probe(client: &reqwest::Client, cfg: &HealthConfig, url: &str) -> H
     if status != cfg.expect_status {
         return HealthSample::Failed(format!("HTTP {status}, expected {}", cfg.expect_status));
     }
-    let body = match tokio::time::timeout(cfg.timeout, super::read_bounded(response, super::MAX_BODY)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return HealthSample::Failed(e),
-        Err(_) => return HealthSample::Failed("body not received in time".into()),
-    };
+    let body =
+        match tokio::time::timeout(cfg.timeout, super::read_bounded(response, super::MAX_BODY))
+            .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return HealthSample::Failed(e),
+            Err(_) => return HealthSample::Failed("body not received in time".into()),
+        };
     parse(cfg, &body)
 }
 
@@ -32,7 +35,9 @@ pub fn parse(cfg: &HealthConfig, body: &[u8]) -> HealthSample {
     } else {
         match json.pointer(&cfg.version_pointer) {
             Some(serde_json::Value::String(v)) => Some(v.clone()),
-            Some(_) => return HealthSample::Failed(format!("{} is not a string", cfg.version_pointer)),
+            Some(_) => {
+                return HealthSample::Failed(format!("{} is not a string", cfg.version_pointer));
+            }
             None => return HealthSample::Failed(format!("no version at {}", cfg.version_pointer)),
         }
     };
@@ -50,11 +55,19 @@ pub fn parse(cfg: &HealthConfig, body: &[u8]) -> HealthSample {
                     }
                 }
             }
-            Some(_) => return HealthSample::Failed(format!("{} is not a map of checks", cfg.checks_pointer)),
+            Some(_) => {
+                return HealthSample::Failed(format!(
+                    "{} is not a map of checks",
+                    cfg.checks_pointer
+                ));
+            }
             None => return HealthSample::Failed(format!("no checks at {}", cfg.checks_pointer)),
         }
     }
-    HealthSample::Answered { version, failing_checks }
+    HealthSample::Answered {
+        version,
+        failing_checks,
+    }
 }
 
 #[cfg(test)]
@@ -64,10 +77,14 @@ mod tests {
     #[test]
     fn the_runbook_body_is_read() {
         let cfg = HealthConfig::default();
-        let body = br#"{"status":"healthy","version":"v1.2.3","checks":{"database":"ok","cache":"ok"}}"#;
+        let body =
+            br#"{"status":"healthy","version":"v1.2.3","checks":{"database":"ok","cache":"ok"}}"#;
         assert_eq!(
             parse(&cfg, body),
-            HealthSample::Answered { version: Some("v1.2.3".into()), failing_checks: vec![] }
+            HealthSample::Answered {
+                version: Some("v1.2.3".into()),
+                failing_checks: vec![]
+            }
         );
         let body = br#"{"version":"v1.2.3","checks":{"database":"timeout","cache":"ok"}}"#;
         assert_eq!(
@@ -82,8 +99,17 @@ mod tests {
     #[test]
     fn bodies_that_are_not_the_expected_json_fail() {
         let cfg = HealthConfig::default();
-        for body in [&b"OK"[..], b"{}", br#"{"version":3,"checks":{}}"#, br#"{"version":"v1","checks":[]}"#, b"\xff\xfe"] {
-            assert!(matches!(parse(&cfg, body), HealthSample::Failed(_)), "{body:?}");
+        for body in [
+            &b"OK"[..],
+            b"{}",
+            br#"{"version":3,"checks":{}}"#,
+            br#"{"version":"v1","checks":[]}"#,
+            b"\xff\xfe",
+        ] {
+            assert!(
+                matches!(parse(&cfg, body), HealthSample::Failed(_)),
+                "{body:?}"
+            );
         }
     }
 }

@@ -70,8 +70,16 @@ pub struct Probes {
 impl Probes {
     pub fn new(config: &Config) -> Probes {
         let client = http_client();
-        let prometheus = config.providers.prometheus.clone().map(|p| prometheus::Prometheus::new(client.clone(), p));
-        Probes { client, config: config.clone(), prometheus }
+        let prometheus = config
+            .providers
+            .prometheus
+            .clone()
+            .map(|p| prometheus::Prometheus::new(client.clone(), p));
+        Probes {
+            client,
+            config: config.clone(),
+            prometheus,
+        }
     }
 
     /// One round: health, smoke checks and providers, concurrently.
@@ -85,11 +93,18 @@ impl Probes {
         };
         let smoke = futures::future::join_all(self.config.smoke.iter().map(|check| async move {
             let url = config::fill(&check.url, namespace, name, &[]);
-            (check.name.clone(), smoke::probe(&self.client, check, &url).await)
+            (
+                check.name.clone(),
+                smoke::probe(&self.client, check, &url).await,
+            )
         }));
         let providers = self.error_rates(namespace, name, self.config.judge.sample_window);
         let (health, smoke, providers) = tokio::join!(health, smoke, providers);
-        ProbeRound { health, smoke, providers }
+        ProbeRound {
+            health,
+            smoke,
+            providers,
+        }
     }
 
     /// Every provider's counts over `window` ending now.
@@ -101,21 +116,34 @@ impl Probes {
     ) -> Vec<(String, crate::judge::ProviderSample)> {
         let mut out = Vec::new();
         if let Some(p) = &self.prometheus {
-            out.push(("prometheus".to_string(), p.sample(namespace, name, window).await));
+            out.push((
+                "prometheus".to_string(),
+                p.sample(namespace, name, window).await,
+            ));
         }
         out
     }
 
     /// The version `/health` reports now, for verifying a rollback.
-    pub async fn reported_version(&self, namespace: &str, name: &str) -> Option<Result<String, String>> {
+    pub async fn reported_version(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Result<String, String>> {
         if !self.config.health.enabled || self.config.health.version_pointer.is_empty() {
             return None;
         }
         let url = config::fill(&self.config.health.url, namespace, name, &[]);
-        Some(match health::probe(&self.client, &self.config.health, &url).await {
-            crate::judge::HealthSample::Answered { version: Some(v), .. } => Ok(v),
-            crate::judge::HealthSample::Answered { version: None, .. } => Err("no version in the body".into()),
-            crate::judge::HealthSample::Failed(e) => Err(e),
-        })
+        Some(
+            match health::probe(&self.client, &self.config.health, &url).await {
+                crate::judge::HealthSample::Answered {
+                    version: Some(v), ..
+                } => Ok(v),
+                crate::judge::HealthSample::Answered { version: None, .. } => {
+                    Err("no version in the body".into())
+                }
+                crate::judge::HealthSample::Failed(e) => Err(e),
+            },
+        )
     }
 }

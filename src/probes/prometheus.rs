@@ -62,7 +62,10 @@ pub fn parse(status: u16, body: &[u8]) -> QueryResult {
             envelope.error.unwrap_or_default()
         ));
     }
-    let value = |s: &str| s.parse::<f64>().map_err(|_| format!("value {s:?} is not a number"));
+    let value = |s: &str| {
+        s.parse::<f64>()
+            .map_err(|_| format!("value {s:?} is not a number"))
+    };
     match envelope.data {
         Some(Data::Vector(samples)) if samples.is_empty() => QueryResult::Empty,
         Some(Data::Vector(samples)) => {
@@ -75,7 +78,9 @@ pub fn parse(status: u16, body: &[u8]) -> QueryResult {
             }
             QueryResult::Value(sum)
         }
-        Some(Data::Scalar((_, v))) => value(&v).map_or_else(QueryResult::Failed, QueryResult::Value),
+        Some(Data::Scalar((_, v))) => {
+            value(&v).map_or_else(QueryResult::Failed, QueryResult::Value)
+        }
         Some(_) => QueryResult::Failed("expected an instant vector".into()),
         None => QueryResult::Failed("no data in the answer".into()),
     }
@@ -104,7 +109,11 @@ impl Prometheus {
 
     async fn query(&self, query: &str) -> QueryResult {
         let url = format!("{}/api/v1/query", self.cfg.url.trim_end_matches('/'));
-        let request = self.client.get(url).query(&[("query", query)]).timeout(self.cfg.timeout);
+        let request = self
+            .client
+            .get(url)
+            .query(&[("query", query)])
+            .timeout(self.cfg.timeout);
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) => return QueryResult::Failed(super::describe(&e)),
@@ -113,7 +122,12 @@ impl Prometheus {
         if status == 429 {
             return QueryResult::Failed("rate limited (HTTP 429)".into());
         }
-        match tokio::time::timeout(self.cfg.timeout, super::read_bounded(response, super::MAX_BODY)).await {
+        match tokio::time::timeout(
+            self.cfg.timeout,
+            super::read_bounded(response, super::MAX_BODY),
+        )
+        .await
+        {
             Ok(Ok(body)) => parse(status, &body),
             Ok(Err(e)) => QueryResult::Failed(e),
             Err(_) => QueryResult::Failed("timed out reading the answer".into()),
@@ -136,8 +150,14 @@ pub fn combine(requests: QueryResult, errors: QueryResult) -> ProviderSample {
     match (requests, errors) {
         (QueryResult::Failed(e), _) | (_, QueryResult::Failed(e)) => ProviderSample::Unavailable(e),
         (QueryResult::Empty, _) => ProviderSample::NoData,
-        (QueryResult::Value(r), QueryResult::Empty) => ProviderSample::Counts { requests: r, errors: 0.0 },
-        (QueryResult::Value(r), QueryResult::Value(e)) => ProviderSample::Counts { requests: r, errors: e },
+        (QueryResult::Value(r), QueryResult::Empty) => ProviderSample::Counts {
+            requests: r,
+            errors: 0.0,
+        },
+        (QueryResult::Value(r), QueryResult::Value(e)) => ProviderSample::Counts {
+            requests: r,
+            errors: e,
+        },
     }
 }
 
@@ -159,7 +179,9 @@ mod tests {
     fn errors_and_garbage_are_failures_not_values() {
         let err = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
         assert!(matches!(parse(400, err), QueryResult::Failed(m) if m.contains("bad_data")));
-        assert!(matches!(parse(502, b"<html>bad gateway</html>"), QueryResult::Failed(m) if m == "HTTP 502"));
+        assert!(
+            matches!(parse(502, b"<html>bad gateway</html>"), QueryResult::Failed(m) if m == "HTTP 502")
+        );
         let words = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"lots"]}]}}"#;
         assert!(matches!(parse(200, words), QueryResult::Failed(_)));
         // NaN parses as a number; the judge treats it as no evidence.
@@ -171,9 +193,15 @@ mod tests {
     fn no_error_series_means_zero_errors() {
         assert_eq!(
             combine(QueryResult::Value(100.0), QueryResult::Empty),
-            ProviderSample::Counts { requests: 100.0, errors: 0.0 }
+            ProviderSample::Counts {
+                requests: 100.0,
+                errors: 0.0
+            }
         );
-        assert_eq!(combine(QueryResult::Empty, QueryResult::Empty), ProviderSample::NoData);
+        assert_eq!(
+            combine(QueryResult::Empty, QueryResult::Empty),
+            ProviderSample::NoData
+        );
     }
 
     #[test]

@@ -4,8 +4,14 @@ use crate::config::SmokeCheck;
 use crate::judge::SmokeSample;
 
 pub async fn probe(client: &reqwest::Client, check: &SmokeCheck, url: &str) -> SmokeSample {
-    let method = reqwest::Method::from_bytes(check.method.as_bytes()).unwrap_or(reqwest::Method::GET);
-    let response = match client.request(method, url).timeout(check.timeout).send().await {
+    let method =
+        reqwest::Method::from_bytes(check.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let response = match client
+        .request(method, url)
+        .timeout(check.timeout)
+        .send()
+        .await
+    {
         Ok(r) => r,
         Err(e) => return SmokeSample::Failed(super::describe(&e)),
     };
@@ -14,7 +20,12 @@ pub async fn probe(client: &reqwest::Client, check: &SmokeCheck, url: &str) -> S
         return SmokeSample::Failed(format!("HTTP {status}, expected {}", check.expect_status));
     }
     if let Some(needle) = &check.expect_body_contains {
-        let body = match tokio::time::timeout(check.timeout, super::read_bounded(response, super::MAX_BODY)).await {
+        let body = match tokio::time::timeout(
+            check.timeout,
+            super::read_bounded(response, super::MAX_BODY),
+        )
+        .await
+        {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => return SmokeSample::Failed(e),
             Err(_) => return SmokeSample::Failed("body not received in time".into()),

@@ -44,7 +44,10 @@ fn load_all(files: &[PathBuf]) -> Result<Vec<(String, Scenario)>, String> {
         let s = Scenario::load(f).map_err(|e| e.to_string())?;
         runner::daemon_config(&s, &file).map_err(|e| e.to_string())?;
         if let Some(other) = names.insert(s.name.clone(), file.clone()) {
-            return Err(format!("{file}: name: {:?} is also the name of {other}", s.name));
+            return Err(format!(
+                "{file}: name: {:?} is also the name of {other}",
+                s.name
+            ));
         }
         out.push((file, s));
     }
@@ -60,8 +63,12 @@ pub async fn simulate(args: SimulateArgs) -> u8 {
         }
     };
     if args.serve {
-        let (Some(kubeconfig), Some(config)) = (args.write_kubeconfig, args.write_config) else { return EXIT_INVALID };
-        let Some((file, s)) = scenarios.into_iter().next() else { return EXIT_INVALID };
+        let (Some(kubeconfig), Some(config)) = (args.write_kubeconfig, args.write_config) else {
+            return EXIT_INVALID;
+        };
+        let Some((file, s)) = scenarios.into_iter().next() else {
+            return EXIT_INVALID;
+        };
         return serve(&file, &s, &kubeconfig, &config).await;
     }
     let json = args.json;
@@ -129,18 +136,27 @@ fn summary(r: &runner::RolloutReport) -> String {
         1 => "on-call was paged once".to_string(),
         n => format!("on-call was paged {n} times"),
     };
-    let when = r.first_action_ms.map(|ms| format!(" {:.1} s after the deploy", ms as f64 / 1000.0)).unwrap_or_default();
+    let when = r
+        .first_action_ms
+        .map(|ms| format!(" {:.1} s after the deploy", ms as f64 / 1000.0))
+        .unwrap_or_default();
     let what = match r.outcome.as_str() {
         "passed" => format!("{to} passed its watch"),
         "rolled_back" => format!("{to} was rolled back to {from}{when} (reason: {reason})"),
-        "would_roll_back" => format!("{to} would have been rolled back to {from}{when} (dry run; reason: {reason})"),
+        "would_roll_back" => {
+            format!("{to} would have been rolled back to {from}{when} (dry run; reason: {reason})")
+        }
         "degraded" => format!("{to} is degraded (reason: {reason})"),
         "rollback_failed" => format!("{to}: the rollback to {from} failed (reason: {reason})"),
         "superseded" => format!("{to} was superseded by a newer rollout"),
         "deleted" => format!("{to} was deleted during its watch"),
         other => format!("{to}: {other}"),
     };
-    format!("{}: {what}; {pages}. Now running {}.", r.deployment, r.final_version.as_deref().unwrap_or("nothing"))
+    format!(
+        "{}: {what}; {pages}. Now running {}.",
+        r.deployment,
+        r.final_version.as_deref().unwrap_or("nothing")
+    )
 }
 
 /// `deploy-watchdog demo`.
@@ -224,7 +240,12 @@ pub async fn demo() -> u8 {
 }
 
 /// `simulate --serve`: the cluster and services of a scenario, for kubectl and `run`.
-async fn serve(file: &str, s: &Scenario, kubeconfig: &std::path::Path, config_path: &std::path::Path) -> u8 {
+async fn serve(
+    file: &str,
+    s: &Scenario,
+    kubeconfig: &std::path::Path,
+    config_path: &std::path::Path,
+) -> u8 {
     let shutdown = CancellationToken::new();
     let config = match runner::daemon_config(s, file) {
         Ok(c) => c,
@@ -244,9 +265,18 @@ async fn serve(file: &str, s: &Scenario, kubeconfig: &std::path::Path, config_pa
     let secret_file = |suffix: &str| config_path.with_extension(format!("{suffix}.secret"));
     let written = (|| -> std::io::Result<()> {
         let key = secret_file("pagerduty-routing-key");
-        std::fs::write(&key, sim.secrets.pagerduty_routing_key.clone().unwrap_or_default())?;
+        std::fs::write(
+            &key,
+            sim.secrets
+                .pagerduty_routing_key
+                .clone()
+                .unwrap_or_default(),
+        )?;
         let hook = secret_file("slack-webhook-url");
-        std::fs::write(&hook, sim.secrets.slack_webhook_url.clone().unwrap_or_default())?;
+        std::fs::write(
+            &hook,
+            sim.secrets.slack_webhook_url.clone().unwrap_or_default(),
+        )?;
         config.secrets.pagerduty_routing_key_file = Some(key);
         config.secrets.slack_webhook_url_file = Some(hook);
         let yaml = serde_norway::to_string(&config).map_err(std::io::Error::other)?;
@@ -257,9 +287,19 @@ async fn serve(file: &str, s: &Scenario, kubeconfig: &std::path::Path, config_pa
         eprintln!("cannot write the kubeconfig or config: {e}");
         return EXIT_FAILED;
     }
-    println!("Simulated cluster of {:?} serving at {}", s.name, sim.api_url);
-    println!("  kubectl --kubeconfig {} get deploy -A", kubeconfig.display());
-    println!("  deploy-watchdog run --config {} --kubeconfig {}", config_path.display(), kubeconfig.display());
+    println!(
+        "Simulated cluster of {:?} serving at {}",
+        s.name, sim.api_url
+    );
+    println!(
+        "  kubectl --kubeconfig {} get deploy -A",
+        kubeconfig.display()
+    );
+    println!(
+        "  deploy-watchdog run --config {} --kubeconfig {}",
+        config_path.display(),
+        kubeconfig.display()
+    );
     let started = tokio::time::Instant::now();
     let mut script: Vec<_> = s.script.iter().collect();
     script.sort_by_key(|e| e.at);
@@ -272,7 +312,10 @@ async fn serve(file: &str, s: &Scenario, kubeconfig: &std::path::Path, config_pa
         std::future::pending::<()>().await
     };
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return EXIT_FAILED;
     };
     tokio::select! {

@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviours, PodMode};
 use super::cluster::SimCluster;
-use super::scenario::{self, Action, ExpectEntry, Expectation, ExpectedOutcome, ProviderName, Scenario, SinkName};
+use super::scenario::{
+    self, Action, ExpectEntry, Expectation, ExpectedOutcome, ProviderName, Scenario, SinkName,
+};
 use super::services::{Apps, ClusterView, DatadogSim, PagerDutySim, PrometheusSim, SlackSim};
 use crate::cluster::record;
 use crate::config::{Config, PrometheusConfig, Secrets};
@@ -61,14 +63,21 @@ pub enum MomentKind {
     Page,
     Slack,
     /// A watch window began: `text` names the deployment.
-    WindowStarted { window_ms: u64 },
-    Expectation { met: bool },
+    WindowStarted {
+        window_ms: u64,
+    },
+    Expectation {
+        met: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("{file}: config: {source}")]
-    Config { file: String, source: crate::config::ConfigError },
+    Config {
+        file: String,
+        source: crate::config::ConfigError,
+    },
     #[error("{0}: cannot start the simulation: {1}")]
     Start(String, std::io::Error),
 }
@@ -86,7 +95,10 @@ impl ClusterView for SimCluster {
 /// simulation.
 pub fn daemon_config(s: &Scenario, file: &str) -> Result<Config, RunError> {
     let value = s.config.clone().unwrap_or_else(|| serde_json::json!({}));
-    Config::from_json(&value).map_err(|source| RunError::Config { file: file.into(), source })
+    Config::from_json(&value).map_err(|source| RunError::Config {
+        file: file.into(),
+        source,
+    })
 }
 
 /// The simulation of one scenario, up and serving.
@@ -105,7 +117,12 @@ pub struct Simulation {
 
 impl Simulation {
     /// Starts every simulated service for `s` and points a copy of `config` at them.
-    pub async fn start(s: &Scenario, mut config: Config, file: &str, shutdown: &CancellationToken) -> Result<Simulation, RunError> {
+    pub async fn start(
+        s: &Scenario,
+        mut config: Config,
+        file: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<Simulation, RunError> {
         let err = |e| RunError::Start(file.to_string(), e);
         let behaviours = Behaviours::default();
         for (key, b) in s.behaviours() {
@@ -119,7 +136,10 @@ impl Simulation {
         let apps = Apps::new(behaviours.clone(), Arc::new(cluster.clone()));
         let apps_addr = apps.start(shutdown.child_token()).await.map_err(err)?;
         let prometheus = PrometheusSim::new(&apps);
-        let prom_addr = prometheus.start(shutdown.child_token()).await.map_err(err)?;
+        let prom_addr = prometheus
+            .start(shutdown.child_token())
+            .await
+            .map_err(err)?;
         let datadog = DatadogSim::new(&apps);
         datadog.start(shutdown.child_token()).await.map_err(err)?;
         let pagerduty = PagerDutySim::new();
@@ -132,15 +152,25 @@ impl Simulation {
         for check in &mut config.smoke {
             check.url = format!("{app_base}{}", path_of(&check.url));
         }
-        let named = s.config.as_ref().and_then(|c| c.get("providers")).and_then(|p| p.as_object());
-        if named.is_none_or(|p| p.is_empty()) || named.is_some_and(|p| p.contains_key("prometheus")) {
-            let p = config.providers.prometheus.get_or_insert_with(PrometheusConfig::default);
+        let named = s
+            .config
+            .as_ref()
+            .and_then(|c| c.get("providers"))
+            .and_then(|p| p.as_object());
+        if named.is_none_or(|p| p.is_empty()) || named.is_some_and(|p| p.contains_key("prometheus"))
+        {
+            let p = config
+                .providers
+                .prometheus
+                .get_or_insert_with(PrometheusConfig::default);
             p.url = format!("http://{prom_addr}");
         }
         config.notify.pagerduty.url = format!("http://{pd_addr}");
         let secrets = Secrets {
             pagerduty_routing_key: Some("R0UTING0KEY0SIMULATED0000000000".into()),
-            slack_webhook_url: Some(format!("http://{slack_addr}/services/T0SIM/B0SIM/simulated")),
+            slack_webhook_url: Some(format!(
+                "http://{slack_addr}/services/T0SIM/B0SIM/simulated"
+            )),
         };
         Ok(Simulation {
             cluster,
@@ -158,9 +188,16 @@ impl Simulation {
 
     /// Plays one script action.
     pub fn play(&self, action: &Action) {
-        let split = |r: &str| r.split_once('/').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or_default();
+        let split = |r: &str| {
+            r.split_once('/')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .unwrap_or_default()
+        };
         let result = match action {
-            Action::Deploy { deployment, version } => {
+            Action::Deploy {
+                deployment,
+                version,
+            } => {
                 let (ns, n) = split(deployment);
                 self.cluster.deploy(&ns, &n, version)
             }
@@ -172,31 +209,47 @@ impl Simulation {
                 self.cluster.behaviours_changed();
                 Ok(())
             }
-            Action::Scale { deployment, replicas } => {
+            Action::Scale {
+                deployment,
+                replicas,
+            } => {
                 let (ns, n) = split(deployment);
                 self.cluster.scale(&ns, &n, *replicas)
             }
             Action::Pause { deployment } | Action::Resume { deployment } => {
                 let (ns, n) = split(deployment);
-                self.cluster.set_paused(&ns, &n, matches!(action, Action::Pause { .. }))
+                self.cluster
+                    .set_paused(&ns, &n, matches!(action, Action::Pause { .. }))
             }
             Action::Delete { deployment } => {
                 let (ns, n) = split(deployment);
                 self.cluster.delete(&ns, &n)
             }
-            Action::Provider { name: ProviderName::Prometheus, state } => {
+            Action::Provider {
+                name: ProviderName::Prometheus,
+                state,
+            } => {
                 self.prometheus.set_state(*state);
                 Ok(())
             }
-            Action::Provider { name: ProviderName::Datadog, state } => {
+            Action::Provider {
+                name: ProviderName::Datadog,
+                state,
+            } => {
                 self.datadog.set_state(*state);
                 Ok(())
             }
-            Action::Sink { name: SinkName::Pagerduty, state } => {
+            Action::Sink {
+                name: SinkName::Pagerduty,
+                state,
+            } => {
                 self.pagerduty.set_state(*state);
                 Ok(())
             }
-            Action::Sink { name: SinkName::Slack, state } => {
+            Action::Sink {
+                name: SinkName::Slack,
+                state,
+            } => {
                 self.slack.set_state(*state);
                 Ok(())
             }
@@ -229,7 +282,10 @@ struct DaemonProcess {
 
 impl DaemonProcess {
     fn start(sim: &Simulation) -> std::io::Result<DaemonProcess> {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
         let status = daemon::Status::default();
         let (config, secrets, status2) = (sim.config.clone(), sim.secrets.clone(), status.clone());
         let url = sim.api_url.clone();
@@ -242,11 +298,16 @@ impl DaemonProcess {
                     return;
                 }
             };
-            if let Err(e) = daemon::run(config, secrets, client, CancellationToken::new(), status2).await {
+            if let Err(e) =
+                daemon::run(config, secrets, client, CancellationToken::new(), status2).await
+            {
                 tracing::error!(error = %e, "daemon stopped");
             }
         });
-        Ok(DaemonProcess { runtime: Some(runtime), status })
+        Ok(DaemonProcess {
+            runtime: Some(runtime),
+            status,
+        })
     }
 
     fn kill(&mut self) {
@@ -263,9 +324,15 @@ impl Drop for DaemonProcess {
 }
 
 /// Runs one scenario; `moments` receives the timeline as it happens.
-pub async fn run(s: &Scenario, file: &str, moments: Option<mpsc::UnboundedSender<Moment>>) -> Result<ScenarioReport, RunError> {
+pub async fn run(
+    s: &Scenario,
+    file: &str,
+    moments: Option<mpsc::UnboundedSender<Moment>>,
+) -> Result<ScenarioReport, RunError> {
     let config = daemon_config(s, file)?;
-    let duration = s.duration.unwrap_or(config.watch.rollout_timeout + config.watch.window + Duration::from_secs(5));
+    let duration = s
+        .duration
+        .unwrap_or(config.watch.rollout_timeout + config.watch.window + Duration::from_secs(5));
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     let sim = Simulation::start(s, config, file, &shutdown).await?;
@@ -282,7 +349,11 @@ pub async fn run(s: &Scenario, file: &str, moments: Option<mpsc::UnboundedSender
         while next < script.len() && started + script[next].at <= now {
             let ev = script[next];
             sim.play(&ev.action);
-            if let Action::Deploy { deployment, version } = &ev.action {
+            if let Action::Deploy {
+                deployment,
+                version,
+            } = &ev.action
+            {
                 deploys.push((deployment.clone(), version.clone(), now));
             }
             if ev.action == Action::RestartWatchdog {
@@ -299,7 +370,9 @@ pub async fn run(s: &Scenario, file: &str, moments: Option<mpsc::UnboundedSender
         }
         let script_done = next == script.len();
         let all_seen = deploys.iter().all(|(d, v, at)| {
-            obs.rollouts.values().any(|r| &r.deployment == d && r.to_version.as_deref() == Some(v))
+            obs.rollouts
+                .values()
+                .any(|r| &r.deployment == d && r.to_version.as_deref() == Some(v))
                 || now - *at > Duration::from_secs(2)
                 || !opted_in(s, d)
         });
@@ -308,7 +381,8 @@ pub async fn run(s: &Scenario, file: &str, moments: Option<mpsc::UnboundedSender
             && !obs.rollouts.is_empty()
             && obs.rollouts.values().all(|r| r.settled)
             && daemon.status.notifications_in_flight() == 0
-            && now - started > script.last().map(|e| e.at).unwrap_or_default() + Duration::from_millis(300)
+            && now - started
+                > script.last().map(|e| e.at).unwrap_or_default() + Duration::from_millis(300)
         {
             break;
         }
@@ -323,26 +397,49 @@ pub async fn run(s: &Scenario, file: &str, moments: Option<mpsc::UnboundedSender
         obs.say(MomentKind::Expectation { met: false }, f.clone());
     }
     if failures.is_empty() {
-        obs.say(MomentKind::Expectation { met: true }, "every expectation met".into());
+        obs.say(
+            MomentKind::Expectation { met: true },
+            "every expectation met".into(),
+        );
     }
-    Ok(ScenarioReport { scenario: s.name.clone(), ok: failures.is_empty(), failures, rollouts, duration_ms })
+    Ok(ScenarioReport {
+        scenario: s.name.clone(),
+        ok: failures.is_empty(),
+        failures,
+        rollouts,
+        duration_ms,
+    })
 }
 
 fn opted_in(s: &Scenario, reference: &str) -> bool {
-    s.deployments.iter().find(|d| d.reference == reference).is_none_or(|d| d.opted_in && !d.paused)
+    s.deployments
+        .iter()
+        .find(|d| d.reference == reference)
+        .is_none_or(|d| d.opted_in && !d.paused)
 }
 
 fn describe(a: &Action) -> String {
     match a {
-        Action::Deploy { deployment, version } => format!("deploy {version} to {deployment}"),
+        Action::Deploy {
+            deployment,
+            version,
+        } => format!("deploy {version} to {deployment}"),
         Action::App { target, changes } => {
-            format!("{target} now behaves: {}", serde_json::Value::Object(changes.clone()))
+            format!(
+                "{target} now behaves: {}",
+                serde_json::Value::Object(changes.clone())
+            )
         }
-        Action::Scale { deployment, replicas } => format!("scale {deployment} to {replicas}"),
+        Action::Scale {
+            deployment,
+            replicas,
+        } => format!("scale {deployment} to {replicas}"),
         Action::Pause { deployment } => format!("pause {deployment}"),
         Action::Resume { deployment } => format!("resume {deployment}"),
         Action::Delete { deployment } => format!("delete {deployment}"),
-        Action::Provider { name, state } => format!("provider {name:?} is now {state:?}").to_lowercase(),
+        Action::Provider { name, state } => {
+            format!("provider {name:?} is now {state:?}").to_lowercase()
+        }
         Action::Sink { name, state } => format!("sink {name:?} is now {state:?}").to_lowercase(),
         Action::Api { state } => format!("API server: {state:?}").to_lowercase(),
         Action::RestartWatchdog => "watchdog killed and restarted".into(),
@@ -362,12 +459,24 @@ struct Observer {
 
 impl Observer {
     fn new(started: Instant, moments: Option<mpsc::UnboundedSender<Moment>>) -> Self {
-        Observer { started, moments, events_seen: 0, pages_seen: 0, slack_seen: 0, changes_seen: 0, rollouts: BTreeMap::new() }
+        Observer {
+            started,
+            moments,
+            events_seen: 0,
+            pages_seen: 0,
+            slack_seen: 0,
+            changes_seen: 0,
+            rollouts: BTreeMap::new(),
+        }
     }
 
     fn say(&self, kind: MomentKind, text: String) {
         if let Some(tx) = &self.moments {
-            let _ = tx.send(Moment { at: self.started.elapsed(), kind, text });
+            let _ = tx.send(Moment {
+                at: self.started.elapsed(),
+                kind,
+                text,
+            });
         }
     }
 
@@ -380,22 +489,30 @@ impl Observer {
             let a = &e["metadata"]["annotations"];
             let s = |k: &str| a[k].as_str().map(str::to_string);
             let ns = e["regarding"]["namespace"].as_str().unwrap_or_default();
-            let deployment = format!("{ns}/{}", e["regarding"]["name"].as_str().unwrap_or_default());
-            let revision = s(record::EVENT_REVISION).and_then(|r| r.parse().ok()).unwrap_or(0);
+            let deployment = format!(
+                "{ns}/{}",
+                e["regarding"]["name"].as_str().unwrap_or_default()
+            );
+            let revision = s(record::EVENT_REVISION)
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0);
             let reason = e["reason"].as_str().unwrap_or_default().to_string();
             let note = e["note"].as_str().unwrap_or_default().to_string();
-            let entry = self.rollouts.entry((deployment.clone(), revision)).or_insert_with(|| RolloutReport {
-                deployment: deployment.clone(),
-                from_version: s(record::EVENT_FROM_VERSION),
-                to_version: s(record::EVENT_TO_VERSION),
-                outcome: ExpectedOutcome::Undecided.as_str().into(),
-                reason: None,
-                final_version: None,
-                pages: 0,
-                first_action_ms: None,
-                revision,
-                settled: false,
-            });
+            let entry = self
+                .rollouts
+                .entry((deployment.clone(), revision))
+                .or_insert_with(|| RolloutReport {
+                    deployment: deployment.clone(),
+                    from_version: s(record::EVENT_FROM_VERSION),
+                    to_version: s(record::EVENT_TO_VERSION),
+                    outcome: ExpectedOutcome::Undecided.as_str().into(),
+                    reason: None,
+                    final_version: None,
+                    pages: 0,
+                    first_action_ms: None,
+                    revision,
+                    settled: false,
+                });
             if let Some(outcome) = s(record::EVENT_OUTCOME) {
                 entry.outcome = outcome;
                 entry.reason = s(record::EVENT_REASON);
@@ -404,8 +521,14 @@ impl Observer {
                 entry.settled = !interim;
             }
             let kind = if reason == "WindowStarted" {
-                let window_ms = note.rsplit("for ").next().and_then(|w| humantime::parse_duration(w).ok()).map(|d| d.as_millis() as u64);
-                MomentKind::WindowStarted { window_ms: window_ms.unwrap_or(0) }
+                let window_ms = note
+                    .rsplit("for ")
+                    .next()
+                    .and_then(|w| humantime::parse_duration(w).ok())
+                    .map(|d| d.as_millis() as u64);
+                MomentKind::WindowStarted {
+                    window_ms: window_ms.unwrap_or(0),
+                }
             } else {
                 MomentKind::Decision
             };
@@ -415,7 +538,13 @@ impl Observer {
 
         let changes = sim.cluster.template_changes();
         for c in changes.iter().skip(self.changes_seen) {
-            self.say(MomentKind::Action, format!("{}/{}: rollback patch received by the API server ({})", c.namespace, c.name, c.user_agent));
+            self.say(
+                MomentKind::Action,
+                format!(
+                    "{}/{}: rollback patch received by the API server ({})",
+                    c.namespace, c.name, c.user_agent
+                ),
+            );
         }
         self.changes_seen = changes.len();
 
@@ -424,18 +553,36 @@ impl Observer {
             let action = p.body["event_action"].as_str().unwrap_or("?");
             let summary = p.body["payload"]["summary"].as_str().unwrap_or_default();
             let key = p.body["dedup_key"].as_str().unwrap_or_default();
-            self.say(MomentKind::Page, format!("PagerDuty {action} (HTTP {}): {}", p.status, if summary.is_empty() { key } else { summary }));
+            self.say(
+                MomentKind::Page,
+                format!(
+                    "PagerDuty {action} (HTTP {}): {}",
+                    p.status,
+                    if summary.is_empty() { key } else { summary }
+                ),
+            );
         }
         self.pages_seen = pages.len();
 
         let posts = sim.slack.received();
         for p in posts.iter().skip(self.slack_seen) {
-            self.say(MomentKind::Slack, format!("Slack (HTTP {}): {}", p.status, p.body["text"].as_str().unwrap_or_default()));
+            self.say(
+                MomentKind::Slack,
+                format!(
+                    "Slack (HTTP {}): {}",
+                    p.status,
+                    p.body["text"].as_str().unwrap_or_default()
+                ),
+            );
         }
         self.slack_seen = posts.len();
     }
 
-    fn finish(&self, sim: &Simulation, deploys: &[(String, String, Instant)]) -> Vec<RolloutReport> {
+    fn finish(
+        &self,
+        sim: &Simulation,
+        deploys: &[(String, String, Instant)],
+    ) -> Vec<RolloutReport> {
         let pages = sim.pagerduty.received();
         let changes = sim.cluster.template_changes();
         let mut out: Vec<RolloutReport> = self.rollouts.values().cloned().collect();
@@ -450,7 +597,10 @@ impl Observer {
                     d["namespace"] == ns && d["deployment"] == name && d["revision"] == r.revision
                 })
                 .collect();
-            let keys: BTreeSet<&str> = triggers.iter().filter_map(|p| p.body["dedup_key"].as_str()).collect();
+            let keys: BTreeSet<&str> = triggers
+                .iter()
+                .filter_map(|p| p.body["dedup_key"].as_str())
+                .collect();
             r.pages = keys.len() as u32;
             // The deploy that started this rollout: the last one of its version before the action.
             let deployed = deploys
@@ -459,14 +609,20 @@ impl Observer {
                 .map(|(_, _, at)| *at)
                 .next_back();
             if let Some(deployed) = deployed {
-                let patch = changes.iter().filter(|c| c.namespace == ns && c.name == name && c.at > deployed).map(|c| c.at).min();
+                let patch = changes
+                    .iter()
+                    .filter(|c| c.namespace == ns && c.name == name && c.at > deployed)
+                    .map(|c| c.at)
+                    .min();
                 // Any page sent for this rollout, accepted or not, is an action taken.
                 let page = pages
                     .iter()
                     .filter(|p| p.body["event_action"] == "trigger" && p.at > deployed)
                     .filter(|p| {
                         let d = &p.body["payload"]["custom_details"];
-                        d["namespace"] == ns && d["deployment"] == name && d["revision"] == r.revision
+                        d["namespace"] == ns
+                            && d["deployment"] == name
+                            && d["revision"] == r.revision
                     })
                     .map(|p| p.at)
                     .min();
@@ -482,18 +638,41 @@ impl Observer {
 fn check(s: &Scenario, rollouts: &[RolloutReport], sim: &Simulation) -> Vec<String> {
     let mut failures = Vec::new();
     for (reference, entry) in &s.expect {
-        let mine: Vec<&RolloutReport> = rollouts.iter().filter(|r| &r.deployment == reference).collect();
+        let mine: Vec<&RolloutReport> = rollouts
+            .iter()
+            .filter(|r| &r.deployment == reference)
+            .collect();
         let (ns, name) = reference.split_once('/').unwrap_or_default();
         let final_version = sim.cluster.current_version(ns, name);
         match entry {
-            ExpectEntry::Last(e) => check_one(reference, e, mine.last().copied(), &final_version, &mine, &mut failures),
+            ExpectEntry::Last(e) => check_one(
+                reference,
+                e,
+                mine.last().copied(),
+                &final_version,
+                &mine,
+                &mut failures,
+            ),
             ExpectEntry::InOrder(list) => {
-                if list.len() != mine.len() && !(list.len() == 1 && list[0].outcome == Some(ExpectedOutcome::None)) {
-                    failures.push(format!("{reference}: {} rollouts judged, expected {}", mine.len(), list.len()));
+                if list.len() != mine.len()
+                    && !(list.len() == 1 && list[0].outcome == Some(ExpectedOutcome::None))
+                {
+                    failures.push(format!(
+                        "{reference}: {} rollouts judged, expected {}",
+                        mine.len(),
+                        list.len()
+                    ));
                 }
                 for (i, e) in list.iter().enumerate() {
                     let label = format!("{reference} rollout {}", i + 1);
-                    check_one(&label, e, mine.get(i).copied(), &final_version, &mine, &mut failures);
+                    check_one(
+                        &label,
+                        e,
+                        mine.get(i).copied(),
+                        &final_version,
+                        &mine,
+                        &mut failures,
+                    );
                 }
             }
         }
@@ -511,19 +690,29 @@ fn check_one(
 ) {
     if e.outcome == Some(ExpectedOutcome::None) {
         if !all.is_empty() {
-            failures.push(format!("{label}: expected no rollout to be judged, but {} was", all.len()));
+            failures.push(format!(
+                "{label}: expected no rollout to be judged, but {} was",
+                all.len()
+            ));
         }
     } else if let Some(want) = e.outcome {
         match r {
-            None => failures.push(format!("{label}: expected outcome {}, but no rollout of it was judged", want.as_str())),
-            Some(r) if r.outcome != want.as_str() => {
-                failures.push(format!("{label}: outcome was {}, expected {}", r.outcome, want.as_str()))
-            }
+            None => failures.push(format!(
+                "{label}: expected outcome {}, but no rollout of it was judged",
+                want.as_str()
+            )),
+            Some(r) if r.outcome != want.as_str() => failures.push(format!(
+                "{label}: outcome was {}, expected {}",
+                r.outcome,
+                want.as_str()
+            )),
             _ => {}
         }
     }
     if let Some(want) = &e.reason {
-        let got = r.and_then(|r| r.reason.clone()).unwrap_or_else(|| "(none recorded)".into());
+        let got = r
+            .and_then(|r| r.reason.clone())
+            .unwrap_or_else(|| "(none recorded)".into());
         if &got != want {
             failures.push(format!("{label}: reason was {got}, expected {want}"));
         }
@@ -531,7 +720,9 @@ fn check_one(
     if let Some(want) = &e.final_version
         && final_version.as_ref() != Some(want)
     {
-        let got = final_version.clone().unwrap_or_else(|| "(no deployment)".into());
+        let got = final_version
+            .clone()
+            .unwrap_or_else(|| "(no deployment)".into());
         failures.push(format!("{label}: final version was {got}, expected {want}"));
     }
     if let Some(want) = e.pages {
@@ -542,7 +733,10 @@ fn check_one(
     }
     if let Some(within) = e.first_action_within {
         match r.and_then(|r| r.first_action_ms) {
-            None => failures.push(format!("{label}: no action taken, expected one within {}", crate::judge::human(within))),
+            None => failures.push(format!(
+                "{label}: no action taken, expected one within {}",
+                crate::judge::human(within)
+            )),
             Some(ms) if ms > within.as_millis() as u64 => failures.push(format!(
                 "{label}: first action after {ms} ms, expected within {} ms",
                 within.as_millis()

@@ -265,10 +265,10 @@ impl Scenario {
         let de = serde_norway::Deserializer::from_str(text);
         let scenario: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
-            let field = if field == "." {
-                "(top level)".to_string()
-            } else {
-                field
+            let field = match field.as_str() {
+                "." => "(top level)".to_string(),
+                "?" => "(YAML syntax)".to_string(),
+                _ => field,
             };
             invalid(field, e.into_inner().to_string())
         })?;

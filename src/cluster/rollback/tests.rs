@@ -14,7 +14,10 @@ fn template(version: &str, hash: Option<&str>) -> PodTemplateSpec {
         labels.insert(HASH_LABEL.into(), h.into());
     }
     PodTemplateSpec {
-        metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+        metadata: Some(ObjectMeta {
+            labels: Some(labels),
+            ..Default::default()
+        }),
         spec: Some(PodSpec {
             containers: vec![Container {
                 name: "app".into(),
@@ -37,7 +40,10 @@ impl D {
                 namespace: Some("production".into()),
                 uid: Some(UID.into()),
                 annotations: Some(BTreeMap::from([
-                    ("deployment.kubernetes.io/revision".to_string(), revision.to_string()),
+                    (
+                        "deployment.kubernetes.io/revision".to_string(),
+                        revision.to_string(),
+                    ),
                     ("team".to_string(), "payments".to_string()),
                 ])),
                 ..Default::default()
@@ -60,7 +66,11 @@ impl D {
         self
     }
     fn annotation(mut self, k: &str, v: &str) -> D {
-        self.0.metadata.annotations.get_or_insert_default().insert(k.into(), v.into());
+        self.0
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(k.into(), v.into());
         self
     }
 }
@@ -70,8 +80,14 @@ fn rs(version: &str, revision: i64, hash: &str, owner: &str) -> ReplicaSet {
         metadata: ObjectMeta {
             name: Some(format!("app-{hash}")),
             annotations: Some(BTreeMap::from([
-                ("deployment.kubernetes.io/revision".to_string(), revision.to_string()),
-                ("deployment.kubernetes.io/desired-replicas".to_string(), "3".to_string()),
+                (
+                    "deployment.kubernetes.io/revision".to_string(),
+                    revision.to_string(),
+                ),
+                (
+                    "deployment.kubernetes.io/desired-replicas".to_string(),
+                    "3".to_string(),
+                ),
                 ("team".to_string(), format!("team-at-{version}")),
             ])),
             labels: Some(BTreeMap::from([(HASH_LABEL.to_string(), hash.to_string())])),
@@ -85,7 +101,10 @@ fn rs(version: &str, revision: i64, hash: &str, owner: &str) -> ReplicaSet {
             }]),
             ..Default::default()
         },
-        spec: Some(ReplicaSetSpec { template: Some(template(version, Some(hash))), ..Default::default() }),
+        spec: Some(ReplicaSetSpec {
+            template: Some(template(version, Some(hash))),
+            ..Default::default()
+        }),
         status: None,
     }
 }
@@ -93,35 +112,68 @@ fn rs(version: &str, revision: i64, hash: &str, owner: &str) -> ReplicaSet {
 #[test]
 fn undo_targets_the_second_highest_revision_and_strips_the_hash() {
     let d = D::at("v3", 3).0;
-    let sets = [rs("v1", 1, "aaa", UID), rs("v3", 3, "ccc", UID), rs("v2", 2, "bbb", UID)];
+    let sets = [
+        rs("v1", 1, "aaa", UID),
+        rs("v3", 3, "ccc", UID),
+        rs("v2", 2, "bbb", UID),
+    ];
     let p = plan(&d, &sets).expect("plan");
     assert_eq!(p.target_revision, 2);
     assert_eq!(p.target_hash.as_deref(), Some("bbb"));
     assert_eq!(p.target_version.as_deref(), Some("v2"));
-    let labels = p.template.metadata.as_ref().and_then(|m| m.labels.as_ref()).expect("labels");
+    let labels = p
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref())
+        .expect("labels");
     assert!(!labels.contains_key(HASH_LABEL));
 }
 
 #[test]
 fn annotations_come_from_the_replicaset_but_revision_keys_from_the_deployment() {
-    let d = D::at("v2", 2).annotation("deployment.kubernetes.io/revision-history", "1").0;
+    let d = D::at("v2", 2)
+        .annotation("deployment.kubernetes.io/revision-history", "1")
+        .0;
     let sets = [rs("v1", 1, "aaa", UID), rs("v2", 2, "bbb", UID)];
     let p = plan(&d, &sets).expect("plan");
-    assert_eq!(p.annotations.get("team").map(String::as_str), Some("team-at-v1"));
-    assert_eq!(p.annotations.get("deployment.kubernetes.io/revision").map(String::as_str), Some("2"));
-    assert_eq!(p.annotations.get("deployment.kubernetes.io/revision-history").map(String::as_str), Some("1"));
+    assert_eq!(
+        p.annotations.get("team").map(String::as_str),
+        Some("team-at-v1")
+    );
+    assert_eq!(
+        p.annotations
+            .get("deployment.kubernetes.io/revision")
+            .map(String::as_str),
+        Some("2")
+    );
+    assert_eq!(
+        p.annotations
+            .get("deployment.kubernetes.io/revision-history")
+            .map(String::as_str),
+        Some("1")
+    );
     // Skipped keys the Deployment does not carry are not taken from the ReplicaSet either.
-    assert!(!p.annotations.contains_key("deployment.kubernetes.io/desired-replicas"));
+    assert!(
+        !p.annotations
+            .contains_key("deployment.kubernetes.io/desired-replicas")
+    );
 }
 
 #[test]
 fn the_patch_is_kubectls_json_patch_with_our_state_added() {
     let d = D::at("v2", 2).0;
     let p = plan(&d, &[rs("v1", 1, "aaa", UID), rs("v2", 2, "bbb", UID)]).expect("plan");
-    let patch = p.patch(&BTreeMap::from([("deploy-watchdog.io/state".to_string(), "{}".to_string())]));
+    let patch = p.patch(&BTreeMap::from([(
+        "deploy-watchdog.io/state".to_string(),
+        "{}".to_string(),
+    )]));
     assert_eq!(patch[0]["op"], "replace");
     assert_eq!(patch[0]["path"], "/spec/template");
-    assert_eq!(patch[0]["value"]["metadata"]["labels"]["app.kubernetes.io/version"], "v1");
+    assert_eq!(
+        patch[0]["value"]["metadata"]["labels"]["app.kubernetes.io/version"],
+        "v1"
+    );
     assert_eq!(patch[1]["path"], "/metadata/annotations");
     assert_eq!(patch[1]["value"]["deploy-watchdog.io/state"], "{}");
     assert_eq!(patch[1]["value"]["team"], "team-at-v1");
@@ -131,9 +183,16 @@ fn the_patch_is_kubectls_json_patch_with_our_state_added() {
 fn renumbered_revisions_are_followed_by_number_not_by_name() {
     // Undoing 3 → 1 made ReplicaSet "aaa" revision 4; undo now goes back to "ccc" (3).
     let d = D::at("v1", 4).0;
-    let sets = [rs("v1", 4, "aaa", UID), rs("v2", 2, "bbb", UID), rs("v3", 3, "ccc", UID)];
+    let sets = [
+        rs("v1", 4, "aaa", UID),
+        rs("v2", 2, "bbb", UID),
+        rs("v3", 3, "ccc", UID),
+    ];
     let p = plan(&d, &sets).expect("plan");
-    assert_eq!((p.target_revision, p.target_hash.as_deref()), (3, Some("ccc")));
+    assert_eq!(
+        (p.target_revision, p.target_hash.as_deref()),
+        (3, Some("ccc"))
+    );
 }
 
 #[test]
@@ -152,16 +211,25 @@ fn a_template_that_already_matches_is_skipped() {
     let d = D::at("v1", 2).0;
     let err = plan(&d, &[rs("v1", 1, "aaa", UID), rs("v2", 2, "bbb", UID)]).expect_err("matches");
     assert_eq!(err, Refusal::AlreadyMatches(1));
-    assert_eq!(err.to_string(), "skipped rollback (current template already matches revision 1)");
+    assert_eq!(
+        err.to_string(),
+        "skipped rollback (current template already matches revision 1)"
+    );
 }
 
 #[test]
 fn no_history_and_foreign_replicasets() {
     let d = D::at("v1", 1).0;
-    assert_eq!(plan(&d, &[rs("v1", 1, "aaa", UID)]), Err(Refusal::NoHistory("app".into())));
+    assert_eq!(
+        plan(&d, &[rs("v1", 1, "aaa", UID)]),
+        Err(Refusal::NoHistory("app".into()))
+    );
     // A ReplicaSet of another Deployment with the same labels is not history.
     assert_eq!(
-        plan(&d, &[rs("v1", 1, "aaa", UID), rs("v0", 5, "zzz", "other-uid")]),
+        plan(
+            &d,
+            &[rs("v1", 1, "aaa", UID), rs("v0", 5, "zzz", "other-uid")]
+        ),
         Err(Refusal::NoHistory("app".into()))
     );
 }
