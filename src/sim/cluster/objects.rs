@@ -258,6 +258,19 @@ fn set_default(obj: &mut Map<String, Value>, key: &str, value: Value) {
     }
 }
 
+/// Drops null fields, as decoding into the API's Go types does (`creationTimestamp: null` in a
+/// template sent by kubectl must not make it differ from the stored one).
+pub fn prune_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(prune_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(prune_nulls),
+        _ => {}
+    }
+}
+
 /// API-server defaulting of a pod template (the fields `kubectl rollout history` shows and that
 /// a rollback must reproduce exactly).
 pub fn default_pod_template(template: &mut Value) {

@@ -464,6 +464,9 @@ fn update(
     ua: &str,
     dry: bool,
 ) -> Result<Value, ApiError> {
+    if res.kind != Kind::Event {
+        super::objects::prune_nulls(&mut new);
+    }
     let name = meta_str(old, "name").unwrap_or_default().to_string();
     if meta_str(&new, "name").is_some_and(|n| n != name) {
         return Err(ApiError::bad_request(format!(
