@@ -123,7 +123,7 @@ pub const RESOURCES: [Resource; 7] = [
         "events",
         "event",
         "Event",
-        &["ev"],
+        &[],
         false,
         false,
     ),

@@ -10,24 +10,28 @@
 
 mod controller;
 mod discovery;
+mod error;
 mod events;
 mod objects;
 pub mod patch;
 mod pods;
 mod replicaset;
+mod revisions;
+mod rolling;
 pub mod selector;
 mod server;
+mod shared;
 mod state;
 mod status;
 mod store;
 mod table;
 mod watch;
+mod write;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -36,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::behaviour::Behaviours;
 use super::scenario::{ApiState, DeploymentSpec};
+use shared::{ApiControl, Shared, run_controller};
 use state::State;
 use store::Kind;
 
@@ -56,37 +61,6 @@ pub struct TemplateChange {
     pub namespace: String,
     pub name: String,
     pub user_agent: String,
-}
-
-/// Fault injection and lifecycle of the HTTP side.
-#[derive(Default)]
-struct ApiControl {
-    addr: Option<SocketAddr>,
-    shutdown: Option<CancellationToken>,
-    /// Cancelled to end the current listener and its connections (`down`).
-    epoch: Option<CancellationToken>,
-    /// Cancelled to end every open watch (`drop_watches`).
-    drop_watches: CancellationToken,
-    /// Cancelled to end every open watch with 410 Gone (`expire`).
-    expire_watches: CancellationToken,
-    down: bool,
-}
-
-pub(crate) struct Shared {
-    state: Mutex<State>,
-    notify: Notify,
-    api: Mutex<ApiControl>,
-    /// The next watch request gets 410 Gone.
-    expire_next: AtomicBool,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-    fn api(&self) -> MutexGuard<'_, ApiControl> {
-        self.api.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 /// The simulated control plane. Cheap to clone; every clone is the same cluster.
@@ -380,37 +354,4 @@ fn set_version(dep: &mut Value, ns: &str, name: &str, version: &str) {
     dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] = json!(version);
     dep["spec"]["template"]["spec"]["containers"][0]["image"] =
         json!(format!("registry.example.com/{ns}/{name}:{version}"));
-}
-
-/// The controller loop: wakes on writes, on pod and deadline timers, and resyncs everything
-/// every 30 s like an informer resync.
-async fn run_controller(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut last_resync = Instant::now();
-    loop {
-        let next = {
-            let mut st = shared.lock();
-            let now = Instant::now();
-            if now.duration_since(last_resync) > Duration::from_secs(30) {
-                last_resync = now;
-                let all: Vec<_> = st
-                    .store
-                    .list(Kind::Deployment, None)
-                    .iter()
-                    .map(|d| store::key_of(d))
-                    .collect();
-                st.dirty.extend(all);
-            }
-            controller::run_pending(&mut st, now);
-            controller::next_wakeup(&st)
-        };
-        let sleep = next
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
-            .min(Instant::now() + Duration::from_secs(1));
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            _ = shared.notify.notified() => {}
-            _ = tokio::time::sleep_until(sleep) => {}
-        }
-    }
 }

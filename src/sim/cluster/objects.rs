@@ -1,4 +1,4 @@
-//! Object helpers: timestamps, `Status` errors, the pod-template hash, API defaulting, and the
+//! Object helpers: timestamps, the pod-template hash, API defaulting, and the
 //! objects the runner creates directly.
 
 use serde_json::{Map, Value, json};
@@ -15,146 +15,6 @@ pub fn now_micro() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
         .to_string()
-}
-
-/// An API error, rendered as a `Status` object.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{code} {reason}: {message}")]
-pub struct ApiError {
-    pub code: u16,
-    pub reason: &'static str,
-    pub message: String,
-    pub name: String,
-    pub kind: String,
-    pub group: String,
-}
-
-impl ApiError {
-    fn new(code: u16, reason: &'static str, message: String) -> Self {
-        ApiError {
-            code,
-            reason,
-            message,
-            name: String::new(),
-            kind: String::new(),
-            group: String::new(),
-        }
-    }
-
-    /// `deployments.apps "x" not found`.
-    pub fn not_found(plural: &str, group: &str, name: &str) -> Self {
-        let mut e = Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", qualified(plural, group)),
-        );
-        e.name = name.into();
-        e.kind = plural.into();
-        e.group = group.into();
-        e
-    }
-
-    pub fn already_exists(plural: &str, group: &str, name: &str) -> Self {
-        let mut e = Self::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{name}\" already exists", qualified(plural, group)),
-        );
-        e.name = name.into();
-        e.kind = plural.into();
-        e.group = group.into();
-        e
-    }
-
-    pub fn conflict(plural: &str, group: &str, name: &str) -> Self {
-        let mut e = Self::new(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                qualified(plural, group)
-            ),
-        );
-        e.name = name.into();
-        e.kind = plural.into();
-        e.group = group.into();
-        e
-    }
-
-    pub fn invalid(kind: &str, group: &str, name: &str, detail: &str) -> Self {
-        let mut e = Self::new(
-            422,
-            "Invalid",
-            format!("{kind}.{group} \"{name}\" is invalid: {detail}"),
-        );
-        e.name = name.into();
-        e.kind = kind.into();
-        e.group = group.into();
-        e
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(400, "BadRequest", message.into())
-    }
-
-    pub fn gone(message: impl Into<String>) -> Self {
-        Self::new(410, "Expired", message.into())
-    }
-
-    pub fn method_not_allowed() -> Self {
-        Self::new(
-            405,
-            "MethodNotAllowed",
-            "the server does not allow this method on the requested resource".into(),
-        )
-    }
-
-    pub fn unsupported_media(ct: &str) -> Self {
-        Self::new(
-            415,
-            "UnsupportedMediaType",
-            format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct})"
-            ),
-        )
-    }
-
-    pub fn path_not_found() -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource".into(),
-        )
-    }
-
-    pub fn to_status(&self) -> Value {
-        let mut status = json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {},
-            "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code,
-        });
-        if !self.name.is_empty() || !self.kind.is_empty() {
-            let mut details = Map::new();
-            if !self.name.is_empty() {
-                details.insert("name".into(), json!(self.name));
-            }
-            if !self.group.is_empty() {
-                details.insert("group".into(), json!(self.group));
-            }
-            if !self.kind.is_empty() {
-                details.insert("kind".into(), json!(self.kind));
-            }
-            status["details"] = Value::Object(details);
-        }
-        status
-    }
-}
-
-fn qualified(plural: &str, group: &str) -> String {
-    if group.is_empty() {
-        plural.to_string()
-    } else {
-        format!("{plural}.{group}")
-    }
 }
 
 /// JSON with object keys sorted at every level, so the hash never depends on key order.
@@ -258,6 +118,19 @@ fn set_default(obj: &mut Map<String, Value>, key: &str, value: Value) {
     }
 }
 
+/// Drops null fields, as decoding into the API's Go types does (`creationTimestamp: null` in a
+/// template sent by kubectl must not make it differ from the stored one).
+pub fn prune_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(prune_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(prune_nulls),
+        _ => {}
+    }
+}
+
 /// API-server defaulting of a pod template (the fields `kubectl rollout history` shows and that
 /// a rollback must reproduce exactly).
 pub fn default_pod_template(template: &mut Value) {
@@ -319,6 +192,11 @@ pub fn default_deployment(dep: &mut Value) {
     if let Some(t) = spec.get_mut("template") {
         default_pod_template(t);
     }
+}
+
+/// An integer field at a JSON pointer, 0 when absent.
+pub fn int_at(v: &Value, pointer: &str) -> i64 {
+    v.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
 }
 
 /// The version of a pod template: its `app.kubernetes.io/version` label, else the image tag.

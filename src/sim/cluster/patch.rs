@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use super::objects::ApiError;
+use super::error::ApiError;
 
 /// The patch formats the server accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,18 +12,17 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::Shared;
 use super::discovery::{self, Resource};
-use super::objects::{ApiError, default_deployment, now_rfc3339};
+use super::error::ApiError;
 use super::patch::{self, PatchType};
 use super::selector::{FieldSelector, LabelSelector};
-use super::state::State;
-use super::store::{Kind, meta_str};
+use super::store::meta_str;
 use super::table::{self, Include};
 use super::watch::{self, WatchRequest};
-use super::{Shared, TemplateChange};
+use super::write::{create, update};
 
 /// Binds with SO_REUSEADDR so `up` can take the same port again right after `down`.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -343,195 +342,4 @@ fn list(
         StatusCode::OK,
         &json!({"kind": format!("{}List", res.kind_name), "apiVersion": res.api_version(), "metadata": meta, "items": items}),
     ))
-}
-
-fn validate(res: &Resource, obj: &Value) -> Result<(), ApiError> {
-    let name = meta_str(obj, "name").unwrap_or_default();
-    if res.kind == Kind::Deployment || res.kind == Kind::ReplicaSet {
-        let selector = obj
-            .pointer("/spec/selector")
-            .cloned()
-            .unwrap_or(Value::Null);
-        let sel = LabelSelector::from_object(&selector);
-        if sel.is_empty() {
-            return Err(ApiError::invalid(
-                res.kind_name,
-                res.group,
-                name,
-                "spec.selector: Required value",
-            ));
-        }
-        if !sel.matches_labels(obj.pointer("/spec/template/metadata/labels")) {
-            return Err(ApiError::invalid(
-                res.kind_name,
-                res.group,
-                name,
-                "spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`",
-            ));
-        }
-        if obj
-            .pointer("/spec/template/spec/containers")
-            .and_then(Value::as_array)
-            .is_none_or(Vec::is_empty)
-        {
-            return Err(ApiError::invalid(
-                res.kind_name,
-                res.group,
-                name,
-                "spec.template.spec.containers: Required value",
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn create(
-    st: &mut State,
-    res: &Resource,
-    ns: &str,
-    mut obj: Value,
-    dry: bool,
-) -> Result<Value, ApiError> {
-    if !obj["metadata"].is_object() {
-        obj["metadata"] = json!({});
-    }
-    if res.namespaced {
-        match meta_str(&obj, "namespace") {
-            Some(n) if !n.is_empty() && n != ns => {
-                return Err(ApiError::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
-            }
-            _ => obj["metadata"]["namespace"] = json!(ns),
-        }
-    }
-    if meta_str(&obj, "name").is_none_or(str::is_empty) {
-        let prefix = meta_str(&obj, "generateName")
-            .filter(|g| !g.is_empty())
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    res.kind_name,
-                    res.group,
-                    "",
-                    "metadata.name: Required value: name or generateName is required",
-                )
-            })?;
-        st.name_seq += 1;
-        obj["metadata"]["name"] = json!(format!(
-            "{prefix}{}",
-            super::objects::name_suffix(&format!("{prefix}{}", st.name_seq))
-        ));
-    }
-    let name = meta_str(&obj, "name").unwrap_or_default().to_string();
-    if st.store.get(res.kind, ns, &name).is_some() {
-        return Err(ApiError::already_exists(res.plural, res.group, &name));
-    }
-    obj["metadata"]["uid"] = json!(st.store.next_uid());
-    obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
-    if let Some(m) = obj["metadata"].as_object_mut() {
-        m.remove("resourceVersion");
-    }
-    obj["kind"] = json!(res.kind_name);
-    obj["apiVersion"] = json!(
-        discovery::canonical(res.kind)
-            .map(|r| r.api_version())
-            .unwrap_or_default()
-    );
-    if matches!(res.kind, Kind::Deployment | Kind::ReplicaSet) {
-        obj["metadata"]["generation"] = json!(1);
-        obj["status"] = json!({});
-    }
-    if res.kind == Kind::Deployment {
-        default_deployment(&mut obj);
-    }
-    validate(res, &obj)?;
-    if dry {
-        return Ok(obj);
-    }
-    let stored = st.write(res.kind, obj);
-    if res.kind == Kind::Event {
-        st.api_events.push(super::events::core_to_events(&stored));
-    }
-    Ok((*stored).clone())
-}
-
-fn update(
-    st: &mut State,
-    res: &Resource,
-    old: &Value,
-    mut new: Value,
-    sub: Option<&str>,
-    ua: &str,
-    dry: bool,
-) -> Result<Value, ApiError> {
-    let name = meta_str(old, "name").unwrap_or_default().to_string();
-    if meta_str(&new, "name").is_some_and(|n| n != name) {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({}) does not match the name on the URL ({name})",
-            meta_str(&new, "name").unwrap_or_default()
-        )));
-    }
-    if let Some(rv) = meta_str(&new, "resourceVersion").filter(|rv| !rv.is_empty())
-        && Some(rv) != meta_str(old, "resourceVersion")
-    {
-        return Err(ApiError::conflict(res.plural, res.group, &name));
-    }
-    let mut obj = if sub == Some("status") {
-        let mut o = old.clone();
-        o["status"] = new.get("status").cloned().unwrap_or(json!({}));
-        o
-    } else {
-        if !new["metadata"].is_object() {
-            new["metadata"] = json!({});
-        }
-        for k in [
-            "uid",
-            "creationTimestamp",
-            "generation",
-            "namespace",
-            "name",
-        ] {
-            if let Some(v) = old.pointer(&format!("/metadata/{k}")) {
-                new["metadata"][k] = v.clone();
-            }
-        }
-        new["kind"] = old["kind"].clone();
-        new["apiVersion"] = old["apiVersion"].clone();
-        if res.has_status {
-            match old.get("status") {
-                Some(s) => new["status"] = s.clone(),
-                None => {
-                    new.as_object_mut().map(|m| m.remove("status"));
-                }
-            }
-        }
-        new
-    };
-    if res.kind == Kind::Deployment {
-        default_deployment(&mut obj);
-    }
-    if matches!(res.kind, Kind::Deployment | Kind::ReplicaSet) && obj.get("spec") != old.get("spec")
-    {
-        let generation = old
-            .pointer("/metadata/generation")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
-        obj["metadata"]["generation"] = json!(generation + 1);
-    }
-    validate(res, &obj)?;
-    if dry {
-        return Ok(obj);
-    }
-    if res.kind == Kind::Deployment
-        && obj.pointer("/spec/template") != old.pointer("/spec/template")
-    {
-        let (namespace, name) = super::store::key_of(old);
-        st.template_changes.push(TemplateChange {
-            at: Instant::now(),
-            namespace,
-            name,
-            user_agent: ua.to_string(),
-        });
-    }
-    Ok((*st.write(res.kind, obj)).clone())
 }

@@ -85,7 +85,7 @@ fn event_line(ty: &str, object: &Value) -> Bytes {
 }
 
 fn gone(message: &str) -> Bytes {
-    let status = super::objects::ApiError::gone(message).to_status();
+    let status = super::error::ApiError::gone(message).to_status();
     event_line("ERROR", &status)
 }
 

@@ -1,0 +1,79 @@
+//! What every clone of the cluster shares: the state lock, the controller's wake-up, and the
+//! HTTP side's fault-injection switches; and the controller loop.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::controller;
+use super::state::State;
+use super::store::{self, Kind};
+
+/// Fault injection and lifecycle of the HTTP side.
+#[derive(Default)]
+pub struct ApiControl {
+    pub addr: Option<SocketAddr>,
+    pub shutdown: Option<CancellationToken>,
+    /// Cancelled to end the current listener and its connections (`down`).
+    pub epoch: Option<CancellationToken>,
+    /// Cancelled to end every open watch (`drop_watches`).
+    pub drop_watches: CancellationToken,
+    /// Cancelled to end every open watch with 410 Gone (`expire`).
+    pub expire_watches: CancellationToken,
+    pub down: bool,
+}
+
+pub struct Shared {
+    pub state: Mutex<State>,
+    pub notify: Notify,
+    pub api: Mutex<ApiControl>,
+    /// The next watch request gets 410 Gone.
+    pub expire_next: AtomicBool,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn api(&self) -> MutexGuard<'_, ApiControl> {
+        self.api.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The controller loop: wakes on writes, on pod and deadline timers, and resyncs everything
+/// every 30 s like an informer resync.
+pub async fn run_controller(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut last_resync = Instant::now();
+    loop {
+        let next = {
+            let mut st = shared.lock();
+            let now = Instant::now();
+            if now.duration_since(last_resync) > Duration::from_secs(30) {
+                last_resync = now;
+                let all: Vec<_> = st
+                    .store
+                    .list(Kind::Deployment, None)
+                    .iter()
+                    .map(|d| store::key_of(d))
+                    .collect();
+                st.dirty.extend(all);
+            }
+            controller::run_pending(&mut st, now);
+            controller::next_wakeup(&st)
+        };
+        let sleep = next
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
+            .min(Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = shared.notify.notified() => {}
+            _ = tokio::time::sleep_until(sleep) => {}
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! The simulated cluster against a real kube-rs client: watchers, revisions, rollbacks the way
+//! kubectl sends them, pod failure states, patches and error bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deploy_watchdog::sim::behaviour::{AppKey, Behaviour, Behaviours, PodMode};
+use deploy_watchdog::sim::cluster::SimCluster;
+use deploy_watchdog::sim::scenario::{ApiState, DeploymentSpec};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
+fn spec(reference: &str, version: &str, replicas: i32, opted_in: bool) -> DeploymentSpec {
+    DeploymentSpec {
+        reference: reference.into(),
+        replicas,
+        version: version.into(),
+        opted_in,
+        paused: false,
+        annotations: BTreeMap::new(),
+    }
+}
+
+async fn start(behaviours: Behaviours) -> (SimCluster, Client, CancellationToken) {
+    let sim = SimCluster::new(behaviours);
+    let shutdown = CancellationToken::new();
+    let addr = sim.start(shutdown.clone()).await.unwrap();
+    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    (sim, Client::try_from(config).unwrap(), shutdown)
+}
+
+/// Polls `check` until it returns Some, failing after a generous deadline.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn revision_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<String> {
+    meta.annotations.as_ref()?.get(REVISION).cloned()
+}
+
+async fn rollout_complete(deploys: &Api<Deployment>, name: &str) -> Option<Deployment> {
+    let d = deploys.get(name).await.ok()?;
+    let status = d.status.clone()?;
+    let want = d.spec.as_ref()?.replicas?;
+    let done = status.observed_generation >= d.metadata.generation
+        && status.updated_replicas == Some(want)
+        && status.replicas == Some(want)
+        && status.available_replicas == Some(want);
+    done.then_some(d)
+}
+
+async fn replicasets(client: &Client, ns: &str, app: &str) -> Vec<ReplicaSet> {
+    let api: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test]
+async fn watcher_sees_opted_in_deployments_and_relists_after_expire() {
+    let (sim, client, shutdown) = start(Behaviours::default()).await;
+    sim.add_deployment(&spec("production/app", "v1", 2, true));
+    sim.add_deployment(&spec("production/other", "v1", 1, false));
+    let api: Api<Deployment> = Api::all(client.clone());
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let cfg = watcher::Config::default().labels("deploy-watchdog.io/enabled=true");
+    let task = tokio::spawn(async move {
+        let mut stream = watcher(api, cfg).boxed();
+        while let Some(ev) = stream.next().await {
+            let entry = match ev {
+                Ok(watcher::Event::Init) => "init".to_string(),
+                Ok(watcher::Event::InitApply(d)) | Ok(watcher::Event::Apply(d)) => {
+                    let rev = revision_of(&d.metadata).unwrap_or_default();
+                    format!("apply {} rev={rev}", d.metadata.name.unwrap_or_default())
+                }
+                Ok(watcher::Event::Delete(d)) => {
+                    format!("delete {}", d.metadata.name.unwrap_or_default())
+                }
+                Ok(watcher::Event::InitDone) => "init-done".to_string(),
+                Err(e) => format!("error {e}"),
+            };
+            log.lock().unwrap().push(entry);
+        }
+    });
+    let has = |s: &str| seen.lock().unwrap().iter().any(|e| e.contains(s));
+    eventually("the initial list", || async {
+        has("init-done").then_some(())
+    })
+    .await;
+    assert!(has("apply app rev=1"));
+    assert!(
+        !has("apply other"),
+        "opted-out deployment must not be listed: {:?}",
+        seen.lock().unwrap()
+    );
+
+    sim.deploy("production", "app", "v2").unwrap();
+    eventually("a MODIFIED with revision 2", || async {
+        has("apply app rev=2").then_some(())
+    })
+    .await;
+
+    sim.set_api_state(ApiState::Expire);
+    let inits = || seen.lock().unwrap().iter().filter(|e| *e == "init").count();
+    eventually("a relist after 410 Gone", || async {
+        (inits() >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.contains("410") || e.contains("Expired") || e.contains("too old")),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    sim.deploy("production", "app", "v3").unwrap();
+    eventually("events after the relist", || async {
+        has("apply app rev=3").then_some(())
+    })
+    .await;
+
+    sim.delete("production", "app").unwrap();
+    eventually("a DELETED", || async { has("delete app").then_some(()) }).await;
+    assert!(
+        replicasets(&client, "production", "app").await.is_empty(),
+        "ReplicaSets are garbage-collected"
+    );
+    task.abort();
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn deploy_then_kubectl_style_rollback_reuses_and_renumbers_the_old_replicaset() {
+    let (sim, client, shutdown) = start(Behaviours::default()).await;
+    sim.add_deployment(&spec("production/app", "v1", 3, true));
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "production");
+    let d = rollout_complete(&deploys, "app")
+        .await
+        .expect("healthy at revision 1 on return");
+    assert_eq!(revision_of(&d.metadata).as_deref(), Some("1"));
+
+    sim.deploy("production", "app", "v2").unwrap();
+    let d = eventually("revision 2 rolled out", || async {
+        rollout_complete(&deploys, "app")
+            .await
+            .filter(|d| revision_of(&d.metadata).as_deref() == Some("2"))
+    })
+    .await;
+    assert_eq!(d.metadata.generation, Some(2));
+    let rss = replicasets(&client, "production", "app").await;
+    assert_eq!(rss.len(), 2);
+    let old = rss
+        .iter()
+        .find(|rs| revision_of(&rs.metadata).as_deref() == Some("1"))
+        .unwrap()
+        .clone();
+    assert_eq!(old.spec.as_ref().unwrap().replicas, Some(0));
+    assert_eq!(
+        sim.ready_pods_by_version("production", "app"),
+        vec![("v2".to_string(), 3)]
+    );
+
+    // Exactly kubectl rollout undo's patch: the old template minus its hash label, and the
+    // old ReplicaSet's annotations minus the controller's own.
+    let mut template = serde_json::to_value(&old.spec.as_ref().unwrap().template).unwrap();
+    template["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("pod-template-hash");
+    let annotations = json!({REVISION: "2"});
+    let patch = json!([
+        {"op": "replace", "path": "/spec/template", "value": template},
+        {"op": "replace", "path": "/metadata/annotations", "value": annotations},
+    ]);
+    let pp = PatchParams::default();
+    deploys
+        .patch(
+            "app",
+            &pp,
+            &Patch::<()>::Json(serde_json::from_value(patch).unwrap()),
+        )
+        .await
+        .unwrap();
+    let d = eventually("the rollback rolled out", || async {
+        rollout_complete(&deploys, "app")
+            .await
+            .filter(|d| revision_of(&d.metadata).as_deref() == Some("3"))
+    })
+    .await;
+    assert_eq!(
+        sim.current_version("production", "app").as_deref(),
+        Some("v1")
+    );
+    let rss = replicasets(&client, "production", "app").await;
+    assert_eq!(rss.len(), 2, "no new ReplicaSet for a rollback");
+    let reused = rss
+        .iter()
+        .find(|rs| rs.metadata.name == old.metadata.name)
+        .unwrap();
+    let anns = reused.metadata.annotations.clone().unwrap();
+    assert_eq!(anns.get(REVISION).map(String::as_str), Some("3"));
+    assert_eq!(
+        anns.get("deployment.kubernetes.io/revision-history")
+            .map(String::as_str),
+        Some("1")
+    );
+    assert!(
+        d.status
+            .unwrap()
+            .conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.reason.as_deref() == Some("NewReplicaSetAvailable"))
+    );
+    let changes = sim.template_changes();
+    assert_eq!(
+        changes.len(),
+        1,
+        "only the API patch counts, not the runner's deploy"
+    );
+    assert_eq!(
+        (changes[0].namespace.as_str(), changes[0].name.as_str()),
+        ("production", "app")
+    );
+    assert!(
+        sim.request_counts()
+            .get("PATCH deployments")
+            .copied()
+            .unwrap_or(0)
+            >= 1
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn crashloop_and_pending_pods_show_what_kubectl_shows() {
+    let behaviours = Behaviours::default();
+    behaviours.set(
+        AppKey::new("production", "app", "v2"),
+        Behaviour {
+            pods: PodMode::Crashloop,
+            ..Default::default()
+        },
+    );
+    let pending = Behaviour {
+        pods: PodMode::Pending,
+        pending_reason: "0/3 nodes are available: 3 Insufficient memory.".into(),
+        ..Default::default()
+    };
+    behaviours.set(AppKey::new("production", "big", "v1"), pending);
+    let (sim, client, shutdown) = start(behaviours.clone()).await;
+    sim.add_deployment(&spec("production/app", "v1", 2, true));
+    sim.add_deployment(&spec("production/big", "v1", 1, true));
+    sim.deploy("production", "app", "v2").unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "production");
+    let crashing = eventually("a crash-looping pod", || async {
+        let list = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/version=v2,app=app"))
+            .await
+            .ok()?;
+        list.items.into_iter().find(|p| {
+            let cs = &p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.clone())
+                .unwrap_or_default();
+            cs.iter().any(|c| {
+                c.restart_count > 0
+                    && c.state
+                        .as_ref()
+                        .and_then(|s| s.waiting.as_ref())
+                        .and_then(|w| w.reason.as_deref())
+                        == Some("CrashLoopBackOff")
+            })
+        })
+    })
+    .await;
+    let cs = &crashing.status.unwrap().container_statuses.unwrap()[0];
+    assert!(!cs.ready);
+    assert_eq!(
+        cs.last_state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
+        1
+    );
+
+    let big = pods
+        .list(&ListParams::default().labels("app=big"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(big.len(), 1);
+    let status = big[0].status.clone().unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    let cond = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "PodScheduled")
+        .unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_deref()),
+        ("False", Some("Unschedulable"))
+    );
+    assert_eq!(
+        cond.message.as_deref(),
+        Some("0/3 nodes are available: 3 Insufficient memory.")
+    );
+    assert!(big[0].spec.as_ref().unwrap().node_name.is_none());
+    let events: Api<Event> = Api::namespaced(client.clone(), "production");
+    let name = big[0].metadata.name.clone().unwrap();
+    let evs = events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        evs.iter()
+            .any(|e| e.reason.as_deref() == Some("FailedScheduling")
+                && e.type_.as_deref() == Some("Warning"))
+    );
+
+    // A version that recovers: its pods become ready once the behaviour changes.
+    behaviours.set(AppKey::new("production", "app", "v2"), Behaviour::default());
+    sim.behaviours_changed();
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "production");
+    eventually("recovery", || async {
+        rollout_complete(&deploys, "app").await
+    })
+    .await;
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn strategic_merge_patch_updates_a_container_by_name_and_errors_are_status_objects() {
+    let (sim, client, shutdown) = start(Behaviours::default()).await;
+    sim.add_deployment(&spec("staging/web", "v1", 1, true));
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "staging");
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "registry.example.com/staging/web:v9"}]}}}});
+    let d = deploys
+        .patch("web", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
+    let containers = d.spec.unwrap().template.spec.unwrap().containers;
+    assert_eq!(containers.len(), 1);
+    assert_eq!(
+        containers[0].image.as_deref(),
+        Some("registry.example.com/staging/web:v9")
+    );
+    assert_eq!(
+        containers[0].ports.as_ref().map(Vec::len),
+        Some(1),
+        "other fields kept"
+    );
+    eventually("revision 2", || async {
+        rollout_complete(&deploys, "web")
+            .await
+            .filter(|d| revision_of(&d.metadata).as_deref() == Some("2"))
+    })
+    .await;
+
+    match deploys.get("missing").await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 404);
+            assert_eq!(status.reason, "NotFound");
+            assert_eq!(status.message, "deployments.apps \"missing\" not found");
+        }
+        other => panic!("expected a 404 Status, got {other:?}"),
+    }
+    let d = deploys.get("web").await.unwrap();
+    let mut stale = d.clone();
+    stale.metadata.resource_version = Some("1".into());
+    match deploys.replace("web", &Default::default(), &stale).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"))
+        }
+        other => panic!("expected a 409 Conflict, got {other:?}"),
+    }
+    shutdown.cancel();
+}
