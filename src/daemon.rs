@@ -210,6 +210,17 @@ fn on_apply(
                 start,
                 shutdown.child_token(),
             ));
+        } else if initial && unrecorded_rollout_in_progress(&d, revision, state.as_ref()) {
+            // Deployed while no watchdog was running: still rolling out, so judge it now.
+            info!(namespace = %k.0, deployment = %k.1, revision, "rollout in progress at start-up; watching it");
+            let start = Start::Fresh;
+            entry.session = Some(session::spawn(
+                ctx.clone(),
+                d.clone(),
+                None,
+                start,
+                shutdown.child_token(),
+            ));
         }
         known.insert(k, entry);
         return;
@@ -243,6 +254,24 @@ fn on_apply(
     if let Some(s) = &entry.session {
         let _ = s.updates.send(d);
     }
+}
+
+/// A revision after the first, not yet rolled out, that no watchdog has recorded.
+fn unrecorded_rollout_in_progress(
+    d: &Deployment,
+    revision: i64,
+    state: Option<&RolloutState>,
+) -> bool {
+    let recorded = state.is_some_and(|s| {
+        s.revision >= revision
+            || s.rollback_fingerprint.as_ref().is_some_and(|fp| {
+                d.spec
+                    .as_ref()
+                    .is_some_and(|sp| &rollout::template_fingerprint(&sp.template) == fp)
+            })
+    });
+    let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
+    revision > 1 && !recorded && !paused && rollout::progress(d) != crate::judge::Progress::Complete
 }
 
 /// A watch left open by a previous process, for the Deployment's current revision.

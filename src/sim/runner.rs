@@ -323,6 +323,9 @@ impl Drop for DaemonProcess {
     }
 }
 
+/// How long the daemon may take to sync before the script starts anyway.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Runs one scenario; `moments` receives the timeline as it happens.
 pub async fn run(
     s: &Scenario,
@@ -337,6 +340,12 @@ pub async fn run(
     let _stop = shutdown.clone().drop_guard();
     let sim = Simulation::start(s, config, file, &shutdown).await?;
     let mut daemon = DaemonProcess::start(&sim).map_err(|e| RunError::Start(file.into(), e))?;
+    // The script's clock starts once the daemon has synced, as it would have in a cluster where
+    // the watchdog was running before the deploy.
+    let ready_by = Instant::now() + READY_TIMEOUT;
+    while !daemon.status.ready() && Instant::now() < ready_by {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let started = Instant::now();
     let mut obs = Observer::new(started, moments);
 
@@ -541,8 +550,14 @@ impl Observer {
             self.say(
                 MomentKind::Action,
                 format!(
-                    "{}/{}: rollback patch received by the API server ({})",
-                    c.namespace, c.name, c.user_agent
+                    "{}/{}: template patch received by the API server{}",
+                    c.namespace,
+                    c.name,
+                    if c.user_agent.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (from {})", c.user_agent)
+                    }
                 ),
             );
         }
