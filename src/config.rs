@@ -34,6 +34,9 @@ pub struct Config {
     pub providers: ProvidersConfig,
     pub notify: NotifyConfig,
     pub secrets: SecretFiles,
+    pub version: VersionConfig,
+    pub peak_hours: PeakHoursConfig,
+    pub annotations: AnnotationsConfig,
 }
 
 impl Default for Config {
@@ -48,6 +51,9 @@ impl Default for Config {
             providers: ProvidersConfig::default(),
             notify: NotifyConfig::default(),
             secrets: SecretFiles::default(),
+            version: VersionConfig::default(),
+            peak_hours: PeakHoursConfig::default(),
+            annotations: AnnotationsConfig::default(),
         }
     }
 }
@@ -284,6 +290,88 @@ pub struct SecretFiles {
     pub slack_webhook_url_file: Option<PathBuf>,
 }
 
+/// Where the deployed version comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionSource {
+    /// A pod-template label (`key`), else the first container's image tag.
+    Label,
+    /// The first container's image tag.
+    Image,
+    /// A Deployment annotation (`key`).
+    Annotation,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VersionConfig {
+    pub source: VersionSource,
+    /// The label or annotation that holds the version.
+    pub key: String,
+}
+
+impl Default for VersionConfig {
+    fn default() -> Self {
+        VersionConfig {
+            source: VersionSource::Label,
+            key: "app.kubernetes.io/version".into(),
+        }
+    }
+}
+
+/// Deploy windows to avoid (the runbook's 9–11 am and 2–4 pm ET).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeakHoursConfig {
+    /// IANA time zone the windows are in.
+    pub time_zone: String,
+    pub windows: Vec<PeakWindow>,
+    /// Stricter policy for rollouts that start inside a window.
+    pub failures_before_rollback: Option<NonZeroU32>,
+}
+
+impl Default for PeakHoursConfig {
+    fn default() -> Self {
+        PeakHoursConfig {
+            time_zone: "UTC".into(),
+            windows: Vec::new(),
+            failures_before_rollback: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeakWindow {
+    /// `mon` … `sun`; empty means every day.
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// `HH:MM`, local time in `time_zone`.
+    pub start: String,
+    /// `HH:MM`, after `start`.
+    pub end: String,
+}
+
+/// Per-Deployment overrides through `deploy-watchdog.io/` annotations.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnotationsConfig {
+    /// Honour overrides at all.
+    pub enabled: bool,
+    /// Hosts an annotation's URL may name: exact names or `*.suffix`. A name without dots (a
+    /// Service in the Deployment's namespace) is always allowed; IP literals only when listed.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for AnnotationsConfig {
+    fn default() -> Self {
+        AnnotationsConfig {
+            enabled: true,
+            allowed_hosts: vec!["*.svc".into(), "*.svc.cluster.local".into()],
+        }
+    }
+}
+
 /// A config that cannot be used: names the field and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -455,6 +543,10 @@ impl Config {
                     return Err(bad(field, "must not be empty".into()));
                 }
             }
+        }
+        crate::peak::PeakHours::from_config(&self.peak_hours).map_err(|(f, p)| bad(&f, p))?;
+        if self.version.key.trim().is_empty() && self.version.source != VersionSource::Image {
+            return Err(bad("version.key", "must name a label or annotation".into()));
         }
         url::Url::parse(&self.notify.pagerduty.url).map_err(|e| {
             bad(

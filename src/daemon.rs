@@ -187,10 +187,7 @@ fn on_apply(
         // The controller has not numbered it yet.
         return;
     };
-    let version = d
-        .spec
-        .as_ref()
-        .and_then(|s| rollout::template_version(&s.template));
+    let version = rollout::deployed_version(&d, &ctx.config.version);
     let state = RolloutState::from_deployment(&d);
 
     let Some(entry) = known.get_mut(&k) else {

@@ -82,6 +82,20 @@ impl Probes {
         }
     }
 
+    /// The same HTTP client with another config (a Deployment's overrides).
+    pub fn reconfigured(&self, config: &Config) -> Probes {
+        let prometheus = config
+            .providers
+            .prometheus
+            .clone()
+            .map(|p| prometheus::Prometheus::new(self.client.clone(), p));
+        Probes {
+            client: self.client.clone(),
+            config: config.clone(),
+            prometheus,
+        }
+    }
+
     /// One round: health, smoke checks and providers, concurrently.
     pub async fn round(&self, namespace: &str, name: &str) -> ProbeRound {
         let health = async {

@@ -130,9 +130,6 @@ impl Simulation {
         }
         let cluster = SimCluster::new(behaviours.clone());
         let api = cluster.start(shutdown.child_token()).await.map_err(err)?;
-        for d in &s.deployments {
-            cluster.add_deployment(d);
-        }
         let apps = Apps::new(behaviours.clone(), Arc::new(cluster.clone()));
         let apps_addr = apps.start(shutdown.child_token()).await.map_err(err)?;
         let prometheus = PrometheusSim::new(&apps);
@@ -152,6 +149,37 @@ impl Simulation {
         for check in &mut config.smoke {
             check.url = format!("{app_base}{}", path_of(&check.url));
         }
+        // URL-valued annotations the allow-list accepts go to the simulated app too; refused
+        // ones stay as written, so a scenario can test the refusal.
+        for d in &s.deployments {
+            let mut d = d.clone();
+            for (key, value) in d.annotations.iter_mut() {
+                let (ns, name) = (
+                    d.reference.split('/').next().unwrap_or_default(),
+                    d.reference.rsplit('/').next().unwrap_or_default(),
+                );
+                let allowed = |u: &str| {
+                    crate::overrides::allowed_url(&config.annotations, u, ns, name).is_ok()
+                };
+                if key == "deploy-watchdog.io/health-url" && allowed(value) {
+                    *value = format!("{app_base}{}", path_of(value));
+                } else if key == "deploy-watchdog.io/smoke"
+                    && let Ok(mut checks) =
+                        serde_json::from_str::<Vec<crate::config::SmokeCheck>>(value)
+                    && checks.iter().all(|c| allowed(&c.url))
+                {
+                    for c in &mut checks {
+                        c.url = format!("{app_base}{}", path_of(&c.url));
+                    }
+                    *value = serde_json::to_string(&checks).unwrap_or_default();
+                }
+            }
+            cluster.add_deployment(&d);
+        }
+        config
+            .annotations
+            .allowed_hosts
+            .push(apps_addr.ip().to_string());
         let named = s
             .config
             .as_ref()
