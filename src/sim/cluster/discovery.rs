@@ -29,6 +29,11 @@ impl Resource {
             format!("{}/{}", self.group, self.version)
         }
     }
+    /// True when stored objects are already in this resource's version.
+    pub fn storage_form_is_view(&self) -> bool {
+        !(self.kind == Kind::Event && self.group == "events.k8s.io")
+    }
+
     /// A view of a stored object as this resource's version.
     pub fn view(&self, obj: &Value) -> Value {
         if self.kind == Kind::Event && self.group == "events.k8s.io" {

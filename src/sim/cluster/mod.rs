@@ -260,11 +260,8 @@ impl SimCluster {
         let uid = store::meta_str(&dep, "uid").unwrap_or_default();
         let mut by_version: BTreeMap<String, u32> = BTreeMap::new();
         for rs in st.store.dependents(uid, Kind::ReplicaSet) {
-            for pod in st
-                .store
-                .dependents(store::meta_str(&rs, "uid").unwrap_or_default(), Kind::Pod)
-            {
-                let key = store::key_of(&pod);
+            let rs_uid = store::meta_str(&rs, "uid").unwrap_or_default();
+            for key in st.store.dependent_keys(rs_uid, Kind::Pod) {
                 if let Some(rt) = st.pods.get(&key)
                     && rt.last.as_ref().is_some_and(|s| s.ready)
                 {

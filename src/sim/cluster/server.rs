@@ -308,7 +308,12 @@ fn list(
         .map(|(a, b)| (a.to_string(), b.to_string()));
     let st = shared.lock();
     let rv = st.store.resource_version().to_string();
-    let all = st.store.list(res.kind, ns);
+    let all: Vec<Value> = st
+        .store
+        .list_stored(res.kind, ns, |o| labels.matches_labels(Some(&o.labels)))
+        .iter()
+        .map(|o| o.value())
+        .collect();
     drop(st);
     let mut items: Vec<&Value> = Vec::new();
     let mut cont = None;

@@ -84,9 +84,12 @@ impl State {
                 self.dirty.insert((ns, name.to_string()));
             }
             "ReplicaSet" => {
-                if let Some(rs) = self.store.get(Kind::ReplicaSet, &ns, name)
-                    && let Some(("Deployment", dep, _)) = controller_owner(&rs)
-                {
+                // The ReplicaSet's own owner, read from the store's index fields (no parse).
+                let dep = self
+                    .store
+                    .get_stored(Kind::ReplicaSet, &ns, name)
+                    .and_then(|rs| rs.owner_name.clone());
+                if let Some(dep) = dep {
                     self.dirty.insert((ns, dep.to_string()));
                 }
             }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::Shared;
 use super::discovery::Resource;
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::{Change, EventType, meta_str};
+use super::store::{Change, EventType, Stored};
 use super::table::{Include, table};
 
 /// What a watch request asked for.
@@ -36,12 +36,13 @@ pub struct WatchRequest {
 const BOOKMARK_EVERY: Duration = Duration::from_secs(1);
 
 impl WatchRequest {
-    fn matches(&self, obj: &Value) -> bool {
+    /// Whether an object is in this watch's scope; parses it only for a field selector.
+    fn matches_stored(&self, obj: &Stored) -> bool {
         self.namespace
             .as_deref()
-            .is_none_or(|ns| meta_str(obj, "namespace") == Some(ns))
-            && self.labels.matches(obj)
-            && self.fields.matches(obj)
+            .is_none_or(|ns| *obj.namespace == *ns)
+            && self.labels.matches_labels(Some(&obj.labels))
+            && (self.fields.is_empty() || self.fields.matches(&obj.value()))
     }
 
     /// The event a change shows to this watch, if any (a filtered watch sees an object that
@@ -50,17 +51,25 @@ impl WatchRequest {
         if ch.kind != self.res.kind {
             return None;
         }
-        let now = ch.ty != EventType::Deleted && self.matches(&ch.object);
-        let was = ch.prev.as_deref().is_some_and(|p| self.matches(p));
+        let now = ch.ty != EventType::Deleted && self.matches_stored(&ch.object);
+        let was = ch.prev.as_deref().is_some_and(|p| self.matches_stored(p));
         let ty = match ch.ty {
             EventType::Added if now => EventType::Added,
             EventType::Modified if now && was => EventType::Modified,
             EventType::Modified if now => EventType::Added,
             EventType::Modified if was => EventType::Deleted,
-            EventType::Deleted if self.matches(&ch.object) => EventType::Deleted,
+            EventType::Deleted if self.matches_stored(&ch.object) => EventType::Deleted,
             _ => return None,
         };
-        Some(self.line(ty.as_str(), &ch.object))
+        Some(self.stored_line(ty.as_str(), &ch.object))
+    }
+
+    /// A watch line; the stored text is spliced in as-is when no conversion is needed.
+    fn stored_line(&self, ty: &str, obj: &Stored) -> Bytes {
+        if self.table.is_none() && self.res.storage_form_is_view() {
+            return Bytes::from(format!("{{\"type\":\"{ty}\",\"object\":{}}}\n", obj.json));
+        }
+        self.line(ty, &obj.value())
     }
 
     fn line(&self, ty: &str, obj: &Value) -> Bytes {
@@ -123,10 +132,11 @@ pub fn start(shared: &Arc<Shared>, req: WatchRequest) -> Response {
             },
             None => {
                 let ns = req.namespace.as_deref();
-                for obj in st.store.list(req.res.kind, ns) {
-                    if req.matches(&obj) {
-                        initial.push(req.line("ADDED", &obj));
-                    }
+                for obj in st
+                    .store
+                    .list_stored(req.res.kind, ns, |o| req.matches_stored(o))
+                {
+                    initial.push(req.stored_line("ADDED", &obj));
                 }
                 sub = Some(st.store.subscribe());
             }
