@@ -94,6 +94,7 @@ pub fn sync_deployment(st: &mut State, ns: &str, name: &str, now: Instant) {
     });
     let mut progressing: Option<(&str, String)> = None;
     let mut changed = vec![false; rss.len()];
+    let mut created_new: Option<usize> = None;
 
     if new_idx.is_none() && !paused {
         let rs = new_replicaset(st, &dep, &template, max_rev + 1);
@@ -107,6 +108,7 @@ pub fn sync_deployment(st: &mut State, ns: &str, name: &str, now: Instant) {
         rss.push(rs);
         changed.push(true);
         new_idx = Some(rss.len() - 1);
+        created_new = new_idx;
     } else if let Some(i) = new_idx {
         let rs = &mut rss[i];
         let old_rev = revision(rs);
@@ -145,6 +147,7 @@ pub fn sync_deployment(st: &mut State, ns: &str, name: &str, now: Instant) {
     // Scaling decisions, on spec.replicas of the ReplicaSets.
     let spec = |rs: &Value| int(rs, "/spec/replicas");
     let total_spec: i64 = rss.iter().map(spec).sum();
+    let orig_replicas: Vec<i64> = rss.iter().map(spec).collect();
     match new_idx {
         Some(n) if paused => {
             // Paused: only a plain scale when the new ReplicaSet is the only active one.
@@ -198,11 +201,33 @@ pub fn sync_deployment(st: &mut State, ns: &str, name: &str, now: Instant) {
             changed[i] = true;
         }
     }
-    for (i, rs) in rss.iter().enumerate() {
-        if changed[i] {
-            let stored = st.write(Kind::ReplicaSet, rs.clone());
-            sync_replicaset(st, &stored, name, now);
+    for (i, rs) in rss.iter_mut().enumerate() {
+        if !changed[i] {
+            continue;
         }
+        let (before, after) = (orig_replicas.get(i).copied().unwrap_or(0), spec(rs));
+        if before != after {
+            if created_new != Some(i) {
+                // A spec change of the ReplicaSet: the API server bumps its generation.
+                let generation = int(rs, "/metadata/generation").max(1);
+                rs["metadata"]["generation"] = json!(generation + 1);
+            }
+            if !st.backdate {
+                let rs_name = meta_str(rs, "name").unwrap_or_default();
+                let direction = if after > before { "up" } else { "down" };
+                let involved = json!({"kind": "Deployment", "namespace": ns, "name": name,
+                    "uid": uid, "apiVersion": "apps/v1"});
+                st.record_event(
+                    ns,
+                    involved,
+                    ("Normal", "ScalingReplicaSet", ""),
+                    &format!("Scaled {direction} replica set {rs_name} from {before} to {after}"),
+                    "deployment-controller",
+                );
+            }
+        }
+        let stored = st.write(Kind::ReplicaSet, rs.clone());
+        sync_replicaset(st, &stored, name, now);
     }
     let rss: Vec<Value> = st
         .store

@@ -208,6 +208,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             entry["categories"] = json!(["all"]);
         }
         list.push(entry);
+        if matches!(r.kind, Kind::Deployment | Kind::ReplicaSet) {
+            list.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": true,
+                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+        }
         if r.has_status {
             list.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
                 "kind": r.kind_name, "verbs": ["get", "patch", "update"]}));

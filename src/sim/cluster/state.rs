@@ -123,20 +123,44 @@ impl State {
 
     /// The scheduler's `FailedScheduling` Warning on an unschedulable pod.
     pub fn scheduler_event(&mut self, ns: &str, pod: &str, pod_uid: &str, message: &str) {
+        let involved = json!({"kind": "Pod", "namespace": ns, "name": pod, "uid": pod_uid, "apiVersion": "v1"});
+        self.record_event(
+            ns,
+            involved,
+            ("Warning", "FailedScheduling", "Scheduling"),
+            message,
+            "default-scheduler",
+        );
+    }
+
+    /// Stores a core Event from a simulated component (not counted in `SimCluster::events`).
+    pub fn record_event(
+        &mut self,
+        ns: &str,
+        involved: Value,
+        (ty, reason, action): (&str, &str, &str),
+        message: &str,
+        component: &str,
+    ) {
         let now = now_rfc3339();
+        self.name_seq += 1;
+        let object = involved["name"].as_str().unwrap_or_default().to_string();
         let name = format!(
-            "{pod}.{:x}",
-            super::objects::fnv1a32(format!("{pod}{now}").as_bytes())
+            "{object}.{:016x}",
+            u64::from(super::objects::fnv1a32(
+                format!("{object}/{}", self.name_seq).as_bytes()
+            )) << 24
+                | (self.name_seq & 0xff_ffff)
         );
         let uid = self.store.next_uid();
         let event = json!({
             "kind": "Event", "apiVersion": "v1",
             "metadata": {"name": name, "namespace": ns, "uid": uid, "creationTimestamp": now},
-            "involvedObject": {"kind": "Pod", "namespace": ns, "name": pod, "uid": pod_uid, "apiVersion": "v1"},
-            "reason": "FailedScheduling", "message": message, "type": "Warning",
-            "source": {}, "firstTimestamp": null, "lastTimestamp": null, "count": 1,
-            "eventTime": now_micro(), "reportingComponent": "default-scheduler", "reportingInstance": "default-scheduler-sim",
-            "action": "Scheduling",
+            "involvedObject": involved,
+            "reason": reason, "message": message, "type": ty,
+            "source": {"component": component}, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "reportingComponent": component, "reportingInstance": "", "eventTime": now_micro(),
+            "action": action,
         });
         self.store.put(Kind::Event, event);
     }
