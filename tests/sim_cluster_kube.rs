@@ -520,3 +520,49 @@ async fn api_down_refuses_connections_and_up_restores_them_on_the_same_port() {
     task.abort();
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn streaming_list_watchers_get_the_initial_state_then_changes() {
+    let (sim, client, shutdown) = start(Behaviours::default()).await;
+    sim.add_deployment(&spec("production/app", "v1", 1, true));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "production");
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let task = tokio::spawn(async move {
+        let cfg = watcher::Config::default()
+            .streaming_lists()
+            .labels("app=app");
+        let mut stream = watcher(pods, cfg).boxed();
+        while let Some(ev) = stream.next().await {
+            let entry = match ev {
+                Ok(watcher::Event::InitApply(p)) => format!(
+                    "init-apply {}",
+                    p.metadata.labels.unwrap_or_default()["app.kubernetes.io/version"]
+                ),
+                Ok(watcher::Event::InitDone) => "init-done".into(),
+                Ok(watcher::Event::Apply(p)) => format!(
+                    "apply {}",
+                    p.metadata.labels.unwrap_or_default()["app.kubernetes.io/version"]
+                ),
+                Ok(_) => continue,
+                Err(e) => format!("error {e}"),
+            };
+            log.lock().unwrap().push(entry);
+        }
+    });
+    let has = |s: &str| seen.lock().unwrap().iter().any(|e| e == s);
+    eventually("the initial state", || async {
+        has("init-done").then_some(())
+    })
+    .await;
+    assert!(has("init-apply v1"), "{:?}", seen.lock().unwrap());
+    sim.deploy("production", "app", "v2").unwrap();
+    eventually("new pods", || async { has("apply v2").then_some(()) }).await;
+    assert!(
+        !seen.lock().unwrap().iter().any(|e| e.starts_with("error")),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    task.abort();
+    shutdown.cancel();
+}

@@ -32,7 +32,10 @@ pub fn run_pending(st: &mut State, now: Instant) {
         if *at > now {
             break;
         }
-        if let Some(Reverse((_, key))) = st.timers.pop() {
+        if let Some(Reverse((at, key))) = st.timers.pop() {
+            if st.deadlines.get(&key) == Some(&at) {
+                st.deadlines.remove(&key);
+            }
             st.dirty.insert(key);
         }
     }
@@ -264,6 +267,14 @@ pub fn sync_deployment(st: &mut State, ns: &str, name: &str, now: Instant) {
 
 /// Schedules a resync of a Deployment (its progress deadline).
 pub fn resync_after(st: &mut State, ns: &str, name: &str, now: Instant, after: Duration) {
-    st.timers
-        .push(Reverse((now + after, (ns.to_string(), name.to_string()))));
+    let key = (ns.to_string(), name.to_string());
+    let at = now + after;
+    // One pending deadline per Deployment is enough; an earlier one re-schedules when it fires.
+    match st.deadlines.get(&key) {
+        Some(pending) if *pending > now && *pending <= at => {}
+        _ => {
+            st.deadlines.insert(key.clone(), at);
+            st.timers.push(Reverse((at, key)));
+        }
+    }
 }

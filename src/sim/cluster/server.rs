@@ -238,6 +238,7 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
                     .map_err(|e| ApiError::bad_request(e.to_string()))?,
                 resource_version: req.q("resourceVersion").and_then(|v| v.parse().ok()),
                 bookmarks: req.flag("allowWatchBookmarks"),
+                send_initial: req.flag("sendInitialEvents"),
                 timeout: req
                     .q("timeoutSeconds")
                     .and_then(|v| v.parse().ok())

@@ -22,6 +22,8 @@ pub struct State {
     pub dirty: BTreeSet<Key>,
     /// Deployments to resync at a time (progress deadlines).
     pub timers: BinaryHeap<Reverse<(Instant, Key)>>,
+    /// The pending deadline timer per Deployment (deduplicates `timers`).
+    pub deadlines: HashMap<Key, Instant>,
     /// Pods whose state changes at a time.
     pub pod_timers: BinaryHeap<Reverse<(Instant, Key)>>,
     pub template_changes: Vec<TemplateChange>,
@@ -44,6 +46,7 @@ impl State {
             dirty: BTreeSet::new(),
             timers: BinaryHeap::new(),
             pod_timers: BinaryHeap::new(),
+            deadlines: HashMap::new(),
             template_changes: Vec::new(),
             api_events: Vec::new(),
             counts: BTreeMap::new(),

@@ -28,6 +28,8 @@ pub struct WatchRequest {
     pub fields: FieldSelector,
     pub resource_version: Option<u64>,
     pub bookmarks: bool,
+    /// `sendInitialEvents=true` (a streaming list): the current state, then a bookmark.
+    pub send_initial: bool,
     pub timeout: Option<Duration>,
     pub table: Option<Include>,
 }
@@ -80,9 +82,13 @@ impl WatchRequest {
         event_line(ty, &object)
     }
 
-    fn bookmark(&self, rv: u64) -> Bytes {
-        let object = json!({"kind": self.res.kind_name, "apiVersion": self.res.api_version(),
-            "metadata": {"resourceVersion": rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
+    /// A BOOKMARK; `initial_end` marks the end of the initial events of a streaming list.
+    fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
+        let mut object = json!({"kind": self.res.kind_name, "apiVersion": self.res.api_version(),
+            "metadata": {"resourceVersion": rv.to_string()}});
+        if initial_end {
+            object["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
         event_line("BOOKMARK", &object)
     }
 }
@@ -119,7 +125,10 @@ pub fn start(shared: &Arc<Shared>, req: WatchRequest) -> Response {
     } else {
         let st = shared.lock();
         start_rv = st.store.resource_version();
-        match req.resource_version.filter(|rv| *rv > 0) {
+        let from = req
+            .resource_version
+            .filter(|rv| *rv > 0 && !req.send_initial);
+        match from {
             Some(rv) => match st.store.changes_since(rv) {
                 Some(changes) => {
                     initial.extend(changes.iter().filter_map(|c| req.translate(c)));
@@ -137,6 +146,9 @@ pub fn start(shared: &Arc<Shared>, req: WatchRequest) -> Response {
                     .list_stored(req.res.kind, ns, |o| req.matches_stored(o))
                 {
                     initial.push(req.stored_line("ADDED", &obj));
+                }
+                if req.send_initial {
+                    initial.push(req.bookmark(start_rv, true));
                 }
                 sub = Some(st.store.subscribe());
             }
@@ -182,7 +194,7 @@ pub fn start(shared: &Arc<Shared>, req: WatchRequest) -> Response {
                 },
                 _ = bookmarks.tick(), if req.bookmarks => {
                     // Every change of every kind passes through `sub`, so last_rv is current.
-                    if tx.send(req.bookmark(last_rv)).await.is_err() {
+                    if tx.send(req.bookmark(last_rv, false)).await.is_err() {
                         break;
                     }
                 }
