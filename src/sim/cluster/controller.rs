@@ -18,14 +18,21 @@ use super::rolling::{fenceposts, scale_down_old};
 use super::state::State;
 use super::store::{Kind, meta_str};
 
-/// Processes due timers and dirty Deployments until nothing is left to do.
-pub fn run_pending(st: &mut State, now: Instant) {
+/// How many pod refreshes or Deployment syncs one lock hold may do, so that API requests
+/// are not starved while thousands of Deployments resync.
+const BUDGET: usize = 256;
+
+/// Processes due timers and dirty Deployments, at most [`BUDGET`] of each; returns whether
+/// work is left for another round.
+pub fn run_pending(st: &mut State, now: Instant) -> bool {
+    let mut pods_done = 0;
     while let Some(Reverse((at, _))) = st.pod_timers.peek() {
-        if *at > now {
+        if *at > now || pods_done >= BUDGET {
             break;
         }
         if let Some(Reverse((_, key))) = st.pod_timers.pop() {
             refresh_pod(st, &key.0, &key.1, now);
+            pods_done += 1;
         }
     }
     while let Some(Reverse((at, _))) = st.timers.peek() {
@@ -40,15 +47,19 @@ pub fn run_pending(st: &mut State, now: Instant) {
         }
     }
     // Syncs write objects that make their Deployment dirty again; a quiet sync writes nothing.
-    for _ in 0..16 {
-        let batch = std::mem::take(&mut st.dirty);
-        if batch.is_empty() {
+    let mut synced = 0;
+    while synced < BUDGET {
+        let Some(key) = st.dirty.pop_first() else {
             break;
-        }
-        for (ns, name) in batch {
-            sync_deployment(st, &ns, &name, now);
-        }
+        };
+        sync_deployment(st, &key.0, &key.1, now);
+        synced += 1;
     }
+    !st.dirty.is_empty()
+        || st
+            .pod_timers
+            .peek()
+            .is_some_and(|Reverse((at, _))| *at <= now)
 }
 
 /// When the controller must wake up next.

@@ -276,13 +276,7 @@ impl SimCluster {
 
     /// Every Deployment as (namespace, name).
     pub fn deployments(&self) -> Vec<(String, String)> {
-        self.shared
-            .lock()
-            .store
-            .list(Kind::Deployment, None)
-            .iter()
-            .map(|d| store::key_of(d))
-            .collect()
+        self.shared.lock().store.keys(Kind::Deployment)
     }
 
     /// The version of a Deployment's current pod template.

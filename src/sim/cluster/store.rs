@@ -207,12 +207,12 @@ impl Store {
         }
     }
 
-    /// Objects of `kind`, in one namespace or all, in key order.
-    pub fn list(&self, kind: Kind, ns: Option<&str>) -> Vec<Arc<Value>> {
-        self.list_stored(kind, ns, |_| true)
-            .iter()
-            .map(|s| Arc::new(s.value()))
-            .collect()
+    /// Every key of `kind`, without parsing the objects.
+    pub fn keys(&self, kind: Kind) -> Vec<Key> {
+        self.objects
+            .get(&kind)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Keys of the dependents of kind `kind` of the owner with `uid`, without parsing them.
