@@ -13,11 +13,13 @@ mod discovery;
 mod error;
 mod events;
 mod objects;
+mod openapi;
 pub mod patch;
 mod pods;
 mod replicaset;
 mod revisions;
 mod rolling;
+mod scale;
 pub mod selector;
 mod server;
 mod shared;
@@ -260,11 +262,8 @@ impl SimCluster {
         let uid = store::meta_str(&dep, "uid").unwrap_or_default();
         let mut by_version: BTreeMap<String, u32> = BTreeMap::new();
         for rs in st.store.dependents(uid, Kind::ReplicaSet) {
-            for pod in st
-                .store
-                .dependents(store::meta_str(&rs, "uid").unwrap_or_default(), Kind::Pod)
-            {
-                let key = store::key_of(&pod);
+            let rs_uid = store::meta_str(&rs, "uid").unwrap_or_default();
+            for key in st.store.dependent_keys(rs_uid, Kind::Pod) {
                 if let Some(rt) = st.pods.get(&key)
                     && rt.last.as_ref().is_some_and(|s| s.ready)
                 {
@@ -277,13 +276,7 @@ impl SimCluster {
 
     /// Every Deployment as (namespace, name).
     pub fn deployments(&self) -> Vec<(String, String)> {
-        self.shared
-            .lock()
-            .store
-            .list(Kind::Deployment, None)
-            .iter()
-            .map(|d| store::key_of(d))
-            .collect()
+        self.shared.lock().store.keys(Kind::Deployment)
     }
 
     /// The version of a Deployment's current pod template.

@@ -18,8 +18,9 @@ use super::Shared;
 use super::discovery::{self, Resource};
 use super::error::ApiError;
 use super::patch::{self, PatchType};
+use super::scale::{apply_scale, to_scale};
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::meta_str;
+use super::store::{Kind, meta_str};
 use super::table::{self, Include};
 use super::watch::{self, WatchRequest};
 use super::write::{create, update};
@@ -132,6 +133,12 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
         ["version"] => return ok(discovery::version()),
         ["healthz" | "readyz" | "livez"] => return Ok((StatusCode::OK, "ok").into_response()),
         ["api"] => return ok(discovery::core_versions()),
+        ["openapi", "v3"] => return ok(super::openapi::root()),
+        ["openapi", "v3", gv @ ..] => {
+            return super::openapi::group_version(&gv.join("/"))
+                .map(ok)
+                .unwrap_or_else(|| Err(ApiError::path_not_found()));
+        }
         ["apis"] => return ok(discovery::group_list()),
         ["apis", g] if discovery::is_group(g) => return ok(discovery::group(g)),
         ["api", v] => {
@@ -159,7 +166,8 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
         [] => return Err(ApiError::path_not_found()),
     };
     let res = discovery::find(group, version, plural).ok_or_else(ApiError::path_not_found)?;
-    if sub.is_some_and(|s| s != "status") {
+    let scalable = matches!(res.kind, Kind::Deployment | Kind::ReplicaSet);
+    if sub.is_some_and(|s| s != "status" && !(s == "scale" && scalable)) {
         return Err(ApiError::path_not_found());
     }
     let ns = if res.namespaced {
@@ -214,6 +222,9 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
                 .store
                 .get(res.kind, &ns_str, name)
                 .ok_or_else(|| ApiError::not_found(res.plural, res.group, name))?;
+            if sub == Some("scale") {
+                return Ok(json_response(StatusCode::OK, &to_scale(&obj)));
+            }
             respond(StatusCode::OK, &obj)
         }
         "LIST" => list(shared, &res, ns.as_deref(), req, table)?,
@@ -227,6 +238,7 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
                     .map_err(|e| ApiError::bad_request(e.to_string()))?,
                 resource_version: req.q("resourceVersion").and_then(|v| v.parse().ok()),
                 bookmarks: req.flag("allowWatchBookmarks"),
+                send_initial: req.flag("sendInitialEvents"),
                 timeout: req
                     .q("timeoutSeconds")
                     .and_then(|v| v.parse().ok())
@@ -255,15 +267,34 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
                 .store
                 .get(res.kind, &ns_str, name)
                 .ok_or_else(|| ApiError::not_found(res.plural, res.group, name))?;
+            let base = if sub == Some("scale") {
+                to_scale(&old)
+            } else {
+                res.view(&old)
+            };
             let new = if verb == "UPDATE" {
-                let body: Value = serde_json::from_slice(&req.body)
-                    .map_err(|e| ApiError::bad_request(format!("decoding the body: {e}")))?;
-                res.storage_form(&body)
+                serde_json::from_slice(&req.body)
+                    .map_err(|e| ApiError::bad_request(format!("decoding the body: {e}")))?
             } else {
                 let ty = PatchType::from_content_type(req.header(header::CONTENT_TYPE))?;
-                res.storage_form(&patch::apply(&res.view(&old), ty, &req.body)?)
+                patch::apply(&base, ty, &req.body)?
             };
-            let obj = update(&mut st, &res, &old, new, sub, &ua, req.dry_run())?;
+            if sub == Some("scale") {
+                let new = apply_scale(&old, &new);
+                let obj = update(&mut st, &res, &old, new, None, &ua, req.dry_run())?;
+                drop(st);
+                shared.notify.notify_one();
+                return Ok(json_response(StatusCode::OK, &to_scale(&obj)));
+            }
+            let obj = update(
+                &mut st,
+                &res,
+                &old,
+                res.storage_form(&new),
+                sub,
+                &ua,
+                req.dry_run(),
+            )?;
             respond(StatusCode::OK, &obj)
         }
         "DELETE" => {
@@ -308,7 +339,12 @@ fn list(
         .map(|(a, b)| (a.to_string(), b.to_string()));
     let st = shared.lock();
     let rv = st.store.resource_version().to_string();
-    let all = st.store.list(res.kind, ns);
+    let all: Vec<Value> = st
+        .store
+        .list_stored(res.kind, ns, |o| labels.matches_labels(Some(&o.labels)))
+        .iter()
+        .map(|o| o.value())
+        .collect();
     drop(st);
     let mut items: Vec<&Value> = Vec::new();
     let mut cont = None;
