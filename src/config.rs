@@ -37,6 +37,7 @@ pub struct Config {
     pub version: VersionConfig,
     pub peak_hours: PeakHoursConfig,
     pub annotations: AnnotationsConfig,
+    pub leader_election: LeaderElectionConfig,
 }
 
 impl Default for Config {
@@ -54,6 +55,7 @@ impl Default for Config {
             version: VersionConfig::default(),
             peak_hours: PeakHoursConfig::default(),
             annotations: AnnotationsConfig::default(),
+            leader_election: LeaderElectionConfig::default(),
         }
     }
 }
@@ -372,6 +374,38 @@ impl Default for AnnotationsConfig {
     }
 }
 
+/// Several replicas elect one leader on a Lease; only the leader acts.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaderElectionConfig {
+    pub enabled: bool,
+    /// The Lease's namespace; empty: `$POD_NAMESPACE`, else the service account's namespace.
+    pub namespace: String,
+    pub lease_name: String,
+    /// This replica's name; empty: `$POD_NAME`, else the host name.
+    pub identity: String,
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Duration,
+    #[serde(with = "humantime_serde")]
+    pub renew_deadline: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_period: Duration,
+}
+
+impl Default for LeaderElectionConfig {
+    fn default() -> Self {
+        LeaderElectionConfig {
+            enabled: false,
+            namespace: String::new(),
+            lease_name: "deploy-watchdog".into(),
+            identity: String::new(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
 /// A config that cannot be used: names the field and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -542,6 +576,19 @@ impl Config {
                 if q.trim().is_empty() {
                     return Err(bad(field, "must not be empty".into()));
                 }
+            }
+        }
+        let le = &self.leader_election;
+        if le.enabled {
+            positive("leader_election.retry_period", le.retry_period)?;
+            if le.renew_deadline >= le.lease_duration {
+                return Err(bad(
+                    "leader_election.renew_deadline",
+                    "must be shorter than lease_duration: a leader must stop before another may start".into(),
+                ));
+            }
+            if le.retry_period >= le.renew_deadline {
+                return Err(bad("leader_election.retry_period", "must be shorter than renew_deadline".into()));
             }
         }
         crate::peak::PeakHours::from_config(&self.peak_hours).map_err(|(f, p)| bad(&f, p))?;

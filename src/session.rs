@@ -114,6 +114,7 @@ pub fn spawn(
             reason: None,
             rollback_fingerprint: None,
             settled: false,
+            detail: None,
             window_started_at: None,
         },
     };
@@ -183,6 +184,9 @@ struct Caches {
 
 impl Session {
     async fn run(mut self) {
+        if self.resumed {
+            self.page_again_if_owed();
+        }
         if self.r.state.outcome == Some(Outcome::RolledBack) {
             // Resumed after the rollback was sent: only the verification is left.
             self.verify(self.r.state.rollback_fingerprint.clone()).await;
@@ -441,6 +445,7 @@ impl Session {
         warn!(%reason, message, "degraded: paging");
         self.r.state.outcome = Some(Outcome::Degraded);
         self.r.state.reason = Some(reason);
+        self.r.state.detail = Some(message.to_string());
         self.save_state().await;
         self.page(Severity::Error, reason, Outcome::Degraded, message);
         self.ctx.notifier.post(format!(
@@ -570,13 +575,28 @@ impl Session {
         warn!(%reason, message, "rolling back");
         let mut state = self.r.state.clone();
         let started = Instant::now();
-        let result = rollback::execute(&self.ctx.client, &r.namespace, &r.name, |plan| {
-            state.outcome = Some(Outcome::RolledBack);
-            state.reason = Some(reason);
-            state.rollback_fingerprint = Some(rollout::template_fingerprint(&plan.template));
-            state.annotations()
-        })
-        .await;
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let result = rollback::execute(&self.ctx.client, &r.namespace, &r.name, r.state.revision, |plan| {
+                state = self.r.state.clone();
+                state.outcome = Some(Outcome::RolledBack);
+                state.reason = Some(reason);
+                state.rollback_fingerprint = Some(rollout::template_fingerprint(&plan.template));
+                state.detail = Some(message.to_string());
+                state.annotations()
+            })
+            .await;
+            // A conflict or a failed `test` means the Deployment changed between read and
+            // patch (another instance, a person): read again and decide again, once.
+            let conflict = matches!(
+                &result,
+                Err(rollback::RollbackError::PatchDeployment { source: kube::Error::Api(s), .. }) if s.code == 409 || s.code == 422
+            );
+            if !conflict || attempts > 1 {
+                break result;
+            }
+        };
         match result {
             Ok(plan) => {
                 self.r.state = state;
@@ -604,6 +624,11 @@ impl Session {
                     reason,
                     format!("Rolled back {} to {to}: {message}", r.to()),
                 );
+                self.verify(self.r.state.rollback_fingerprint.clone()).await;
+            }
+            Err(rollback::RollbackError::AlreadyRolledBack { state, .. }) => {
+                info!("this rollout was already rolled back (by a previous leader): verifying it");
+                self.r.state = *state;
                 self.verify(self.r.state.rollback_fingerprint.clone()).await;
             }
             Err(e) => {
@@ -715,6 +740,19 @@ impl Session {
             reason,
             note,
         );
+    }
+
+    /// A page decided before a restart or a leader change may never have reached PagerDuty.
+    fn page_again_if_owed(&self) {
+        let (Some(outcome), Some(detail)) = (self.r.state.outcome, self.r.state.detail.clone()) else { return };
+        let reason = self.r.state.reason.unwrap_or(Reason::None);
+        let severity = match outcome {
+            Outcome::RollbackFailed => Severity::Critical,
+            Outcome::RolledBack | Outcome::WouldRollBack | Outcome::Degraded => Severity::Error,
+            _ => return,
+        };
+        info!(outcome = outcome.as_str(), "re-sending the page of a decision made before a restart");
+        self.page(severity, reason, outcome, &detail);
     }
 
     // ---- records ----

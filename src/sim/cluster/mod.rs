@@ -298,6 +298,11 @@ impl SimCluster {
             .map(|d| (*d).clone())
     }
 
+    /// A Lease as stored (JSON): who leads.
+    pub fn lease_json(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.shared.lock().store.get(Kind::Lease, namespace, name).map(|l| (*l).clone())
+    }
+
     /// Template changes made through the API, in order.
     pub fn template_changes(&self) -> Vec<TemplateChange> {
         self.shared.lock().template_changes.clone()
