@@ -339,43 +339,44 @@ fn list(
         .map(|(a, b)| (a.to_string(), b.to_string()));
     let st = shared.lock();
     let rv = st.store.resource_version().to_string();
-    let all: Vec<Value> = st
-        .store
-        .list_stored(res.kind, ns, |o| labels.matches_labels(Some(&o.labels)))
-        .iter()
-        .map(|o| o.value())
-        .collect();
+    let (items, next) = st.store.page(res.kind, ns, after.as_ref(), limit, |o| {
+        labels.matches_labels(Some(&o.labels)) && (fields.is_empty() || fields.matches(&o.value()))
+    });
     drop(st);
-    let mut items: Vec<&Value> = Vec::new();
-    let mut cont = None;
-    for obj in &all {
-        let key = super::store::key_of(obj);
-        if after.as_ref().is_some_and(|a| key <= *a) || !labels.matches(obj) || !fields.matches(obj)
-        {
-            continue;
-        }
-        if limit.is_some_and(|l| items.len() >= l) {
-            cont = items.last().map(|o| {
-                let (n, name) = super::store::key_of(o);
-                format!("{n}/{name}")
-            });
-            break;
-        }
-        items.push(obj);
-    }
+    let cont = next.map(|(n, name)| format!("{n}/{name}"));
     if let Some(include) = table {
+        let parsed: Vec<Value> = items.iter().map(|o| o.value()).collect();
+        let refs: Vec<&Value> = parsed.iter().collect();
         return Ok(json_response(
             StatusCode::OK,
-            &table::table(res, &items, include, Some(rv), cont),
+            &table::table(res, &refs, include, Some(rv), cont),
         ));
     }
     let mut meta = json!({"resourceVersion": rv});
     if let Some(c) = cont {
         meta["continue"] = json!(c);
     }
-    let items: Vec<Value> = items.iter().map(|o| res.view(o)).collect();
-    Ok(json_response(
+    // The stored JSON text is spliced into the list as-is when no conversion is needed.
+    let mut body = format!(
+        "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{meta},\"items\":[",
+        res.kind_name,
+        res.api_version()
+    );
+    for (i, obj) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        if res.storage_form_is_view() {
+            body.push_str(&obj.json);
+        } else {
+            body.push_str(&res.view(&obj.value()).to_string());
+        }
+    }
+    body.push_str("]}");
+    Ok((
         StatusCode::OK,
-        &json!({"kind": format!("{}List", res.kind_name), "apiVersion": res.api_version(), "metadata": meta, "items": items}),
-    ))
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }

@@ -207,6 +207,43 @@ impl Store {
         }
     }
 
+    /// One page of a list: objects of `kind` after `after` (exclusive) that satisfy `keep`, at
+    /// most `limit`, and the key to continue from when more remain.
+    pub fn page(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+        after: Option<&Key>,
+        limit: Option<usize>,
+        keep: impl Fn(&Stored) -> bool,
+    ) -> (Vec<Arc<Stored>>, Option<Key>) {
+        use std::ops::Bound;
+        let Some(map) = self.objects.get(&kind) else {
+            return (Vec::new(), None);
+        };
+        let start = match (after, ns) {
+            (Some(a), _) => Bound::Excluded(a.clone()),
+            (None, Some(ns)) => Bound::Included((ns.to_string(), String::new())),
+            (None, None) => Bound::Unbounded,
+        };
+        let mut items: Vec<Arc<Stored>> = Vec::new();
+        let mut last: Option<&Key> = None;
+        for (key, obj) in map.range((start, Bound::Unbounded)) {
+            if ns.is_some_and(|ns| key.0 != ns) {
+                break;
+            }
+            if !keep(obj) {
+                continue;
+            }
+            if limit.is_some_and(|l| items.len() >= l) {
+                return (items, last.cloned());
+            }
+            items.push(obj.clone());
+            last = Some(key);
+        }
+        (items, None)
+    }
+
     /// Every key of `kind`, without parsing the objects.
     pub fn keys(&self, kind: Kind) -> Vec<Key> {
         self.objects
