@@ -14,13 +14,13 @@ mod error;
 mod events;
 mod objects;
 mod openapi;
-pub mod patch;
+mod patch;
 mod pods;
 mod replicaset;
 mod revisions;
 mod rolling;
 mod scale;
-pub mod selector;
+mod selector;
 mod server;
 mod shared;
 mod state;
@@ -72,6 +72,7 @@ pub struct SimCluster {
 }
 
 impl SimCluster {
+    /// An empty cluster whose pods follow `behaviours`; serve it with [`SimCluster::start`].
     pub fn new(behaviours: Behaviours) -> Self {
         SimCluster {
             shared: Arc::new(Shared {
@@ -175,10 +176,12 @@ impl SimCluster {
         })
     }
 
+    /// Sets `spec.replicas` (not a new revision).
     pub fn scale(&self, namespace: &str, name: &str, replicas: i32) -> Result<(), SimError> {
         self.modify(namespace, name, |d| d["spec"]["replicas"] = json!(replicas))
     }
 
+    /// Pauses or resumes the rollout (`spec.paused`).
     pub fn set_paused(&self, namespace: &str, name: &str, paused: bool) -> Result<(), SimError> {
         self.modify(namespace, name, |d| {
             if paused {
@@ -201,6 +204,7 @@ impl SimCluster {
         })
     }
 
+    /// Deletes the Deployment and, like the garbage collector, its ReplicaSets and Pods.
     pub fn delete(&self, namespace: &str, name: &str) -> Result<(), SimError> {
         let mut st = self.shared.lock();
         st.delete_cascade(Kind::Deployment, namespace, name)
@@ -208,6 +212,8 @@ impl SimCluster {
             .ok_or_else(|| no_such(namespace, name))
     }
 
+    /// Injects an API fault (see [`ApiState`]); `Up` rebinds the same port after `Down`.
+    /// Must be called from within the Tokio runtime that started the cluster.
     pub fn set_api_state(&self, state: ApiState) {
         let mut api = self.shared.api();
         match state {
@@ -232,6 +238,10 @@ impl SimCluster {
                 let (Some(addr), Some(shutdown)) = (api.addr, api.shutdown.clone()) else {
                     return;
                 };
+                if tokio::runtime::Handle::try_current().is_err() {
+                    tracing::error!("set_api_state(Up) called outside the Tokio runtime");
+                    return;
+                }
                 match server::bind_retrying(addr) {
                     Ok(listener) => {
                         let epoch = shutdown.child_token();

@@ -183,6 +183,7 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
         (&Method::PUT, Some(_)) => "UPDATE",
         (&Method::PATCH, Some(_)) => "PATCH",
         (&Method::DELETE, Some(_)) => "DELETE",
+        (&Method::DELETE, None) => "DELETECOLLECTION",
         _ => return Err(ApiError::method_not_allowed()),
     };
     {
@@ -192,7 +193,7 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
         };
         *shared.lock().counts.entry(counter).or_default() += 1;
     }
-    if res.namespaced && ns.is_none() && verb != "LIST" && verb != "WATCH" {
+    if res.namespaced && ns.is_none() && !matches!(verb, "LIST" | "WATCH" | "DELETECOLLECTION") {
         return Err(ApiError::path_not_found());
     }
     let ns_str = ns.clone().unwrap_or_default();
@@ -308,9 +309,37 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
             let obj = obj.ok_or_else(|| ApiError::not_found(res.plural, res.group, name))?;
             respond(StatusCode::OK, &obj)
         }
+        "DELETECOLLECTION" => {
+            let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or_default())
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or_default())
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let mut st = shared.lock();
+            let (matching, _) = st.store.page(res.kind, ns.as_deref(), None, None, |o| {
+                labels.matches_labels(Some(&o.labels))
+                    && (fields.is_empty() || fields.matches(&o.value()))
+            });
+            let mut deleted = Vec::new();
+            for obj in matching {
+                let (ons, oname) = super::store::key_of(&obj.value());
+                let gone = if req.dry_run() {
+                    st.store.get(res.kind, &ons, &oname)
+                } else {
+                    st.delete_cascade(res.kind, &ons, &oname)
+                };
+                deleted.extend(gone.map(|o| res.view(&o)));
+            }
+            let rv = st.store.resource_version().to_string();
+            let list = json!({"kind": format!("{}List", res.kind_name), "apiVersion": res.api_version(),
+                "metadata": {"resourceVersion": rv}, "items": deleted});
+            json_response(StatusCode::OK, &list)
+        }
         _ => return Err(ApiError::method_not_allowed()),
     };
-    if matches!(verb, "CREATE" | "UPDATE" | "PATCH" | "DELETE") {
+    if matches!(
+        verb,
+        "CREATE" | "UPDATE" | "PATCH" | "DELETE" | "DELETECOLLECTION"
+    ) {
         shared.notify.notify_one();
     }
     Ok(result)
