@@ -3,10 +3,20 @@
 //!
 //! CONTRACT (the runner, the services and the tests rely on exactly these signatures).
 //!
-//! Layout: [`store`] holds objects, resourceVersions and watch history; [`server`] routes the
-//! HTTP API ([`watch`], [`patch`], [`table`], [`discovery`], [`events`]); [`controller`],
-//! [`status`] and [`replicaset`] are the deployment controller; [`pods`] is the simulated
-//! kubelet. Everything mutable sits behind one lock in [`state::State`].
+//! Layout: `store` holds objects, resourceVersions and watch history; `server` routes the
+//! HTTP API (`watch`, `write`, `patch`, `scale`, `table`, `discovery`, `openapi`, `events`);
+//! `controller`, `revisions`, `rolling`, `status` and `replicaset` are the deployment
+//! controller; `pods` is the simulated kubelet. Everything mutable sits behind one lock in
+//! `state::State`; `shared` holds it with the fault switches and runs the controller loop.
+//!
+//! Known differences from a real cluster (none matters to `kubectl get/rollout/scale/apply` or
+//! to kube-rs watchers): deleted pods go away at once (no Terminating grace period); a
+//! `continue` token lists the current state rather than the snapshot of the first page;
+//! several old ReplicaSets with replicas are not scaled proportionally on a scale change
+//! mid-rollout; server-side apply (`application/apply-patch+yaml`) is refused with 415;
+//! OpenAPI v3 only advertises server-side field validation (no schemas, so no
+//! `kubectl explain`; kubectl 1.28 and older need OpenAPI v2 for `apply`); DELETE always
+//! cascades in the background style; no admission, auth or protobuf.
 
 mod controller;
 mod discovery;
