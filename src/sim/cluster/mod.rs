@@ -22,6 +22,8 @@ mod controller;
 mod discovery;
 mod error;
 mod events;
+mod list;
+mod object;
 mod objects;
 mod openapi;
 mod patch;
