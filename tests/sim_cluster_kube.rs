@@ -566,3 +566,125 @@ async fn streaming_list_watchers_get_the_initial_state_then_changes() {
     task.abort();
     shutdown.cancel();
 }
+
+fn waiting_reason(p: &Pod) -> Option<String> {
+    let cs = p
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .clone();
+    cs.state?.waiting?.reason
+}
+
+#[tokio::test]
+async fn image_pull_config_error_slow_start_and_recreate_follow_their_behaviour() {
+    let behaviours = Behaviours::default();
+    let set = |name: &str, b: Behaviour| behaviours.set(AppKey::new("staging", name, "v2"), b);
+    set(
+        "pull",
+        Behaviour {
+            pods: PodMode::ImagePullError,
+            ..Default::default()
+        },
+    );
+    set(
+        "config",
+        Behaviour {
+            pods: PodMode::ConfigError,
+            ..Default::default()
+        },
+    );
+    set(
+        "slow",
+        Behaviour {
+            pods: PodMode::SlowStart,
+            ready_after: Duration::from_millis(800),
+            ..Default::default()
+        },
+    );
+    let (sim, client, shutdown) = start(behaviours.clone()).await;
+    for name in ["pull", "config", "slow", "recreate"] {
+        sim.add_deployment(&spec(&format!("staging/{name}"), "v1", 2, true));
+    }
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "staging");
+    let recreate = json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}});
+    deploys
+        .patch("recreate", &PatchParams::default(), &Patch::Merge(recreate))
+        .await
+        .unwrap();
+    for name in ["pull", "config", "slow", "recreate"] {
+        sim.deploy("staging", name, "v2").unwrap();
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "staging");
+    let v2 = |app: &'static str| {
+        let pods = pods.clone();
+        async move {
+            pods.list(
+                &ListParams::default().labels(&format!("app={app},app.kubernetes.io/version=v2")),
+            )
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        }
+    };
+    eventually("ErrImagePull then ImagePullBackOff", || async {
+        let reasons: Vec<_> = v2("pull").await.iter().filter_map(waiting_reason).collect();
+        reasons
+            .iter()
+            .any(|r| r == "ImagePullBackOff")
+            .then_some(())
+    })
+    .await;
+    let pulled = v2("pull").await;
+    let status = pulled[0].status.clone().unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    eventually("CreateContainerConfigError", || async {
+        let p = v2("config").await;
+        let cs = p
+            .first()?
+            .status
+            .clone()?
+            .container_statuses?
+            .first()?
+            .clone();
+        let w = cs.state?.waiting?;
+        (w.reason.as_deref() == Some("CreateContainerConfigError")).then_some(w.message)
+    })
+    .await
+    .filter(|m| m.contains("configmap \"config-config\" not found"))
+    .expect("the missing ConfigMap named");
+    // Slow start: running but not ready at first, ready after `ready_after`.
+    eventually("slow pods running, not ready", || async {
+        let p = v2("slow").await;
+        p.iter()
+            .any(|p| {
+                let cs = &p
+                    .status
+                    .clone()
+                    .unwrap_or_default()
+                    .container_statuses
+                    .unwrap_or_default();
+                cs.first().is_some_and(|c| {
+                    !c.ready && c.state.as_ref().is_some_and(|s| s.running.is_some())
+                })
+            })
+            .then_some(())
+    })
+    .await;
+    eventually("slow pods ready", || async {
+        (sim.ready_pods_by_version("staging", "slow") == [("v2".to_string(), 2)]).then_some(())
+    })
+    .await;
+    eventually("the Recreate rollout", || async {
+        (sim.ready_pods_by_version("staging", "recreate") == [("v2".to_string(), 2)]).then_some(())
+    })
+    .await;
+    assert_eq!(
+        sim.ready_pods_by_version("staging", "pull"),
+        [("v1".to_string(), 2)],
+        "old pods kept"
+    );
+    shutdown.cancel();
+}

@@ -243,10 +243,14 @@ async fn run_with(bin: PathBuf, check_apply: bool) {
         out.stdout,
         out.stderr
     );
-    let pods = k
-        .ok(&["get", "pods", "-n", "production", "-l", "app=crash"])
-        .await;
-    assert!(pods.contains("CrashLoopBackOff"), "{pods}");
+    // Between back-offs the container runs for a moment: poll for the back-off state.
+    eventually("kubectl to show CrashLoopBackOff", || async {
+        let pods = k
+            .ok(&["get", "pods", "-n", "production", "-l", "app=crash"])
+            .await;
+        pods.contains("CrashLoopBackOff")
+    })
+    .await;
 
     let history = k
         .ok(&["rollout", "history", "deployment/app", "-n", "production"])

@@ -3,24 +3,36 @@
 //!
 //! CONTRACT (the runner, the services and the tests rely on exactly these signatures).
 //!
-//! Layout: [`store`] holds objects, resourceVersions and watch history; [`server`] routes the
-//! HTTP API ([`watch`], [`patch`], [`table`], [`discovery`], [`events`]); [`controller`],
-//! [`status`] and [`replicaset`] are the deployment controller; [`pods`] is the simulated
-//! kubelet. Everything mutable sits behind one lock in [`state::State`].
+//! Layout: `store` holds objects, resourceVersions and watch history; `server` routes the
+//! HTTP API (`watch`, `write`, `patch`, `scale`, `table`, `discovery`, `openapi`, `events`);
+//! `controller`, `revisions`, `rolling`, `status` and `replicaset` are the deployment
+//! controller; `pods` is the simulated kubelet. Everything mutable sits behind one lock in
+//! `state::State`; `shared` holds it with the fault switches and runs the controller loop.
+//!
+//! Known differences from a real cluster (none matters to `kubectl get/rollout/scale/apply` or
+//! to kube-rs watchers): deleted pods go away at once (no Terminating grace period); a
+//! `continue` token lists the current state rather than the snapshot of the first page;
+//! several old ReplicaSets with replicas are not scaled proportionally on a scale change
+//! mid-rollout; server-side apply (`application/apply-patch+yaml`) is refused with 415;
+//! OpenAPI v3 only advertises server-side field validation (no schemas, so no
+//! `kubectl explain`; kubectl 1.28 and older need OpenAPI v2 for `apply`); DELETE always
+//! cascades in the background style; no admission, auth or protobuf.
 
 mod controller;
 mod discovery;
 mod error;
 mod events;
+mod list;
+mod object;
 mod objects;
 mod openapi;
-pub mod patch;
+mod patch;
 mod pods;
 mod replicaset;
 mod revisions;
 mod rolling;
 mod scale;
-pub mod selector;
+mod selector;
 mod server;
 mod shared;
 mod state;
@@ -72,6 +84,7 @@ pub struct SimCluster {
 }
 
 impl SimCluster {
+    /// An empty cluster whose pods follow `behaviours`; serve it with [`SimCluster::start`].
     pub fn new(behaviours: Behaviours) -> Self {
         SimCluster {
             shared: Arc::new(Shared {
@@ -175,10 +188,12 @@ impl SimCluster {
         })
     }
 
+    /// Sets `spec.replicas` (not a new revision).
     pub fn scale(&self, namespace: &str, name: &str, replicas: i32) -> Result<(), SimError> {
         self.modify(namespace, name, |d| d["spec"]["replicas"] = json!(replicas))
     }
 
+    /// Pauses or resumes the rollout (`spec.paused`).
     pub fn set_paused(&self, namespace: &str, name: &str, paused: bool) -> Result<(), SimError> {
         self.modify(namespace, name, |d| {
             if paused {
@@ -201,6 +216,7 @@ impl SimCluster {
         })
     }
 
+    /// Deletes the Deployment and, like the garbage collector, its ReplicaSets and Pods.
     pub fn delete(&self, namespace: &str, name: &str) -> Result<(), SimError> {
         let mut st = self.shared.lock();
         st.delete_cascade(Kind::Deployment, namespace, name)
@@ -208,6 +224,8 @@ impl SimCluster {
             .ok_or_else(|| no_such(namespace, name))
     }
 
+    /// Injects an API fault (see [`ApiState`]); `Up` rebinds the same port after `Down`.
+    /// Must be called from within the Tokio runtime that started the cluster.
     pub fn set_api_state(&self, state: ApiState) {
         let mut api = self.shared.api();
         match state {
@@ -232,6 +250,10 @@ impl SimCluster {
                 let (Some(addr), Some(shutdown)) = (api.addr, api.shutdown.clone()) else {
                     return;
                 };
+                if tokio::runtime::Handle::try_current().is_err() {
+                    tracing::error!("set_api_state(Up) called outside the Tokio runtime");
+                    return;
+                }
                 match server::bind_retrying(addr) {
                     Ok(listener) => {
                         let epoch = shutdown.child_token();

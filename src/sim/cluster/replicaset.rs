@@ -191,5 +191,12 @@ pub fn refresh_pod(st: &mut State, ns: &str, name: &str, now: Instant) {
     }
     let mut updated = (*pod).clone();
     updated["status"] = status;
+    if let Some(rt) = st.pods.get(&key)
+        && rt.last.as_ref().is_some_and(|s| s.scheduled.is_ok())
+        && updated.pointer("/spec/nodeName").is_none()
+    {
+        // Capacity appeared (the behaviour changed): the scheduler binds the pod now.
+        updated["spec"]["nodeName"] = json!(rt.node);
+    }
     st.write(Kind::Pod, updated);
 }

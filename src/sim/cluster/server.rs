@@ -15,8 +15,9 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::discovery::{self, Resource};
+use super::discovery;
 use super::error::ApiError;
+use super::list::list;
 use super::patch::{self, PatchType};
 use super::scale::{apply_scale, to_scale};
 use super::selector::{FieldSelector, LabelSelector};
@@ -56,7 +57,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, epoch: Cancellati
     }
 }
 
-fn json_response(code: StatusCode, body: &Value) -> Response {
+pub fn json_response(code: StatusCode, body: &Value) -> Response {
     (
         code,
         [(header::CONTENT_TYPE, "application/json")],
@@ -73,7 +74,7 @@ fn error_response(e: &ApiError) -> Response {
 }
 
 /// One parsed API request.
-struct Req {
+pub struct Req {
     method: Method,
     query: HashMap<String, String>,
     headers: HeaderMap,
@@ -87,7 +88,7 @@ impl Req {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
     }
-    fn q(&self, k: &str) -> Option<&str> {
+    pub fn q(&self, k: &str) -> Option<&str> {
         self.query.get(k).map(String::as_str)
     }
     fn flag(&self, k: &str) -> bool {
@@ -183,6 +184,7 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
         (&Method::PUT, Some(_)) => "UPDATE",
         (&Method::PATCH, Some(_)) => "PATCH",
         (&Method::DELETE, Some(_)) => "DELETE",
+        (&Method::DELETE, None) => "DELETECOLLECTION",
         _ => return Err(ApiError::method_not_allowed()),
     };
     {
@@ -192,7 +194,7 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
         };
         *shared.lock().counts.entry(counter).or_default() += 1;
     }
-    if res.namespaced && ns.is_none() && verb != "LIST" && verb != "WATCH" {
+    if res.namespaced && ns.is_none() && !matches!(verb, "LIST" | "WATCH" | "DELETECOLLECTION") {
         return Err(ApiError::path_not_found());
     }
     let ns_str = ns.clone().unwrap_or_default();
@@ -308,74 +310,38 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
             let obj = obj.ok_or_else(|| ApiError::not_found(res.plural, res.group, name))?;
             respond(StatusCode::OK, &obj)
         }
+        "DELETECOLLECTION" => {
+            let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or_default())
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or_default())
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let mut st = shared.lock();
+            let (matching, _) = st.store.page(res.kind, ns.as_deref(), None, None, |o| {
+                labels.matches_labels(Some(&o.labels))
+                    && (fields.is_empty() || fields.matches(&o.value()))
+            });
+            let mut deleted = Vec::new();
+            for obj in matching {
+                let (ons, oname) = super::store::key_of(&obj.value());
+                let gone = if req.dry_run() {
+                    st.store.get(res.kind, &ons, &oname)
+                } else {
+                    st.delete_cascade(res.kind, &ons, &oname)
+                };
+                deleted.extend(gone.map(|o| res.view(&o)));
+            }
+            let rv = st.store.resource_version().to_string();
+            let list = json!({"kind": format!("{}List", res.kind_name), "apiVersion": res.api_version(),
+                "metadata": {"resourceVersion": rv}, "items": deleted});
+            json_response(StatusCode::OK, &list)
+        }
         _ => return Err(ApiError::method_not_allowed()),
     };
-    if matches!(verb, "CREATE" | "UPDATE" | "PATCH" | "DELETE") {
+    if matches!(
+        verb,
+        "CREATE" | "UPDATE" | "PATCH" | "DELETE" | "DELETECOLLECTION"
+    ) {
         shared.notify.notify_one();
     }
     Ok(result)
-}
-
-fn list(
-    shared: &Arc<Shared>,
-    res: &Resource,
-    ns: Option<&str>,
-    req: &Req,
-    table: Option<Include>,
-) -> Result<Response, ApiError> {
-    let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or_default())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or_default())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let limit = req
-        .q("limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .filter(|l| *l > 0);
-    // Continue token: "ns/name" of the last item returned; names never contain '/'.
-    let after = req
-        .q("continue")
-        .filter(|c| !c.is_empty())
-        .and_then(|c| c.split_once('/'))
-        .map(|(a, b)| (a.to_string(), b.to_string()));
-    let st = shared.lock();
-    let rv = st.store.resource_version().to_string();
-    let all: Vec<Value> = st
-        .store
-        .list_stored(res.kind, ns, |o| labels.matches_labels(Some(&o.labels)))
-        .iter()
-        .map(|o| o.value())
-        .collect();
-    drop(st);
-    let mut items: Vec<&Value> = Vec::new();
-    let mut cont = None;
-    for obj in &all {
-        let key = super::store::key_of(obj);
-        if after.as_ref().is_some_and(|a| key <= *a) || !labels.matches(obj) || !fields.matches(obj)
-        {
-            continue;
-        }
-        if limit.is_some_and(|l| items.len() >= l) {
-            cont = items.last().map(|o| {
-                let (n, name) = super::store::key_of(o);
-                format!("{n}/{name}")
-            });
-            break;
-        }
-        items.push(obj);
-    }
-    if let Some(include) = table {
-        return Ok(json_response(
-            StatusCode::OK,
-            &table::table(res, &items, include, Some(rv), cont),
-        ));
-    }
-    let mut meta = json!({"resourceVersion": rv});
-    if let Some(c) = cont {
-        meta["continue"] = json!(c);
-    }
-    let items: Vec<Value> = items.iter().map(|o| res.view(o)).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"kind": format!("{}List", res.kind_name), "apiVersion": res.api_version(), "metadata": meta, "items": items}),
-    ))
 }

@@ -46,14 +46,17 @@ impl Shared {
 }
 
 /// The controller loop: wakes on writes, on pod and deadline timers, and resyncs everything
-/// every 30 s like an informer resync.
+/// every 5 min like an informer resync.
+/// Like an informer resync: a safety net only, every change and deadline has its own trigger.
+const RESYNC: Duration = Duration::from_secs(300);
+
 pub async fn run_controller(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut last_resync = Instant::now();
     loop {
         let next = {
             let mut st = shared.lock();
             let now = Instant::now();
-            if now.duration_since(last_resync) > Duration::from_secs(30) {
+            if now.duration_since(last_resync) > RESYNC {
                 last_resync = now;
                 let all = st.store.keys(Kind::Deployment);
                 st.dirty.extend(all);

@@ -178,7 +178,11 @@ impl State {
             let b = self
                 .behaviours
                 .lookup(&rt.namespace, &rt.deployment, &rt.version);
-            if b.pods != rt.mode {
+            let was_scheduled = rt.last.as_ref().is_some_and(|s| s.scheduled.is_ok());
+            // A pod already bound to a node never becomes unschedulable again; only new pods
+            // of the version are.
+            let stays = b.pods == crate::sim::behaviour::PodMode::Pending && was_scheduled;
+            if b.pods != rt.mode && !stays {
                 let restarts = rt.last.as_ref().map_or(0, |s| s.restarts);
                 let became_pending = b.pods == crate::sim::behaviour::PodMode::Pending;
                 if let Some(rt) = self.pods.get_mut(&key) {

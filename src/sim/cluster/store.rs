@@ -9,83 +9,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-/// The kinds of object the simulated API server stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    Deployment,
-    ReplicaSet,
-    Pod,
-    /// Stored in the core `v1` shape; `events.k8s.io/v1` is a converted view.
-    Event,
-    Lease,
-    Namespace,
-}
-
-/// Watch event type on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    Added,
-    Modified,
-    Deleted,
-}
-
-impl EventType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Added => "ADDED",
-            EventType::Modified => "MODIFIED",
-            EventType::Deleted => "DELETED",
-        }
-    }
-}
-
-/// An object as stored: its JSON text, plus the fields selectors read without parsing it.
-#[derive(Debug)]
-pub struct Stored {
-    pub namespace: Box<str>,
-    /// `metadata.labels` (or null).
-    pub labels: Value,
-    /// The controller owner's uid (the dependents index key).
-    pub owner: Option<Box<str>>,
-    /// The controller owner's name (the Deployment of a ReplicaSet, the ReplicaSet of a Pod).
-    pub owner_name: Option<Box<str>>,
-    pub json: Box<str>,
-}
-
-impl Stored {
-    fn new(obj: &Value) -> Self {
-        Stored {
-            namespace: meta_str(obj, "namespace").unwrap_or_default().into(),
-            labels: obj
-                .pointer("/metadata/labels")
-                .cloned()
-                .unwrap_or(Value::Null),
-            owner: controller_owner(obj).map(|(_, _, uid)| uid.into()),
-            owner_name: controller_owner(obj).map(|(_, name, _)| name.into()),
-            json: obj.to_string().into_boxed_str(),
-        }
-    }
-
-    /// The object, parsed.
-    pub fn value(&self) -> Value {
-        // The text was serialized from a Value by this store: it always parses.
-        serde_json::from_str(&self.json).unwrap_or(Value::Null)
-    }
-}
-
-/// One change, as replayed and streamed to watches.
-#[derive(Debug)]
-pub struct Change {
-    pub rv: u64,
-    pub kind: Kind,
-    pub ty: EventType,
-    pub object: Arc<Stored>,
-    /// The object before a change, so a filtered watch can tell "stopped matching" apart.
-    pub prev: Option<Arc<Stored>>,
-}
-
-/// (namespace, name); the namespace is empty for cluster-scoped objects.
-pub type Key = (String, String);
+pub use super::object::{Change, EventType, Key, Kind, Stored, controller_owner, key_of, meta_str};
 
 /// How many changes watches can replay; older resourceVersions get 410 Gone.
 const HISTORY: usize = 10_000;
@@ -106,25 +30,6 @@ impl Default for Store {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Accessors for the metadata fields the store relies on.
-pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata")?.get(field)?.as_str()
-}
-
-/// The uid of the controller owner of `obj`, with the owner's kind and name.
-pub fn controller_owner(obj: &Value) -> Option<(&str, &str, &str)> {
-    let refs = obj.get("metadata")?.get("ownerReferences")?.as_array()?;
-    let owner = refs
-        .iter()
-        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
-        .or_else(|| refs.first())?;
-    Some((
-        owner.get("kind")?.as_str()?,
-        owner.get("name")?.as_str()?,
-        owner.get("uid")?.as_str()?,
-    ))
 }
 
 impl Store {
@@ -205,6 +110,43 @@ impl Store {
                 .collect(),
             None => map.values().filter(|v| keep(v)).cloned().collect(),
         }
+    }
+
+    /// One page of a list: objects of `kind` after `after` (exclusive) that satisfy `keep`, at
+    /// most `limit`, and the key to continue from when more remain.
+    pub fn page(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+        after: Option<&Key>,
+        limit: Option<usize>,
+        keep: impl Fn(&Stored) -> bool,
+    ) -> (Vec<Arc<Stored>>, Option<Key>) {
+        use std::ops::Bound;
+        let Some(map) = self.objects.get(&kind) else {
+            return (Vec::new(), None);
+        };
+        let start = match (after, ns) {
+            (Some(a), _) => Bound::Excluded(a.clone()),
+            (None, Some(ns)) => Bound::Included((ns.to_string(), String::new())),
+            (None, None) => Bound::Unbounded,
+        };
+        let mut items: Vec<Arc<Stored>> = Vec::new();
+        let mut last: Option<&Key> = None;
+        for (key, obj) in map.range((start, Bound::Unbounded)) {
+            if ns.is_some_and(|ns| key.0 != ns) {
+                break;
+            }
+            if !keep(obj) {
+                continue;
+            }
+            if limit.is_some_and(|l| items.len() >= l) {
+                return (items, last.cloned());
+            }
+            items.push(obj.clone());
+            last = Some(key);
+        }
+        (items, None)
     }
 
     /// Every key of `kind`, without parsing the objects.
@@ -357,11 +299,4 @@ impl Store {
         // No receivers is fine: nobody is watching.
         let _ = self.tx.send(change);
     }
-}
-
-pub fn key_of(obj: &Value) -> Key {
-    (
-        meta_str(obj, "namespace").unwrap_or_default().to_string(),
-        meta_str(obj, "name").unwrap_or_default().to_string(),
-    )
 }
