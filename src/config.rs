@@ -588,7 +588,10 @@ impl Config {
                 ));
             }
             if le.retry_period >= le.renew_deadline {
-                return Err(bad("leader_election.retry_period", "must be shorter than renew_deadline".into()));
+                return Err(bad(
+                    "leader_election.retry_period",
+                    "must be shorter than renew_deadline".into(),
+                ));
             }
         }
         crate::peak::PeakHours::from_config(&self.peak_hours).map_err(|(f, p)| bad(&f, p))?;

@@ -91,21 +91,32 @@ pub async fn run(
             retry_period: le.retry_period,
         };
         info!(%identity, lease = %le.lease_name, %namespace, "standing for leader");
-        tokio::spawn(leader::run(Api::namespaced(client.clone(), &namespace), election, leading_tx, shutdown.clone()));
+        tokio::spawn(leader::run(
+            Api::namespaced(client.clone(), &namespace),
+            election,
+            leading_tx,
+            shutdown.clone(),
+        ));
     }
 
     let cfg = watcher::Config::default().labels(&config.watch.selector);
     let apis: Vec<Api<Deployment>> = if config.watch.namespaces.is_empty() {
         vec![Api::all(client.clone())]
     } else {
-        config.watch.namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
+        config
+            .watch
+            .namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
     };
     let watches = apis.len();
-    let mut events = stream::select_all(
-        apis.into_iter()
-            .enumerate()
-            .map(|(i, api)| watcher(api, cfg.clone()).default_backoff().map(move |e| (i, e)).boxed()),
-    );
+    let mut events = stream::select_all(apis.into_iter().enumerate().map(|(i, api)| {
+        watcher(api, cfg.clone())
+            .default_backoff()
+            .map(move |e| (i, e))
+            .boxed()
+    }));
 
     let mut detector = Detector {
         ctx,
@@ -163,7 +174,9 @@ pub async fn run(
                         .known
                         .keys()
                         .filter(|k| {
-                            !seen.contains(*k) && (watches == 1 || config.watch.namespaces.get(watch) == Some(&k.0))
+                            !seen.contains(*k)
+                                && (watches == 1
+                                    || config.watch.namespaces.get(watch) == Some(&k.0))
                         })
                         .cloned()
                         .collect();
@@ -204,7 +217,9 @@ fn lease_namespace(configured: &str) -> String {
     }
     std::env::var("POD_NAMESPACE")
         .ok()
-        .or_else(|| std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "default".into())
@@ -227,7 +242,13 @@ struct Detector {
 
 impl Detector {
     fn spawn(&self, d: Arc<Deployment>, from: Option<String>, start: Start) -> Handle {
-        session::spawn(self.ctx.clone(), d, from, start, self.sessions.child_token())
+        session::spawn(
+            self.ctx.clone(),
+            d,
+            from,
+            start,
+            self.sessions.child_token(),
+        )
     }
 
     fn on_delete(&mut self, k: &(String, String)) {
@@ -240,7 +261,10 @@ impl Detector {
 
     /// Leadership gained: pick up every watch the previous leader left open.
     fn take_over(&mut self) {
-        info!(deployments = self.known.len(), "leading: resuming open watches");
+        info!(
+            deployments = self.known.len(),
+            "leading: resuming open watches"
+        );
         self.leader = true;
         self.sessions = self.shutdown.child_token();
         let entries: Vec<Arc<Deployment>> = self.known.values().map(|k| k.latest.clone()).collect();
@@ -293,17 +317,36 @@ impl Detector {
         if !self.known.contains_key(&k) {
             // First sight: at start-up (resume what a previous process left open) or a
             // Deployment that was just created or opted in (not a rollout).
-            let session = if initial && self.leader { self.first_sight_session(&d) } else { None };
-            self.known.insert(k, Known { revision, version, latest: d, session });
+            let session = if initial && self.leader {
+                self.first_sight_session(&d)
+            } else {
+                None
+            };
+            self.known.insert(
+                k,
+                Known {
+                    revision,
+                    version,
+                    latest: d,
+                    session,
+                },
+            );
             return;
         }
         let leader = self.leader;
-        let Some(entry) = self.known.get_mut(&k) else { return };
+        let Some(entry) = self.known.get_mut(&k) else {
+            return;
+        };
         entry.latest = d.clone();
         if revision > entry.revision {
-            let ours = state.as_ref().and_then(|s| s.rollback_fingerprint.as_ref()).is_some_and(|fp| {
-                d.spec.as_ref().is_some_and(|s| &rollout::template_fingerprint(&s.template) == fp)
-            });
+            let ours = state
+                .as_ref()
+                .and_then(|s| s.rollback_fingerprint.as_ref())
+                .is_some_and(|fp| {
+                    d.spec
+                        .as_ref()
+                        .is_some_and(|s| &rollout::template_fingerprint(&s.template) == fp)
+                });
             entry.revision = revision;
             let from = std::mem::replace(&mut entry.version, version);
             if !ours {
@@ -311,7 +354,13 @@ impl Detector {
                     let _ = old.end.send(Some(EndCause::Superseded));
                 }
                 if leader {
-                    let handle = session::spawn(self.ctx.clone(), d.clone(), from, Start::Fresh, self.sessions.child_token());
+                    let handle = session::spawn(
+                        self.ctx.clone(),
+                        d.clone(),
+                        from,
+                        Start::Fresh,
+                        self.sessions.child_token(),
+                    );
                     if let Some(entry) = self.known.get_mut(&k) {
                         entry.session = Some(handle);
                     }

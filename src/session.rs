@@ -578,14 +578,21 @@ impl Session {
         let mut attempts = 0;
         let result = loop {
             attempts += 1;
-            let result = rollback::execute(&self.ctx.client, &r.namespace, &r.name, r.state.revision, |plan| {
-                state = self.r.state.clone();
-                state.outcome = Some(Outcome::RolledBack);
-                state.reason = Some(reason);
-                state.rollback_fingerprint = Some(rollout::template_fingerprint(&plan.template));
-                state.detail = Some(message.to_string());
-                state.annotations()
-            })
+            let result = rollback::execute(
+                &self.ctx.client,
+                &r.namespace,
+                &r.name,
+                r.state.revision,
+                |plan| {
+                    state = self.r.state.clone();
+                    state.outcome = Some(Outcome::RolledBack);
+                    state.reason = Some(reason);
+                    state.rollback_fingerprint =
+                        Some(rollout::template_fingerprint(&plan.template));
+                    state.detail = Some(message.to_string());
+                    state.annotations()
+                },
+            )
             .await;
             // A conflict or a failed `test` means the Deployment changed between read and
             // patch (another instance, a person): read again and decide again, once.
@@ -744,14 +751,20 @@ impl Session {
 
     /// A page decided before a restart or a leader change may never have reached PagerDuty.
     fn page_again_if_owed(&self) {
-        let (Some(outcome), Some(detail)) = (self.r.state.outcome, self.r.state.detail.clone()) else { return };
+        let (Some(outcome), Some(detail)) = (self.r.state.outcome, self.r.state.detail.clone())
+        else {
+            return;
+        };
         let reason = self.r.state.reason.unwrap_or(Reason::None);
         let severity = match outcome {
             Outcome::RollbackFailed => Severity::Critical,
             Outcome::RolledBack | Outcome::WouldRollBack | Outcome::Degraded => Severity::Error,
             _ => return,
         };
-        info!(outcome = outcome.as_str(), "re-sending the page of a decision made before a restart");
+        info!(
+            outcome = outcome.as_str(),
+            "re-sending the page of a decision made before a restart"
+        );
         self.page(severity, reason, outcome, &detail);
     }
 

@@ -39,11 +39,19 @@ struct Observed {
 
 /// Runs the election until `shutdown`; `leading` says whether this process leads now.
 /// On shutdown a leader releases the Lease so a standby takes over at once.
-pub async fn run(api: Api<Lease>, e: Election, leading: watch::Sender<bool>, shutdown: CancellationToken) {
+pub async fn run(
+    api: Api<Lease>,
+    e: Election,
+    leading: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
     let mut observed = Observed::default();
     let mut last_renew: Option<Instant> = None;
     loop {
-        let attempt = tokio::time::timeout(e.retry_period.max(Duration::from_millis(100)), try_acquire_or_renew(&api, &e, &mut observed));
+        let attempt = tokio::time::timeout(
+            e.retry_period.max(Duration::from_millis(100)),
+            try_acquire_or_renew(&api, &e, &mut observed),
+        );
         let ok = matches!(attempt.await, Ok(Ok(true)));
         let now = Instant::now();
         if ok {
@@ -73,10 +81,18 @@ fn now_micro() -> MicroTime {
 }
 
 /// One attempt: true when this process holds the Lease afterwards.
-async fn try_acquire_or_renew(api: &Api<Lease>, e: &Election, observed: &mut Observed) -> Result<bool, kube::Error> {
+async fn try_acquire_or_renew(
+    api: &Api<Lease>,
+    e: &Election,
+    observed: &mut Observed,
+) -> Result<bool, kube::Error> {
     let Some(mut lease) = api.get_opt(&e.name).await? else {
         let lease = Lease {
-            metadata: ObjectMeta { name: Some(e.name.clone()), namespace: Some(e.namespace.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(e.name.clone()),
+                namespace: Some(e.namespace.clone()),
+                ..Default::default()
+            },
             spec: Some(LeaseSpec {
                 holder_identity: Some(e.identity.clone()),
                 lease_duration_seconds: Some(e.lease_duration.as_secs().max(1) as i32),
@@ -96,9 +112,16 @@ async fn try_acquire_or_renew(api: &Api<Lease>, e: &Election, observed: &mut Obs
     let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
     let renew_time = spec.renew_time.as_ref().map(|t| t.0.to_string());
     if observed.holder != holder || observed.renew_time != renew_time || observed.at.is_none() {
-        *observed = Observed { holder: holder.clone(), renew_time, at: Some(Instant::now()) };
+        *observed = Observed {
+            holder: holder.clone(),
+            renew_time,
+            at: Some(Instant::now()),
+        };
     }
-    let duration = spec.lease_duration_seconds.map(|s| Duration::from_secs(s.max(1) as u64)).unwrap_or(e.lease_duration);
+    let duration = spec
+        .lease_duration_seconds
+        .map(|s| Duration::from_secs(s.max(1) as u64))
+        .unwrap_or(e.lease_duration);
     let mine = holder.as_deref() == Some(e.identity.as_str());
     let expired = observed.at.is_some_and(|at| at.elapsed() > duration);
     if !mine && holder.is_some() && !expired {
@@ -122,15 +145,24 @@ async fn try_acquire_or_renew(api: &Api<Lease>, e: &Election, observed: &mut Obs
 }
 
 async fn release(api: &Api<Lease>, e: &Election) {
-    let Ok(Some(mut lease)) = api.get_opt(&e.name).await else { return };
-    let Some(spec) = lease.spec.as_mut() else { return };
+    let Ok(Some(mut lease)) = api.get_opt(&e.name).await else {
+        return;
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return;
+    };
     if spec.holder_identity.as_deref() != Some(e.identity.as_str()) {
         return;
     }
     spec.holder_identity = None;
     spec.lease_duration_seconds = Some(1);
     spec.renew_time = Some(now_micro());
-    match tokio::time::timeout(Duration::from_secs(2), api.replace(&e.name, &PostParams::default(), &lease)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        api.replace(&e.name, &PostParams::default(), &lease),
+    )
+    .await
+    {
         Ok(Ok(_)) => info!(identity = %e.identity, "lease released"),
         _ => warn!(identity = %e.identity, "lease not released; it will expire"),
     }

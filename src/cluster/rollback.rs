@@ -160,7 +160,12 @@ pub enum RollbackError {
     },
     /// Another instance (a previous leader) already sent this rollout's rollback.
     #[error("deployment {namespace}/{name}: revision {revision} was already rolled back")]
-    AlreadyRolledBack { namespace: String, name: String, revision: i64, state: Box<super::record::RolloutState> },
+    AlreadyRolledBack {
+        namespace: String,
+        name: String,
+        revision: i64,
+        state: Box<super::record::RolloutState>,
+    },
     #[error("{what} of deployment {namespace}/{name}: no answer within {CALL_TIMEOUT:?}")]
     Timeout {
         what: &'static str,
@@ -263,12 +268,22 @@ pub async fn execute(
             })
     })
     .await?;
-    let recorded = deployment.annotations().get(super::record::STATE_ANNOTATION).cloned();
-    if let Some(st) = recorded.as_deref().and_then(|r| serde_json::from_str::<super::record::RolloutState>(r).ok())
+    let recorded = deployment
+        .annotations()
+        .get(super::record::STATE_ANNOTATION)
+        .cloned();
+    if let Some(st) = recorded
+        .as_deref()
+        .and_then(|r| serde_json::from_str::<super::record::RolloutState>(r).ok())
         && st.revision >= revision
         && st.rollback_fingerprint.is_some()
     {
-        return Err(RollbackError::AlreadyRolledBack { namespace: ns, name: n, revision, state: Box::new(st) });
+        return Err(RollbackError::AlreadyRolledBack {
+            namespace: ns,
+            name: n,
+            revision,
+            state: Box::new(st),
+        });
     }
     let plan = plan(&deployment, &list.items).map_err(|refusal| RollbackError::Refused {
         namespace: ns.clone(),
@@ -277,7 +292,12 @@ pub async fn execute(
     })?;
     let mut patch = plan.patch(&state(&plan));
     if let (Some(recorded), serde_json::Value::Array(ops)) = (recorded, &mut patch) {
-        let path = format!("/metadata/annotations/{}", super::record::STATE_ANNOTATION.replace('~', "~0").replace('/', "~1"));
+        let path = format!(
+            "/metadata/annotations/{}",
+            super::record::STATE_ANNOTATION
+                .replace('~', "~0")
+                .replace('/', "~1")
+        );
         ops.insert(0, json!({"op": "test", "path": path, "value": recorded}));
     }
     let patch: json_patch::Patch =

@@ -197,7 +197,11 @@ impl Simulation {
         }
         config.notify.pagerduty.url = format!("http://{pd_addr}");
         if s.watchdogs > 1 {
-            let configured = s.config.as_ref().and_then(|c| c.get("leader_election")).is_some();
+            let configured = s
+                .config
+                .as_ref()
+                .and_then(|c| c.get("leader_election"))
+                .is_some();
             let le = &mut config.leader_election;
             le.enabled = true;
             if le.namespace.is_empty() {
@@ -332,7 +336,8 @@ impl DaemonProcess {
             .enable_all()
             .build()?;
         let status = daemon::Status::default();
-        let (mut config, secrets, status2) = (sim.config.clone(), sim.secrets.clone(), status.clone());
+        let (mut config, secrets, status2) =
+            (sim.config.clone(), sim.secrets.clone(), status.clone());
         config.leader_election.identity = identity.clone();
         let url = sim.api_url.clone();
         runtime.spawn(async move {
@@ -350,7 +355,11 @@ impl DaemonProcess {
                 tracing::error!(error = %e, "daemon stopped");
             }
         });
-        Ok(DaemonProcess { runtime: Some(runtime), status, identity })
+        Ok(DaemonProcess {
+            runtime: Some(runtime),
+            status,
+            identity,
+        })
     }
 
     fn kill(&mut self) {
@@ -374,7 +383,10 @@ struct Replicas {
 
 impl Replicas {
     fn start(sim: &Simulation, n: u32) -> std::io::Result<Replicas> {
-        let mut r = Replicas { daemons: Vec::new(), started: 0 };
+        let mut r = Replicas {
+            daemons: Vec::new(),
+            started: 0,
+        };
         for _ in 0..n {
             r.add(sim)?;
         }
@@ -383,7 +395,10 @@ impl Replicas {
 
     fn add(&mut self, sim: &Simulation) -> std::io::Result<()> {
         self.started += 1;
-        self.daemons.push(DaemonProcess::start(sim, format!("watchdog-{}", self.started))?);
+        self.daemons.push(DaemonProcess::start(
+            sim,
+            format!("watchdog-{}", self.started),
+        )?);
         Ok(())
     }
 
@@ -392,7 +407,10 @@ impl Replicas {
     }
 
     fn in_flight(&self) -> usize {
-        self.daemons.iter().map(|d| d.status.notifications_in_flight()).sum()
+        self.daemons
+            .iter()
+            .map(|d| d.status.notifications_in_flight())
+            .sum()
     }
 
     /// Every replica killed and started again: nothing in memory survives.
@@ -411,8 +429,14 @@ impl Replicas {
         let holder = sim
             .cluster
             .lease_json(&le.namespace, &le.lease_name)
-            .and_then(|l| l.pointer("/spec/holderIdentity").and_then(|h| h.as_str()).map(str::to_string));
-        let Some(holder) = holder else { return Ok(None) };
+            .and_then(|l| {
+                l.pointer("/spec/holderIdentity")
+                    .and_then(|h| h.as_str())
+                    .map(str::to_string)
+            });
+        let Some(holder) = holder else {
+            return Ok(None);
+        };
         let before = self.daemons.len();
         self.daemons.retain(|d| d.identity != holder);
         if self.daemons.len() < before {
@@ -446,12 +470,18 @@ pub async fn run(
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     let sim = Simulation::start(s, config, file, &shutdown).await?;
-    let mut daemon = Replicas::start(&sim, s.watchdogs).map_err(|e| RunError::Start(file.into(), e))?;
+    let mut daemon =
+        Replicas::start(&sim, s.watchdogs).map_err(|e| RunError::Start(file.into(), e))?;
     // The script's clock starts once the daemon has synced, as it would have in a cluster where
     // the watchdog was running before the deploy.
     let ready_by = Instant::now() + READY_TIMEOUT;
-    let lease = (sim.config.leader_election.namespace.clone(), sim.config.leader_election.lease_name.clone());
-    let elected = || !sim.config.leader_election.enabled || sim.cluster.lease_json(&lease.0, &lease.1).is_some();
+    let lease = (
+        sim.config.leader_election.namespace.clone(),
+        sim.config.leader_election.lease_name.clone(),
+    );
+    let elected = || {
+        !sim.config.leader_election.enabled || sim.cluster.lease_json(&lease.0, &lease.1).is_some()
+    };
     while !(daemon.ready() && elected()) && Instant::now() < ready_by {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -475,10 +505,15 @@ pub async fn run(
                 deploys.push((deployment.clone(), version.clone(), now));
             }
             if ev.action == Action::RestartWatchdog {
-                daemon.restart_all(&sim).map_err(|e| RunError::Start(file.into(), e))?;
+                daemon
+                    .restart_all(&sim)
+                    .map_err(|e| RunError::Start(file.into(), e))?;
             }
             if ev.action == Action::KillLeader {
-                match daemon.kill_leader(&sim).map_err(|e| RunError::Start(file.into(), e))? {
+                match daemon
+                    .kill_leader(&sim)
+                    .map_err(|e| RunError::Start(file.into(), e))?
+                {
                     Some(who) => obs.say(MomentKind::Script, format!("killed the leader, {who}")),
                     None => obs.say(MomentKind::Script, "no leader to kill".into()),
                 }

@@ -291,7 +291,10 @@ impl Scenario {
 
     fn validate(&self) -> Result<(), (String, String)> {
         if !(1..=5).contains(&self.watchdogs) {
-            return Err(("watchdogs".into(), format!("{} is not from 1 to 5", self.watchdogs)));
+            return Err((
+                "watchdogs".into(),
+                format!("{} is not from 1 to 5", self.watchdogs),
+            ));
         }
         if self.name.trim().is_empty() {
             return Err(("name".into(), "must not be empty".into()));

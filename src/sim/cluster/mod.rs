@@ -322,7 +322,11 @@ impl SimCluster {
 
     /// A Lease as stored (JSON): who leads.
     pub fn lease_json(&self, namespace: &str, name: &str) -> Option<Value> {
-        self.shared.lock().store.get(Kind::Lease, namespace, name).map(|l| (*l).clone())
+        self.shared
+            .lock()
+            .store
+            .get(Kind::Lease, namespace, name)
+            .map(|l| (*l).clone())
     }
 
     /// Template changes made through the API, in order.
