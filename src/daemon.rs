@@ -396,7 +396,8 @@ fn unrecorded_rollout_in_progress(
 fn resumable(d: &Deployment, revision: i64, state: Option<&RolloutState>) -> Option<Start> {
     let state = state?;
     if state.settled {
-        return None;
+        // Decided, but the page may not have reached PagerDuty before the process stopped.
+        return state.page_owed(d).then(|| Start::Resume(state.clone()));
     }
     match state.outcome {
         None | Some(Outcome::Degraded) if state.revision == revision => {

@@ -2,6 +2,7 @@
 //! judge turns them into verdicts, and the verdicts become actions (rollback, page, notify,
 //! record).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -186,6 +187,9 @@ impl Session {
     async fn run(mut self) {
         if self.resumed {
             self.page_again_if_owed();
+            if self.r.state.settled {
+                return;
+            }
         }
         if self.r.state.outcome == Some(Outcome::RolledBack) {
             // Resumed after the rollback was sent: only the verification is left.
@@ -785,7 +789,7 @@ impl Session {
         } else {
             summary
         };
-        self.ctx.notifier.page(PageEvent {
+        let receipt = self.ctx.notifier.page(PageEvent {
             action: notify::Action::Trigger,
             dedup_key: self.dedup_key(),
             payload: Some(Payload {
@@ -810,6 +814,30 @@ impl Session {
                 }),
             }),
         });
+        if let Some(receipt) = receipt {
+            // Record delivery, so a restarted process knows whether the page is still owed.
+            let recorder = self.ctx.recorder.clone();
+            let (ns, name) = (r.namespace.clone(), r.name.clone());
+            let delivered = BTreeMap::from([(
+                record::PAGE_DELIVERED_ANNOTATION.to_string(),
+                r.state.revision.to_string(),
+            )]);
+            tokio::spawn(
+                async move {
+                    if receipt.await.is_err() {
+                        return;
+                    }
+                    for _ in 0..5 {
+                        match recorder.annotate(&ns, &name, &delivered).await {
+                            Ok(()) => return,
+                            Err(e) => warn!(error = %e, "page delivery not recorded; retrying"),
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+                .in_current_span(),
+            );
+        }
     }
 
     async fn save_state(&self) {

@@ -18,6 +18,8 @@ use crate::judge::Reason;
 pub const STATE_ANNOTATION: &str = "deploy-watchdog.io/state";
 /// The last verdict, for people: `kubectl get deploy -o yaml` shows it.
 pub const VERDICT_ANNOTATION: &str = "deploy-watchdog.io/verdict";
+/// The revision whose page PagerDuty accepted: a page still owed is sent again after a restart.
+pub const PAGE_DELIVERED_ANNOTATION: &str = "deploy-watchdog.io/page-delivered";
 /// Event annotations the scenario runner and tools read.
 pub const EVENT_REVISION: &str = "deploy-watchdog.io/revision";
 pub const EVENT_OUTCOME: &str = "deploy-watchdog.io/outcome";
@@ -84,6 +86,24 @@ pub struct RolloutState {
 }
 
 impl RolloutState {
+    /// Whether this rollout's outcome calls for a page that PagerDuty has not yet accepted.
+    pub fn page_owed(&self, d: &Deployment) -> bool {
+        let pages = matches!(
+            self.outcome,
+            Some(
+                Outcome::RolledBack
+                    | Outcome::RollbackFailed
+                    | Outcome::WouldRollBack
+                    | Outcome::Degraded
+            )
+        ) && self.detail.is_some();
+        let delivered = d
+            .annotations()
+            .get(PAGE_DELIVERED_ANNOTATION)
+            .and_then(|r| r.parse::<i64>().ok());
+        pages && delivered != Some(self.revision)
+    }
+
     pub fn from_deployment(d: &Deployment) -> Option<RolloutState> {
         serde_json::from_str(d.annotations().get(STATE_ANNOTATION)?).ok()
     }

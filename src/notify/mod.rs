@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Secrets};
@@ -18,14 +18,17 @@ pub use pagerduty::{Action, PageEvent, Payload, Severity};
 /// Slack asks incoming webhooks for at most one message a second.
 const SLACK_SPACING: Duration = Duration::from_secs(1);
 const SLACK_ATTEMPTS: u32 = 20;
+/// Messages waiting for Slack at most.
+const SLACK_QUEUE: usize = 1000;
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Handle to the sinks' queues. Cheap to clone.
 #[derive(Clone)]
 pub struct Notifier {
-    pages: Option<mpsc::UnboundedSender<PageEvent>>,
-    posts: Option<mpsc::UnboundedSender<String>>,
+    /// Unbounded on purpose: a page is never dropped, and there are at most a few per rollout.
+    pages: Option<mpsc::UnboundedSender<(PageEvent, oneshot::Sender<()>)>>,
+    posts: Option<mpsc::Sender<String>>,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -54,7 +57,7 @@ impl Notifier {
         let posts = match (&secrets.slack_webhook_url, config.notify.slack.enabled) {
             (Some(url), true) => {
                 let slack = slack::Slack::new(client, url.clone(), config.notify.slack.timeout);
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, rx) = mpsc::channel(SLACK_QUEUE);
                 tokio::spawn(slack_worker(slack, rx, in_flight.clone(), shutdown));
                 Some(tx)
             }
@@ -80,22 +83,30 @@ impl Notifier {
         self.pages.is_some()
     }
 
-    /// Queues a PagerDuty event.
-    pub fn page(&self, event: PageEvent) {
-        if let Some(tx) = &self.pages {
-            self.in_flight.fetch_add(1, Ordering::SeqCst);
-            if tx.send(event).is_err() {
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            }
+    /// Queues a PagerDuty event; the receiver resolves once PagerDuty has accepted it.
+    pub fn page(&self, event: PageEvent) -> Option<oneshot::Receiver<()>> {
+        let tx = self.pages.as_ref()?;
+        let (done, receipt) = oneshot::channel();
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if tx.send((event, done)).is_err() {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return None;
         }
+        Some(receipt)
     }
 
-    /// Queues a Slack message.
+    /// Queues a Slack message; when Slack has been down long enough to fill the queue, the
+    /// new message is dropped with an error log (pages carry what matters).
     pub fn post(&self, text: String) {
         if let Some(tx) = &self.posts {
             self.in_flight.fetch_add(1, Ordering::SeqCst);
-            if tx.send(text).is_err() {
+            if let Err(e) = tx.try_send(text) {
                 self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                tracing::error!(
+                    queue = SLACK_QUEUE,
+                    full = matches!(e, mpsc::error::TrySendError::Full(_)),
+                    "Slack message dropped: the queue is full"
+                );
             }
         }
     }
@@ -112,12 +123,12 @@ fn next_backoff(d: Duration) -> Duration {
 
 async fn page_worker(
     pd: pagerduty::PagerDuty,
-    mut rx: mpsc::UnboundedReceiver<PageEvent>,
+    mut rx: mpsc::UnboundedReceiver<(PageEvent, oneshot::Sender<()>)>,
     in_flight: Arc<AtomicUsize>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let event = tokio::select! {
+        let (event, done) = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
             e = rx.recv() => match e { Some(e) => e, None => return },
@@ -127,6 +138,7 @@ async fn page_worker(
             match pd.send(&event).await {
                 Ok(()) => {
                     tracing::info!(dedup_key = %event.dedup_key, action = ?event.action, "page delivered");
+                    let _ = done.send(());
                     break;
                 }
                 Err(pagerduty::SendError::Rejected(e)) => {
@@ -150,7 +162,7 @@ async fn page_worker(
 
 async fn slack_worker(
     slack: slack::Slack,
-    mut rx: mpsc::UnboundedReceiver<String>,
+    mut rx: mpsc::Receiver<String>,
     in_flight: Arc<AtomicUsize>,
     shutdown: CancellationToken,
 ) {
