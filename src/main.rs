@@ -67,12 +67,12 @@ fn main() -> ExitCode {
             Command::CheckConfig { file } => deploy_watchdog::cli::check_config(&file),
             #[cfg(feature = "sim")]
             Command::Simulate(args) => {
-                deploy_watchdog::telemetry::init(cli.log_format, "error");
+                deploy_watchdog::telemetry::init(cli.log_format, "error,kube_client=off");
                 deploy_watchdog::sim::cli::simulate(args).await
             }
             #[cfg(feature = "sim")]
             Command::Demo => {
-                deploy_watchdog::telemetry::init(cli.log_format, "error");
+                deploy_watchdog::telemetry::init(cli.log_format, "error,kube_client=off");
                 deploy_watchdog::sim::cli::demo().await
             }
         }
