@@ -18,6 +18,7 @@ mod pods;
 mod replicaset;
 mod revisions;
 mod rolling;
+mod scale;
 pub mod selector;
 mod server;
 mod shared;
@@ -77,6 +78,7 @@ impl SimCluster {
                 notify: Notify::new(),
                 api: Mutex::new(ApiControl::default()),
                 expire_next: AtomicBool::new(false),
+                controller_stopped: AtomicBool::new(false),
             }),
         }
     }
@@ -243,6 +245,16 @@ impl SimCluster {
                 }
             }
         }
+    }
+
+    /// Stops or restarts the deployment controller, as when kube-controller-manager is down:
+    /// the API keeps serving and storing writes, and nothing is reconciled (no new ReplicaSet,
+    /// no revision, no status) until it runs again.
+    pub fn set_controller_running(&self, running: bool) {
+        self.shared
+            .controller_stopped
+            .store(!running, Ordering::SeqCst);
+        self.shared.notify.notify_one();
     }
 
     /// Re-evaluates pods after a behaviour changed.

@@ -18,7 +18,9 @@ use super::Shared;
 use super::discovery::{self, Resource};
 use super::error::ApiError;
 use super::patch::{self, PatchType};
+use super::scale::{self, ScaleRequest};
 use super::selector::{FieldSelector, LabelSelector};
+use super::store::Kind;
 use super::store::meta_str;
 use super::table::{self, Include};
 use super::watch::{self, WatchRequest};
@@ -159,6 +161,29 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
         [] => return Err(ApiError::path_not_found()),
     };
     let res = discovery::find(group, version, plural).ok_or_else(ApiError::path_not_found)?;
+    if sub == Some("scale") && matches!(res.kind, Kind::Deployment | Kind::ReplicaSet) {
+        let (Some(ns), Some(name)) = (ns, name) else {
+            return Err(ApiError::path_not_found());
+        };
+        let verb = req.method.as_str().to_string();
+        *shared
+            .lock()
+            .counts
+            .entry(format!("{verb} {}/scale", res.plural))
+            .or_default() += 1;
+        let request = ScaleRequest {
+            method: &req.method,
+            content_type: req.header(header::CONTENT_TYPE),
+            body: &req.body,
+            user_agent: req.header(header::USER_AGENT),
+            dry_run: req.dry_run(),
+        };
+        let answer = scale::serve(&mut shared.lock(), &res, ns, name, &request)?;
+        if req.method != Method::GET {
+            shared.notify.notify_one();
+        }
+        return Ok(json_response(StatusCode::OK, &answer));
+    }
     if sub.is_some_and(|s| s != "status") {
         return Err(ApiError::path_not_found());
     }

@@ -34,6 +34,9 @@ pub struct Shared {
     pub api: Mutex<ApiControl>,
     /// The next watch request gets 410 Gone.
     pub expire_next: AtomicBool,
+    /// The deployment controller is stopped (kube-controller-manager down): writes are stored
+    /// but nothing reconciles them until it runs again.
+    pub controller_stopped: AtomicBool,
 }
 
 impl Shared {
@@ -63,8 +66,15 @@ pub async fn run_controller(shared: Arc<Shared>, shutdown: CancellationToken) {
                     .collect();
                 st.dirty.extend(all);
             }
-            controller::run_pending(&mut st, now);
-            controller::next_wakeup(&st)
+            if shared
+                .controller_stopped
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                None
+            } else {
+                controller::run_pending(&mut st, now);
+                controller::next_wakeup(&st)
+            }
         };
         let sleep = next
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
