@@ -210,13 +210,9 @@ async fn with_real_prometheus(
     report
 }
 
-async fn compare(bin: &Path, s: Scenario, stop_after: Option<Duration>) {
-    let (simulated, real) = tokio::join!(
-        with_simulated_api(&s),
-        with_real_prometheus(bin, &s, stop_after)
-    );
-    println!("{}: simulated API: {:?}", s.name, verdicts(&simulated));
-    println!("{}: real Prometheus: {:?}", s.name, verdicts(&real));
+fn compare(s: &Scenario, simulated: &ScenarioReport, real: &ScenarioReport) {
+    println!("{}: simulated API: {:?}", s.name, verdicts(simulated));
+    println!("{}: real Prometheus: {:?}", s.name, verdicts(real));
     assert!(
         simulated.ok,
         "{}: with the simulated query API: {:?}",
@@ -227,7 +223,7 @@ async fn compare(bin: &Path, s: Scenario, stop_after: Option<Duration>) {
         "{}: with a real Prometheus: {:?}",
         s.name, real.failures
     );
-    assert_eq!(verdicts(&simulated), verdicts(&real), "{}", s.name);
+    assert_eq!(verdicts(simulated), verdicts(real), "{}", s.name);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -323,9 +319,18 @@ async fn verdicts_match_the_simulated_query_api() {
         "  - {at: 6s, provider: {name: prometheus, state: down}}",
         "{outcome: degraded, reason: provider_blind, final_version: v1.2.3, pages: 1}",
     );
-    tokio::join!(
-        compare(&bin, bad, None),
-        compare(&bin, good, None),
-        compare(&bin, stopped, Some(Duration::from_secs(6))),
+    // The simulated runs first, then the real ones: each set runs concurrently.
+    let simulated = tokio::join!(
+        with_simulated_api(&bad),
+        with_simulated_api(&good),
+        with_simulated_api(&stopped),
     );
+    let real = tokio::join!(
+        with_real_prometheus(&bin, &bad, None),
+        with_real_prometheus(&bin, &good, None),
+        with_real_prometheus(&bin, &stopped, Some(Duration::from_secs(6))),
+    );
+    compare(&bad, &simulated.0, &real.0);
+    compare(&good, &simulated.1, &real.1);
+    compare(&stopped, &simulated.2, &real.2);
 }
