@@ -242,10 +242,13 @@ async fn run_with(bin: PathBuf) {
         out.stdout,
         out.stderr
     );
-    let pods = k
-        .ok(&["get", "pods", "-n", "production", "-l", "app=crash"])
-        .await;
-    assert!(pods.contains("CrashLoopBackOff"), "{pods}");
+    // A crash-looping container shows Running between restarts: poll for the back-off.
+    eventually("a pod in CrashLoopBackOff", || async {
+        k.ok(&["get", "pods", "-n", "production", "-l", "app=crash"])
+            .await
+            .contains("CrashLoopBackOff")
+    })
+    .await;
 
     let history = k
         .ok(&["rollout", "history", "deployment/app", "-n", "production"])
