@@ -44,12 +44,14 @@ pub struct RollbackPlan {
 pub enum Refusal {
     #[error("no rollout history found for deployment {0:?}")]
     NoHistory(String),
+    /// kubectl's words, which name no deployment (checked against kubectl 1.28 and 1.32).
     #[error(
-        "you cannot rollback a paused deployment; resume it first with 'kubectl rollout resume deployment/{0}' and try again"
+        "you cannot rollback a paused deployment; resume it first with 'kubectl rollout resume' and try again"
     )]
     Paused(String),
-    /// kubectl prints "skipped rollback (current template already matches revision N)".
-    #[error("skipped rollback (current template already matches revision {0})")]
+    /// Holds the matching revision. The message is kubectl's, which names the requested
+    /// `--to-revision`: 0 for a plain `rollout undo`.
+    #[error("skipped rollback (current template already matches revision 0)")]
     AlreadyMatches(i64),
 }
 

@@ -115,6 +115,8 @@ pub struct Simulation {
     pub config: Config,
     pub secrets: Secrets,
     pub api_url: String,
+    /// Where the simulated apps answer (`/metrics` included), for a real Prometheus to scrape.
+    pub apps_addr: std::net::SocketAddr,
 }
 
 impl Simulation {
@@ -231,6 +233,7 @@ impl Simulation {
             config,
             secrets,
             api_url: format!("http://{api}"),
+            apps_addr,
         })
     }
 
@@ -464,14 +467,26 @@ pub async fn run(
     moments: Option<mpsc::UnboundedSender<Moment>>,
 ) -> Result<ScenarioReport, RunError> {
     let config = daemon_config(s, file)?;
-    let duration = s
-        .duration
-        .unwrap_or(config.watch.rollout_timeout + config.watch.window + Duration::from_secs(5));
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     let sim = Simulation::start(s, config, file, &shutdown).await?;
+    run_in(&sim, s, file, moments).await
+}
+
+/// Runs one scenario in a simulation already started, with whatever its `config` now says
+/// (e.g. a real Prometheus in place of the simulated query API).
+pub async fn run_in(
+    sim: &Simulation,
+    s: &Scenario,
+    file: &str,
+    moments: Option<mpsc::UnboundedSender<Moment>>,
+) -> Result<ScenarioReport, RunError> {
+    let config = &sim.config;
+    let duration = s
+        .duration
+        .unwrap_or(config.watch.rollout_timeout + config.watch.window + Duration::from_secs(5));
     let mut daemon =
-        Replicas::start(&sim, s.watchdogs).map_err(|e| RunError::Start(file.into(), e))?;
+        Replicas::start(sim, s.watchdogs).map_err(|e| RunError::Start(file.into(), e))?;
     // The script's clock starts once the daemon has synced, as it would have in a cluster where
     // the watchdog was running before the deploy.
     let ready_by = Instant::now() + READY_TIMEOUT;
@@ -506,12 +521,12 @@ pub async fn run(
             }
             if ev.action == Action::RestartWatchdog {
                 daemon
-                    .restart_all(&sim)
+                    .restart_all(sim)
                     .map_err(|e| RunError::Start(file.into(), e))?;
             }
             if ev.action == Action::KillLeader {
                 match daemon
-                    .kill_leader(&sim)
+                    .kill_leader(sim)
                     .map_err(|e| RunError::Start(file.into(), e))?
                 {
                     Some(who) => obs.say(MomentKind::Script, format!("killed the leader, {who}")),
@@ -521,7 +536,7 @@ pub async fn run(
             obs.say(MomentKind::Script, describe(&ev.action));
             next += 1;
         }
-        obs.collect(&sim);
+        obs.collect(sim);
         let elapsed = now - started;
         if elapsed >= duration {
             break;
@@ -546,11 +561,11 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    obs.collect(&sim);
+    obs.collect(sim);
     let duration_ms = started.elapsed().as_millis() as u64;
     daemon.kill_all();
-    let rollouts = obs.finish(&sim, &deploys);
-    let failures = check(s, &rollouts, &sim);
+    let rollouts = obs.finish(sim, &deploys);
+    let failures = check(s, &rollouts, sim);
     for f in &failures {
         obs.say(MomentKind::Expectation { met: false }, f.clone());
     }

@@ -216,6 +216,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             list.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
                 "kind": r.kind_name, "verbs": ["get", "patch", "update"]}));
         }
+        if matches!(r.kind, Kind::Deployment | Kind::ReplicaSet) {
+            list.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced,
+                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+        }
     }
     let gv = if group.is_empty() {
         version.to_string()

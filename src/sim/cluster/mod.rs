@@ -32,7 +32,7 @@ mod replicaset;
 mod revisions;
 mod rolling;
 mod scale;
-mod selector;
+pub mod selector;
 mod server;
 mod shared;
 mod state;
@@ -92,6 +92,7 @@ impl SimCluster {
                 notify: Notify::new(),
                 api: Mutex::new(ApiControl::default()),
                 expire_next: AtomicBool::new(false),
+                controller_stopped: AtomicBool::new(false),
             }),
         }
     }
@@ -267,6 +268,16 @@ impl SimCluster {
                 }
             }
         }
+    }
+
+    /// Stops or restarts the deployment controller, as when kube-controller-manager is down:
+    /// the API keeps serving and storing writes, and nothing is reconciled (no new ReplicaSet,
+    /// no revision, no status) until it runs again.
+    pub fn set_controller_running(&self, running: bool) {
+        self.shared
+            .controller_stopped
+            .store(!running, Ordering::SeqCst);
+        self.shared.notify.notify_one();
     }
 
     /// Re-evaluates pods after a behaviour changed.

@@ -34,6 +34,9 @@ pub struct Shared {
     pub api: Mutex<ApiControl>,
     /// The next watch request gets 410 Gone.
     pub expire_next: AtomicBool,
+    /// The deployment controller is stopped (kube-controller-manager down): writes are stored
+    /// but nothing reconciles them until it runs again.
+    pub controller_stopped: AtomicBool,
 }
 
 impl Shared {
@@ -61,7 +64,12 @@ pub async fn run_controller(shared: Arc<Shared>, shutdown: CancellationToken) {
                 let all = st.store.keys(Kind::Deployment);
                 st.dirty.extend(all);
             }
-            if controller::run_pending(&mut st, now) {
+            if shared
+                .controller_stopped
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                None
+            } else if controller::run_pending(&mut st, now) {
                 Some(now)
             } else {
                 controller::next_wakeup(&st)

@@ -1,0 +1,336 @@
+//! The Prometheus provider against a real Prometheus server (Debian package `prometheus`)
+//! scraping the simulated apps' `/metrics` every second: its default queries return the counts
+//! the apps served, and every scenario ends with the same verdict as with the simulated query
+//! API. `./scripts/check` installs Prometheus when it is missing and sets
+//! `DEPLOY_WATCHDOG_REQUIRE_PEERS=1`, so there a missing binary fails instead of skipping.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use deploy_watchdog::config::PrometheusConfig;
+use deploy_watchdog::judge::ProviderSample;
+use deploy_watchdog::probes::prometheus::Prometheus;
+use deploy_watchdog::sim::runner::{self, ScenarioReport, Simulation};
+use deploy_watchdog::sim::scenario::Scenario;
+use tokio_util::sync::CancellationToken;
+
+fn prometheus_binary() -> Option<PathBuf> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("command -v prometheus")
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !path.is_empty() {
+        return Some(PathBuf::from(path));
+    }
+    assert!(
+        !std::env::var("DEPLOY_WATCHDOG_REQUIRE_PEERS").is_ok_and(|v| v != "0"),
+        "prometheus is not installed (apt-get install prometheus), and DEPLOY_WATCHDOG_REQUIRE_PEERS is set"
+    );
+    println!("SKIPPED: prometheus is not on PATH (apt-get install prometheus)");
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Prometheus server of our own on a loopback port, scraping `target` every second; killed
+/// on drop. The distribution's own service (if any, on :9090) is not used.
+struct RealPrometheus {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RealPrometheus {
+    fn start(bin: &Path, target: SocketAddr) -> RealPrometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: simulated-apps\n    metrics_path: /metrics\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        RealPrometheus {
+            child,
+            url: format!("http://{addr}"),
+            _dir: dir,
+        }
+    }
+
+    /// Waits until the server answers and has scraped the apps at least `samples` times.
+    async fn wait_for_samples(&mut self, samples: usize) {
+        let client = deploy_watchdog::probes::http_client();
+        let query = "count_over_time(up{job=\"simulated-apps\"}[1m])";
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "prometheus exited early"
+            );
+            let answer = client
+                .get(format!("{}/api/v1/query", self.url))
+                .query(&[("query", query)])
+                .send()
+                .await;
+            if let Ok(r) = answer
+                && let Ok(v) = r.json::<serde_json::Value>().await
+                && let Some(n) = v
+                    .pointer("/data/result/0/value/1")
+                    .and_then(|n| n.as_str())
+                    .and_then(|n| n.parse::<f64>().ok())
+                && n as usize >= samples
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "prometheus at {} never scraped the simulated apps",
+                self.url
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RealPrometheus {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A scenario with windows long enough for 1 s scrapes: a 5 s sample holds ~5 scrapes, the
+/// two `increase()` needs and more.
+fn scenario(name: &str, new_error_ratio: f64, script_extra: &str, expect: &str) -> Scenario {
+    let yaml = format!(
+        r#"
+name: {name}
+duration: 60s
+config:
+  mode: enforce
+  watch: {{window: 20s, interval: 250ms, rollout_timeout: 10s, pending_timeout: 5s}}
+  judge: {{error_rate_threshold: 0.01, min_requests: 20, sample_window: 5s, failures_before_rollback: 3, inconclusive_limit: 8}}
+deployments:
+  - {{ref: production/app, replicas: 3, version: v1.2.2}}
+apps:
+  production/app@v1.2.2: {{pods: running, rps: 200, error_ratio: 0.001}}
+  production/app@v1.2.3: {{pods: running, rps: 200, error_ratio: {new_error_ratio}}}
+script:
+  - {{at: 1s, deploy: {{deployment: production/app, version: v1.2.3}}}}
+{script_extra}
+expect:
+  production/app: {expect}
+"#
+    );
+    Scenario::parse(&yaml, &format!("{name}.yaml")).unwrap()
+}
+
+/// The outcome of each rollout, as compared between the two runs.
+fn verdicts(r: &ScenarioReport) -> Vec<(String, String, Option<String>, Option<String>)> {
+    r.rollouts
+        .iter()
+        .map(|ro| {
+            (
+                ro.deployment.clone(),
+                ro.outcome.clone(),
+                ro.reason.clone(),
+                ro.final_version.clone(),
+            )
+        })
+        .collect()
+}
+
+async fn with_simulated_api(s: &Scenario) -> ScenarioReport {
+    runner::run(s, &format!("{}.yaml", s.name), None)
+        .await
+        .unwrap()
+}
+
+/// Runs `s` with the daemon's Prometheus URL at a real server scraping the simulation;
+/// `stop_after` kills that server that long into the run.
+async fn with_real_prometheus(
+    bin: &Path,
+    s: &Scenario,
+    stop_after: Option<Duration>,
+) -> ScenarioReport {
+    let file = format!("{}.yaml", s.name);
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let config = runner::daemon_config(s, &file).unwrap();
+    let mut sim = Simulation::start(s, config, &file, &shutdown)
+        .await
+        .unwrap();
+    let mut prometheus = RealPrometheus::start(bin, sim.apps_addr);
+    // Enough history before the deploy that every sample window is full.
+    prometheus.wait_for_samples(6).await;
+    sim.config.providers.prometheus.as_mut().unwrap().url = prometheus.url.clone();
+    let report = match stop_after {
+        None => runner::run_in(&sim, s, &file, None).await.unwrap(),
+        Some(after) => {
+            let run = runner::run_in(&sim, s, &file, None);
+            tokio::pin!(run);
+            tokio::select! {
+                r = &mut run => panic!("the run ended before Prometheus was stopped: {r:?}"),
+                _ = tokio::time::sleep(after) => {}
+            }
+            prometheus.stop();
+            run.await.unwrap()
+        }
+    };
+    prometheus.stop();
+    report
+}
+
+fn compare(s: &Scenario, simulated: &ScenarioReport, real: &ScenarioReport) {
+    println!("{}: simulated API: {:?}", s.name, verdicts(simulated));
+    println!("{}: real Prometheus: {:?}", s.name, verdicts(real));
+    assert!(
+        simulated.ok,
+        "{}: with the simulated query API: {:?}",
+        s.name, simulated.failures
+    );
+    assert!(
+        real.ok,
+        "{}: with a real Prometheus: {:?}",
+        s.name, real.failures
+    );
+    assert_eq!(verdicts(simulated), verdicts(real), "{}", s.name);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn default_queries_return_the_counts_the_apps_served() {
+    let Some(bin) = prometheus_binary() else {
+        return;
+    };
+    let s = scenario("counts", 0.05, "", "{}");
+    let file = "counts.yaml";
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let config = runner::daemon_config(&s, file).unwrap();
+    let sim = Simulation::start(&s, config, file, &shutdown)
+        .await
+        .unwrap();
+    let mut prometheus = RealPrometheus::start(&bin, sim.apps_addr);
+    prometheus.wait_for_samples(8).await;
+
+    let provider = Prometheus::new(
+        deploy_watchdog::probes::http_client(),
+        PrometheusConfig {
+            url: prometheus.url.clone(),
+            ..PrometheusConfig::default()
+        },
+    );
+    let window = Duration::from_secs(5);
+    let ProviderSample::Counts { requests, errors } =
+        provider.sample("production", "app", window).await
+    else {
+        panic!("no counts from the real Prometheus");
+    };
+    // The apps served 200 requests/s, 0.1 % errors: Prometheus extrapolates the increase over
+    // the whole range from the scrapes inside it, so allow for scrape jitter, not for a
+    // different order of magnitude.
+    let (served, served_errors) = sim.apps.counts("production", "app", window);
+    println!(
+        "requests: prometheus {requests:.1}, apps {served:.1}; errors: prometheus {errors:.2}, apps {served_errors:.2}"
+    );
+    assert!(
+        (requests - served).abs() <= served * 0.25,
+        "requests {requests} vs served {served}"
+    );
+    assert!(
+        (requests - 1000.0).abs() <= 250.0,
+        "requests {requests} over 5 s at 200 rps"
+    );
+    assert!(errors <= requests * 0.01, "errors {errors} of {requests}");
+
+    // The bad version's errors show up in the error query once it serves.
+    sim.cluster.deploy("production", "app", "v1.2.3").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let ProviderSample::Counts {
+            requests: r,
+            errors: e,
+        } = provider.sample("production", "app", window).await
+            && r > 0.0
+            && e / r > 0.03
+        {
+            println!("after the deploy: {e:.1} errors of {r:.1} requests");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the 5 % errors of v1.2.3 never reached the error query"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verdicts_match_the_simulated_query_api() {
+    let Some(bin) = prometheus_binary() else {
+        return;
+    };
+    let bad = scenario(
+        "real-prometheus-bad-release-rolls-back",
+        0.05,
+        "",
+        "{outcome: rolled_back, reason: error_rate, final_version: v1.2.2, pages: 1}",
+    );
+    let good = scenario(
+        "real-prometheus-good-release-passes",
+        0.002,
+        "",
+        "{outcome: passed, reason: none, final_version: v1.2.3, pages: 0}",
+    );
+    // Stopped 5 s after the deploy (at 1 s): the rollout is complete and the 20 s window has
+    // far more than `inconclusive_limit` samples left, even on a loaded machine.
+    let stopped = scenario(
+        "real-prometheus-stopped-mid-window-is-inconclusive",
+        0.002,
+        "  - {at: 6s, provider: {name: prometheus, state: down}}",
+        "{outcome: degraded, reason: provider_blind, final_version: v1.2.3, pages: 1}",
+    );
+    // The simulated runs first, then the real ones: each set runs concurrently.
+    let simulated = tokio::join!(
+        with_simulated_api(&bad),
+        with_simulated_api(&good),
+        with_simulated_api(&stopped),
+    );
+    let real = tokio::join!(
+        with_real_prometheus(&bin, &bad, None),
+        with_real_prometheus(&bin, &good, None),
+        with_real_prometheus(&bin, &stopped, Some(Duration::from_secs(6))),
+    );
+    compare(&bad, &simulated.0, &real.0);
+    compare(&good, &simulated.1, &real.1);
+    compare(&stopped, &simulated.2, &real.2);
+}
