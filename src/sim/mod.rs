@@ -11,3 +11,22 @@ pub mod cluster;
 pub mod runner;
 pub mod scenario;
 pub mod services;
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A loopback address of its own for each simulated server (all of 127.0.0.0/8 is local).
+///
+/// A service that is "down" refuses connections by releasing its port; on a shared address,
+/// anything else binding a free port on 127.0.0.1 meanwhile (another simulation, a test's real
+/// Prometheus) could take that port and answer in its place.
+pub fn loopback() -> Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % (250 * 250 * 250);
+    Ipv4Addr::new(
+        127,
+        1 + (n / 62_500) as u8,
+        ((n / 250) % 250) as u8,
+        1 + (n % 250) as u8,
+    )
+}

@@ -99,7 +99,7 @@ impl SimCluster {
 
     /// Serves the API on 127.0.0.1 (an ephemeral port) and runs the controller until `shutdown`.
     pub async fn start(&self, shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
-        let listener = server::bind("127.0.0.1:0".parse().map_err(std::io::Error::other)?)?;
+        let listener = server::bind(std::net::SocketAddr::from((crate::sim::loopback(), 0)))?;
         let addr = listener.local_addr()?;
         {
             let mut api = self.shared.api();

@@ -82,7 +82,7 @@ pub async fn serve(
     switch: Switch,
     shutdown: CancellationToken,
 ) -> io::Result<SocketAddr> {
-    let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let listener = bind(SocketAddr::from((crate::sim::loopback(), 0)))?;
     let addr = listener.local_addr()?;
     let router = router.layer(middleware::from_fn_with_state(switch.clone(), cut_on_down));
     tokio::spawn(supervise(listener, addr, router, switch, shutdown));
