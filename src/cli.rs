@@ -47,7 +47,7 @@ pub async fn run(config_path: &Path, kubeconfig: Option<&Path>) -> u8 {
             return EXIT_BAD_CONFIG;
         }
     };
-    let secrets = match Secrets::load(&config.secrets) {
+    let secrets = match Secrets::load_for(&config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
