@@ -847,6 +847,141 @@ mod tests {
     }
 
     #[test]
+    fn naming_a_provider_enables_it_with_its_defaults() {
+        let c = Config::from_yaml("providers: {datadog: {}}").expect("valid");
+        assert_eq!(c.providers.datadog, Some(DatadogConfig::default()));
+        assert_eq!(c.providers.prometheus, None);
+        let c = Config::from_yaml("providers: {prometheus: {}, datadog: {}}").expect("valid");
+        assert!(c.providers.prometheus.is_some() && c.providers.datadog.is_some());
+    }
+
+    #[test]
+    fn datadog_settings_good_and_bad() {
+        let good = [
+            ("providers: {datadog: {}}", "https://api.datadoghq.com"),
+            (
+                "providers: {datadog: {site: datadoghq.eu}}",
+                "https://api.datadoghq.eu",
+            ),
+            (
+                "providers: {datadog: {site: us5.datadoghq.com}}",
+                "https://api.us5.datadoghq.com",
+            ),
+            (
+                "providers: {datadog: {site: ap2.datadoghq.com}}",
+                "https://api.ap2.datadoghq.com",
+            ),
+            (
+                "providers: {datadog: {site: app.ddog-gov.com}}",
+                "https://api.ddog-gov.com",
+            ),
+            (
+                "providers: {datadog: {site: datadog.internal.example}}",
+                "https://api.datadog.internal.example",
+            ),
+            (
+                "providers: {datadog: {url: 'http://127.0.0.1:8126/', operation: web.request, env: prod, timeout: 2s}}",
+                "http://127.0.0.1:8126",
+            ),
+        ];
+        for (yaml, base) in good {
+            let c = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            let d = c.providers.datadog.expect("enabled");
+            assert_eq!(d.base_url(), base, "{yaml}");
+        }
+        let bad = [
+            (
+                "providers: {datadog: {site: 'not a site'}}",
+                "providers.datadog.site",
+            ),
+            (
+                "providers: {datadog: {site: localhost}}",
+                "providers.datadog.site",
+            ),
+            (
+                "providers: {datadog: {site: 'https://api.datadoghq.com'}}",
+                "providers.datadog.site",
+            ),
+            (
+                "providers: {datadog: {url: 'ftp://x'}}",
+                "providers.datadog.url",
+            ),
+            (
+                "providers: {datadog: {operation: 'http request'}}",
+                "providers.datadog.operation",
+            ),
+            (
+                "providers: {datadog: {operation: ''}}",
+                "providers.datadog.operation",
+            ),
+            (
+                "providers: {datadog: {env: 'a,b'}}",
+                "providers.datadog.env",
+            ),
+            (
+                "providers: {datadog: {timeout: 0s}}",
+                "providers.datadog.timeout",
+            ),
+            (
+                "providers: {datadog: {errors_query: ' '}}",
+                "providers.datadog.errors_query",
+            ),
+            ("providers: {datadog: {api_key: abc}}", "providers.datadog"),
+        ];
+        for (yaml, field) in bad {
+            let err = Config::from_yaml(yaml).expect_err(yaml).to_string();
+            assert!(err.contains(field), "{yaml}: {err:?} should name {field}");
+        }
+    }
+
+    #[test]
+    fn datadog_without_keys_is_a_config_error_naming_the_secret() {
+        let c = Config::from_yaml("providers: {datadog: {}}").expect("valid");
+        let none = Secrets::default();
+        let err = none.check(&c).expect_err("no keys").to_string();
+        assert!(err.contains("secrets.datadog_api_key_file") && err.contains("DD_API_KEY"));
+        let api_only = Secrets {
+            datadog_api_key: Some("k".into()),
+            ..Secrets::default()
+        };
+        let err = api_only.check(&c).expect_err("no app key").to_string();
+        assert!(err.contains("secrets.datadog_app_key_file") && err.contains("DD_APP_KEY"));
+        let both = Secrets {
+            datadog_api_key: Some("k".into()),
+            datadog_app_key: Some("a".into()),
+            ..Secrets::default()
+        };
+        assert!(both.check(&c).is_ok());
+        assert!(none.check(&Config::default()).is_ok());
+    }
+
+    #[test]
+    fn datadog_keys_come_from_their_files() {
+        let dir = std::env::temp_dir().join(format!("dw-dd-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (api, app) = (dir.join("api"), dir.join("app"));
+        std::fs::write(&api, "APIKEY\n").expect("write");
+        std::fs::write(&app, "APPKEY").expect("write");
+        let files = SecretFiles {
+            datadog_api_key_file: Some(api),
+            datadog_app_key_file: Some(app),
+            ..SecretFiles::default()
+        };
+        let s = Secrets::load(&files).expect("readable");
+        assert_eq!(s.datadog_api_key.as_deref(), Some("APIKEY"));
+        assert_eq!(s.datadog_app_key.as_deref(), Some("APPKEY"));
+        let missing = SecretFiles {
+            datadog_api_key_file: Some(dir.join("nope")),
+            ..SecretFiles::default()
+        };
+        let err = Secrets::load(&missing)
+            .expect_err("missing file")
+            .to_string();
+        assert!(err.contains("secrets.datadog_api_key_file"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn fill_replaces_placeholders() {
         assert_eq!(
             fill(

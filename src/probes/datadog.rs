@@ -497,11 +497,11 @@ mod tests {
     #[test]
     fn queries_fill_the_deployment_operation_and_env() {
         let keys = Keys {
-            api: "a".into(),
-            app: "b".into(),
+            api: "APIKEY0123".into(),
+            app: "APPKEY0123".into(),
         };
         let d = Datadog::new(
-            reqwest::Client::new(),
+            super::super::http_client(),
             DatadogConfig::default(),
             keys.clone(),
         );
@@ -514,7 +514,7 @@ mod tests {
             env: Some("prod".into()),
             ..DatadogConfig::default()
         };
-        let d = Datadog::new(reqwest::Client::new(), cfg, keys.clone());
+        let d = Datadog::new(super::super::http_client(), cfg, keys.clone());
         assert_eq!(
             d.queries("production", "app").1,
             "sum:trace.web.request.errors{service:app,kube_namespace:production,env:prod}.as_count()"
@@ -523,7 +523,7 @@ mod tests {
             d.endpoint,
             "https://api.datadoghq.com/api/v2/query/timeseries"
         );
-        assert!(!format!("{keys:?}").contains('a'));
+        assert!(!format!("{keys:?}").contains("KEY0123"));
     }
 
     #[test]
