@@ -203,3 +203,25 @@ async fn probes_ask_both_providers_and_report_each_in_a_fixed_order() {
     assert!(matches!(one_down[1].1, ProviderSample::Counts { .. }));
     let _ = &f.apps;
 }
+
+#[test]
+fn run_refuses_a_datadog_provider_without_keys_with_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("dd.yaml");
+    std::fs::write(&file, "providers: {datadog: {site: datadoghq.eu}}\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deploy-watchdog"))
+        .arg("run")
+        .arg("--config")
+        .arg(&file)
+        .env_remove("DD_API_KEY")
+        .env_remove("DD_APP_KEY")
+        .env_remove("DD_APPLICATION_KEY")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("secrets.datadog_api_key_file") && stderr.contains("DD_API_KEY"),
+        "{stderr}"
+    );
+}
