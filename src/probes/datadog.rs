@@ -291,7 +291,7 @@ impl Datadog {
             data: RequestData {
                 kind: "timeseries_request",
                 attributes: RequestAttributes {
-                    from: unix_ms(now - window),
+                    from: unix_ms(now.checked_sub(window).unwrap_or(UNIX_EPOCH)),
                     to: unix_ms(now),
                     queries: vec![
                         MetricsQuery {
