@@ -103,7 +103,13 @@ impl Probes {
                     app: app.clone(),
                 },
             )),
-            _ => None,
+            (Some(_), _, _) => {
+                tracing::warn!(
+                    "providers.datadog is configured without both keys: Datadog is not queried"
+                );
+                None
+            }
+            (None, _, _) => None,
         };
         Probes {
             client,
