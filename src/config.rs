@@ -34,6 +34,10 @@ pub struct Config {
     pub providers: ProvidersConfig,
     pub notify: NotifyConfig,
     pub secrets: SecretFiles,
+    pub version: VersionConfig,
+    pub peak_hours: PeakHoursConfig,
+    pub annotations: AnnotationsConfig,
+    pub leader_election: LeaderElectionConfig,
 }
 
 impl Default for Config {
@@ -48,6 +52,10 @@ impl Default for Config {
             providers: ProvidersConfig::default(),
             notify: NotifyConfig::default(),
             secrets: SecretFiles::default(),
+            version: VersionConfig::default(),
+            peak_hours: PeakHoursConfig::default(),
+            annotations: AnnotationsConfig::default(),
+            leader_election: LeaderElectionConfig::default(),
         }
     }
 }
@@ -383,6 +391,120 @@ pub struct SecretFiles {
     pub datadog_app_key_file: Option<PathBuf>,
 }
 
+/// Where the deployed version comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionSource {
+    /// A pod-template label (`key`), else the first container's image tag.
+    Label,
+    /// The first container's image tag.
+    Image,
+    /// A Deployment annotation (`key`).
+    Annotation,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VersionConfig {
+    pub source: VersionSource,
+    /// The label or annotation that holds the version.
+    pub key: String,
+}
+
+impl Default for VersionConfig {
+    fn default() -> Self {
+        VersionConfig {
+            source: VersionSource::Label,
+            key: "app.kubernetes.io/version".into(),
+        }
+    }
+}
+
+/// Deploy windows to avoid (the runbook's 9–11 am and 2–4 pm ET).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeakHoursConfig {
+    /// IANA time zone the windows are in.
+    pub time_zone: String,
+    pub windows: Vec<PeakWindow>,
+    /// Stricter policy for rollouts that start inside a window.
+    pub failures_before_rollback: Option<NonZeroU32>,
+}
+
+impl Default for PeakHoursConfig {
+    fn default() -> Self {
+        PeakHoursConfig {
+            time_zone: "UTC".into(),
+            windows: Vec::new(),
+            failures_before_rollback: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeakWindow {
+    /// `mon` … `sun`; empty means every day.
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// `HH:MM`, local time in `time_zone`.
+    pub start: String,
+    /// `HH:MM`, after `start`.
+    pub end: String,
+}
+
+/// Per-Deployment overrides through `deploy-watchdog.io/` annotations.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnnotationsConfig {
+    /// Honour overrides at all.
+    pub enabled: bool,
+    /// Hosts an annotation's URL may name: exact names or `*.suffix`. A name without dots (a
+    /// Service in the Deployment's namespace) is always allowed; IP literals only when listed.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for AnnotationsConfig {
+    fn default() -> Self {
+        AnnotationsConfig {
+            enabled: true,
+            allowed_hosts: vec!["*.svc".into(), "*.svc.cluster.local".into()],
+        }
+    }
+}
+
+/// Several replicas elect one leader on a Lease; only the leader acts.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaderElectionConfig {
+    pub enabled: bool,
+    /// The Lease's namespace; empty: `$POD_NAMESPACE`, else the service account's namespace.
+    pub namespace: String,
+    pub lease_name: String,
+    /// This replica's name; empty: `$POD_NAME`, else the host name.
+    pub identity: String,
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Duration,
+    #[serde(with = "humantime_serde")]
+    pub renew_deadline: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_period: Duration,
+}
+
+impl Default for LeaderElectionConfig {
+    fn default() -> Self {
+        LeaderElectionConfig {
+            enabled: false,
+            namespace: String::new(),
+            lease_name: "deploy-watchdog".into(),
+            identity: String::new(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
 /// A config that cannot be used: names the field and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -593,6 +715,26 @@ impl Config {
                     return Err(bad(field, "must not be empty".into()));
                 }
             }
+        }
+        let le = &self.leader_election;
+        if le.enabled {
+            positive("leader_election.retry_period", le.retry_period)?;
+            if le.renew_deadline >= le.lease_duration {
+                return Err(bad(
+                    "leader_election.renew_deadline",
+                    "must be shorter than lease_duration: a leader must stop before another may start".into(),
+                ));
+            }
+            if le.retry_period >= le.renew_deadline {
+                return Err(bad(
+                    "leader_election.retry_period",
+                    "must be shorter than renew_deadline".into(),
+                ));
+            }
+        }
+        crate::peak::PeakHours::from_config(&self.peak_hours).map_err(|(f, p)| bad(&f, p))?;
+        if self.version.key.trim().is_empty() && self.version.source != VersionSource::Image {
+            return Err(bad("version.key", "must name a label or annotation".into()));
         }
         url::Url::parse(&self.notify.pagerduty.url).map_err(|e| {
             bad(

@@ -12,11 +12,12 @@ use futures::{StreamExt, stream};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cluster::record::{Outcome, Recorder, RolloutState};
-use crate::cluster::rollout;
+use crate::cluster::{leader, rollout};
 use crate::config::{Config, Secrets};
 use crate::judge::Policy;
 use crate::notify::Notifier;
@@ -52,6 +53,7 @@ pub enum DaemonError {
 struct Known {
     revision: i64,
     version: Option<String>,
+    latest: Arc<Deployment>,
     session: Option<Handle>,
 }
 
@@ -65,38 +67,53 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let notifier = Notifier::start(&config, &secrets, shutdown.clone());
     let _ = status.notifier.set(notifier.clone());
-    let instance = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "deploy-watchdog".into());
+    let identity = identity(&config);
     let ctx = Arc::new(Context {
         client: client.clone(),
         policy: Policy::from_config(&config),
         probes: Probes::new(&config, &secrets),
         notifier,
-        recorder: Recorder::new(client.clone(), instance),
+        recorder: Recorder::new(client.clone(), identity.clone()),
         config: config.clone(),
     });
+
+    // Without an election this process leads from the start.
+    let (leading_tx, mut leading) = watch::channel(!config.leader_election.enabled);
+    if config.leader_election.enabled {
+        let le = &config.leader_election;
+        let namespace = lease_namespace(&le.namespace);
+        let election = leader::Election {
+            namespace: namespace.clone(),
+            name: le.lease_name.clone(),
+            identity: identity.clone(),
+            lease_duration: le.lease_duration,
+            renew_deadline: le.renew_deadline,
+            retry_period: le.retry_period,
+        };
+        info!(%identity, lease = %le.lease_name, %namespace, "standing for leader");
+        tokio::spawn(leader::run(Api::namespaced(client.clone(), &namespace), election, leading_tx, shutdown.clone()));
+    }
 
     let cfg = watcher::Config::default().labels(&config.watch.selector);
     let apis: Vec<Api<Deployment>> = if config.watch.namespaces.is_empty() {
         vec![Api::all(client.clone())]
     } else {
-        config
-            .watch
-            .namespaces
-            .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
-            .collect()
+        config.watch.namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
     };
     let watches = apis.len();
-    let mut events = stream::select_all(apis.into_iter().enumerate().map(|(i, api)| {
-        watcher(api, cfg.clone())
-            .default_backoff()
-            .map(move |e| (i, e))
-            .boxed()
-    }));
+    let mut events = stream::select_all(
+        apis.into_iter()
+            .enumerate()
+            .map(|(i, api)| watcher(api, cfg.clone()).default_backoff().map(move |e| (i, e)).boxed()),
+    );
 
-    let mut known: HashMap<(String, String), Known> = HashMap::new();
+    let mut detector = Detector {
+        ctx,
+        known: HashMap::new(),
+        leader: *leading.borrow(),
+        sessions: shutdown.child_token(),
+        shutdown: shutdown.clone(),
+    };
     let mut synced: HashSet<usize> = HashSet::new();
     // Objects seen in the current (re)list of each watch: what is missing afterwards is gone.
     let mut listing: HashMap<usize, HashSet<(String, String)>> = HashMap::new();
@@ -105,6 +122,17 @@ pub async fn run(
         let (watch, event) = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ok(()),
+            changed = leading.changed() => {
+                if changed.is_ok() {
+                    let now_leading = *leading.borrow();
+                    if now_leading && !detector.leader {
+                        detector.take_over();
+                    } else if !now_leading && detector.leader {
+                        detector.step_down();
+                    }
+                }
+                continue;
+            }
             e = events.next() => match e {
                 Some(e) => e,
                 None => return Err(DaemonError::WatchEnded),
@@ -125,36 +153,35 @@ pub async fn run(
                 if let Some(seen) = listing.get_mut(&watch) {
                     seen.insert(key(&d));
                 }
-                on_apply(&ctx, &mut known, d, !synced.contains(&watch), &shutdown);
+                detector.on_apply(d, !synced.contains(&watch));
             }
             watcher::Event::InitDone => {
                 let seen = listing.remove(&watch).unwrap_or_default();
                 if synced.contains(&watch) {
                     // Deleted while the watch was down.
-                    let gone: Vec<_> = known
+                    let gone: Vec<_> = detector
+                        .known
                         .keys()
                         .filter(|k| {
-                            !seen.contains(*k)
-                                && (watches == 1
-                                    || config.watch.namespaces.get(watch) == Some(&k.0))
+                            !seen.contains(*k) && (watches == 1 || config.watch.namespaces.get(watch) == Some(&k.0))
                         })
                         .cloned()
                         .collect();
                     for k in gone {
-                        on_delete(&mut known, &k);
+                        detector.on_delete(&k);
                     }
                 }
                 synced.insert(watch);
                 if synced.len() == watches && !status.ready() {
-                    info!(deployments = known.len(), "initial sync complete");
+                    info!(deployments = detector.known.len(), "initial sync complete");
                     status.ready.store(true, Ordering::SeqCst);
                 }
             }
-            watcher::Event::Apply(d) => on_apply(&ctx, &mut known, d, false, &shutdown),
-            watcher::Event::Delete(d) => on_delete(&mut known, &key(&d)),
+            watcher::Event::Apply(d) => detector.on_apply(d, false),
+            watcher::Event::Delete(d) => detector.on_delete(&key(&d)),
         }
         // Sessions that finished drop their receivers.
-        for k in known.values_mut() {
+        for k in detector.known.values_mut() {
             if k.session.as_ref().is_some_and(|s| s.updates.is_closed()) {
                 k.session = None;
             }
@@ -162,87 +189,158 @@ pub async fn run(
     }
 }
 
+/// This replica's name: the configured one, the pod's, or the host's.
+fn identity(config: &Config) -> String {
+    Some(config.leader_election.identity.clone())
+        .filter(|i| !i.is_empty())
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "deploy-watchdog".into())
+}
+
+fn lease_namespace(configured: &str) -> String {
+    if !configured.is_empty() {
+        return configured.to_string();
+    }
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into())
+}
+
 fn key(d: &Deployment) -> (String, String) {
     (d.namespace().unwrap_or_default(), d.name_any())
 }
 
-fn on_delete(known: &mut HashMap<(String, String), Known>, k: &(String, String)) {
-    if let Some(known) = known.remove(k)
-        && let Some(s) = known.session
-    {
-        let _ = s.end.send(Some(EndCause::Deleted));
+/// Rollout detection: which revision each Deployment is at, and the session watching it.
+struct Detector {
+    ctx: Arc<Context>,
+    known: HashMap<(String, String), Known>,
+    /// Only the leader runs sessions; a standby keeps `known` current.
+    leader: bool,
+    /// Parent of every session's token: cancelled when leadership is lost.
+    sessions: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+impl Detector {
+    fn spawn(&self, d: Arc<Deployment>, from: Option<String>, start: Start) -> Handle {
+        session::spawn(self.ctx.clone(), d, from, start, self.sessions.child_token())
+    }
+
+    fn on_delete(&mut self, k: &(String, String)) {
+        if let Some(known) = self.known.remove(k)
+            && let Some(s) = known.session
+        {
+            let _ = s.end.send(Some(EndCause::Deleted));
+        }
+    }
+
+    /// Leadership gained: pick up every watch the previous leader left open.
+    fn take_over(&mut self) {
+        info!(deployments = self.known.len(), "leading: resuming open watches");
+        self.leader = true;
+        self.sessions = self.shutdown.child_token();
+        let entries: Vec<Arc<Deployment>> = self.known.values().map(|k| k.latest.clone()).collect();
+        for d in entries {
+            let session = self.first_sight_session(&d);
+            if let Some(k) = self.known.get_mut(&key(&d)) {
+                k.session = session;
+            }
+        }
+    }
+
+    /// Leadership lost: stop every session at once; the next leader resumes them.
+    fn step_down(&mut self) {
+        warn!("no longer leading: stopping every session");
+        self.leader = false;
+        self.sessions.cancel();
+        for k in self.known.values_mut() {
+            k.session = None;
+        }
+    }
+
+    /// At start-up or takeover: resume what a previous process recorded, or judge a rollout
+    /// still in progress that nobody recorded.
+    fn first_sight_session(&self, d: &Arc<Deployment>) -> Option<Handle> {
+        let revision = rollout::revision(d.annotations())?;
+        let state = RolloutState::from_deployment(d);
+        let (ns, name) = key(d);
+        if let Some(start) = resumable(d, revision, state.as_ref()) {
+            info!(namespace = %ns, deployment = %name, revision, "resuming the watch recorded on the deployment");
+            return Some(self.spawn(d.clone(), None, start));
+        }
+        if unrecorded_rollout_in_progress(d, revision, state.as_ref()) {
+            // Deployed while no watchdog was leading: still rolling out, so judge it now.
+            info!(namespace = %ns, deployment = %name, revision, "rollout in progress at start-up; watching it");
+            return Some(self.spawn(d.clone(), None, Start::Fresh));
+        }
+        None
+    }
+
+    fn on_apply(&mut self, d: Deployment, initial: bool) {
+        let d = Arc::new(d);
+        let k = key(&d);
+        let Some(revision) = rollout::revision(d.annotations()) else {
+            // The controller has not numbered it yet.
+            return;
+        };
+        let version = rollout::deployed_version(&d, &self.ctx.config.version);
+        let state = RolloutState::from_deployment(&d);
+
+        if !self.known.contains_key(&k) {
+            // First sight: at start-up (resume what a previous process left open) or a
+            // Deployment that was just created or opted in (not a rollout).
+            let session = if initial && self.leader { self.first_sight_session(&d) } else { None };
+            self.known.insert(k, Known { revision, version, latest: d, session });
+            return;
+        }
+        let leader = self.leader;
+        let Some(entry) = self.known.get_mut(&k) else { return };
+        entry.latest = d.clone();
+        if revision > entry.revision {
+            let ours = state.as_ref().and_then(|s| s.rollback_fingerprint.as_ref()).is_some_and(|fp| {
+                d.spec.as_ref().is_some_and(|s| &rollout::template_fingerprint(&s.template) == fp)
+            });
+            entry.revision = revision;
+            let from = std::mem::replace(&mut entry.version, version);
+            if !ours {
+                if let Some(old) = entry.session.take() {
+                    let _ = old.end.send(Some(EndCause::Superseded));
+                }
+                if leader {
+                    let handle = session::spawn(self.ctx.clone(), d.clone(), from, Start::Fresh, self.sessions.child_token());
+                    if let Some(entry) = self.known.get_mut(&k) {
+                        entry.session = Some(handle);
+                    }
+                }
+                return;
+            }
+        }
+        if let Some(s) = &entry.session {
+            let _ = s.updates.send(d);
+        }
     }
 }
 
-fn on_apply(
-    ctx: &Arc<Context>,
-    known: &mut HashMap<(String, String), Known>,
-    d: Deployment,
-    initial: bool,
-    shutdown: &CancellationToken,
-) {
-    let d = Arc::new(d);
-    let k = key(&d);
-    let Some(revision) = rollout::revision(d.annotations()) else {
-        // The controller has not numbered it yet.
-        return;
-    };
-    let version = d
-        .spec
-        .as_ref()
-        .and_then(|s| rollout::template_version(&s.template));
-    let state = RolloutState::from_deployment(&d);
-
-    let Some(entry) = known.get_mut(&k) else {
-        // First sight: at start-up (resume what a previous process left open) or a Deployment
-        // that was just created or opted in (not a rollout).
-        let mut entry = Known {
-            revision,
-            version: version.clone(),
-            session: None,
-        };
-        if initial && let Some(start) = resumable(&d, revision, state.as_ref()) {
-            info!(namespace = %k.0, deployment = %k.1, revision, "resuming the watch recorded on the deployment");
-            entry.session = Some(session::spawn(
-                ctx.clone(),
-                d.clone(),
-                None,
-                start,
-                shutdown.child_token(),
-            ));
-        }
-        known.insert(k, entry);
-        return;
-    };
-
-    if revision > entry.revision {
-        let ours = state
-            .as_ref()
-            .and_then(|s| s.rollback_fingerprint.as_ref())
-            .is_some_and(|fp| {
+/// A revision after the first, not yet rolled out, that no watchdog has recorded.
+fn unrecorded_rollout_in_progress(
+    d: &Deployment,
+    revision: i64,
+    state: Option<&RolloutState>,
+) -> bool {
+    let recorded = state.is_some_and(|s| {
+        s.revision >= revision
+            || s.rollback_fingerprint.as_ref().is_some_and(|fp| {
                 d.spec
                     .as_ref()
-                    .is_some_and(|s| &rollout::template_fingerprint(&s.template) == fp)
-            });
-        entry.revision = revision;
-        let from = std::mem::replace(&mut entry.version, version);
-        if !ours {
-            if let Some(old) = entry.session.take() {
-                let _ = old.end.send(Some(EndCause::Superseded));
-            }
-            entry.session = Some(session::spawn(
-                ctx.clone(),
-                d.clone(),
-                from,
-                Start::Fresh,
-                shutdown.child_token(),
-            ));
-            return;
-        }
-    }
-    if let Some(s) = &entry.session {
-        let _ = s.updates.send(d);
-    }
+                    .is_some_and(|sp| &rollout::template_fingerprint(&sp.template) == fp)
+            })
+    });
+    let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
+    revision > 1 && !recorded && !paused && rollout::progress(d) != crate::judge::Progress::Complete
 }
 
 /// A watch left open by a previous process, for the Deployment's current revision.

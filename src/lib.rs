@@ -11,6 +11,8 @@ pub mod config;
 pub mod daemon;
 pub mod judge;
 pub mod notify;
+pub mod overrides;
+pub mod peak;
 pub mod probes;
 pub mod session;
 #[cfg(feature = "sim")]

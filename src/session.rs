@@ -96,20 +96,25 @@ pub fn spawn(
     let (end, end_rx) = watch::channel(None);
     let namespace = deployment.namespace().unwrap_or_default();
     let name = deployment.name_any();
+    let (cfg, bad) =
+        match crate::overrides::effective(&ctx.config, &namespace, &name, deployment.annotations())
+        {
+            Ok(c) => (c, Vec::new()),
+            // One bad annotation: this Deployment falls back to the daemon's config as a whole.
+            Err(bad) => (ctx.config.clone(), bad),
+        };
     let state = match start {
         Start::Resume(ref s) => s.clone(),
         Start::Fresh => RolloutState {
             revision,
             from_version,
-            to_version: deployment
-                .spec
-                .as_ref()
-                .and_then(|s| rollout::template_version(&s.template)),
+            to_version: rollout::deployed_version(&deployment, &cfg.version),
             detected_at: jiff::Timestamp::now(),
             outcome: None,
             reason: None,
             rollback_fingerprint: None,
             settled: false,
+            detail: None,
             window_started_at: None,
         },
     };
@@ -119,7 +124,23 @@ pub fn spawn(
         state,
     };
     let span = tracing::info_span!("rollout", %namespace, deployment = %name, revision);
+    let detected_at = r.state.detected_at;
+    let peak = crate::peak::PeakHours::from_config(&cfg.peak_hours)
+        .ok()
+        .and_then(|p| p.window_at(detected_at).map(str::to_string));
+    let mut policy = Policy::from_config(&cfg);
+    if peak.is_some()
+        && let Some(n) = cfg.peak_hours.failures_before_rollback
+    {
+        policy.failures_before_rollback = n.get();
+    }
     let session = Session {
+        probes: ctx.probes.reconfigured(&cfg),
+        policy,
+        cfg,
+        peak,
+        bad_annotations: bad,
+        baseline: None,
         ctx,
         r,
         updates: updates_rx,
@@ -137,6 +158,15 @@ pub fn spawn(
 
 struct Session {
     ctx: Arc<Context>,
+    /// The daemon's config with this Deployment's overrides.
+    cfg: Config,
+    policy: Policy,
+    probes: Probes,
+    /// The peak window the rollout started in.
+    peak: Option<String>,
+    bad_annotations: Vec<crate::overrides::BadAnnotation>,
+    /// The error ratio before the rollout, when the baseline rule is on.
+    baseline: Option<f64>,
     r: Rollout,
     updates: watch::Receiver<Arc<Deployment>>,
     end: watch::Receiver<Option<EndCause>>,
@@ -154,12 +184,16 @@ struct Caches {
 
 impl Session {
     async fn run(mut self) {
+        if self.resumed {
+            self.page_again_if_owed();
+        }
         if self.r.state.outcome == Some(Outcome::RolledBack) {
             // Resumed after the rollback was sent: only the verification is left.
             self.verify(self.r.state.rollback_fingerprint.clone()).await;
             return;
         }
         if !self.resumed {
+            self.report_bad_annotations();
             self.detected().await;
         }
         let caches = self.caches();
@@ -167,7 +201,8 @@ impl Session {
             expected_version: self.r.state.to_version.clone(),
             baseline: self.baseline().await,
         };
-        let mut judge = Judge::new(self.ctx.policy.clone(), facts);
+        self.baseline = facts.baseline;
+        let mut judge = Judge::new(self.policy.clone(), facts);
         if let Some(started) = self.r.state.window_started_at {
             judge.resume_window(self.since_detection(started));
         }
@@ -175,7 +210,7 @@ impl Session {
             judge.already_paged(self.r.state.reason);
         }
 
-        let mut ticks = tokio::time::interval(self.ctx.config.watch.interval);
+        let mut ticks = tokio::time::interval(self.cfg.watch.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut round: Option<futures::future::BoxFuture<'static, judge::ProbeRound>> = None;
         loop {
@@ -195,7 +230,7 @@ impl Session {
                     Some(r)
                 }
                 _ = ticks.tick(), if round.is_none() => {
-                    let probes = self.ctx.probes.clone();
+                    let probes = self.probes.clone();
                     let (ns, name) = (self.r.namespace.clone(), self.r.name.clone());
                     round = Some(Box::pin(async move { probes.round(&ns, &name).await }));
                     None
@@ -293,7 +328,7 @@ impl Session {
     }
 
     async fn baseline(&self) -> Option<f64> {
-        let b = &self.ctx.config.judge.baseline;
+        let b = &self.cfg.judge.baseline;
         if !b.enabled {
             return None;
         }
@@ -302,7 +337,7 @@ impl Session {
             .probes
             .error_rates(&self.r.namespace, &self.r.name, b.lookback)
             .await;
-        let min = self.ctx.config.judge.min_requests as f64;
+        let min = self.cfg.judge.min_requests as f64;
         let ratio = samples.iter().find_map(|(_, s)| match s {
             ProviderSample::Counts { requests, errors }
                 if *requests >= min && requests.is_finite() && errors.is_finite() =>
@@ -337,13 +372,50 @@ impl Session {
             from_version: r.state.from_version.clone(),
             to_version: r.state.to_version.clone(),
         });
-        self.ctx.notifier.post(format!(
-            "Starting production deploy of {} to {} (from {}, revision {}); watching it.",
+        let mut start = format!(
+            "Starting production deploy of {} to {} (from {}, revision {}); watching it for {}.",
             r.to(),
             r.key(),
             r.from(),
-            r.state.revision
-        ));
+            r.state.revision,
+            judge::human(self.policy.window)
+        );
+        if let Some(window) = &self.peak {
+            warn!(peak_window = %window, "rollout started during peak hours");
+            start.push_str(&format!(
+                " ⚠️ Peak hours ({window}): this deploy is inside a window to avoid."
+            ));
+            self.record(Decision {
+                warning: true,
+                event_reason: "PeakHours",
+                action: "Watch",
+                note: format!("Rollout of {} started during peak hours ({window})", r.to()),
+                revision: r.state.revision,
+                outcome: None,
+                reason: None,
+                from_version: r.state.from_version.clone(),
+                to_version: r.state.to_version.clone(),
+            });
+        }
+        self.ctx.notifier.post(start);
+    }
+
+    /// Each bad annotation: a Warning Event naming it and a log line; the defaults apply.
+    fn report_bad_annotations(&self) {
+        for bad in &self.bad_annotations {
+            warn!(annotation = %bad.annotation, problem = %bad.problem, "bad annotation; using the daemon's config for this deployment");
+            self.record(Decision {
+                warning: true,
+                event_reason: "BadAnnotation",
+                action: "Configure",
+                note: format!("{bad}; this Deployment is guarded with the daemon's config instead"),
+                revision: self.r.state.revision,
+                outcome: None,
+                reason: None,
+                from_version: self.r.state.from_version.clone(),
+                to_version: self.r.state.to_version.clone(),
+            });
+        }
     }
 
     async fn window_started(&mut self, at: Duration) {
@@ -352,7 +424,7 @@ impl Session {
         self.r.state.window_started_at = Some(started);
         info!("rollout complete; watch window started");
         self.save_state().await;
-        let window = judge::human(self.ctx.policy.window);
+        let window = judge::human(self.policy.window);
         self.record(Decision {
             warning: false,
             event_reason: "WindowStarted",
@@ -373,6 +445,7 @@ impl Session {
         warn!(%reason, message, "degraded: paging");
         self.r.state.outcome = Some(Outcome::Degraded);
         self.r.state.reason = Some(reason);
+        self.r.state.detail = Some(message.to_string());
         self.save_state().await;
         self.page(Severity::Error, reason, Outcome::Degraded, message);
         self.ctx.notifier.post(format!(
@@ -407,7 +480,7 @@ impl Session {
     }
 
     async fn passed(&mut self) {
-        let window = judge::human(self.ctx.policy.window);
+        let window = judge::human(self.policy.window);
         info!("passed");
         if self.r.state.outcome == Some(Outcome::Degraded) {
             self.ctx.notifier.page(PageEvent {
@@ -471,7 +544,7 @@ impl Session {
 
     async fn roll_back(&mut self, reason: Reason, message: &str) {
         let r = self.r.clone();
-        if self.ctx.config.mode == Mode::DryRun {
+        if self.cfg.mode == Mode::DryRun {
             warn!(%reason, message, "would roll back (dry run)");
             self.r.state.outcome = Some(Outcome::WouldRollBack);
             self.r.state.reason = Some(reason);
@@ -502,13 +575,28 @@ impl Session {
         warn!(%reason, message, "rolling back");
         let mut state = self.r.state.clone();
         let started = Instant::now();
-        let result = rollback::execute(&self.ctx.client, &r.namespace, &r.name, |plan| {
-            state.outcome = Some(Outcome::RolledBack);
-            state.reason = Some(reason);
-            state.rollback_fingerprint = Some(rollout::template_fingerprint(&plan.template));
-            state.annotations()
-        })
-        .await;
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let result = rollback::execute(&self.ctx.client, &r.namespace, &r.name, r.state.revision, |plan| {
+                state = self.r.state.clone();
+                state.outcome = Some(Outcome::RolledBack);
+                state.reason = Some(reason);
+                state.rollback_fingerprint = Some(rollout::template_fingerprint(&plan.template));
+                state.detail = Some(message.to_string());
+                state.annotations()
+            })
+            .await;
+            // A conflict or a failed `test` means the Deployment changed between read and
+            // patch (another instance, a person): read again and decide again, once.
+            let conflict = matches!(
+                &result,
+                Err(rollback::RollbackError::PatchDeployment { source: kube::Error::Api(s), .. }) if s.code == 409 || s.code == 422
+            );
+            if !conflict || attempts > 1 {
+                break result;
+            }
+        };
         match result {
             Ok(plan) => {
                 self.r.state = state;
@@ -538,6 +626,11 @@ impl Session {
                 );
                 self.verify(self.r.state.rollback_fingerprint.clone()).await;
             }
+            Err(rollback::RollbackError::AlreadyRolledBack { state, .. }) => {
+                info!("this rollout was already rolled back (by a previous leader): verifying it");
+                self.r.state = *state;
+                self.verify(self.r.state.rollback_fingerprint.clone()).await;
+            }
             Err(e) => {
                 warn!(error = %e, category = e.category(), "rollback failed");
                 self.r.state.outcome = Some(Outcome::RollbackFailed);
@@ -561,10 +654,9 @@ impl Session {
 
     /// Watches the rollback to completion and checks the version health reports.
     async fn verify(&mut self, fingerprint: Option<String>) {
-        let deadline = Instant::now() + self.ctx.config.watch.rollout_timeout;
+        let deadline = Instant::now() + self.cfg.watch.rollout_timeout;
         let expected = self.r.state.from_version.clone();
-        let mut ticks =
-            tokio::time::interval(self.ctx.config.watch.interval.min(Duration::from_secs(1)));
+        let mut ticks = tokio::time::interval(self.cfg.watch.interval.min(Duration::from_secs(1)));
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last = String::from("the rollback has not completed");
         loop {
@@ -610,7 +702,7 @@ impl Session {
             "rollback of {} to {} not verified within {}: {last}",
             self.r.to(),
             self.r.from(),
-            judge::human(self.ctx.config.watch.rollout_timeout)
+            judge::human(self.cfg.watch.rollout_timeout)
         );
         warn!(what, "rollback failed verification");
         self.r.state.outcome = Some(Outcome::RollbackFailed);
@@ -650,12 +742,25 @@ impl Session {
         );
     }
 
+    /// A page decided before a restart or a leader change may never have reached PagerDuty.
+    fn page_again_if_owed(&self) {
+        let (Some(outcome), Some(detail)) = (self.r.state.outcome, self.r.state.detail.clone()) else { return };
+        let reason = self.r.state.reason.unwrap_or(Reason::None);
+        let severity = match outcome {
+            Outcome::RollbackFailed => Severity::Critical,
+            Outcome::RolledBack | Outcome::WouldRollBack | Outcome::Degraded => Severity::Error,
+            _ => return,
+        };
+        info!(outcome = outcome.as_str(), "re-sending the page of a decision made before a restart");
+        self.page(severity, reason, outcome, &detail);
+    }
+
     // ---- records ----
 
     fn dedup_key(&self) -> String {
         format!(
             "deploy-watchdog/{}/{}/{}/{}",
-            self.ctx.config.cluster_name, self.r.namespace, self.r.name, self.r.state.revision
+            self.cfg.cluster_name, self.r.namespace, self.r.name, self.r.state.revision
         )
     }
 
@@ -672,13 +777,13 @@ impl Session {
             dedup_key: self.dedup_key(),
             payload: Some(Payload {
                 summary,
-                source: self.ctx.config.cluster_name.clone(),
+                source: self.cfg.cluster_name.clone(),
                 severity,
                 component: Some(r.key()),
                 group: Some(r.namespace.clone()),
                 class: Some(reason.as_str().to_string()),
                 custom_details: serde_json::json!({
-                    "cluster": self.ctx.config.cluster_name,
+                    "cluster": self.cfg.cluster_name,
                     "namespace": r.namespace,
                     "deployment": r.name,
                     "revision": r.state.revision,
@@ -687,6 +792,8 @@ impl Session {
                     "outcome": outcome.as_str(),
                     "reason": reason.as_str(),
                     "detail": message,
+                    "baseline_error_ratio": self.baseline,
+                    "peak_window": self.peak,
                 }),
             }),
         });

@@ -411,3 +411,280 @@ async fn strategic_merge_patch_updates_a_container_by_name_and_errors_are_status
     }
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn leases_conflict_on_stale_updates_and_events_are_recorded_in_both_shapes() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::events::v1::Event as NewEvent;
+    let (sim, client, shutdown) = start(Behaviours::default()).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "deploy-watchdog");
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "leader"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}
+    }))
+    .unwrap();
+    let created = leases.create(&Default::default(), &lease).await.unwrap();
+    match leases.create(&Default::default(), &lease).await {
+        Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (409, "AlreadyExists")),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+    let mut mine = created.clone();
+    mine.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    let updated = leases
+        .replace("leader", &Default::default(), &mine)
+        .await
+        .unwrap();
+    assert_ne!(
+        updated.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    // A second writer with the old resourceVersion loses.
+    match leases.replace("leader", &Default::default(), &mine).await {
+        Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (409, "Conflict")),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+
+    let new_events: Api<NewEvent> = Api::namespaced(client.clone(), "production");
+    let ev: NewEvent = serde_json::from_value(json!({
+        "metadata": {"generateName": "app."},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "regarding": {"kind": "Deployment", "namespace": "production", "name": "app", "apiVersion": "apps/v1"},
+        "reason": "RolledBack", "note": "Rolled back v2 to v1", "type": "Warning",
+        "action": "Rollback", "reportingController": "deploy-watchdog.io/watchdog", "reportingInstance": "watchdog-0"
+    }))
+    .unwrap();
+    new_events.create(&Default::default(), &ev).await.unwrap();
+    let core: Api<Event> = Api::namespaced(client.clone(), "production");
+    let listed = core
+        .list(&ListParams::default().fields("involvedObject.name=app"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].message.as_deref(), Some("Rolled back v2 to v1"));
+    assert_eq!(
+        listed[0].reporting_component.as_deref(),
+        Some("deploy-watchdog.io/watchdog")
+    );
+    let recorded = sim.events();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0]["note"], "Rolled back v2 to v1");
+    assert_eq!(recorded[0]["regarding"]["name"], "app");
+    assert_eq!(sim.request_counts().get("CREATE events").copied(), Some(1));
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn api_down_refuses_connections_and_up_restores_them_on_the_same_port() {
+    let (sim, client, shutdown) = start(Behaviours::default()).await;
+    sim.add_deployment(&spec("production/app", "v1", 1, true));
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "production");
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let watch_api = deploys.clone();
+    let task = tokio::spawn(async move {
+        let mut stream = watcher(watch_api, watcher::Config::default()).boxed();
+        while let Some(ev) = stream.next().await {
+            if let Ok(watcher::Event::Apply(d)) = ev {
+                log.lock()
+                    .unwrap()
+                    .push(revision_of(&d.metadata).unwrap_or_default());
+            }
+        }
+    });
+    assert!(deploys.get("app").await.is_ok());
+    sim.set_api_state(ApiState::DropWatches);
+    sim.set_api_state(ApiState::Down);
+    // The connection pool may hold a connection that the server is closing: a few tries.
+    eventually("requests to fail", || async {
+        deploys.get("app").await.is_err().then_some(())
+    })
+    .await;
+    sim.deploy("production", "app", "v2").unwrap();
+    sim.set_api_state(ApiState::Up);
+    eventually("requests to work again", || async {
+        deploys.get("app").await.ok()
+    })
+    .await;
+    eventually("the watcher to catch up", || async {
+        seen.lock().unwrap().iter().any(|r| r == "2").then_some(())
+    })
+    .await;
+    assert!(
+        sim.request_counts()
+            .get("WATCH deployments")
+            .copied()
+            .unwrap_or(0)
+            >= 2
+    );
+    task.abort();
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn streaming_list_watchers_get_the_initial_state_then_changes() {
+    let (sim, client, shutdown) = start(Behaviours::default()).await;
+    sim.add_deployment(&spec("production/app", "v1", 1, true));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "production");
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let task = tokio::spawn(async move {
+        let cfg = watcher::Config::default()
+            .streaming_lists()
+            .labels("app=app");
+        let mut stream = watcher(pods, cfg).boxed();
+        while let Some(ev) = stream.next().await {
+            let entry = match ev {
+                Ok(watcher::Event::InitApply(p)) => format!(
+                    "init-apply {}",
+                    p.metadata.labels.unwrap_or_default()["app.kubernetes.io/version"]
+                ),
+                Ok(watcher::Event::InitDone) => "init-done".into(),
+                Ok(watcher::Event::Apply(p)) => format!(
+                    "apply {}",
+                    p.metadata.labels.unwrap_or_default()["app.kubernetes.io/version"]
+                ),
+                Ok(_) => continue,
+                Err(e) => format!("error {e}"),
+            };
+            log.lock().unwrap().push(entry);
+        }
+    });
+    let has = |s: &str| seen.lock().unwrap().iter().any(|e| e == s);
+    eventually("the initial state", || async {
+        has("init-done").then_some(())
+    })
+    .await;
+    assert!(has("init-apply v1"), "{:?}", seen.lock().unwrap());
+    sim.deploy("production", "app", "v2").unwrap();
+    eventually("new pods", || async { has("apply v2").then_some(()) }).await;
+    assert!(
+        !seen.lock().unwrap().iter().any(|e| e.starts_with("error")),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    task.abort();
+    shutdown.cancel();
+}
+
+fn waiting_reason(p: &Pod) -> Option<String> {
+    let cs = p
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .clone();
+    cs.state?.waiting?.reason
+}
+
+#[tokio::test]
+async fn image_pull_config_error_slow_start_and_recreate_follow_their_behaviour() {
+    let behaviours = Behaviours::default();
+    let set = |name: &str, b: Behaviour| behaviours.set(AppKey::new("staging", name, "v2"), b);
+    set(
+        "pull",
+        Behaviour {
+            pods: PodMode::ImagePullError,
+            ..Default::default()
+        },
+    );
+    set(
+        "config",
+        Behaviour {
+            pods: PodMode::ConfigError,
+            ..Default::default()
+        },
+    );
+    set(
+        "slow",
+        Behaviour {
+            pods: PodMode::SlowStart,
+            ready_after: Duration::from_millis(800),
+            ..Default::default()
+        },
+    );
+    let (sim, client, shutdown) = start(behaviours.clone()).await;
+    for name in ["pull", "config", "slow", "recreate"] {
+        sim.add_deployment(&spec(&format!("staging/{name}"), "v1", 2, true));
+    }
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "staging");
+    let recreate = json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}});
+    deploys
+        .patch("recreate", &PatchParams::default(), &Patch::Merge(recreate))
+        .await
+        .unwrap();
+    for name in ["pull", "config", "slow", "recreate"] {
+        sim.deploy("staging", name, "v2").unwrap();
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "staging");
+    let v2 = |app: &'static str| {
+        let pods = pods.clone();
+        async move {
+            pods.list(
+                &ListParams::default().labels(&format!("app={app},app.kubernetes.io/version=v2")),
+            )
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+        }
+    };
+    eventually("ErrImagePull then ImagePullBackOff", || async {
+        let reasons: Vec<_> = v2("pull").await.iter().filter_map(waiting_reason).collect();
+        reasons
+            .iter()
+            .any(|r| r == "ImagePullBackOff")
+            .then_some(())
+    })
+    .await;
+    let pulled = v2("pull").await;
+    let status = pulled[0].status.clone().unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    eventually("CreateContainerConfigError", || async {
+        let p = v2("config").await;
+        let cs = p
+            .first()?
+            .status
+            .clone()?
+            .container_statuses?
+            .first()?
+            .clone();
+        let w = cs.state?.waiting?;
+        (w.reason.as_deref() == Some("CreateContainerConfigError")).then_some(w.message)
+    })
+    .await
+    .filter(|m| m.contains("configmap \"config-config\" not found"))
+    .expect("the missing ConfigMap named");
+    // Slow start: running but not ready at first, ready after `ready_after`.
+    eventually("slow pods running, not ready", || async {
+        let p = v2("slow").await;
+        p.iter()
+            .any(|p| {
+                let cs = &p
+                    .status
+                    .clone()
+                    .unwrap_or_default()
+                    .container_statuses
+                    .unwrap_or_default();
+                cs.first().is_some_and(|c| {
+                    !c.ready && c.state.as_ref().is_some_and(|s| s.running.is_some())
+                })
+            })
+            .then_some(())
+    })
+    .await;
+    eventually("slow pods ready", || async {
+        (sim.ready_pods_by_version("staging", "slow") == [("v2".to_string(), 2)]).then_some(())
+    })
+    .await;
+    eventually("the Recreate rollout", || async {
+        (sim.ready_pods_by_version("staging", "recreate") == [("v2".to_string(), 2)]).then_some(())
+    })
+    .await;
+    assert_eq!(
+        sim.ready_pods_by_version("staging", "pull"),
+        [("v1".to_string(), 2)],
+        "old pods kept"
+    );
+    shutdown.cancel();
+}

@@ -135,13 +135,14 @@ async fn kubectl_gets_rolls_out_undoes_pauses_and_resumes() {
         println!("SKIPPED: kubectl is not on PATH");
         return;
     }
-    for bin in bins {
+    for (i, bin) in bins.into_iter().enumerate() {
         println!("checking {}", bin.display());
-        run_with(bin).await;
+        // Only the current kubectl validates `apply` through OpenAPI v3; older ones need v2.
+        run_with(bin, i == 0).await;
     }
 }
 
-async fn run_with(bin: PathBuf) {
+async fn run_with(bin: PathBuf, check_apply: bool) {
     let behaviours = Behaviours::default();
     behaviours.set(
         AppKey::new("production", "crash", "v2"),
@@ -242,10 +243,14 @@ async fn run_with(bin: PathBuf) {
         out.stdout,
         out.stderr
     );
-    let pods = k
-        .ok(&["get", "pods", "-n", "production", "-l", "app=crash"])
-        .await;
-    assert!(pods.contains("CrashLoopBackOff"), "{pods}");
+    // Between back-offs the container runs for a moment: poll for the back-off state.
+    eventually("kubectl to show CrashLoopBackOff", || async {
+        let pods = k
+            .ok(&["get", "pods", "-n", "production", "-l", "app=crash"])
+            .await;
+        pods.contains("CrashLoopBackOff")
+    })
+    .await;
 
     let history = k
         .ok(&["rollout", "history", "deployment/app", "-n", "production"])
@@ -367,5 +372,69 @@ async fn run_with(bin: PathBuf) {
         1,
         "pause/resume do not touch the template"
     );
+
+    // Scaling through the scale subresource is not a new revision.
+    let scaled = k
+        .ok(&[
+            "scale",
+            "deployment/app",
+            "-n",
+            "production",
+            "--replicas=5",
+        ])
+        .await;
+    assert!(scaled.contains("scaled"), "{scaled}");
+    eventually("the scale-up", || async {
+        sim.ready_pods_by_version("production", "app") == [("v1".to_string(), 5)]
+    })
+    .await;
+    let dep = sim.deployment_json("production", "app").unwrap();
+    assert_eq!(revision(&dep), Some("3"));
+
+    if check_apply {
+        let manifest = dir.path().join("deploy.yaml");
+        let write = |image: &str| {
+            let text = format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: applied\n  namespace: staging\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: applied}}\n  template:\n    metadata:\n      labels: {{app: applied}}\n    spec:\n      containers:\n      - name: c\n        image: {image}\n"
+            );
+            std::fs::write(&manifest, text).unwrap();
+        };
+        let path = manifest.to_str().unwrap().to_string();
+        write("nginx:1.27");
+        assert!(k.ok(&["apply", "-f", &path]).await.contains("created"));
+        write("nginx:1.28");
+        assert!(k.ok(&["apply", "-f", &path]).await.contains("configured"));
+        let status = k
+            .ok(&[
+                "rollout",
+                "status",
+                "deployment/applied",
+                "-n",
+                "staging",
+                "--timeout=20s",
+            ])
+            .await;
+        assert!(status.contains("successfully rolled out"), "{status}");
+        let dep = sim.deployment_json("staging", "applied").unwrap();
+        assert_eq!(revision(&dep), Some("2"));
+        assert!(
+            k.ok(&["delete", "deployment", "applied", "-n", "staging"])
+                .await
+                .contains("deleted")
+        );
+        let left = k
+            .ok(&[
+                "get",
+                "rs,pods",
+                "-n",
+                "staging",
+                "-l",
+                "app=applied",
+                "-o",
+                "name",
+            ])
+            .await;
+        assert!(left.trim().is_empty(), "garbage-collected: {left}");
+    }
     shutdown.cancel();
 }

@@ -74,6 +74,10 @@ pub struct RolloutState {
     /// The rollback was verified (or found failed): nothing is left to do.
     #[serde(default)]
     pub settled: bool,
+    /// The message of the decision that paged, so a new process can page again if the
+    /// previous one died before PagerDuty accepted it (the dedup key makes a repeat harmless).
+    #[serde(default)]
+    pub detail: Option<String>,
     /// When the rollout completed and the watch window began.
     #[serde(default)]
     pub window_started_at: Option<jiff::Timestamp>,

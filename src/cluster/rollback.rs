@@ -158,6 +158,9 @@ pub enum RollbackError {
         name: String,
         refusal: Refusal,
     },
+    /// Another instance (a previous leader) already sent this rollout's rollback.
+    #[error("deployment {namespace}/{name}: revision {revision} was already rolled back")]
+    AlreadyRolledBack { namespace: String, name: String, revision: i64, state: Box<super::record::RolloutState> },
     #[error("{what} of deployment {namespace}/{name}: no answer within {CALL_TIMEOUT:?}")]
     Timeout {
         what: &'static str,
@@ -186,6 +189,7 @@ impl RollbackError {
                 ..
             } => "already_matches",
             RollbackError::Timeout { .. } => "timeout",
+            RollbackError::AlreadyRolledBack { .. } => "already_rolled_back",
         }
     }
 }
@@ -211,10 +215,15 @@ async fn bounded<T>(
 
 /// Does what `kubectl rollout undo deployment/NAME` does: GET the Deployment, LIST its
 /// ReplicaSets, PATCH. `state` annotations ride along in the same patch.
+///
+/// At most once per rollout (`revision`): a recorded rollback is never sent again, and the patch
+/// tests that the state annotation is still what was read, so two instances racing (a leader
+/// that has not yet noticed it was deposed) cannot both roll back.
 pub async fn execute(
     client: &kube::Client,
     namespace: &str,
     name: &str,
+    revision: i64,
     state: impl FnOnce(&RollbackPlan) -> BTreeMap<String, String>,
 ) -> Result<RollbackPlan, RollbackError> {
     use kube::api::{ListParams, Patch, PatchParams};
@@ -254,12 +263,23 @@ pub async fn execute(
             })
     })
     .await?;
+    let recorded = deployment.annotations().get(super::record::STATE_ANNOTATION).cloned();
+    if let Some(st) = recorded.as_deref().and_then(|r| serde_json::from_str::<super::record::RolloutState>(r).ok())
+        && st.revision >= revision
+        && st.rollback_fingerprint.is_some()
+    {
+        return Err(RollbackError::AlreadyRolledBack { namespace: ns, name: n, revision, state: Box::new(st) });
+    }
     let plan = plan(&deployment, &list.items).map_err(|refusal| RollbackError::Refused {
         namespace: ns.clone(),
         name: n.clone(),
         refusal,
     })?;
-    let patch = plan.patch(&state(&plan));
+    let mut patch = plan.patch(&state(&plan));
+    if let (Some(recorded), serde_json::Value::Array(ops)) = (recorded, &mut patch) {
+        let path = format!("/metadata/annotations/{}", super::record::STATE_ANNOTATION.replace('~', "~0").replace('/', "~1"));
+        ops.insert(0, json!({"op": "test", "path": path, "value": recorded}));
+    }
     let patch: json_patch::Patch =
         serde_json::from_value(patch).map_err(|e| RollbackError::PatchDeployment {
             namespace: ns.clone(),

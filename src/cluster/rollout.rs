@@ -35,6 +35,27 @@ pub fn template_version(template: &PodTemplateSpec) -> Option<String> {
     image_tag(image).map(str::to_string)
 }
 
+/// The deployed version of a Deployment by the configured rule.
+pub fn deployed_version(d: &Deployment, rule: &crate::config::VersionConfig) -> Option<String> {
+    use crate::config::VersionSource;
+    let template = &d.spec.as_ref()?.template;
+    let image = || {
+        let image = template.spec.as_ref()?.containers.first()?.image.as_ref()?;
+        image_tag(image).map(str::to_string)
+    };
+    match rule.source {
+        VersionSource::Label => template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .and_then(|l| l.get(&rule.key))
+            .cloned()
+            .or_else(image),
+        VersionSource::Image => image(),
+        VersionSource::Annotation => d.annotations().get(&rule.key).cloned(),
+    }
+}
+
 /// `registry:5000/app:v1.2.3@sha256:…` → `v1.2.3`.
 pub fn image_tag(image: &str) -> Option<&str> {
     let without_digest = image.split('@').next().unwrap_or(image);

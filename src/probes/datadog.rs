@@ -218,6 +218,15 @@ impl Datadog {
         }
     }
 
+    /// The same client (keys, rate-limit state) with another config: a Deployment's overrides.
+    pub fn with_config(&self, cfg: DatadogConfig) -> Datadog {
+        Datadog {
+            endpoint: format!("{}/api/v2/query/timeseries", cfg.base_url()),
+            cfg,
+            ..self.clone()
+        }
+    }
+
     /// The bound of one query.
     pub fn timeout(&self) -> Duration {
         self.cfg.timeout

@@ -119,6 +119,26 @@ impl Probes {
         }
     }
 
+    /// The same HTTP client with another config (a Deployment's overrides).
+    pub fn reconfigured(&self, config: &Config) -> Probes {
+        let prometheus = config
+            .providers
+            .prometheus
+            .clone()
+            .map(|p| prometheus::Prometheus::new(self.client.clone(), p));
+        // The Datadog client keeps its keys and its rate-limit state, shared with every session.
+        let datadog = match (&self.datadog, &config.providers.datadog) {
+            (Some(d), Some(cfg)) => Some(d.with_config(cfg.clone())),
+            _ => None,
+        };
+        Probes {
+            client: self.client.clone(),
+            config: config.clone(),
+            prometheus,
+            datadog,
+        }
+    }
+
     /// One round: health, smoke checks and providers, concurrently.
     pub async fn round(&self, namespace: &str, name: &str) -> ProbeRound {
         let health = async {

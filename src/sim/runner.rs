@@ -31,6 +31,8 @@ pub struct RolloutReport {
     pub final_version: Option<String>,
     pub pages: u32,
     pub first_action_ms: Option<u64>,
+    /// Template patches the API server received for this rollout after its deploy.
+    pub rollbacks: u32,
     #[serde(skip)]
     pub revision: i64,
     #[serde(skip)]
@@ -130,9 +132,6 @@ impl Simulation {
         }
         let cluster = SimCluster::new(behaviours.clone());
         let api = cluster.start(shutdown.child_token()).await.map_err(err)?;
-        for d in &s.deployments {
-            cluster.add_deployment(d);
-        }
         let apps = Apps::new(behaviours.clone(), Arc::new(cluster.clone()));
         let apps_addr = apps.start(shutdown.child_token()).await.map_err(err)?;
         let prometheus = PrometheusSim::new(&apps);
@@ -152,6 +151,37 @@ impl Simulation {
         for check in &mut config.smoke {
             check.url = format!("{app_base}{}", path_of(&check.url));
         }
+        // URL-valued annotations the allow-list accepts go to the simulated app too; refused
+        // ones stay as written, so a scenario can test the refusal.
+        for d in &s.deployments {
+            let mut d = d.clone();
+            for (key, value) in d.annotations.iter_mut() {
+                let (ns, name) = (
+                    d.reference.split('/').next().unwrap_or_default(),
+                    d.reference.rsplit('/').next().unwrap_or_default(),
+                );
+                let allowed = |u: &str| {
+                    crate::overrides::allowed_url(&config.annotations, u, ns, name).is_ok()
+                };
+                if key == "deploy-watchdog.io/health-url" && allowed(value) {
+                    *value = format!("{app_base}{}", path_of(value));
+                } else if key == "deploy-watchdog.io/smoke"
+                    && let Ok(mut checks) =
+                        serde_json::from_str::<Vec<crate::config::SmokeCheck>>(value)
+                    && checks.iter().all(|c| allowed(&c.url))
+                {
+                    for c in &mut checks {
+                        c.url = format!("{app_base}{}", path_of(&c.url));
+                    }
+                    *value = serde_json::to_string(&checks).unwrap_or_default();
+                }
+            }
+            cluster.add_deployment(&d);
+        }
+        config
+            .annotations
+            .allowed_hosts
+            .push(apps_addr.ip().to_string());
         let named = s
             .config
             .as_ref()
@@ -178,6 +208,20 @@ impl Simulation {
             datadog.set_api_keys(dd_api_key, dd_app_key);
         }
         config.notify.pagerduty.url = format!("http://{pd_addr}");
+        if s.watchdogs > 1 {
+            let configured = s.config.as_ref().and_then(|c| c.get("leader_election")).is_some();
+            let le = &mut config.leader_election;
+            le.enabled = true;
+            if le.namespace.is_empty() {
+                le.namespace = "deploy-watchdog".into();
+            }
+            if !configured {
+                // Short timings so a takeover fits a scenario's seconds (Lease durations are whole seconds).
+                le.lease_duration = Duration::from_secs(2);
+                le.renew_deadline = Duration::from_millis(1500);
+                le.retry_period = Duration::from_millis(200);
+            }
+        }
         let secrets = Secrets {
             pagerduty_routing_key: Some("R0UTING0KEY0SIMULATED0000000000".into()),
             slack_webhook_url: Some(format!(
@@ -271,7 +315,7 @@ impl Simulation {
                 self.cluster.set_api_state(*state);
                 Ok(())
             }
-            Action::RestartWatchdog => Ok(()),
+            Action::RestartWatchdog | Action::KillLeader => Ok(()),
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, "script event not applied");
@@ -292,16 +336,18 @@ fn path_of(url: &str) -> String {
 struct DaemonProcess {
     runtime: Option<tokio::runtime::Runtime>,
     status: daemon::Status,
+    identity: String,
 }
 
 impl DaemonProcess {
-    fn start(sim: &Simulation) -> std::io::Result<DaemonProcess> {
+    fn start(sim: &Simulation, identity: String) -> std::io::Result<DaemonProcess> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?;
         let status = daemon::Status::default();
-        let (config, secrets, status2) = (sim.config.clone(), sim.secrets.clone(), status.clone());
+        let (mut config, secrets, status2) = (sim.config.clone(), sim.secrets.clone(), status.clone());
+        config.leader_election.identity = identity.clone();
         let url = sim.api_url.clone();
         runtime.spawn(async move {
             let Ok(uri) = url.parse() else { return };
@@ -318,10 +364,7 @@ impl DaemonProcess {
                 tracing::error!(error = %e, "daemon stopped");
             }
         });
-        Ok(DaemonProcess {
-            runtime: Some(runtime),
-            status,
-        })
+        Ok(DaemonProcess { runtime: Some(runtime), status, identity })
     }
 
     fn kill(&mut self) {
@@ -337,6 +380,73 @@ impl Drop for DaemonProcess {
     }
 }
 
+/// The daemon replicas of a run: one, or several electing a leader.
+struct Replicas {
+    daemons: Vec<DaemonProcess>,
+    started: usize,
+}
+
+impl Replicas {
+    fn start(sim: &Simulation, n: u32) -> std::io::Result<Replicas> {
+        let mut r = Replicas { daemons: Vec::new(), started: 0 };
+        for _ in 0..n {
+            r.add(sim)?;
+        }
+        Ok(r)
+    }
+
+    fn add(&mut self, sim: &Simulation) -> std::io::Result<()> {
+        self.started += 1;
+        self.daemons.push(DaemonProcess::start(sim, format!("watchdog-{}", self.started))?);
+        Ok(())
+    }
+
+    fn ready(&self) -> bool {
+        self.daemons.iter().all(|d| d.status.ready())
+    }
+
+    fn in_flight(&self) -> usize {
+        self.daemons.iter().map(|d| d.status.notifications_in_flight()).sum()
+    }
+
+    /// Every replica killed and started again: nothing in memory survives.
+    fn restart_all(&mut self, sim: &Simulation) -> std::io::Result<()> {
+        let n = self.daemons.len();
+        self.kill_all();
+        for _ in 0..n {
+            self.add(sim)?;
+        }
+        Ok(())
+    }
+
+    /// The replica holding the Lease is killed; a replacement starts, as its ReplicaSet would.
+    fn kill_leader(&mut self, sim: &Simulation) -> std::io::Result<Option<String>> {
+        let le = &sim.config.leader_election;
+        let holder = sim
+            .cluster
+            .lease_json(&le.namespace, &le.lease_name)
+            .and_then(|l| l.pointer("/spec/holderIdentity").and_then(|h| h.as_str()).map(str::to_string));
+        let Some(holder) = holder else { return Ok(None) };
+        let before = self.daemons.len();
+        self.daemons.retain(|d| d.identity != holder);
+        if self.daemons.len() < before {
+            self.add(sim)?;
+            return Ok(Some(holder));
+        }
+        Ok(None)
+    }
+
+    fn kill_all(&mut self) {
+        for d in &mut self.daemons {
+            d.kill();
+        }
+        self.daemons.clear();
+    }
+}
+
+/// How long the daemon may take to sync before the script starts anyway.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Runs one scenario; `moments` receives the timeline as it happens.
 pub async fn run(
     s: &Scenario,
@@ -350,7 +460,15 @@ pub async fn run(
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     let sim = Simulation::start(s, config, file, &shutdown).await?;
-    let mut daemon = DaemonProcess::start(&sim).map_err(|e| RunError::Start(file.into(), e))?;
+    let mut daemon = Replicas::start(&sim, s.watchdogs).map_err(|e| RunError::Start(file.into(), e))?;
+    // The script's clock starts once the daemon has synced, as it would have in a cluster where
+    // the watchdog was running before the deploy.
+    let ready_by = Instant::now() + READY_TIMEOUT;
+    let lease = (sim.config.leader_election.namespace.clone(), sim.config.leader_election.lease_name.clone());
+    let elected = || !sim.config.leader_election.enabled || sim.cluster.lease_json(&lease.0, &lease.1).is_some();
+    while !(daemon.ready() && elected()) && Instant::now() < ready_by {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let started = Instant::now();
     let mut obs = Observer::new(started, moments);
 
@@ -371,8 +489,13 @@ pub async fn run(
                 deploys.push((deployment.clone(), version.clone(), now));
             }
             if ev.action == Action::RestartWatchdog {
-                daemon.kill();
-                daemon = DaemonProcess::start(&sim).map_err(|e| RunError::Start(file.into(), e))?;
+                daemon.restart_all(&sim).map_err(|e| RunError::Start(file.into(), e))?;
+            }
+            if ev.action == Action::KillLeader {
+                match daemon.kill_leader(&sim).map_err(|e| RunError::Start(file.into(), e))? {
+                    Some(who) => obs.say(MomentKind::Script, format!("killed the leader, {who}")),
+                    None => obs.say(MomentKind::Script, "no leader to kill".into()),
+                }
             }
             obs.say(MomentKind::Script, describe(&ev.action));
             next += 1;
@@ -394,7 +517,7 @@ pub async fn run(
             && all_seen
             && !obs.rollouts.is_empty()
             && obs.rollouts.values().all(|r| r.settled)
-            && daemon.status.notifications_in_flight() == 0
+            && daemon.in_flight() == 0
             && now - started
                 > script.last().map(|e| e.at).unwrap_or_default() + Duration::from_millis(300)
         {
@@ -404,7 +527,7 @@ pub async fn run(
     }
     obs.collect(&sim);
     let duration_ms = started.elapsed().as_millis() as u64;
-    daemon.kill();
+    daemon.kill_all();
     let rollouts = obs.finish(&sim, &deploys);
     let failures = check(s, &rollouts, &sim);
     for f in &failures {
@@ -457,6 +580,7 @@ fn describe(a: &Action) -> String {
         Action::Sink { name, state } => format!("sink {name:?} is now {state:?}").to_lowercase(),
         Action::Api { state } => format!("API server: {state:?}").to_lowercase(),
         Action::RestartWatchdog => "watchdog killed and restarted".into(),
+        Action::KillLeader => "the leading watchdog replica is killed; a replacement starts".into(),
     }
 }
 
@@ -524,6 +648,7 @@ impl Observer {
                     final_version: None,
                     pages: 0,
                     first_action_ms: None,
+                    rollbacks: 0,
                     revision,
                     settled: false,
                 });
@@ -555,8 +680,14 @@ impl Observer {
             self.say(
                 MomentKind::Action,
                 format!(
-                    "{}/{}: rollback patch received by the API server ({})",
-                    c.namespace, c.name, c.user_agent
+                    "{}/{}: template patch received by the API server{}",
+                    c.namespace,
+                    c.name,
+                    if c.user_agent.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (from {})", c.user_agent)
+                    }
                 ),
             );
         }
@@ -623,6 +754,16 @@ impl Observer {
                 .map(|(_, _, at)| *at)
                 .next_back();
             if let Some(deployed) = deployed {
+                let next_deploy = deploys
+                    .iter()
+                    .filter(|(d, _, at)| d == &r.deployment && *at > deployed)
+                    .map(|(_, _, at)| *at)
+                    .min();
+                r.rollbacks = changes
+                    .iter()
+                    .filter(|c| c.namespace == ns && c.name == name && c.at > deployed)
+                    .filter(|c| next_deploy.is_none_or(|n| c.at < n))
+                    .count() as u32;
                 let patch = changes
                     .iter()
                     .filter(|c| c.namespace == ns && c.name == name && c.at > deployed)
@@ -743,6 +884,12 @@ fn check_one(
         let got = r.map(|r| r.pages).unwrap_or(0);
         if got != want {
             failures.push(format!("{label}: {got} pages, expected {want}"));
+        }
+    }
+    if let Some(want) = e.rollbacks {
+        let got = r.map(|r| r.rollbacks).unwrap_or(0);
+        if got != want {
+            failures.push(format!("{label}: {got} rollbacks sent, expected {want}"));
         }
     }
     if let Some(within) = e.first_action_within {

@@ -33,6 +33,13 @@ pub struct Scenario {
     pub script: Vec<ScriptEvent>,
     #[serde(default)]
     pub expect: BTreeMap<String, ExpectEntry>,
+    /// Daemon replicas (an addition to the format): more than one elect a leader on a Lease.
+    #[serde(default = "one_watchdog")]
+    pub watchdogs: u32,
+}
+
+fn one_watchdog() -> u32 {
+    1
 }
 
 /// A Deployment that exists, rolled out and healthy, before the script starts.
@@ -119,6 +126,8 @@ pub enum Action {
         state: ApiState,
     },
     RestartWatchdog,
+    /// Kill the replica holding the leader Lease; a replacement starts (an addition to the format).
+    KillLeader,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -194,6 +203,8 @@ pub struct Expectation {
     pub pages: Option<u32>,
     #[serde(default, with = "humantime_serde::option")]
     pub first_action_within: Option<Duration>,
+    /// Rollback patches sent for the rollout (an addition to the format).
+    pub rollbacks: Option<u32>,
 }
 
 /// Outcomes a scenario can expect: the daemon's outcomes, plus `undecided` (still open when the
@@ -279,6 +290,9 @@ impl Scenario {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
+        if !(1..=5).contains(&self.watchdogs) {
+            return Err(("watchdogs".into(), format!("{} is not from 1 to 5", self.watchdogs)));
+        }
         if self.name.trim().is_empty() {
             return Err(("name".into(), "must not be empty".into()));
         }
@@ -439,6 +453,7 @@ impl Action {
             Action::Sink { .. } => "sink",
             Action::Api { .. } => "api",
             Action::RestartWatchdog => "restart_watchdog",
+            Action::KillLeader => "kill_leader",
         }
     }
 }
@@ -577,9 +592,10 @@ impl<'de> Deserialize<'de> for ScriptEvent {
                 Action::Api { state: f.state }
             }
             "restart_watchdog" => Action::RestartWatchdog,
+            "kill_leader" => Action::KillLeader,
             other => {
                 return Err(D::Error::custom(format!(
-                    "unknown event `{other}` (deploy, app, scale, pause, resume, delete, provider, sink, api, restart_watchdog)"
+                    "unknown event `{other}` (deploy, app, scale, pause, resume, delete, provider, sink, api, restart_watchdog, kill_leader)"
                 )));
             }
         };

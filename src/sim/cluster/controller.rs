@@ -18,34 +18,48 @@ use super::rolling::{fenceposts, scale_down_old};
 use super::state::State;
 use super::store::{Kind, meta_str};
 
-/// Processes due timers and dirty Deployments until nothing is left to do.
-pub fn run_pending(st: &mut State, now: Instant) {
+/// How many pod refreshes or Deployment syncs one lock hold may do, so that API requests
+/// are not starved while thousands of Deployments resync.
+const BUDGET: usize = 256;
+
+/// Processes due timers and dirty Deployments, at most [`BUDGET`] of each; returns whether
+/// work is left for another round.
+pub fn run_pending(st: &mut State, now: Instant) -> bool {
+    let mut pods_done = 0;
     while let Some(Reverse((at, _))) = st.pod_timers.peek() {
-        if *at > now {
+        if *at > now || pods_done >= BUDGET {
             break;
         }
         if let Some(Reverse((_, key))) = st.pod_timers.pop() {
             refresh_pod(st, &key.0, &key.1, now);
+            pods_done += 1;
         }
     }
     while let Some(Reverse((at, _))) = st.timers.peek() {
         if *at > now {
             break;
         }
-        if let Some(Reverse((_, key))) = st.timers.pop() {
+        if let Some(Reverse((at, key))) = st.timers.pop() {
+            if st.deadlines.get(&key) == Some(&at) {
+                st.deadlines.remove(&key);
+            }
             st.dirty.insert(key);
         }
     }
     // Syncs write objects that make their Deployment dirty again; a quiet sync writes nothing.
-    for _ in 0..16 {
-        let batch = std::mem::take(&mut st.dirty);
-        if batch.is_empty() {
+    let mut synced = 0;
+    while synced < BUDGET {
+        let Some(key) = st.dirty.pop_first() else {
             break;
-        }
-        for (ns, name) in batch {
-            sync_deployment(st, &ns, &name, now);
-        }
+        };
+        sync_deployment(st, &key.0, &key.1, now);
+        synced += 1;
     }
+    !st.dirty.is_empty()
+        || st
+            .pod_timers
+            .peek()
+            .is_some_and(|Reverse((at, _))| *at <= now)
 }
 
 /// When the controller must wake up next.
@@ -94,6 +108,7 @@ pub fn sync_deployment(st: &mut State, ns: &str, name: &str, now: Instant) {
     });
     let mut progressing: Option<(&str, String)> = None;
     let mut changed = vec![false; rss.len()];
+    let mut created_new: Option<usize> = None;
 
     if new_idx.is_none() && !paused {
         let rs = new_replicaset(st, &dep, &template, max_rev + 1);
@@ -107,6 +122,7 @@ pub fn sync_deployment(st: &mut State, ns: &str, name: &str, now: Instant) {
         rss.push(rs);
         changed.push(true);
         new_idx = Some(rss.len() - 1);
+        created_new = new_idx;
     } else if let Some(i) = new_idx {
         let rs = &mut rss[i];
         let old_rev = revision(rs);
@@ -145,6 +161,7 @@ pub fn sync_deployment(st: &mut State, ns: &str, name: &str, now: Instant) {
     // Scaling decisions, on spec.replicas of the ReplicaSets.
     let spec = |rs: &Value| int(rs, "/spec/replicas");
     let total_spec: i64 = rss.iter().map(spec).sum();
+    let orig_replicas: Vec<i64> = rss.iter().map(spec).collect();
     match new_idx {
         Some(n) if paused => {
             // Paused: only a plain scale when the new ReplicaSet is the only active one.
@@ -198,11 +215,33 @@ pub fn sync_deployment(st: &mut State, ns: &str, name: &str, now: Instant) {
             changed[i] = true;
         }
     }
-    for (i, rs) in rss.iter().enumerate() {
-        if changed[i] {
-            let stored = st.write(Kind::ReplicaSet, rs.clone());
-            sync_replicaset(st, &stored, name, now);
+    for (i, rs) in rss.iter_mut().enumerate() {
+        if !changed[i] {
+            continue;
         }
+        let (before, after) = (orig_replicas.get(i).copied().unwrap_or(0), spec(rs));
+        if before != after {
+            if created_new != Some(i) {
+                // A spec change of the ReplicaSet: the API server bumps its generation.
+                let generation = int(rs, "/metadata/generation").max(1);
+                rs["metadata"]["generation"] = json!(generation + 1);
+            }
+            if !st.backdate {
+                let rs_name = meta_str(rs, "name").unwrap_or_default();
+                let direction = if after > before { "up" } else { "down" };
+                let involved = json!({"kind": "Deployment", "namespace": ns, "name": name,
+                    "uid": uid, "apiVersion": "apps/v1"});
+                st.record_event(
+                    ns,
+                    involved,
+                    ("Normal", "ScalingReplicaSet", ""),
+                    &format!("Scaled {direction} replica set {rs_name} from {before} to {after}"),
+                    "deployment-controller",
+                );
+            }
+        }
+        let stored = st.write(Kind::ReplicaSet, rs.clone());
+        sync_replicaset(st, &stored, name, now);
     }
     let rss: Vec<Value> = st
         .store
@@ -239,6 +278,14 @@ pub fn sync_deployment(st: &mut State, ns: &str, name: &str, now: Instant) {
 
 /// Schedules a resync of a Deployment (its progress deadline).
 pub fn resync_after(st: &mut State, ns: &str, name: &str, now: Instant, after: Duration) {
-    st.timers
-        .push(Reverse((now + after, (ns.to_string(), name.to_string()))));
+    let key = (ns.to_string(), name.to_string());
+    let at = now + after;
+    // One pending deadline per Deployment is enough; an earlier one re-schedules when it fires.
+    match st.deadlines.get(&key) {
+        Some(pending) if *pending > now && *pending <= at => {}
+        _ => {
+            st.deadlines.insert(key.clone(), at);
+            st.timers.push(Reverse((at, key)));
+        }
+    }
 }

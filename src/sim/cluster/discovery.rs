@@ -29,6 +29,11 @@ impl Resource {
             format!("{}/{}", self.group, self.version)
         }
     }
+    /// True when stored objects are already in this resource's version.
+    pub fn storage_form_is_view(&self) -> bool {
+        !(self.kind == Kind::Event && self.group == "events.k8s.io")
+    }
+
     /// A view of a stored object as this resource's version.
     pub fn view(&self, obj: &Value) -> Value {
         if self.kind == Kind::Event && self.group == "events.k8s.io" {
@@ -203,6 +208,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             entry["categories"] = json!(["all"]);
         }
         list.push(entry);
+        if matches!(r.kind, Kind::Deployment | Kind::ReplicaSet) {
+            list.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": true,
+                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+        }
         if r.has_status {
             list.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
                 "kind": r.kind_name, "verbs": ["get", "patch", "update"]}));

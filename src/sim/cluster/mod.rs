@@ -3,22 +3,36 @@
 //!
 //! CONTRACT (the runner, the services and the tests rely on exactly these signatures).
 //!
-//! Layout: [`store`] holds objects, resourceVersions and watch history; [`server`] routes the
-//! HTTP API ([`watch`], [`patch`], [`table`], [`discovery`], [`events`]); [`controller`],
-//! [`status`] and [`replicaset`] are the deployment controller; [`pods`] is the simulated
-//! kubelet. Everything mutable sits behind one lock in [`state::State`].
+//! Layout: `store` holds objects, resourceVersions and watch history; `server` routes the
+//! HTTP API (`watch`, `write`, `patch`, `scale`, `table`, `discovery`, `openapi`, `events`);
+//! `controller`, `revisions`, `rolling`, `status` and `replicaset` are the deployment
+//! controller; `pods` is the simulated kubelet. Everything mutable sits behind one lock in
+//! `state::State`; `shared` holds it with the fault switches and runs the controller loop.
+//!
+//! Known differences from a real cluster (none matters to `kubectl get/rollout/scale/apply` or
+//! to kube-rs watchers): deleted pods go away at once (no Terminating grace period); a
+//! `continue` token lists the current state rather than the snapshot of the first page;
+//! several old ReplicaSets with replicas are not scaled proportionally on a scale change
+//! mid-rollout; server-side apply (`application/apply-patch+yaml`) is refused with 415;
+//! OpenAPI v3 only advertises server-side field validation (no schemas, so no
+//! `kubectl explain`; kubectl 1.28 and older need OpenAPI v2 for `apply`); DELETE always
+//! cascades in the background style; no admission, auth or protobuf.
 
 mod controller;
 mod discovery;
 mod error;
 mod events;
+mod list;
+mod object;
 mod objects;
-pub mod patch;
+mod openapi;
+mod patch;
 mod pods;
 mod replicaset;
 mod revisions;
 mod rolling;
-pub mod selector;
+mod scale;
+mod selector;
 mod server;
 mod shared;
 mod state;
@@ -70,6 +84,7 @@ pub struct SimCluster {
 }
 
 impl SimCluster {
+    /// An empty cluster whose pods follow `behaviours`; serve it with [`SimCluster::start`].
     pub fn new(behaviours: Behaviours) -> Self {
         SimCluster {
             shared: Arc::new(Shared {
@@ -173,10 +188,12 @@ impl SimCluster {
         })
     }
 
+    /// Sets `spec.replicas` (not a new revision).
     pub fn scale(&self, namespace: &str, name: &str, replicas: i32) -> Result<(), SimError> {
         self.modify(namespace, name, |d| d["spec"]["replicas"] = json!(replicas))
     }
 
+    /// Pauses or resumes the rollout (`spec.paused`).
     pub fn set_paused(&self, namespace: &str, name: &str, paused: bool) -> Result<(), SimError> {
         self.modify(namespace, name, |d| {
             if paused {
@@ -199,6 +216,7 @@ impl SimCluster {
         })
     }
 
+    /// Deletes the Deployment and, like the garbage collector, its ReplicaSets and Pods.
     pub fn delete(&self, namespace: &str, name: &str) -> Result<(), SimError> {
         let mut st = self.shared.lock();
         st.delete_cascade(Kind::Deployment, namespace, name)
@@ -206,6 +224,8 @@ impl SimCluster {
             .ok_or_else(|| no_such(namespace, name))
     }
 
+    /// Injects an API fault (see [`ApiState`]); `Up` rebinds the same port after `Down`.
+    /// Must be called from within the Tokio runtime that started the cluster.
     pub fn set_api_state(&self, state: ApiState) {
         let mut api = self.shared.api();
         match state {
@@ -230,6 +250,10 @@ impl SimCluster {
                 let (Some(addr), Some(shutdown)) = (api.addr, api.shutdown.clone()) else {
                     return;
                 };
+                if tokio::runtime::Handle::try_current().is_err() {
+                    tracing::error!("set_api_state(Up) called outside the Tokio runtime");
+                    return;
+                }
                 match server::bind_retrying(addr) {
                     Ok(listener) => {
                         let epoch = shutdown.child_token();
@@ -260,11 +284,8 @@ impl SimCluster {
         let uid = store::meta_str(&dep, "uid").unwrap_or_default();
         let mut by_version: BTreeMap<String, u32> = BTreeMap::new();
         for rs in st.store.dependents(uid, Kind::ReplicaSet) {
-            for pod in st
-                .store
-                .dependents(store::meta_str(&rs, "uid").unwrap_or_default(), Kind::Pod)
-            {
-                let key = store::key_of(&pod);
+            let rs_uid = store::meta_str(&rs, "uid").unwrap_or_default();
+            for key in st.store.dependent_keys(rs_uid, Kind::Pod) {
                 if let Some(rt) = st.pods.get(&key)
                     && rt.last.as_ref().is_some_and(|s| s.ready)
                 {
@@ -277,13 +298,7 @@ impl SimCluster {
 
     /// Every Deployment as (namespace, name).
     pub fn deployments(&self) -> Vec<(String, String)> {
-        self.shared
-            .lock()
-            .store
-            .list(Kind::Deployment, None)
-            .iter()
-            .map(|d| store::key_of(d))
-            .collect()
+        self.shared.lock().store.keys(Kind::Deployment)
     }
 
     /// The version of a Deployment's current pod template.
@@ -303,6 +318,11 @@ impl SimCluster {
             .store
             .get(Kind::Deployment, namespace, name)
             .map(|d| (*d).clone())
+    }
+
+    /// A Lease as stored (JSON): who leads.
+    pub fn lease_json(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.shared.lock().store.get(Kind::Lease, namespace, name).map(|l| (*l).clone())
     }
 
     /// Template changes made through the API, in order.

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use super::objects::{name_suffix, now_rfc3339};
 use super::pods::{self, PodRuntime};
 use super::state::State;
-use super::store::{Kind, meta_str};
+use super::store::{Key, Kind, meta_str};
 use crate::sim::behaviour::PodMode;
 
 /// Creates or deletes pods so the ReplicaSet has `spec.replicas`, then writes its status.
@@ -19,40 +19,32 @@ pub fn sync_replicaset(st: &mut State, rs: &Value, deployment: &str, now: Instan
         .pointer("/spec/replicas")
         .and_then(Value::as_i64)
         .unwrap_or(0);
-    let mut pods = st.store.dependents(&uid, Kind::Pod);
+    let mut pods = st.store.dependent_keys(&uid, Kind::Pod);
     let have = pods.len() as i64;
     if have < want {
         for _ in have..want {
             create_pod(st, rs, &ns, &rs_name, &uid, deployment, now);
         }
-        pods = st.store.dependents(&uid, Kind::Pod);
+        pods = st.store.dependent_keys(&uid, Kind::Pod);
     } else if have > want {
         // Delete the least useful first: unscheduled, then not ready, then the newest.
-        let rank = |p: &Value| {
-            let phase = p.pointer("/status/phase").and_then(Value::as_str) == Some("Pending");
-            let ready = p
-                .pointer("/status/containerStatuses/0/ready")
-                .and_then(Value::as_bool)
-                == Some(true);
-            (!phase, ready)
+        let rank = |key: &Key| {
+            let state = st.pods.get(key).and_then(|r| r.last.as_ref());
+            let scheduled = state.is_some_and(|s| s.scheduled.is_ok());
+            let ready = state.is_some_and(|s| s.ready);
+            (scheduled, ready)
         };
-        pods.sort_by(|a, b| {
-            rank(a)
-                .cmp(&rank(b))
-                .then_with(|| meta_str(b, "name").cmp(&meta_str(a, "name")))
-        });
-        for p in pods.iter().take((have - want) as usize) {
-            let name = meta_str(p, "name").unwrap_or_default().to_string();
-            delete_pod(st, &ns, &name);
+        pods.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| b.1.cmp(&a.1)));
+        for (pns, name) in pods.iter().take((have - want) as usize) {
+            delete_pod(st, pns, name);
         }
-        pods = st.store.dependents(&uid, Kind::Pod);
+        pods = st.store.dependent_keys(&uid, Kind::Pod);
     }
     let ready = pods
         .iter()
-        .filter(|p| {
-            let name = meta_str(p, "name").unwrap_or_default();
+        .filter(|key| {
             st.pods
-                .get(&(ns.clone(), name.to_string()))
+                .get(*key)
                 .and_then(|r| r.last.as_ref())
                 .is_some_and(|s| s.ready)
         })
@@ -91,7 +83,7 @@ fn create_pod(
             "{rs_name}-{}",
             name_suffix(&format!("{rs_name}/{}", st.name_seq))
         );
-        if st.store.get(Kind::Pod, ns, &candidate).is_none() {
+        if !st.store.contains(Kind::Pod, ns, &candidate) {
             break candidate;
         }
     };
@@ -138,13 +130,26 @@ fn create_pod(
     metadata["creationTimestamp"] = json!(now_rfc3339());
     metadata["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs_name,
         "uid": rs_uid, "controller": true, "blockOwnerDeletion": true}]);
-    let pod = json!({"kind": "Pod", "apiVersion": "v1", "metadata": metadata, "spec": spec, "status": {"phase": "Pending", "qosClass": "BestEffort"}});
-    st.store.put(Kind::Pod, pod);
+    // The first status is written with the pod: one write per pod instead of two.
+    let mut rt = rt;
+    let (state, next) = pods::evaluate(&rt, &behaviour, now);
+    let container = spec
+        .pointer("/containers/0/name")
+        .and_then(Value::as_str)
+        .unwrap_or("app");
+    let created = metadata["creationTimestamp"].as_str().unwrap_or_default();
+    let status = pods::render_status(&rt, container, &state, created);
+    rt.last = Some(state);
+    let key = (ns.to_string(), name.clone());
+    if let Some(at) = next {
+        st.pod_timers.push(std::cmp::Reverse((at, key.clone())));
+    }
+    let pod = json!({"kind": "Pod", "apiVersion": "v1", "metadata": metadata, "spec": spec, "status": status});
+    st.write(Kind::Pod, pod);
     if behaviour.pods == PodMode::Pending {
         st.scheduler_event(ns, &name, &uid, &behaviour.pending_reason);
     }
-    st.pods.insert((ns.to_string(), name.clone()), rt);
-    refresh_pod(st, ns, &name, now);
+    st.pods.insert(key, rt);
 }
 
 pub fn delete_pod(st: &mut State, ns: &str, name: &str) {
@@ -186,5 +191,12 @@ pub fn refresh_pod(st: &mut State, ns: &str, name: &str, now: Instant) {
     }
     let mut updated = (*pod).clone();
     updated["status"] = status;
+    if let Some(rt) = st.pods.get(&key)
+        && rt.last.as_ref().is_some_and(|s| s.scheduled.is_ok())
+        && updated.pointer("/spec/nodeName").is_none()
+    {
+        // Capacity appeared (the behaviour changed): the scheduler binds the pod now.
+        updated["spec"]["nodeName"] = json!(rt.node);
+    }
     st.write(Kind::Pod, updated);
 }

@@ -52,6 +52,7 @@ fn set_values(rest: &str, term: &str) -> Result<Vec<String>, SelectorError> {
 }
 
 impl LabelSelector {
+    /// Parses the `labelSelector` query syntax: `=`, `==`, `!=`, `in`, `notin`, `key`, `!key`.
     pub fn parse(s: &str) -> Result<Self, SelectorError> {
         let mut reqs = Vec::new();
         for term in split_top(s)
@@ -122,10 +123,12 @@ impl LabelSelector {
         LabelSelector(reqs)
     }
 
+    /// True for the empty selector, which matches everything.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// Whether a `metadata.labels` map (or its absence) satisfies every requirement.
     pub fn matches_labels(&self, labels: Option<&Value>) -> bool {
         let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
         self.0.iter().all(|r| match r {
@@ -138,6 +141,8 @@ impl LabelSelector {
         })
     }
 
+    /// Whether an object's labels satisfy every requirement.
+    #[cfg(test)]
     pub fn matches(&self, obj: &Value) -> bool {
         self.matches_labels(obj.pointer("/metadata/labels"))
     }
@@ -148,6 +153,12 @@ impl LabelSelector {
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
+    /// True when there is no requirement.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Parses `path=value`, `path==value` and `path!=value` terms, comma-separated.
     pub fn parse(s: &str) -> Result<Self, SelectorError> {
         let mut reqs = Vec::new();
         for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
@@ -165,6 +176,7 @@ impl FieldSelector {
         Ok(FieldSelector(reqs))
     }
 
+    /// Whether the object's fields (dotted JSON paths; absent reads as "") satisfy every term.
     pub fn matches(&self, obj: &Value) -> bool {
         self.0.iter().all(|(path, eq, want)| {
             let pointer = format!("/{}", path.replace('.', "/"));

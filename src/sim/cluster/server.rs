@@ -15,11 +15,13 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::discovery::{self, Resource};
+use super::discovery;
 use super::error::ApiError;
+use super::list::list;
 use super::patch::{self, PatchType};
+use super::scale::{apply_scale, to_scale};
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::meta_str;
+use super::store::{Kind, meta_str};
 use super::table::{self, Include};
 use super::watch::{self, WatchRequest};
 use super::write::{create, update};
@@ -55,7 +57,7 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, epoch: Cancellati
     }
 }
 
-fn json_response(code: StatusCode, body: &Value) -> Response {
+pub fn json_response(code: StatusCode, body: &Value) -> Response {
     (
         code,
         [(header::CONTENT_TYPE, "application/json")],
@@ -72,7 +74,7 @@ fn error_response(e: &ApiError) -> Response {
 }
 
 /// One parsed API request.
-struct Req {
+pub struct Req {
     method: Method,
     query: HashMap<String, String>,
     headers: HeaderMap,
@@ -86,7 +88,7 @@ impl Req {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
     }
-    fn q(&self, k: &str) -> Option<&str> {
+    pub fn q(&self, k: &str) -> Option<&str> {
         self.query.get(k).map(String::as_str)
     }
     fn flag(&self, k: &str) -> bool {
@@ -132,6 +134,12 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
         ["version"] => return ok(discovery::version()),
         ["healthz" | "readyz" | "livez"] => return Ok((StatusCode::OK, "ok").into_response()),
         ["api"] => return ok(discovery::core_versions()),
+        ["openapi", "v3"] => return ok(super::openapi::root()),
+        ["openapi", "v3", gv @ ..] => {
+            return super::openapi::group_version(&gv.join("/"))
+                .map(ok)
+                .unwrap_or_else(|| Err(ApiError::path_not_found()));
+        }
         ["apis"] => return ok(discovery::group_list()),
         ["apis", g] if discovery::is_group(g) => return ok(discovery::group(g)),
         ["api", v] => {
@@ -159,7 +167,8 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
         [] => return Err(ApiError::path_not_found()),
     };
     let res = discovery::find(group, version, plural).ok_or_else(ApiError::path_not_found)?;
-    if sub.is_some_and(|s| s != "status") {
+    let scalable = matches!(res.kind, Kind::Deployment | Kind::ReplicaSet);
+    if sub.is_some_and(|s| s != "status" && !(s == "scale" && scalable)) {
         return Err(ApiError::path_not_found());
     }
     let ns = if res.namespaced {
@@ -175,6 +184,7 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
         (&Method::PUT, Some(_)) => "UPDATE",
         (&Method::PATCH, Some(_)) => "PATCH",
         (&Method::DELETE, Some(_)) => "DELETE",
+        (&Method::DELETE, None) => "DELETECOLLECTION",
         _ => return Err(ApiError::method_not_allowed()),
     };
     {
@@ -184,7 +194,7 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
         };
         *shared.lock().counts.entry(counter).or_default() += 1;
     }
-    if res.namespaced && ns.is_none() && verb != "LIST" && verb != "WATCH" {
+    if res.namespaced && ns.is_none() && !matches!(verb, "LIST" | "WATCH" | "DELETECOLLECTION") {
         return Err(ApiError::path_not_found());
     }
     let ns_str = ns.clone().unwrap_or_default();
@@ -214,6 +224,9 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
                 .store
                 .get(res.kind, &ns_str, name)
                 .ok_or_else(|| ApiError::not_found(res.plural, res.group, name))?;
+            if sub == Some("scale") {
+                return Ok(json_response(StatusCode::OK, &to_scale(&obj)));
+            }
             respond(StatusCode::OK, &obj)
         }
         "LIST" => list(shared, &res, ns.as_deref(), req, table)?,
@@ -227,6 +240,7 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
                     .map_err(|e| ApiError::bad_request(e.to_string()))?,
                 resource_version: req.q("resourceVersion").and_then(|v| v.parse().ok()),
                 bookmarks: req.flag("allowWatchBookmarks"),
+                send_initial: req.flag("sendInitialEvents"),
                 timeout: req
                     .q("timeoutSeconds")
                     .and_then(|v| v.parse().ok())
@@ -255,15 +269,34 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
                 .store
                 .get(res.kind, &ns_str, name)
                 .ok_or_else(|| ApiError::not_found(res.plural, res.group, name))?;
+            let base = if sub == Some("scale") {
+                to_scale(&old)
+            } else {
+                res.view(&old)
+            };
             let new = if verb == "UPDATE" {
-                let body: Value = serde_json::from_slice(&req.body)
-                    .map_err(|e| ApiError::bad_request(format!("decoding the body: {e}")))?;
-                res.storage_form(&body)
+                serde_json::from_slice(&req.body)
+                    .map_err(|e| ApiError::bad_request(format!("decoding the body: {e}")))?
             } else {
                 let ty = PatchType::from_content_type(req.header(header::CONTENT_TYPE))?;
-                res.storage_form(&patch::apply(&res.view(&old), ty, &req.body)?)
+                patch::apply(&base, ty, &req.body)?
             };
-            let obj = update(&mut st, &res, &old, new, sub, &ua, req.dry_run())?;
+            if sub == Some("scale") {
+                let new = apply_scale(&old, &new);
+                let obj = update(&mut st, &res, &old, new, None, &ua, req.dry_run())?;
+                drop(st);
+                shared.notify.notify_one();
+                return Ok(json_response(StatusCode::OK, &to_scale(&obj)));
+            }
+            let obj = update(
+                &mut st,
+                &res,
+                &old,
+                res.storage_form(&new),
+                sub,
+                &ua,
+                req.dry_run(),
+            )?;
             respond(StatusCode::OK, &obj)
         }
         "DELETE" => {
@@ -277,69 +310,38 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
             let obj = obj.ok_or_else(|| ApiError::not_found(res.plural, res.group, name))?;
             respond(StatusCode::OK, &obj)
         }
+        "DELETECOLLECTION" => {
+            let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or_default())
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or_default())
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let mut st = shared.lock();
+            let (matching, _) = st.store.page(res.kind, ns.as_deref(), None, None, |o| {
+                labels.matches_labels(Some(&o.labels))
+                    && (fields.is_empty() || fields.matches(&o.value()))
+            });
+            let mut deleted = Vec::new();
+            for obj in matching {
+                let (ons, oname) = super::store::key_of(&obj.value());
+                let gone = if req.dry_run() {
+                    st.store.get(res.kind, &ons, &oname)
+                } else {
+                    st.delete_cascade(res.kind, &ons, &oname)
+                };
+                deleted.extend(gone.map(|o| res.view(&o)));
+            }
+            let rv = st.store.resource_version().to_string();
+            let list = json!({"kind": format!("{}List", res.kind_name), "apiVersion": res.api_version(),
+                "metadata": {"resourceVersion": rv}, "items": deleted});
+            json_response(StatusCode::OK, &list)
+        }
         _ => return Err(ApiError::method_not_allowed()),
     };
-    if matches!(verb, "CREATE" | "UPDATE" | "PATCH" | "DELETE") {
+    if matches!(
+        verb,
+        "CREATE" | "UPDATE" | "PATCH" | "DELETE" | "DELETECOLLECTION"
+    ) {
         shared.notify.notify_one();
     }
     Ok(result)
-}
-
-fn list(
-    shared: &Arc<Shared>,
-    res: &Resource,
-    ns: Option<&str>,
-    req: &Req,
-    table: Option<Include>,
-) -> Result<Response, ApiError> {
-    let labels = LabelSelector::parse(req.q("labelSelector").unwrap_or_default())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let fields = FieldSelector::parse(req.q("fieldSelector").unwrap_or_default())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let limit = req
-        .q("limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .filter(|l| *l > 0);
-    // Continue token: "ns/name" of the last item returned; names never contain '/'.
-    let after = req
-        .q("continue")
-        .filter(|c| !c.is_empty())
-        .and_then(|c| c.split_once('/'))
-        .map(|(a, b)| (a.to_string(), b.to_string()));
-    let st = shared.lock();
-    let rv = st.store.resource_version().to_string();
-    let all = st.store.list(res.kind, ns);
-    drop(st);
-    let mut items: Vec<&Value> = Vec::new();
-    let mut cont = None;
-    for obj in &all {
-        let key = super::store::key_of(obj);
-        if after.as_ref().is_some_and(|a| key <= *a) || !labels.matches(obj) || !fields.matches(obj)
-        {
-            continue;
-        }
-        if limit.is_some_and(|l| items.len() >= l) {
-            cont = items.last().map(|o| {
-                let (n, name) = super::store::key_of(o);
-                format!("{n}/{name}")
-            });
-            break;
-        }
-        items.push(obj);
-    }
-    if let Some(include) = table {
-        return Ok(json_response(
-            StatusCode::OK,
-            &table::table(res, &items, include, Some(rv), cont),
-        ));
-    }
-    let mut meta = json!({"resourceVersion": rv});
-    if let Some(c) = cont {
-        meta["continue"] = json!(c);
-    }
-    let items: Vec<Value> = items.iter().map(|o| res.view(o)).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"kind": format!("{}List", res.kind_name), "apiVersion": res.api_version(), "metadata": meta, "items": items}),
-    ))
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::controller;
 use super::state::State;
-use super::store::{self, Kind};
+use super::store::Kind;
 
 /// Fault injection and lifecycle of the HTTP side.
 #[derive(Default)]
@@ -46,26 +46,32 @@ impl Shared {
 }
 
 /// The controller loop: wakes on writes, on pod and deadline timers, and resyncs everything
-/// every 30 s like an informer resync.
+/// every 5 min like an informer resync.
+/// Like an informer resync: a safety net only, every change and deadline has its own trigger.
+const RESYNC: Duration = Duration::from_secs(300);
+
 pub async fn run_controller(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut last_resync = Instant::now();
     loop {
         let next = {
             let mut st = shared.lock();
             let now = Instant::now();
-            if now.duration_since(last_resync) > Duration::from_secs(30) {
+            if now.duration_since(last_resync) > RESYNC {
                 last_resync = now;
-                let all: Vec<_> = st
-                    .store
-                    .list(Kind::Deployment, None)
-                    .iter()
-                    .map(|d| store::key_of(d))
-                    .collect();
+                let all = st.store.keys(Kind::Deployment);
                 st.dirty.extend(all);
             }
-            controller::run_pending(&mut st, now);
-            controller::next_wakeup(&st)
+            if controller::run_pending(&mut st, now) {
+                Some(now)
+            } else {
+                controller::next_wakeup(&st)
+            }
         };
+        if next.is_some_and(|t| t <= Instant::now()) {
+            // More work queued: let API requests take the lock first.
+            tokio::task::yield_now().await;
+            continue;
+        }
         let sleep = next
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
             .min(Instant::now() + Duration::from_secs(1));

@@ -22,6 +22,8 @@ pub struct State {
     pub dirty: BTreeSet<Key>,
     /// Deployments to resync at a time (progress deadlines).
     pub timers: BinaryHeap<Reverse<(Instant, Key)>>,
+    /// The pending deadline timer per Deployment (deduplicates `timers`).
+    pub deadlines: HashMap<Key, Instant>,
     /// Pods whose state changes at a time.
     pub pod_timers: BinaryHeap<Reverse<(Instant, Key)>>,
     pub template_changes: Vec<TemplateChange>,
@@ -44,6 +46,7 @@ impl State {
             dirty: BTreeSet::new(),
             timers: BinaryHeap::new(),
             pod_timers: BinaryHeap::new(),
+            deadlines: HashMap::new(),
             template_changes: Vec::new(),
             api_events: Vec::new(),
             counts: BTreeMap::new(),
@@ -84,9 +87,12 @@ impl State {
                 self.dirty.insert((ns, name.to_string()));
             }
             "ReplicaSet" => {
-                if let Some(rs) = self.store.get(Kind::ReplicaSet, &ns, name)
-                    && let Some(("Deployment", dep, _)) = controller_owner(&rs)
-                {
+                // The ReplicaSet's own owner, read from the store's index fields (no parse).
+                let dep = self
+                    .store
+                    .get_stored(Kind::ReplicaSet, &ns, name)
+                    .and_then(|rs| rs.owner_name.clone());
+                if let Some(dep) = dep {
                     self.dirty.insert((ns, dep.to_string()));
                 }
             }
@@ -120,20 +126,44 @@ impl State {
 
     /// The scheduler's `FailedScheduling` Warning on an unschedulable pod.
     pub fn scheduler_event(&mut self, ns: &str, pod: &str, pod_uid: &str, message: &str) {
+        let involved = json!({"kind": "Pod", "namespace": ns, "name": pod, "uid": pod_uid, "apiVersion": "v1"});
+        self.record_event(
+            ns,
+            involved,
+            ("Warning", "FailedScheduling", "Scheduling"),
+            message,
+            "default-scheduler",
+        );
+    }
+
+    /// Stores a core Event from a simulated component (not counted in `SimCluster::events`).
+    pub fn record_event(
+        &mut self,
+        ns: &str,
+        involved: Value,
+        (ty, reason, action): (&str, &str, &str),
+        message: &str,
+        component: &str,
+    ) {
         let now = now_rfc3339();
+        self.name_seq += 1;
+        let object = involved["name"].as_str().unwrap_or_default().to_string();
         let name = format!(
-            "{pod}.{:x}",
-            super::objects::fnv1a32(format!("{pod}{now}").as_bytes())
+            "{object}.{:016x}",
+            u64::from(super::objects::fnv1a32(
+                format!("{object}/{}", self.name_seq).as_bytes()
+            )) << 24
+                | (self.name_seq & 0xff_ffff)
         );
         let uid = self.store.next_uid();
         let event = json!({
             "kind": "Event", "apiVersion": "v1",
             "metadata": {"name": name, "namespace": ns, "uid": uid, "creationTimestamp": now},
-            "involvedObject": {"kind": "Pod", "namespace": ns, "name": pod, "uid": pod_uid, "apiVersion": "v1"},
-            "reason": "FailedScheduling", "message": message, "type": "Warning",
-            "source": {}, "firstTimestamp": null, "lastTimestamp": null, "count": 1,
-            "eventTime": now_micro(), "reportingComponent": "default-scheduler", "reportingInstance": "default-scheduler-sim",
-            "action": "Scheduling",
+            "involvedObject": involved,
+            "reason": reason, "message": message, "type": ty,
+            "source": {"component": component}, "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "reportingComponent": component, "reportingInstance": "", "eventTime": now_micro(),
+            "action": action,
         });
         self.store.put(Kind::Event, event);
     }
@@ -148,7 +178,11 @@ impl State {
             let b = self
                 .behaviours
                 .lookup(&rt.namespace, &rt.deployment, &rt.version);
-            if b.pods != rt.mode {
+            let was_scheduled = rt.last.as_ref().is_some_and(|s| s.scheduled.is_ok());
+            // A pod already bound to a node never becomes unschedulable again; only new pods
+            // of the version are.
+            let stays = b.pods == crate::sim::behaviour::PodMode::Pending && was_scheduled;
+            if b.pods != rt.mode && !stays {
                 let restarts = rt.last.as_ref().map_or(0, |s| s.restarts);
                 let became_pending = b.pods == crate::sim::behaviour::PodMode::Pending;
                 if let Some(rt) = self.pods.get_mut(&key) {

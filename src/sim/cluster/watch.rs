@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::Shared;
 use super::discovery::Resource;
 use super::selector::{FieldSelector, LabelSelector};
-use super::store::{Change, EventType, meta_str};
+use super::store::{Change, EventType, Stored};
 use super::table::{Include, table};
 
 /// What a watch request asked for.
@@ -28,6 +28,8 @@ pub struct WatchRequest {
     pub fields: FieldSelector,
     pub resource_version: Option<u64>,
     pub bookmarks: bool,
+    /// `sendInitialEvents=true` (a streaming list): the current state, then a bookmark.
+    pub send_initial: bool,
     pub timeout: Option<Duration>,
     pub table: Option<Include>,
 }
@@ -36,12 +38,13 @@ pub struct WatchRequest {
 const BOOKMARK_EVERY: Duration = Duration::from_secs(1);
 
 impl WatchRequest {
-    fn matches(&self, obj: &Value) -> bool {
+    /// Whether an object is in this watch's scope; parses it only for a field selector.
+    fn matches_stored(&self, obj: &Stored) -> bool {
         self.namespace
             .as_deref()
-            .is_none_or(|ns| meta_str(obj, "namespace") == Some(ns))
-            && self.labels.matches(obj)
-            && self.fields.matches(obj)
+            .is_none_or(|ns| *obj.namespace == *ns)
+            && self.labels.matches_labels(Some(&obj.labels))
+            && (self.fields.is_empty() || self.fields.matches(&obj.value()))
     }
 
     /// The event a change shows to this watch, if any (a filtered watch sees an object that
@@ -50,17 +53,25 @@ impl WatchRequest {
         if ch.kind != self.res.kind {
             return None;
         }
-        let now = ch.ty != EventType::Deleted && self.matches(&ch.object);
-        let was = ch.prev.as_deref().is_some_and(|p| self.matches(p));
+        let now = ch.ty != EventType::Deleted && self.matches_stored(&ch.object);
+        let was = ch.prev.as_deref().is_some_and(|p| self.matches_stored(p));
         let ty = match ch.ty {
             EventType::Added if now => EventType::Added,
             EventType::Modified if now && was => EventType::Modified,
             EventType::Modified if now => EventType::Added,
             EventType::Modified if was => EventType::Deleted,
-            EventType::Deleted if self.matches(&ch.object) => EventType::Deleted,
+            EventType::Deleted if self.matches_stored(&ch.object) => EventType::Deleted,
             _ => return None,
         };
-        Some(self.line(ty.as_str(), &ch.object))
+        Some(self.stored_line(ty.as_str(), &ch.object))
+    }
+
+    /// A watch line; the stored text is spliced in as-is when no conversion is needed.
+    fn stored_line(&self, ty: &str, obj: &Stored) -> Bytes {
+        if self.table.is_none() && self.res.storage_form_is_view() {
+            return Bytes::from(format!("{{\"type\":\"{ty}\",\"object\":{}}}\n", obj.json));
+        }
+        self.line(ty, &obj.value())
     }
 
     fn line(&self, ty: &str, obj: &Value) -> Bytes {
@@ -71,9 +82,13 @@ impl WatchRequest {
         event_line(ty, &object)
     }
 
-    fn bookmark(&self, rv: u64) -> Bytes {
-        let object = json!({"kind": self.res.kind_name, "apiVersion": self.res.api_version(),
-            "metadata": {"resourceVersion": rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
+    /// A BOOKMARK; `initial_end` marks the end of the initial events of a streaming list.
+    fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
+        let mut object = json!({"kind": self.res.kind_name, "apiVersion": self.res.api_version(),
+            "metadata": {"resourceVersion": rv.to_string()}});
+        if initial_end {
+            object["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
         event_line("BOOKMARK", &object)
     }
 }
@@ -110,7 +125,10 @@ pub fn start(shared: &Arc<Shared>, req: WatchRequest) -> Response {
     } else {
         let st = shared.lock();
         start_rv = st.store.resource_version();
-        match req.resource_version.filter(|rv| *rv > 0) {
+        let from = req
+            .resource_version
+            .filter(|rv| *rv > 0 && !req.send_initial);
+        match from {
             Some(rv) => match st.store.changes_since(rv) {
                 Some(changes) => {
                     initial.extend(changes.iter().filter_map(|c| req.translate(c)));
@@ -123,10 +141,14 @@ pub fn start(shared: &Arc<Shared>, req: WatchRequest) -> Response {
             },
             None => {
                 let ns = req.namespace.as_deref();
-                for obj in st.store.list(req.res.kind, ns) {
-                    if req.matches(&obj) {
-                        initial.push(req.line("ADDED", &obj));
-                    }
+                for obj in st
+                    .store
+                    .list_stored(req.res.kind, ns, |o| req.matches_stored(o))
+                {
+                    initial.push(req.stored_line("ADDED", &obj));
+                }
+                if req.send_initial {
+                    initial.push(req.bookmark(start_rv, true));
                 }
                 sub = Some(st.store.subscribe());
             }
@@ -172,7 +194,7 @@ pub fn start(shared: &Arc<Shared>, req: WatchRequest) -> Response {
                 },
                 _ = bookmarks.tick(), if req.bookmarks => {
                     // Every change of every kind passes through `sub`, so last_rv is current.
-                    if tx.send(req.bookmark(last_rv)).await.is_err() {
+                    if tx.send(req.bookmark(last_rv, false)).await.is_err() {
                         break;
                     }
                 }

@@ -192,6 +192,13 @@ pub fn update(
     if dry {
         return Ok(obj);
     }
+    // A write that changes nothing is a no-op, as in the API server: no new resourceVersion,
+    // no watch event.
+    let mut same = obj.clone();
+    same["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+    if same == *old {
+        return Ok(old.clone());
+    }
     if res.kind == Kind::Deployment
         && obj.pointer("/spec/template") != old.pointer("/spec/template")
     {
