@@ -11,22 +11,23 @@ use crate::daemon;
 /// Exit status for a config that cannot be used.
 pub const EXIT_BAD_CONFIG: u8 = 2;
 
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
 /// `deploy-watchdog check-config FILE`.
 pub fn check_config(file: &Path) -> u8 {
     match Config::load(file) {
         Ok(c) => {
             println!(
-                "{}: valid (mode {:?}, window {}, interval {}, {} smoke checks, prometheus {})",
+                "{}: valid (mode {:?}, window {}, interval {}, {} smoke checks, prometheus {}, datadog {})",
                 file.display(),
                 c.mode,
                 crate::judge::human(c.watch.window),
                 crate::judge::human(c.watch.interval),
                 c.smoke.len(),
-                if c.providers.prometheus.is_some() {
-                    "on"
-                } else {
-                    "off"
-                }
+                on_off(c.providers.prometheus.is_some()),
+                on_off(c.providers.datadog.is_some()),
             );
             0
         }
@@ -47,7 +48,7 @@ pub async fn run(config_path: &Path, kubeconfig: Option<&Path>) -> u8 {
             return EXIT_BAD_CONFIG;
         }
     };
-    let secrets = match Secrets::load(&config.secrets) {
+    let secrets = match Secrets::load_for(&config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");

@@ -209,6 +209,7 @@ fn default_smoke_timeout() -> Duration {
 #[serde(deny_unknown_fields, default)]
 pub struct ProvidersConfig {
     pub prometheus: Option<PrometheusConfig>,
+    pub datadog: Option<DatadogConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -234,6 +235,102 @@ impl Default for PrometheusConfig {
                 .into(),
             timeout: Duration::from_secs(5),
         }
+    }
+}
+
+/// The Datadog metrics query API (`POST /api/v2/query/timeseries`), by default on the APM trace
+/// metrics of the Deployment's service.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatadogConfig {
+    /// The Datadog site: `datadoghq.com`, `us3.datadoghq.com`, `us5.datadoghq.com`,
+    /// `datadoghq.eu`, `ap1.datadoghq.com`, `ap2.datadoghq.com`, `uk1.datadoghq.com`,
+    /// `ddog-gov.com`, `us2.ddog-gov.com`, or another hostname; the API is `https://api.<site>`.
+    pub site: String,
+    /// Overrides the API base URL derived from `site` (a proxy, a test server).
+    pub url: Option<String>,
+    /// The APM operation of the trace metrics: `trace.<operation>.hits` and `.errors`.
+    pub operation: String,
+    /// Adds `env:<env>` to the default queries' scope (`{env_filter}`).
+    pub env: Option<String>,
+    /// Request count over the sample; `{name}`, `{namespace}`, `{operation}` and
+    /// `{env_filter}` (`,env:<env>` or nothing) are filled in. The points are summed.
+    pub requests_query: String,
+    /// Error count over the sample, same placeholders.
+    pub errors_query: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for DatadogConfig {
+    fn default() -> Self {
+        DatadogConfig {
+            site: "datadoghq.com".into(),
+            url: None,
+            operation: "http.request".into(),
+            env: None,
+            requests_query:
+                "sum:trace.{operation}.hits{service:{name},kube_namespace:{namespace}{env_filter}}.as_count()"
+                    .into(),
+            errors_query:
+                "sum:trace.{operation}.errors{service:{name},kube_namespace:{namespace}{env_filter}}.as_count()"
+                    .into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The Datadog sites the API is known on (`api.<site>`).
+pub const DATADOG_SITES: &[&str] = &[
+    "datadoghq.com",
+    "us3.datadoghq.com",
+    "us5.datadoghq.com",
+    "datadoghq.eu",
+    "ap1.datadoghq.com",
+    "ap2.datadoghq.com",
+    "uk1.datadoghq.com",
+    "ddog-gov.com",
+    "us2.ddog-gov.com",
+];
+
+impl DatadogConfig {
+    /// The API base URL: `url` when given, else `https://api.<site>` (a leading `app.` of a
+    /// site copied from the browser is dropped).
+    pub fn base_url(&self) -> String {
+        match &self.url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => {
+                let site = self.site.trim().trim_end_matches('/');
+                let site = site.strip_prefix("app.").unwrap_or(site);
+                format!("https://api.{site}")
+            }
+        }
+    }
+}
+
+fn site_ok(site: &str) -> Result<(), String> {
+    let site = site.strip_prefix("app.").unwrap_or(site);
+    if DATADOG_SITES.contains(&site) {
+        return Ok(());
+    }
+    let labels: Vec<&str> = site.split('.').collect();
+    let hostname = labels.len() >= 2
+        && site.len() <= 253
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if hostname {
+        Ok(())
+    } else {
+        Err(format!(
+            "{site:?} is not a Datadog site (one of {}, or a hostname)",
+            DATADOG_SITES.join(", ")
+        ))
     }
 }
 
@@ -290,6 +387,8 @@ impl Default for SlackConfig {
 pub struct SecretFiles {
     pub pagerduty_routing_key_file: Option<PathBuf>,
     pub slack_webhook_url_file: Option<PathBuf>,
+    pub datadog_api_key_file: Option<PathBuf>,
+    pub datadog_app_key_file: Option<PathBuf>,
 }
 
 /// Where the deployed version comes from.
@@ -578,6 +677,45 @@ impl Config {
                 }
             }
         }
+        if let Some(d) = &self.providers.datadog {
+            site_ok(&d.site).map_err(|e| bad("providers.datadog.site", e))?;
+            if let Some(url) = &d.url {
+                url_template_ok(url).map_err(|e| bad("providers.datadog.url", e))?;
+            }
+            positive("providers.datadog.timeout", d.timeout)?;
+            let segment = |s: &str| {
+                !s.is_empty()
+                    && !s.starts_with('.')
+                    && !s.ends_with('.')
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+            };
+            if !segment(&d.operation) {
+                return Err(bad(
+                    "providers.datadog.operation",
+                    format!(
+                        "{:?} is not an APM operation name (e.g. http.request, web.request)",
+                        d.operation
+                    ),
+                ));
+            }
+            if let Some(env) = &d.env
+                && (env.trim().is_empty() || env.contains([',', '{', '}', ' ']))
+            {
+                return Err(bad(
+                    "providers.datadog.env",
+                    format!("{env:?} is not a Datadog tag value"),
+                ));
+            }
+            for (field, q) in [
+                ("providers.datadog.requests_query", &d.requests_query),
+                ("providers.datadog.errors_query", &d.errors_query),
+            ] {
+                if q.trim().is_empty() {
+                    return Err(bad(field, "must not be empty".into()));
+                }
+            }
+        }
         let le = &self.leader_election;
         if le.enabled {
             positive("leader_election.retry_period", le.retry_period)?;
@@ -666,6 +804,10 @@ fn labels_selector_ok(selector: &str) -> Result<(), String> {
 pub struct Secrets {
     pub pagerduty_routing_key: Option<String>,
     pub slack_webhook_url: Option<String>,
+    /// `DD-API-KEY` of the Datadog provider.
+    pub datadog_api_key: Option<String>,
+    /// `DD-APPLICATION-KEY` of the Datadog provider.
+    pub datadog_app_key: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -674,6 +816,8 @@ impl std::fmt::Debug for Secrets {
         f.debug_struct("Secrets")
             .field("pagerduty_routing_key", &shown(&self.pagerduty_routing_key))
             .field("slack_webhook_url", &shown(&self.slack_webhook_url))
+            .field("datadog_api_key", &shown(&self.datadog_api_key))
+            .field("datadog_app_key", &shown(&self.datadog_app_key))
             .finish()
     }
 }
@@ -681,6 +825,11 @@ impl std::fmt::Debug for Secrets {
 /// Environment variables of the secrets.
 pub const ENV_PAGERDUTY_ROUTING_KEY: &str = "DEPLOY_WATCHDOG_PAGERDUTY_ROUTING_KEY";
 pub const ENV_SLACK_WEBHOOK_URL: &str = "DEPLOY_WATCHDOG_SLACK_WEBHOOK_URL";
+/// Datadog's own names for its keys, as its agent and API clients read them.
+pub const ENV_DATADOG_API_KEY: &str = "DD_API_KEY";
+pub const ENV_DATADOG_APP_KEY: &str = "DD_APP_KEY";
+/// Also accepted for the application key when `DD_APP_KEY` is unset.
+pub const ENV_DATADOG_APPLICATION_KEY: &str = "DD_APPLICATION_KEY";
 
 impl Secrets {
     /// Reads each secret from its file when one is configured, else from its environment variable.
@@ -713,6 +862,22 @@ impl Secrets {
                 ENV_SLACK_WEBHOOK_URL,
                 "slack_webhook_url_file",
             )?,
+            datadog_api_key: read(
+                &files.datadog_api_key_file,
+                ENV_DATADOG_API_KEY,
+                "datadog_api_key_file",
+            )?,
+            datadog_app_key: match read(
+                &files.datadog_app_key_file,
+                ENV_DATADOG_APP_KEY,
+                "datadog_app_key_file",
+            )? {
+                Some(key) => Some(key),
+                None if files.datadog_app_key_file.is_none() => {
+                    read(&None, ENV_DATADOG_APPLICATION_KEY, "datadog_app_key_file")?
+                }
+                None => None,
+            },
         };
         if let Some(url) = &secrets.slack_webhook_url
             && url::Url::parse(url).is_err()
@@ -726,6 +891,41 @@ impl Secrets {
             });
         }
         Ok(secrets)
+    }
+
+    /// Loads the secrets `config` names and checks that every enabled provider has its keys.
+    pub fn load_for(config: &Config) -> Result<Secrets, ConfigError> {
+        let secrets = Secrets::load(&config.secrets)?;
+        secrets.check(config)?;
+        Ok(secrets)
+    }
+
+    /// A provider that cannot authenticate is a config error, not a blind watchdog.
+    pub fn check(&self, config: &Config) -> Result<(), ConfigError> {
+        if config.providers.datadog.is_some() {
+            for (secret, field, env) in [
+                (
+                    &self.datadog_api_key,
+                    "secrets.datadog_api_key_file",
+                    ENV_DATADOG_API_KEY,
+                ),
+                (
+                    &self.datadog_app_key,
+                    "secrets.datadog_app_key_file",
+                    ENV_DATADOG_APP_KEY,
+                ),
+            ] {
+                if secret.is_none() {
+                    return Err(ConfigError::Invalid {
+                        field: field.into(),
+                        problem: format!(
+                            "providers.datadog is enabled but its key is missing: set {env} or name a file here"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -789,6 +989,141 @@ mod tests {
     }
 
     #[test]
+    fn naming_a_provider_enables_it_with_its_defaults() {
+        let c = Config::from_yaml("providers: {datadog: {}}").expect("valid");
+        assert_eq!(c.providers.datadog, Some(DatadogConfig::default()));
+        assert_eq!(c.providers.prometheus, None);
+        let c = Config::from_yaml("providers: {prometheus: {}, datadog: {}}").expect("valid");
+        assert!(c.providers.prometheus.is_some() && c.providers.datadog.is_some());
+    }
+
+    #[test]
+    fn datadog_settings_good_and_bad() {
+        let good = [
+            ("providers: {datadog: {}}", "https://api.datadoghq.com"),
+            (
+                "providers: {datadog: {site: datadoghq.eu}}",
+                "https://api.datadoghq.eu",
+            ),
+            (
+                "providers: {datadog: {site: us5.datadoghq.com}}",
+                "https://api.us5.datadoghq.com",
+            ),
+            (
+                "providers: {datadog: {site: ap2.datadoghq.com}}",
+                "https://api.ap2.datadoghq.com",
+            ),
+            (
+                "providers: {datadog: {site: app.ddog-gov.com}}",
+                "https://api.ddog-gov.com",
+            ),
+            (
+                "providers: {datadog: {site: datadog.internal.example}}",
+                "https://api.datadog.internal.example",
+            ),
+            (
+                "providers: {datadog: {url: 'http://127.0.0.1:8126/', operation: web.request, env: prod, timeout: 2s}}",
+                "http://127.0.0.1:8126",
+            ),
+        ];
+        for (yaml, base) in good {
+            let c = Config::from_yaml(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            let d = c.providers.datadog.expect("enabled");
+            assert_eq!(d.base_url(), base, "{yaml}");
+        }
+        let bad = [
+            (
+                "providers: {datadog: {site: 'not a site'}}",
+                "providers.datadog.site",
+            ),
+            (
+                "providers: {datadog: {site: localhost}}",
+                "providers.datadog.site",
+            ),
+            (
+                "providers: {datadog: {site: 'https://api.datadoghq.com'}}",
+                "providers.datadog.site",
+            ),
+            (
+                "providers: {datadog: {url: 'ftp://x'}}",
+                "providers.datadog.url",
+            ),
+            (
+                "providers: {datadog: {operation: 'http request'}}",
+                "providers.datadog.operation",
+            ),
+            (
+                "providers: {datadog: {operation: ''}}",
+                "providers.datadog.operation",
+            ),
+            (
+                "providers: {datadog: {env: 'a,b'}}",
+                "providers.datadog.env",
+            ),
+            (
+                "providers: {datadog: {timeout: 0s}}",
+                "providers.datadog.timeout",
+            ),
+            (
+                "providers: {datadog: {errors_query: ' '}}",
+                "providers.datadog.errors_query",
+            ),
+            ("providers: {datadog: {api_key: abc}}", "providers.datadog"),
+        ];
+        for (yaml, field) in bad {
+            let err = Config::from_yaml(yaml).expect_err(yaml).to_string();
+            assert!(err.contains(field), "{yaml}: {err:?} should name {field}");
+        }
+    }
+
+    #[test]
+    fn datadog_without_keys_is_a_config_error_naming_the_secret() {
+        let c = Config::from_yaml("providers: {datadog: {}}").expect("valid");
+        let none = Secrets::default();
+        let err = none.check(&c).expect_err("no keys").to_string();
+        assert!(err.contains("secrets.datadog_api_key_file") && err.contains("DD_API_KEY"));
+        let api_only = Secrets {
+            datadog_api_key: Some("k".into()),
+            ..Secrets::default()
+        };
+        let err = api_only.check(&c).expect_err("no app key").to_string();
+        assert!(err.contains("secrets.datadog_app_key_file") && err.contains("DD_APP_KEY"));
+        let both = Secrets {
+            datadog_api_key: Some("k".into()),
+            datadog_app_key: Some("a".into()),
+            ..Secrets::default()
+        };
+        assert!(both.check(&c).is_ok());
+        assert!(none.check(&Config::default()).is_ok());
+    }
+
+    #[test]
+    fn datadog_keys_come_from_their_files() {
+        let dir = std::env::temp_dir().join(format!("dw-dd-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (api, app) = (dir.join("api"), dir.join("app"));
+        std::fs::write(&api, "APIKEY\n").expect("write");
+        std::fs::write(&app, "APPKEY").expect("write");
+        let files = SecretFiles {
+            datadog_api_key_file: Some(api),
+            datadog_app_key_file: Some(app),
+            ..SecretFiles::default()
+        };
+        let s = Secrets::load(&files).expect("readable");
+        assert_eq!(s.datadog_api_key.as_deref(), Some("APIKEY"));
+        assert_eq!(s.datadog_app_key.as_deref(), Some("APPKEY"));
+        let missing = SecretFiles {
+            datadog_api_key_file: Some(dir.join("nope")),
+            ..SecretFiles::default()
+        };
+        let err = Secrets::load(&missing)
+            .expect_err("missing file")
+            .to_string();
+        assert!(err.contains("secrets.datadog_api_key_file"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn fill_replaces_placeholders() {
         assert_eq!(
             fill(
@@ -806,9 +1141,12 @@ mod tests {
         let s = Secrets {
             pagerduty_routing_key: Some("R0UT1NGKEY".into()),
             slack_webhook_url: None,
+            datadog_api_key: Some("DDAPIKEY0123".into()),
+            datadog_app_key: Some("DDAPPKEY0123".into()),
         };
         let shown = format!("{s:?}");
         assert!(!shown.contains("R0UT1NGKEY"));
+        assert!(!shown.contains("DDAPIKEY0123") && !shown.contains("DDAPPKEY0123"));
         assert!(shown.contains("<redacted>"));
     }
 }

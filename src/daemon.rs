@@ -71,7 +71,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         client: client.clone(),
         policy: Policy::from_config(&config),
-        probes: Probes::new(&config),
+        probes: Probes::new(&config, &secrets),
         notifier,
         recorder: Recorder::new(client.clone(), identity.clone()),
         config: config.clone(),

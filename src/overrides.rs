@@ -21,7 +21,7 @@ const OWN: [&str; 3] = [
 ];
 
 /// Every override and what it sets.
-pub const KNOWN: [(&str, &str); 13] = [
+pub const KNOWN: [(&str, &str); 15] = [
     ("mode", "enforce or dry_run"),
     ("health-url", "the health endpoint URL"),
     ("version-source", "label, image or annotation"),
@@ -34,6 +34,8 @@ pub const KNOWN: [(&str, &str); 13] = [
     ("rollout-timeout", "a duration, e.g. 15m"),
     ("prometheus-requests-query", "a PromQL query"),
     ("prometheus-errors-query", "a PromQL query"),
+    ("datadog-requests-query", "a Datadog metrics query"),
+    ("datadog-errors-query", "a Datadog metrics query"),
     ("smoke", "a JSON list of smoke checks"),
 ];
 
@@ -157,6 +159,19 @@ fn apply(
                 p.errors_query = value.to_string();
             }
         }
+        "datadog-requests-query" | "datadog-errors-query" => {
+            let Some(d) = c.providers.datadog.as_mut() else {
+                return Err("the Datadog provider is not configured".into());
+            };
+            if value.is_empty() {
+                return Err("must not be empty".into());
+            }
+            if key == "datadog-requests-query" {
+                d.requests_query = value.to_string();
+            } else {
+                d.errors_query = value.to_string();
+            }
+        }
         "smoke" => {
             let checks: Vec<SmokeCheck> = serde_json::from_str(value)
                 .map_err(|e| format!("not a JSON list of smoke checks: {e}"))?;
@@ -254,6 +269,32 @@ mod tests {
         assert_eq!(c.judge.min_requests, 100);
         assert_eq!(c.smoke.len(), 1);
         assert_eq!(c.smoke[0].expect_status, 200);
+    }
+
+    #[test]
+    fn datadog_queries_are_overridable_only_when_datadog_is_configured() {
+        let a = annotations(&[(
+            "datadog-errors-query",
+            "sum:trace.web.request.errors{service:{name}}.as_count()",
+        )]);
+        let bad = effective(&base(), "ns", "app", &a).expect_err("no Datadog");
+        assert!(
+            bad[0]
+                .problem
+                .contains("Datadog provider is not configured")
+        );
+        let mut with = base();
+        with.providers.datadog = Some(crate::config::DatadogConfig::default());
+        let c = effective(&with, "ns", "app", &a).expect("valid");
+        let d = c.providers.datadog.expect("configured");
+        assert_eq!(
+            d.errors_query,
+            "sum:trace.web.request.errors{service:{name}}.as_count()"
+        );
+        assert_eq!(
+            d.requests_query,
+            crate::config::DatadogConfig::default().requests_query
+        );
     }
 
     #[test]

@@ -218,6 +218,58 @@ fn any_provider_with_data_failing_fails_the_check() {
 }
 
 #[test]
+fn one_provider_with_passing_data_is_not_blind_even_when_the_other_is_down() {
+    let mut p = policy();
+    p.window = Duration::from_secs(100);
+    let mixed = || {
+        round(vec![
+            (
+                "prometheus".to_string(),
+                ProviderSample::Unavailable("connection refused".into()),
+            ),
+            (
+                "datadog".to_string(),
+                ProviderSample::Counts {
+                    requests: 1000.0,
+                    errors: 2.0,
+                },
+            ),
+        ])
+    };
+    let obs: Vec<_> = (0..=10).map(|i| tick(i * 10, mixed())).collect();
+    let vs = judge(&p, &facts(), &obs);
+    assert!(
+        !vs.iter().any(|v| matches!(v, Verdict::Page { .. })),
+        "{vs:?}"
+    );
+    assert_eq!(vs.last(), Some(&Verdict::Finish(Finish::Passed)), "{vs:?}");
+
+    // Both without data (one rate-limited, one empty): blind, never a rollback.
+    let none = || {
+        round(vec![
+            ("prometheus".to_string(), ProviderSample::NoData),
+            (
+                "datadog".to_string(),
+                ProviderSample::Unavailable("rate limited by Datadog (HTTP 429)".into()),
+            ),
+        ])
+    };
+    let obs: Vec<_> = (0..=10).map(|i| tick(i * 10, none())).collect();
+    let vs = judge(&p, &facts(), &obs);
+    assert_eq!(rollbacks(&vs), vec![]);
+    assert!(
+        matches!(
+            vs.last(),
+            Some(Verdict::Finish(Finish::Degraded {
+                reason: Reason::ProviderBlind,
+                ..
+            }))
+        ),
+        "{vs:?}"
+    );
+}
+
+#[test]
 fn the_baseline_tolerates_pre_existing_noise_and_catches_a_regression() {
     let mut p = policy();
     p.baseline_factor = Some(2.0);

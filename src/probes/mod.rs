@@ -1,6 +1,7 @@
 //! Probes: each asks one source and returns an observation for the judge. They never fail:
 //! whatever goes wrong becomes part of the observation (a failed check, or "inconclusive").
 
+pub mod datadog;
 pub mod health;
 pub mod prometheus;
 pub mod smoke;
@@ -8,7 +9,7 @@ pub mod smoke;
 use std::sync::Once;
 use std::time::Duration;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Secrets};
 use crate::judge::ProbeRound;
 
 /// Bodies above this are cut off: a health endpoint or a provider cannot exhaust our memory.
@@ -59,26 +60,62 @@ pub fn describe(e: &reqwest::Error) -> String {
     }
 }
 
+/// One provider's sample, bounded by its timeout (a little more, so the provider's own, more
+/// precise message wins).
+async fn bounded(
+    limit: Duration,
+    sample: impl std::future::Future<Output = crate::judge::ProviderSample>,
+) -> crate::judge::ProviderSample {
+    tokio::time::timeout(limit + Duration::from_millis(500), sample)
+        .await
+        .unwrap_or_else(|_| crate::judge::ProviderSample::Unavailable("timed out".into()))
+}
+
 /// Every probe of one Deployment, configured once.
 #[derive(Clone)]
 pub struct Probes {
     client: reqwest::Client,
     config: Config,
     prometheus: Option<prometheus::Prometheus>,
+    datadog: Option<datadog::Datadog>,
 }
 
 impl Probes {
-    pub fn new(config: &Config) -> Probes {
+    /// A Datadog provider without both keys is left out (`Secrets::check` refuses that config
+    /// at start-up).
+    pub fn new(config: &Config, secrets: &Secrets) -> Probes {
         let client = http_client();
         let prometheus = config
             .providers
             .prometheus
             .clone()
             .map(|p| prometheus::Prometheus::new(client.clone(), p));
+        let datadog = match (
+            &config.providers.datadog,
+            &secrets.datadog_api_key,
+            &secrets.datadog_app_key,
+        ) {
+            (Some(d), Some(api), Some(app)) => Some(datadog::Datadog::new(
+                client.clone(),
+                d.clone(),
+                datadog::Keys {
+                    api: api.clone(),
+                    app: app.clone(),
+                },
+            )),
+            (Some(_), _, _) => {
+                tracing::warn!(
+                    "providers.datadog is configured without both keys: Datadog is not queried"
+                );
+                None
+            }
+            (None, _, _) => None,
+        };
         Probes {
             client,
             config: config.clone(),
             prometheus,
+            datadog,
         }
     }
 
@@ -89,10 +126,16 @@ impl Probes {
             .prometheus
             .clone()
             .map(|p| prometheus::Prometheus::new(self.client.clone(), p));
+        // The Datadog client keeps its keys and its rate-limit state, shared with every session.
+        let datadog = match (&self.datadog, &config.providers.datadog) {
+            (Some(d), Some(cfg)) => Some(d.with_config(cfg.clone())),
+            _ => None,
+        };
         Probes {
             client: self.client.clone(),
             config: config.clone(),
             prometheus,
+            datadog,
         }
     }
 
@@ -128,14 +171,24 @@ impl Probes {
         name: &str,
         window: Duration,
     ) -> Vec<(String, crate::judge::ProviderSample)> {
-        let mut out = Vec::new();
-        if let Some(p) = &self.prometheus {
-            out.push((
-                "prometheus".to_string(),
-                p.sample(namespace, name, window).await,
-            ));
-        }
-        out
+        // Every provider at once, each bounded by its own timeout; the answers in a fixed order.
+        let prometheus = async {
+            match &self.prometheus {
+                Some(p) => Some(bounded(p.timeout(), p.sample(namespace, name, window)).await),
+                None => None,
+            }
+        };
+        let datadog = async {
+            match &self.datadog {
+                Some(d) => Some(bounded(d.timeout(), d.sample(namespace, name, window)).await),
+                None => None,
+            }
+        };
+        let (prometheus, datadog) = tokio::join!(prometheus, datadog);
+        [("prometheus", prometheus), ("datadog", datadog)]
+            .into_iter()
+            .filter_map(|(name, sample)| Some((name.to_string(), sample?)))
+            .collect()
     }
 
     /// The version `/health` reports now, for verifying a rollback.

@@ -107,6 +107,11 @@ impl Prometheus {
         Prometheus { client, cfg }
     }
 
+    /// The bound of one query.
+    pub fn timeout(&self) -> Duration {
+        self.cfg.timeout
+    }
+
     async fn query(&self, query: &str) -> QueryResult {
         let url = format!("{}/api/v1/query", self.cfg.url.trim_end_matches('/'));
         let request = self

@@ -277,6 +277,24 @@ async fn serve(
             &hook,
             sim.secrets.slack_webhook_url.clone().unwrap_or_default(),
         )?;
+        if config.providers.datadog.is_some() {
+            for (suffix, value, field) in [
+                (
+                    "datadog-api-key",
+                    &sim.secrets.datadog_api_key,
+                    &mut config.secrets.datadog_api_key_file,
+                ),
+                (
+                    "datadog-app-key",
+                    &sim.secrets.datadog_app_key,
+                    &mut config.secrets.datadog_app_key_file,
+                ),
+            ] {
+                let file = secret_file(suffix);
+                std::fs::write(&file, value.clone().unwrap_or_default())?;
+                *field = Some(file);
+            }
+        }
         config.secrets.pagerduty_routing_key_file = Some(key);
         config.secrets.slack_webhook_url_file = Some(hook);
         let yaml = serde_norway::to_string(&config).map_err(std::io::Error::other)?;

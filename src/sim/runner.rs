@@ -17,7 +17,7 @@ use super::scenario::{
 };
 use super::services::{Apps, ClusterView, DatadogSim, PagerDutySim, PrometheusSim, SlackSim};
 use crate::cluster::record;
-use crate::config::{Config, PrometheusConfig, Secrets};
+use crate::config::{Config, DatadogConfig, PrometheusConfig, Secrets};
 use crate::daemon;
 
 /// One rollout as the scenario saw it.
@@ -142,7 +142,7 @@ impl Simulation {
             .await
             .map_err(err)?;
         let datadog = DatadogSim::new(&apps);
-        datadog.start(shutdown.child_token()).await.map_err(err)?;
+        let dd_addr = datadog.start(shutdown.child_token()).await.map_err(err)?;
         let pagerduty = PagerDutySim::new();
         let pd_addr = pagerduty.start(shutdown.child_token()).await.map_err(err)?;
         let slack = SlackSim::new();
@@ -197,6 +197,18 @@ impl Simulation {
                 .get_or_insert_with(PrometheusConfig::default);
             p.url = format!("http://{prom_addr}");
         }
+        let (dd_api_key, dd_app_key) = (
+            "0SIMULATED0DATADOG0API0KEY000000",
+            "0SIMULATED0DATADOG0APPLICATION0KEY000000",
+        );
+        if named.is_some_and(|p| p.contains_key("datadog")) {
+            let d = config
+                .providers
+                .datadog
+                .get_or_insert_with(DatadogConfig::default);
+            d.url = Some(format!("http://{dd_addr}"));
+            datadog.set_api_keys(dd_api_key, dd_app_key);
+        }
         config.notify.pagerduty.url = format!("http://{pd_addr}");
         if s.watchdogs > 1 {
             let configured = s
@@ -221,6 +233,8 @@ impl Simulation {
             slack_webhook_url: Some(format!(
                 "http://{slack_addr}/services/T0SIM/B0SIM/simulated"
             )),
+            datadog_api_key: Some(dd_api_key.into()),
+            datadog_app_key: Some(dd_app_key.into()),
         };
         Ok(Simulation {
             cluster,

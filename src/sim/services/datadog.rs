@@ -33,7 +33,8 @@ pub struct DatadogSim {
     state: Shared<ProviderState>,
     switch: Switch,
     keys: Arc<Mutex<Option<(String, String)>>>,
-    used: Arc<Mutex<u64>>,
+    /// The current rate-limit period (its number since the epoch) and the requests used in it.
+    used: Arc<Mutex<(u64, u64)>>,
 }
 
 impl DatadogSim {
@@ -57,7 +58,8 @@ impl DatadogSim {
     }
 
     /// Same states as Prometheus: `down` refuses connections, `error` answers 500, `slow`
-    /// after 30 s, `no_data` an empty answer, `rate_limited` 429 with `X-RateLimit-Remaining: 0`.
+    /// after 30 s, `no_data` an empty answer, `rate_limited` 429 with `X-RateLimit-Remaining: 0`,
+    /// `X-RateLimit-Reset: 1` and `Retry-After: 1` (a short reset, so a scenario can recover).
     pub fn set_state(&self, state: ProviderState) {
         self.state.set(state);
         self.switch.set_up(state != ProviderState::Down);
@@ -105,20 +107,33 @@ impl DatadogSim {
         }
     }
 
-    /// An answer with Datadog's rate-limit headers; each one counts against the limit.
+    /// An answer with Datadog's rate-limit headers; each one counts against the limit, which
+    /// starts afresh every period.
     fn answer(&self, status: StatusCode, body: Value) -> Response {
+        let now = self.traffic.clock().now() as u64;
+        let limited = self.state.get() == ProviderState::RateLimited;
         let remaining = {
             let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-            *used = (*used + 1).min(RATE_LIMIT);
-            if self.state.get() == ProviderState::RateLimited {
-                0
-            } else {
-                RATE_LIMIT - *used
+            let period = now / RATE_PERIOD;
+            if used.0 != period {
+                *used = (period, 0);
             }
+            used.1 = (used.1 + 1).min(RATE_LIMIT);
+            if limited { 0 } else { RATE_LIMIT - used.1 }
         };
-        let reset = RATE_PERIOD - (self.traffic.clock().now() as u64 % RATE_PERIOD);
+        let reset = if limited {
+            1
+        } else {
+            RATE_PERIOD - (now % RATE_PERIOD)
+        };
         let mut r = (status, axum::Json(body)).into_response();
         rate_headers(r.headers_mut(), remaining, reset);
+        if limited {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from_static("1"),
+            );
+        }
         r
     }
     fn run(&self, query: &dq::Query, from: f64, to: f64, interval: f64) -> (Vec<f64>, Vec<Answer>) {
