@@ -34,6 +34,23 @@ pub struct Config {
     pub providers: ProvidersConfig,
     pub notify: NotifyConfig,
     pub secrets: SecretFiles,
+    pub server: ServerConfig,
+}
+
+/// The daemon's own HTTP endpoints: `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9464)),
+        }
+    }
 }
 
 impl Default for Config {
@@ -48,6 +65,7 @@ impl Default for Config {
             providers: ProvidersConfig::default(),
             notify: NotifyConfig::default(),
             secrets: SecretFiles::default(),
+            server: ServerConfig::default(),
         }
     }
 }

@@ -32,6 +32,7 @@ pub struct Context {
     pub probes: Probes,
     pub notifier: Notifier,
     pub recorder: Recorder,
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// Why the detector ended a session early.
@@ -154,8 +155,10 @@ struct Caches {
 
 impl Session {
     async fn run(mut self) {
+        let _watching = self.ctx.metrics.watching();
         if self.r.state.outcome == Some(Outcome::RolledBack) {
             // Resumed after the rollback was sent: only the verification is left.
+            let _rolling_back = self.ctx.metrics.rolling_back();
             self.verify(self.r.state.rollback_fingerprint.clone()).await;
             return;
         }
@@ -192,6 +195,7 @@ impl Session {
                 }
                 r = async { match round.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
                     round = None;
+                    self.ctx.metrics.probe_round(&r);
                     Some(r)
                 }
                 _ = ticks.tick(), if round.is_none() => {
@@ -320,6 +324,7 @@ impl Session {
     async fn detected(&self) {
         let r = &self.r;
         info!(from = r.from(), to = r.to(), "rollout detected");
+        self.ctx.metrics.detected();
         self.save_state().await;
         self.record(Decision {
             warning: false,
@@ -471,6 +476,7 @@ impl Session {
 
     async fn roll_back(&mut self, reason: Reason, message: &str) {
         let r = self.r.clone();
+        let _rolling_back = self.ctx.metrics.rolling_back();
         if self.ctx.config.mode == Mode::DryRun {
             warn!(%reason, message, "would roll back (dry run)");
             self.r.state.outcome = Some(Outcome::WouldRollBack);
@@ -502,6 +508,7 @@ impl Session {
         warn!(%reason, message, "rolling back");
         let mut state = self.r.state.clone();
         let started = Instant::now();
+        let timer = self.ctx.metrics.rollback_timer();
         let result = rollback::execute(&self.ctx.client, &r.namespace, &r.name, |plan| {
             state.outcome = Some(Outcome::RolledBack);
             state.reason = Some(reason);
@@ -509,6 +516,7 @@ impl Session {
             state.annotations()
         })
         .await;
+        drop(timer);
         match result {
             Ok(plan) => {
                 self.r.state = state;
@@ -713,6 +721,10 @@ impl Session {
         note: String,
     ) {
         info!(outcome = outcome.as_str(), %reason, note, "decision");
+        // Final outcomes only: a page while degraded, or a rollback sent but not yet verified, is not one.
+        if self.r.state.settled || matches!(outcome, Outcome::Superseded | Outcome::Deleted) {
+            self.ctx.metrics.outcome(outcome, reason);
+        }
         self.record(Decision {
             warning,
             event_reason,
@@ -772,6 +784,8 @@ where
     let shutdown = session.shutdown.clone();
     let mut end = session.end.clone();
     let changed = changed.clone();
+    let metrics = session.ctx.metrics.clone();
+    let kind = K::plural(&());
     tokio::spawn(
         async move {
             futures::pin_mut!(stream);
@@ -781,7 +795,10 @@ where
                     _ = end.changed() => return,
                     item = stream.next() => match item {
                         Some(Ok(_)) => changed.notify_one(),
-                        Some(Err(e)) => warn!(error = %e, "watch error; retrying with backoff"),
+                        Some(Err(e)) => {
+                            warn!(error = %e, "watch error; retrying with backoff");
+                            metrics.watch_restart(&kind);
+                        }
                         None => return,
                     }
                 }

@@ -65,6 +65,7 @@ pub struct Probes {
     client: reqwest::Client,
     config: Config,
     prometheus: Option<prometheus::Prometheus>,
+    metrics: Option<std::sync::Arc<crate::telemetry::Metrics>>,
 }
 
 impl Probes {
@@ -79,7 +80,14 @@ impl Probes {
             client,
             config: config.clone(),
             prometheus,
+            metrics: None,
         }
+    }
+
+    /// Times every provider request into `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::telemetry::Metrics>) -> Probes {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// One round: health, smoke checks and providers, concurrently.
@@ -116,10 +124,12 @@ impl Probes {
     ) -> Vec<(String, crate::judge::ProviderSample)> {
         let mut out = Vec::new();
         if let Some(p) = &self.prometheus {
-            out.push((
-                "prometheus".to_string(),
-                p.sample(namespace, name, window).await,
-            ));
+            let started = std::time::Instant::now();
+            let sample = p.sample(namespace, name, window).await;
+            if let Some(m) = &self.metrics {
+                m.provider_sample("prometheus", started, &sample);
+            }
+            out.push(("prometheus".to_string(), sample));
         }
         out
     }
