@@ -2,6 +2,8 @@
 //! the chart and the systemd unit ship pass `check-config`, and `/metrics`, `/healthz` and
 //! `/readyz` are served while `run` guards a simulated cluster.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
