@@ -236,13 +236,14 @@ fn metrics_health_and_readiness_are_served_while_run_guards_a_simulated_cluster(
     std::thread::sleep(Duration::from_millis(200));
     let port = free_port();
     set_listen(&config, port);
+    let log = dir.path().join("run.log");
     let run = Process(
         bin()
             .args(["run", "--log-format", "json", "--config"])
             .arg(&config)
             .arg("--kubeconfig")
             .arg(&kubeconfig)
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -289,4 +290,20 @@ fn metrics_health_and_readiness_are_served_while_run_guards_a_simulated_cluster(
         run.0.try_wait().unwrap()
     });
     assert_eq!(status.code(), Some(0));
+
+    // One JSON line per decision, with the rollout's identity, the reason and the figures.
+    let log = std::fs::read_to_string(&log).unwrap();
+    let decision: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "decision" && l["outcome"] == "rolled_back")
+        .unwrap_or_else(|| panic!("no rolled_back decision line in:\n{log}"));
+    assert_eq!(decision["span"]["namespace"], "production", "{decision}");
+    assert_eq!(decision["span"]["deployment"], "app", "{decision}");
+    assert!(decision["span"]["revision"].is_number(), "{decision}");
+    assert_eq!(decision["reason"], "error_rate", "{decision}");
+    assert!(
+        decision["note"].as_str().unwrap().contains(" > 1 %"),
+        "{decision}"
+    );
 }
