@@ -657,6 +657,8 @@ mod tests {
             ("watch: {namespaces: [Prod]}", "watch.namespaces[0]"),
             ("judge: {baseline: {factor: 0.5}}", "judge.baseline.factor"),
             ("providers: {graphite: {}}", "providers"),
+            ("server: {listen: 'localhost'}", "server.listen"),
+            ("server: {port: 9464}", "server"),
         ];
         for (yaml, field) in cases {
             let err = Config::from_yaml(yaml).expect_err(yaml).to_string();
