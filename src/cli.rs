@@ -1,12 +1,19 @@
 //! The daemon's commands: `run` and `check-config`.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, Secrets};
 use crate::daemon;
+use crate::server::{Endpoints, Server};
+use crate::systemd::Notify;
+use crate::telemetry::Metrics;
 
 /// Exit status for a config that cannot be used.
 pub const EXIT_BAD_CONFIG: u8 = 2;
@@ -38,7 +45,9 @@ pub fn check_config(file: &Path) -> u8 {
     }
 }
 
-/// `deploy-watchdog run`: until SIGINT/SIGTERM; a second signal exits at once.
+/// `deploy-watchdog run`: serves `/metrics`, `/healthz` and `/readyz` beside the daemon until
+/// SIGINT/SIGTERM, which drains: `/readyz` turns false, rollbacks in flight finish (bounded),
+/// then the daemon stops. A second signal exits at once.
 pub async fn run(config_path: &Path, kubeconfig: Option<&Path>) -> u8 {
     let config = match Config::load(config_path) {
         Ok(c) => c,
@@ -63,17 +72,129 @@ pub async fn run(config_path: &Path, kubeconfig: Option<&Path>) -> u8 {
             return 1;
         }
     };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signals(shutdown.clone()));
-    info!(version = env!("CARGO_PKG_VERSION"), "starting");
-    match daemon::run(config, secrets, client, shutdown, daemon::Status::default()).await {
-        Ok(()) => {
+    let registry = prometheus::Registry::new();
+    let metrics = match Metrics::register(&registry) {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            error!(error = %e, "metrics");
+            return 1;
+        }
+    };
+    let server = match Server::bind(config.server.listen).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_BAD_CONFIG;
+        }
+    };
+    let status = daemon::Status::default().with_metrics(metrics.clone());
+    let draining = Arc::new(AtomicBool::new(false));
+    let (drain, stop, stop_server) = (
+        CancellationToken::new(),
+        CancellationToken::new(),
+        CancellationToken::new(),
+    );
+    tokio::spawn(signals(drain.clone()));
+    info!(version = env!("CARGO_PKG_VERSION"), listen = %server.local_addr(), "starting");
+    let endpoints = Endpoints {
+        registry,
+        status: status.clone(),
+        draining: draining.clone(),
+    };
+    let server = tokio::spawn(server.serve(endpoints, stop_server.clone()));
+    let notify = Notify::from_env();
+    tokio::spawn(systemd_notifications(
+        notify.clone(),
+        status.clone(),
+        stop.clone(),
+    ));
+
+    let mut daemon = tokio::spawn(daemon::run(config, secrets, client, stop.clone(), status));
+    let result = tokio::select! {
+        r = &mut daemon => r,
+        _ = drain.cancelled() => {
+            draining.store(true, Ordering::SeqCst);
+            notify.send("STOPPING=1");
+            finish_rollbacks(&metrics).await;
+            stop.cancel();
+            (&mut daemon).await
+        }
+    };
+    stop.cancel();
+    stop_server.cancel();
+    match server.await {
+        Ok(Err(e)) => error!(error = %e, "metrics server"),
+        Err(e) => error!(error = %e, "metrics server task"),
+        Ok(Ok(())) => {}
+    }
+    match result {
+        Ok(Ok(())) => {
             info!("stopped");
             0
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             error!(error = %e, "stopped");
             1
+        }
+        Err(e) => {
+            error!(error = %e, "the daemon task failed");
+            1
+        }
+    }
+}
+
+/// How long a drain waits for rollbacks in flight: under Kubernetes' default 30 s grace period.
+const DRAIN_BOUND: Duration = Duration::from_secs(25);
+
+/// Waits until no rollback is being sent or verified, at most [`DRAIN_BOUND`]. A verification
+/// cut short is resumed by the next process from the state recorded on the Deployment.
+async fn finish_rollbacks(metrics: &Metrics) {
+    let deadline = tokio::time::Instant::now() + DRAIN_BOUND;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        let n = metrics.rollbacks_in_progress();
+        if n == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            warn!(
+                rollbacks = n,
+                "drain bound reached with rollbacks in flight; the next process resumes them"
+            );
+            return;
+        }
+        info!(rollbacks = n, "draining: waiting for rollbacks in flight");
+        tick.tick().await;
+    }
+}
+
+/// `READY=1` after the initial sync, then `WATCHDOG=1` at half `$WATCHDOG_USEC` while the
+/// daemon runs (this task stops with it, so systemd notices a daemon that has stopped).
+async fn systemd_notifications(notify: Notify, status: daemon::Status, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(
+        notify
+            .watchdog_interval()
+            .unwrap_or(Duration::from_millis(500))
+            .min(Duration::from_millis(500)),
+    );
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ready_sent = false;
+    let mut last_ping = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !ready_sent && status.ready() {
+            notify.send("READY=1");
+            ready_sent = true;
+        }
+        if let Some(every) = notify.watchdog_interval()
+            && last_ping.elapsed() >= every
+        {
+            notify.send("WATCHDOG=1");
+            last_ping = tokio::time::Instant::now();
         }
     }
 }

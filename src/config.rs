@@ -38,6 +38,23 @@ pub struct Config {
     pub peak_hours: PeakHoursConfig,
     pub annotations: AnnotationsConfig,
     pub leader_election: LeaderElectionConfig,
+    pub server: ServerConfig,
+}
+
+/// The daemon's own HTTP endpoints: `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9464)),
+        }
+    }
 }
 
 impl Default for Config {
@@ -56,6 +73,7 @@ impl Default for Config {
             peak_hours: PeakHoursConfig::default(),
             annotations: AnnotationsConfig::default(),
             leader_election: LeaderElectionConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -981,6 +999,8 @@ mod tests {
             ("watch: {namespaces: [Prod]}", "watch.namespaces[0]"),
             ("judge: {baseline: {factor: 0.5}}", "judge.baseline.factor"),
             ("providers: {graphite: {}}", "providers"),
+            ("server: {listen: 'localhost'}", "server.listen"),
+            ("server: {port: 9464}", "server"),
         ];
         for (yaml, field) in cases {
             let err = Config::from_yaml(yaml).expect_err(yaml).to_string();

@@ -23,18 +23,31 @@ use crate::judge::Policy;
 use crate::notify::Notifier;
 use crate::probes::Probes;
 use crate::session::{self, Context, EndCause, Handle, Start};
+use crate::telemetry::{Metrics, MetricsError};
 
 /// What the outside sees of a running daemon.
 #[derive(Clone, Default)]
 pub struct Status {
     ready: Arc<AtomicBool>,
     notifier: Arc<std::sync::OnceLock<Notifier>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Status {
     /// True once the initial list of every watch has arrived.
     pub fn ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Marks the initial sync done.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Records into `metrics` (by default the daemon records into a registry of its own).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Status {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Pages and messages queued or being retried.
@@ -47,6 +60,8 @@ impl Status {
 pub enum DaemonError {
     #[error("the Deployment watch ended")]
     WatchEnded,
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// What the detector remembers of one Deployment.
@@ -65,16 +80,21 @@ pub async fn run(
     shutdown: CancellationToken,
     status: Status,
 ) -> Result<(), DaemonError> {
-    let notifier = Notifier::start(&config, &secrets, shutdown.clone());
+    let metrics = match status.metrics.clone() {
+        Some(m) => m,
+        None => Arc::new(Metrics::register(&prometheus::Registry::new())?),
+    };
+    let notifier = Notifier::start(&config, &secrets, metrics.clone(), shutdown.clone());
     let _ = status.notifier.set(notifier.clone());
     let identity = identity(&config);
     let ctx = Arc::new(Context {
         client: client.clone(),
         policy: Policy::from_config(&config),
-        probes: Probes::new(&config, &secrets),
+        probes: Probes::new(&config, &secrets).with_metrics(metrics.clone()),
         notifier,
         recorder: Recorder::new(client.clone(), identity.clone()),
         config: config.clone(),
+        metrics,
     });
 
     // Without an election this process leads from the start.
@@ -153,6 +173,7 @@ pub async fn run(
             Ok(e) => e,
             Err(e) => {
                 warn!(error = %e, "deployment watch error; retrying with backoff");
+                detector.ctx.metrics.watch_restart("deployments");
                 continue;
             }
         };
@@ -187,7 +208,7 @@ pub async fn run(
                 synced.insert(watch);
                 if synced.len() == watches && !status.ready() {
                     info!(deployments = detector.known.len(), "initial sync complete");
-                    status.ready.store(true, Ordering::SeqCst);
+                    status.set_ready();
                 }
             }
             watcher::Event::Apply(d) => detector.on_apply(d, false),

@@ -2,7 +2,8 @@
 //!
 //! The modules follow the data flow: [`cluster`] detects rollouts and acts on the cluster,
 //! [`probes`] observe, [`judge`] decides (pure), [`session`] runs one rollout's watch,
-//! [`notify`] pages and posts, [`telemetry`] records. [`sim`] is the simulated cluster and the
+//! [`notify`] pages and posts, [`telemetry`] records and [`server`] serves `/metrics`,
+//! `/healthz` and `/readyz`; [`systemd`] speaks sd_notify. [`sim`] is the simulated cluster and the
 //! scenario runner behind `simulate` and `demo`.
 
 pub mod cli;
@@ -14,7 +15,9 @@ pub mod notify;
 pub mod overrides;
 pub mod peak;
 pub mod probes;
+pub mod server;
 pub mod session;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod systemd;
 pub mod telemetry;

@@ -33,6 +33,7 @@ pub struct Context {
     pub probes: Probes,
     pub notifier: Notifier,
     pub recorder: Recorder,
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// Why the detector ended a session early.
@@ -185,6 +186,7 @@ struct Caches {
 
 impl Session {
     async fn run(mut self) {
+        let _watching = self.ctx.metrics.watching();
         if self.resumed {
             self.page_again_if_owed();
             if self.r.state.settled {
@@ -193,6 +195,7 @@ impl Session {
         }
         if self.r.state.outcome == Some(Outcome::RolledBack) {
             // Resumed after the rollback was sent: only the verification is left.
+            let _rolling_back = self.ctx.metrics.rolling_back();
             self.verify(self.r.state.rollback_fingerprint.clone()).await;
             return;
         }
@@ -231,6 +234,7 @@ impl Session {
                 }
                 r = async { match round.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
                     round = None;
+                    self.ctx.metrics.probe_round(&r);
                     Some(r)
                 }
                 _ = ticks.tick(), if round.is_none() => {
@@ -359,6 +363,7 @@ impl Session {
     async fn detected(&self) {
         let r = &self.r;
         info!(from = r.from(), to = r.to(), "rollout detected");
+        self.ctx.metrics.detected();
         self.save_state().await;
         self.record(Decision {
             warning: false,
@@ -548,6 +553,7 @@ impl Session {
 
     async fn roll_back(&mut self, reason: Reason, message: &str) {
         let r = self.r.clone();
+        let _rolling_back = self.ctx.metrics.rolling_back();
         if self.cfg.mode == Mode::DryRun {
             warn!(%reason, message, "would roll back (dry run)");
             self.r.state.outcome = Some(Outcome::WouldRollBack);
@@ -579,6 +585,7 @@ impl Session {
         warn!(%reason, message, "rolling back");
         let mut state = self.r.state.clone();
         let started = Instant::now();
+        let timer = self.ctx.metrics.rollback_timer();
         let mut attempts = 0;
         let result = loop {
             attempts += 1;
@@ -608,6 +615,7 @@ impl Session {
                 break result;
             }
         };
+        drop(timer);
         match result {
             Ok(plan) => {
                 self.r.state = state;
@@ -861,6 +869,10 @@ impl Session {
         note: String,
     ) {
         info!(outcome = outcome.as_str(), %reason, note, "decision");
+        // Final outcomes only: a page while degraded, or a rollback sent but not yet verified, is not one.
+        if self.r.state.settled || matches!(outcome, Outcome::Superseded | Outcome::Deleted) {
+            self.ctx.metrics.outcome(outcome, reason);
+        }
         self.record(Decision {
             warning,
             event_reason,
@@ -920,6 +932,8 @@ where
     let shutdown = session.shutdown.clone();
     let mut end = session.end.clone();
     let changed = changed.clone();
+    let metrics = session.ctx.metrics.clone();
+    let kind = K::plural(&());
     tokio::spawn(
         async move {
             futures::pin_mut!(stream);
@@ -929,7 +943,10 @@ where
                     _ = end.changed() => return,
                     item = stream.next() => match item {
                         Some(Ok(_)) => changed.notify_one(),
-                        Some(Err(e)) => warn!(error = %e, "watch error; retrying with backoff"),
+                        Some(Err(e)) => {
+                            warn!(error = %e, "watch error; retrying with backoff");
+                            metrics.watch_restart(&kind);
+                        }
                         None => return,
                     }
                 }

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Secrets};
+use crate::telemetry::Metrics;
 pub use pagerduty::{Action, PageEvent, Payload, Severity};
 
 /// Slack asks incoming webhooks for at most one message a second.
@@ -34,7 +35,12 @@ pub struct Notifier {
 
 impl Notifier {
     /// Starts a worker per configured sink; they stop with `shutdown`.
-    pub fn start(config: &Config, secrets: &Secrets, shutdown: CancellationToken) -> Notifier {
+    pub fn start(
+        config: &Config,
+        secrets: &Secrets,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Notifier {
         let client = crate::probes::http_client();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let pages = match (
@@ -49,7 +55,13 @@ impl Notifier {
                     config.notify.pagerduty.timeout,
                 );
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(page_worker(pd, rx, in_flight.clone(), shutdown.clone()));
+                tokio::spawn(page_worker(
+                    pd,
+                    rx,
+                    in_flight.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                ));
                 Some(tx)
             }
             _ => None,
@@ -58,7 +70,13 @@ impl Notifier {
             (Some(url), true) => {
                 let slack = slack::Slack::new(client, url.clone(), config.notify.slack.timeout);
                 let (tx, rx) = mpsc::channel(SLACK_QUEUE);
-                tokio::spawn(slack_worker(slack, rx, in_flight.clone(), shutdown));
+                tokio::spawn(slack_worker(
+                    slack,
+                    rx,
+                    in_flight.clone(),
+                    metrics,
+                    shutdown,
+                ));
                 Some(tx)
             }
             _ => None,
@@ -125,6 +143,7 @@ async fn page_worker(
     pd: pagerduty::PagerDuty,
     mut rx: mpsc::UnboundedReceiver<(PageEvent, oneshot::Sender<()>)>,
     in_flight: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -134,19 +153,26 @@ async fn page_worker(
             e = rx.recv() => match e { Some(e) => e, None => return },
         };
         let mut backoff = BACKOFF_START;
+        let action = match event.action {
+            Action::Trigger => "trigger",
+            Action::Resolve => "resolve",
+        };
         loop {
             match pd.send(&event).await {
                 Ok(()) => {
                     tracing::info!(dedup_key = %event.dedup_key, action = ?event.action, "page delivered");
                     let _ = done.send(());
+                    metrics.page(action, "delivered");
                     break;
                 }
                 Err(pagerduty::SendError::Rejected(e)) => {
                     tracing::error!(dedup_key = %event.dedup_key, error = %e, "page rejected; not retried");
+                    metrics.page(action, "rejected");
                     break;
                 }
                 Err(pagerduty::SendError::Retry(e)) => {
                     tracing::warn!(dedup_key = %event.dedup_key, error = %e, retry_in = ?backoff, "page not delivered; retrying");
+                    metrics.page(action, "retried");
                     tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => return,
@@ -164,6 +190,7 @@ async fn slack_worker(
     slack: slack::Slack,
     mut rx: mpsc::Receiver<String>,
     in_flight: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -175,18 +202,24 @@ async fn slack_worker(
         let mut backoff = BACKOFF_START;
         for attempt in 1..=SLACK_ATTEMPTS {
             match slack.post(&text).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    metrics.notification("delivered");
+                    break;
+                }
                 Err(slack::PostError::Rejected(e)) => {
                     tracing::error!(error = %e, "Slack message rejected; not retried");
+                    metrics.notification("rejected");
                     break;
                 }
                 Err(slack::PostError::Retry { reason, after }) => {
                     if attempt == SLACK_ATTEMPTS {
                         tracing::error!(error = %reason, attempts = attempt, "Slack message dropped after retries");
+                        metrics.notification("dropped");
                         break;
                     }
                     let wait = after.unwrap_or(backoff);
                     tracing::warn!(error = %reason, retry_in = ?wait, "Slack message not delivered; retrying");
+                    metrics.notification("retried");
                     tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => return,

@@ -78,6 +78,7 @@ pub struct Probes {
     config: Config,
     prometheus: Option<prometheus::Prometheus>,
     datadog: Option<datadog::Datadog>,
+    metrics: Option<std::sync::Arc<crate::telemetry::Metrics>>,
 }
 
 impl Probes {
@@ -116,6 +117,7 @@ impl Probes {
             config: config.clone(),
             prometheus,
             datadog,
+            metrics: None,
         }
     }
 
@@ -136,7 +138,28 @@ impl Probes {
             config: config.clone(),
             prometheus,
             datadog,
+            metrics: self.metrics.clone(),
         }
+    }
+
+    /// One provider's sample, timed into `metrics`.
+    async fn timed(
+        &self,
+        provider: &'static str,
+        sample: impl std::future::Future<Output = crate::judge::ProviderSample>,
+    ) -> crate::judge::ProviderSample {
+        let started = std::time::Instant::now();
+        let sample = sample.await;
+        if let Some(m) = &self.metrics {
+            m.provider_sample(provider, started, &sample);
+        }
+        sample
+    }
+
+    /// Times every provider request into `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::telemetry::Metrics>) -> Probes {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// One round: health, smoke checks and providers, concurrently.
@@ -174,13 +197,25 @@ impl Probes {
         // Every provider at once, each bounded by its own timeout; the answers in a fixed order.
         let prometheus = async {
             match &self.prometheus {
-                Some(p) => Some(bounded(p.timeout(), p.sample(namespace, name, window)).await),
+                Some(p) => Some(
+                    self.timed(
+                        "prometheus",
+                        bounded(p.timeout(), p.sample(namespace, name, window)),
+                    )
+                    .await,
+                ),
                 None => None,
             }
         };
         let datadog = async {
             match &self.datadog {
-                Some(d) => Some(bounded(d.timeout(), d.sample(namespace, name, window)).await),
+                Some(d) => Some(
+                    self.timed(
+                        "datadog",
+                        bounded(d.timeout(), d.sample(namespace, name, window)),
+                    )
+                    .await,
+                ),
                 None => None,
             }
         };

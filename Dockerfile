@@ -1,0 +1,20 @@
+# syntax=docker/dockerfile:1
+# A small non-root image: a static-ish release build on Debian, run on distroless (glibc, no shell).
+# Not built on the project's machines (no container engine there); tests/packaging.rs checks that
+# the ENTRYPOINT/CMD below parse with the binary and that the shipped config is valid.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+# The simulated cluster (feature `sim`) stays out of the production image.
+RUN cargo build --release --locked --no-default-features \
+ && install -D -m 0755 target/release/deploy-watchdog /out/deploy-watchdog
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/deploy-watchdog /usr/local/bin/deploy-watchdog
+COPY config/deploy-watchdog.yaml /etc/deploy-watchdog/config.yaml
+USER 65532:65532
+EXPOSE 9464
+ENTRYPOINT ["/usr/local/bin/deploy-watchdog"]
+CMD ["run", "--config", "/etc/deploy-watchdog/config.yaml", "--log-format", "json"]
