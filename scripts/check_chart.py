@@ -21,6 +21,7 @@ ALL_ON = {
     "secrets": {"pagerdutyRoutingKey": "example-routing-key", "slackWebhookUrl": "https://hooks.slack.com/services/T0/B0/x",
                 "datadogApiKey": "dd-api", "datadogAppKey": "dd-app"},
     "image": {"digest": "sha256:" + "0" * 64},
+    "replicaCount": 2,
     "serviceMonitor": {"enabled": True},
     "prometheusRule": {"enabled": True},
     "podDisruptionBudget": {"enabled": True},
@@ -103,6 +104,19 @@ def main():
         fail(f"RBAC grants more than it needs: {sorted(verbs - allowed)}")
     print("RBAC: least privilege (ClusterRole by default, Roles when namespaces are listed)")
 
+    # Two replicas elect a leader and replace one pod at a time; one replica is recreated.
+    def config_of(docs):
+        return yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap")["data"]["config.yaml"])
+    def strategy_of(docs):
+        return next(d for d in docs if d["kind"] == "Deployment")["spec"]["strategy"]["type"]
+    if not config_of(all_on)["leader_election"]["enabled"] or strategy_of(all_on) != "RollingUpdate":
+        fail("replicaCount 2: expected leader_election.enabled and a RollingUpdate")
+    if config_of(defaults)["leader_election"]["enabled"] or strategy_of(defaults) != "Recreate":
+        fail("replicaCount 1: expected no leader election and Recreate")
+    if not config_of(all_on)["secrets"]["datadog_api_key_file"]:
+        fail("all-on: the Datadog keys are not mounted into the config")
+    print("HA: two replicas elect a leader (RollingUpdate); one replica is recreated; Datadog key files wired")
+
     # The ConfigMap's config, for `deploy-watchdog check-config` (scripts/check-packaging runs it).
     for label, docs in (("defaults", defaults), ("all-on", all_on), ("namespaced", namespaced)):
         cm = next(d for d in docs if d["kind"] == "ConfigMap")
@@ -110,7 +124,7 @@ def main():
     rule = next(d for d in all_on if d["kind"] == "PrometheusRule")
     (OUT / "rules.yaml").write_text(yaml.safe_dump(rule["spec"], sort_keys=False))
 
-    for bad, why in (({"logFormat": "yaml"}, "logFormat"), ({"replicaCount": 3}, "replicaCount"),
+    for bad, why in (({"logFormat": "yaml"}, "logFormat"), ({"replicaCount": 9}, "replicaCount"),
                      ({"resources": {"requests": {"memory": "lots"}}}, "memory"), ({"config": {"server": {"listen": "x"}}}, "server")):
         try:
             helm.Chart.load(CHART).validate_schema(bad)

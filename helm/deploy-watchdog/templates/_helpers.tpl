@@ -56,10 +56,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $config := fromYaml (.Files.Get "files/deploy-watchdog.yaml") -}}
 {{- $config = mustMergeOverwrite $config (deepCopy .Values.config) -}}
 {{- $keys := include "deploy-watchdog.secretKeys" . | fromJsonArray -}}
-{{- $secrets := dict "pagerduty_routing_key_file" nil "slack_webhook_url_file" nil -}}
+{{- $secrets := dict "pagerduty_routing_key_file" nil "slack_webhook_url_file" nil "datadog_api_key_file" nil "datadog_app_key_file" nil -}}
 {{- if has "pagerduty-routing-key" $keys }}{{ $_ := set $secrets "pagerduty_routing_key_file" "/etc/deploy-watchdog/secrets/pagerduty-routing-key" }}{{ end -}}
 {{- if has "slack-webhook-url" $keys }}{{ $_ := set $secrets "slack_webhook_url_file" "/etc/deploy-watchdog/secrets/slack-webhook-url" }}{{ end -}}
+{{- if has "datadog-api-key" $keys }}{{ $_ := set $secrets "datadog_api_key_file" "/etc/deploy-watchdog/secrets/datadog-api-key" }}{{ end -}}
+{{- if has "datadog-app-key" $keys }}{{ $_ := set $secrets "datadog_app_key_file" "/etc/deploy-watchdog/secrets/datadog-app-key" }}{{ end -}}
 {{- $_ := set $config "secrets" $secrets -}}
+{{- if gt (int .Values.replicaCount) 1 }}
+{{- $le := mustMergeOverwrite (dict) $config.leader_election (dict "enabled" true "lease_name" (include "deploy-watchdog.fullname" .)) -}}
+{{- $_ := set $config "leader_election" $le -}}
+{{- end -}}
 {{- $_ := set $config "server" (dict "listen" (printf "0.0.0.0:%d" (int .Values.port))) -}}
 {{- toYaml $config -}}
 {{- end -}}
