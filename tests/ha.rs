@@ -1,7 +1,7 @@
 //! Two replicas against one simulated cluster; the leader is killed at a different moment of a
 //! bad release's watch in each trial. Every trial: exactly one rollback and one page.
 
-use std::process::Command;
+mod support;
 
 fn scenario(trial: usize, kill_at_ms: u64, crashloop: bool) -> String {
     let (bad, failures, reason) = if crashloop {
@@ -36,31 +36,8 @@ fn killing_the_leader_anywhere_in_the_watch_rolls_back_exactly_once() {
         std::fs::write(&path, scenario(trial, kill_at, crashloop)).expect("write");
         files.push(path);
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_deploy-watchdog"))
-        .arg("simulate")
-        .arg("--json")
-        .args(&files)
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let mut failed = Vec::new();
-    let mut trials = 0;
-    for line in stdout.lines() {
-        let r: serde_json::Value = serde_json::from_str(line).expect("json");
-        trials += 1;
-        if r["ok"] != true {
-            failed.push(format!(
-                "{}: {} {}",
-                r["scenario"], r["failures"], r["rollouts"]
-            ));
-        }
-    }
-    assert_eq!(
-        trials,
-        24,
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_, reports, failed, stderr) = support::simulate_json(&files);
+    assert_eq!(reports.len(), 24, "stderr: {stderr}");
     assert!(
         failed.is_empty(),
         "trials without exactly one rollback and one page:\n{}",

@@ -4,6 +4,8 @@
 //! rollback leaves from the same state. Skipped, with a notice, only when kubectl is absent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use deploy_watchdog::sim::behaviour::Behaviours;
 use deploy_watchdog::sim::cluster::SimCluster;
 use deploy_watchdog::sim::scenario::DeploymentSpec;
 use serde_json::Value;
+use support::kubectls;
 use tokio_util::sync::CancellationToken;
 
 /// No watchdog state is recorded on these Deployments, so the at-most-once guard never applies.
@@ -32,34 +35,6 @@ apps:
   production/crash@bad: {pods: crashloop}
 script: []
 "#;
-
-/// `kubectl` from PATH (1.32 here) and the older releases installed beside it.
-fn kubectls() -> Vec<PathBuf> {
-    let Ok(out) = Command::new("sh")
-        .arg("-c")
-        .arg("command -v kubectl")
-        .output()
-    else {
-        return Vec::new();
-    };
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if path.is_empty() {
-        return Vec::new();
-    }
-    let mut found = vec![PathBuf::from(&path)];
-    if let Ok(real) = std::fs::canonicalize(&path)
-        && let Some(dir) = real.parent()
-    {
-        for old in ["kubectl.1.28", "kubectl.1.27"] {
-            let p = dir.join(old);
-            if p.exists() {
-                found.push(p);
-                break;
-            }
-        }
-    }
-    found
-}
 
 fn version_of(bin: &Path) -> String {
     let out = Command::new(bin)

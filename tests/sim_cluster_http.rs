@@ -2,25 +2,16 @@
 //! 410 Gone, Tables, content types, revision history cleanup and scaling.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::time::Duration;
 
 use deploy_watchdog::sim::behaviour::Behaviours;
 use deploy_watchdog::sim::cluster::SimCluster;
 use deploy_watchdog::sim::scenario::{ApiState, DeploymentSpec};
 use serde_json::{Value, json};
+use support::spec;
 use tokio_util::sync::CancellationToken;
-
-fn spec(reference: &str, version: &str, replicas: i32) -> DeploymentSpec {
-    DeploymentSpec {
-        reference: reference.into(),
-        replicas,
-        version: version.into(),
-        opted_in: true,
-        paused: false,
-        annotations: BTreeMap::new(),
-    }
-}
 
 async fn start() -> (SimCluster, String, CancellationToken) {
     let sim = SimCluster::new(Behaviours::default());

@@ -2,55 +2,17 @@
 //! (success and progress deadline), history, undo, pause and resume.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use deploy_watchdog::sim::behaviour::{AppKey, Behaviour, Behaviours, PodMode};
 use deploy_watchdog::sim::cluster::SimCluster;
-use deploy_watchdog::sim::scenario::DeploymentSpec;
 use serde_json::Value;
+use support::{kubectls, spec};
 use tokio_util::sync::CancellationToken;
-
-fn spec(reference: &str, version: &str, replicas: i32) -> DeploymentSpec {
-    DeploymentSpec {
-        reference: reference.into(),
-        replicas,
-        version: version.into(),
-        opted_in: true,
-        paused: false,
-        annotations: BTreeMap::new(),
-    }
-}
-
-/// `kubectl` from PATH plus an older release installed beside it, when present.
-fn kubectls() -> Vec<PathBuf> {
-    let Ok(out) = Command::new("sh")
-        .arg("-c")
-        .arg("command -v kubectl")
-        .output()
-    else {
-        return Vec::new();
-    };
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if path.is_empty() {
-        return Vec::new();
-    }
-    let mut found = vec![PathBuf::from(&path)];
-    if let Ok(real) = std::fs::canonicalize(&path)
-        && let Some(dir) = real.parent()
-    {
-        for old in ["kubectl.1.28", "kubectl.1.27"] {
-            let p = dir.join(old);
-            if p.exists() {
-                found.push(p);
-                break;
-            }
-        }
-    }
-    found
-}
 
 struct Kubectl {
     bin: PathBuf,
