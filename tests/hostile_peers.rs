@@ -233,12 +233,21 @@ fn hostile_peers() -> Vec<(&'static str, Peer)> {
             },
         ),
         ("a peer that never answers", Peer::Silent),
-        ("invalid UTF-8", Peer::json(200, b"\xff\xfe\xfd{\"a\":\"\xc3\x28\"}".to_vec())),
+        (
+            "invalid UTF-8",
+            Peer::json(200, b"\xff\xfe\xfd{\"a\":\"\xc3\x28\"}".to_vec()),
+        ),
         ("deeply nested JSON", Peer::json(200, nested(100_000))),
         ("an empty body", Peer::json(200, Vec::new())),
         ("HTML", Peer::json(200, b"<html>hi</html>".to_vec())),
         ("a 500", Peer::json(500, b"{}".to_vec())),
-        ("a 503 with a JSON error", Peer::json(503, br#"{"status":"error","errorType":"unavailable","error":"down"}"#.to_vec())),
+        (
+            "a 503 with a JSON error",
+            Peer::json(
+                503,
+                br#"{"status":"error","errorType":"unavailable","error":"down"}"#.to_vec(),
+            ),
+        ),
         ("a 429", Peer::json(429, Vec::new())),
     ]
 }
@@ -355,7 +364,11 @@ async fn hostile_prometheus_answers_are_no_evidence_within_the_timeout() {
             );
         }
         // The judge, fed only this sample for a whole window, never passes and never rolls back.
-        let verdicts = judge::judge(&policy, &RolloutFacts::default(), &window_of(&policy, &sample));
+        let verdicts = judge::judge(
+            &policy,
+            &RolloutFacts::default(),
+            &window_of(&policy, &sample),
+        );
         for v in &verdicts {
             assert!(
                 !matches!(
