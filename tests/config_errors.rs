@@ -217,3 +217,15 @@ fn run_and_check_config_exit_2_naming_the_field() {
         }
     }
 }
+
+#[test]
+fn deeply_nested_yaml_is_refused_without_exhausting_the_stack() {
+    for text in [
+        format!("mode: {}1{}", "[".repeat(5_000), "]".repeat(5_000)),
+        format!("mode: {}", "{a: ".repeat(5_000)),
+        (0..600).map(|i| format!("{}- \n", " ".repeat(i))).collect(),
+    ] {
+        let err = Config::from_yaml(&text).expect_err("refused");
+        assert!(!err.to_string().is_empty());
+    }
+}
