@@ -564,6 +564,13 @@ impl Config {
         format: config::FileFormat,
         env: bool,
     ) -> Result<Config, ConfigError> {
+        if format == config::FileFormat::Yaml {
+            // Environment overrides may repair what the file alone gets wrong.
+            let overridden = env
+                && std::env::vars_os()
+                    .any(|(k, _)| k.to_string_lossy().starts_with("DEPLOY_WATCHDOG__"));
+            strict_yaml(text, !overridden)?;
+        }
         let mut builder = config::Config::builder();
         if !text.trim().is_empty() {
             builder = builder.add_source(config::File::from_str(text, format));
@@ -762,6 +769,24 @@ impl Config {
         })?;
         Ok(())
     }
+}
+
+/// Reads the file's own YAML with exact types before the `config` crate merges it: that crate
+/// coerces (`min_requests: 1.5` becomes 1, `enabled: 2` becomes true) and reports some type
+/// errors without the field's path.
+fn strict_yaml(text: &str, validate: bool) -> Result<(), ConfigError> {
+    let value: serde_norway::Value =
+        serde_norway::from_str(text).map_err(|e| ConfigError::Load(e.to_string()))?;
+    if value.is_null() {
+        return Ok(());
+    }
+    let config: Config =
+        serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Invalid {
+            field: e.path().to_string(),
+            problem: e.into_inner().to_string(),
+        })?;
+    // Values the `config` crate cannot carry (`.nan`, `.inf`) are refused here, by field.
+    if validate { config.validate() } else { Ok(()) }
 }
 
 /// Fills `{name}`, `{namespace}` (and any `extra` pairs) into a template.

@@ -10,6 +10,9 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "sim")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod judge;
 pub mod notify;
 pub mod overrides;

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// The longest `Retry-After` honoured: a broken or hostile answer of years must not stall the
+/// queue.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+
 /// Why a post did not go through.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PostError {
@@ -51,7 +55,7 @@ impl Slack {
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .map(|s| Duration::from_secs(s).min(RETRY_AFTER_MAX));
         let text = crate::probes::read_bounded(response, 16 * 1024)
             .await
             .unwrap_or_default();

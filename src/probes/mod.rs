@@ -17,6 +17,9 @@ pub const MAX_BODY: usize = 1 << 20;
 
 static TLS_PROVIDER: Once = Once::new();
 
+/// Redirects followed at most; each must stay on the same scheme, host and port.
+const MAX_REDIRECTS: usize = 3;
+
 /// The one HTTP client: rustls (ring), a connect timeout, no redirects to other hosts.
 pub fn http_client() -> reqwest::Client {
     TLS_PROVIDER.call_once(|| {
@@ -25,14 +28,37 @@ pub fn http_client() -> reqwest::Client {
     });
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
-        .redirect(reqwest::redirect::Policy::limited(3))
+        .redirect(same_origin_redirects())
         .user_agent(concat!("deploy-watchdog/", env!("CARGO_PKG_VERSION")))
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
-/// Reads at most [`MAX_BODY`] bytes of a response.
+/// Follows a redirect only to the origin first asked: a 307 from a Slack or PagerDuty look-alike
+/// must not re-send the webhook path or the routing key to another host. A refused redirect is
+/// returned as the 3xx answer, which every caller treats as a failure.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt.previous().first().is_some_and(|first| {
+            first.scheme() == attempt.url().scheme()
+                && first.host_str() == attempt.url().host_str()
+                && first.port_or_known_default() == attempt.url().port_or_known_default()
+        });
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else if same_origin {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// Reads at most `max` bytes of a response; a larger announced length is refused unread.
 pub async fn read_bounded(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(format!("body larger than {max} bytes"));
+    }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
         if body.len() + chunk.len() > max {
@@ -53,10 +79,11 @@ pub fn describe(e: &reqwest::Error) -> String {
         "unreadable body".into()
     } else {
         let text = e.to_string();
-        match e.url() {
+        let text = match e.url() {
             Some(url) => text.replace(url.as_str(), "<url>"),
             None => text,
-        }
+        };
+        scrub_urls(&text)
     }
 }
 
@@ -69,6 +96,28 @@ async fn bounded(
     tokio::time::timeout(limit + Duration::from_millis(500), sample)
         .await
         .unwrap_or_else(|_| crate::judge::ProviderSample::Unavailable("timed out".into()))
+}
+
+/// Replaces anything that looks like a URL with `<url>`: a redirect target or a URL spelled
+/// differently from the one configured could still carry a webhook path.
+pub fn scrub_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let start = rest[..i]
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !c.is_ascii_alphanumeric() && !"+-.".contains(*c))
+            .map_or(0, |(j, c)| j + c.len_utf8());
+        let end = rest[i..]
+            .find(|c: char| c.is_whitespace() || "()<>\"'".contains(c))
+            .map_or(rest.len(), |j| i + j);
+        out.push_str(&rest[..start]);
+        out.push_str("<url>");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Every probe of one Deployment, configured once.
@@ -247,5 +296,25 @@ impl Probes {
                 crate::judge::HealthSample::Failed(e) => Err(e),
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrub_urls;
+
+    #[test]
+    fn urls_are_scrubbed_from_error_text() {
+        assert_eq!(
+            scrub_urls("error sending request for url (https://hooks.slack.com/services/T/B/x)"),
+            "error sending request for url (<url>)"
+        );
+        assert_eq!(
+            scrub_urls("redirect to http://a/b and HTTPS://c?d=e: refused"),
+            "redirect to <url> and <url>: refused"
+        );
+        assert_eq!(scrub_urls("no url here"), "no url here");
+        assert_eq!(scrub_urls("://"), "<url>");
+        assert_eq!(scrub_urls("é://x é"), "é<url> é");
     }
 }

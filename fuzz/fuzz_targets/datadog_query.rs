@@ -1,0 +1,6 @@
+//! See `deploy_watchdog::fuzzing::datadog_query`: any input returns, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| deploy_watchdog::fuzzing::datadog_query(data));
