@@ -88,6 +88,7 @@ fn main() -> ExitCode {
         dir: args.dir,
         interval: args.interval,
     };
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

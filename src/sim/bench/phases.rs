@@ -51,8 +51,10 @@ pub async fn size(opts: &Options, n: usize) -> Result<SizeReport, BenchError> {
     let l = opts.samples.min(n / 2).max(1);
     let crash_set: Vec<usize> = (0..l).collect();
     let breach_set: Vec<usize> = (l..(2 * l).min(n)).collect();
-    r.crashloop_to_rollback = crashloop(&served, &crash_set, "crash", false).await?;
-    r.breach_to_action_overhead = breach(opts, &served, &breach_set).await?;
+    (r.crashloop_to_rollback, r.daemon_requests_per_rollout) =
+        crashloop(&served, &crash_set, "crash", false).await?;
+    (r.breach_to_action, r.breach_to_action_overhead) =
+        breach(opts, &served, &breach_set).await?;
     eprintln!("bench: N = {n}: latencies measured");
 
     for &k in opts.ks.iter().filter(|k| **k <= n) {
@@ -88,7 +90,7 @@ pub async fn size(opts: &Options, n: usize) -> Result<SizeReport, BenchError> {
         .zip(r.crashloop_to_rollback.p50_ms)
         .map(|(a, b)| a / b.max(1.0));
     r.reference.requests_ratio = Some(
-        r.reference.requests_per_rollout_minute / r.daemon_requests_per_rollout_minute.max(1.0),
+        r.reference.requests_per_rollout / r.daemon_requests_per_rollout.max(1.0),
     );
     served.stop().await;
     Ok(r)
@@ -185,10 +187,11 @@ pub async fn crashloop(
     set: &[usize],
     version: &str,
     kubectl: bool,
-) -> Result<Latency, BenchError> {
+) -> Result<(Latency, f64), BenchError> {
     served
         .play(behaviour(set, version, json!({"pods": "crashloop"})))
         .await?;
+    let (before, _) = counters(&served.state().await?);
     let at = served.play(deploys(set, version)).await?;
     let until = Instant::now() + Duration::from_secs(60);
     loop {
@@ -215,7 +218,9 @@ pub async fn crashloop(
                     Some(patches.get(&d)? - crashes.get(&d)?)
                 })
                 .collect();
-            return Ok(latency(&samples, set.len()));
+            let (after, _) = counters(&state);
+            let requests = total(&after) - total(&before);
+            return Ok((latency(&samples, set.len()), requests / set.len() as f64));
         }
     }
 }
@@ -231,7 +236,11 @@ fn latency(samples: &[f64], wanted: usize) -> Latency {
 
 /// Rolls a good version out to `set`, then makes it fail every request: breach → first action
 /// (rollback PATCH or page), minus the policy's minimum.
-async fn breach(opts: &Options, served: &Served, set: &[usize]) -> Result<Latency, BenchError> {
+async fn breach(
+    opts: &Options,
+    served: &Served,
+    set: &[usize],
+) -> Result<(Latency, Latency), BenchError> {
     served.play(deploys(set, "bad")).await?;
     served.wait_rolled_out(Duration::from_secs(120)).await?;
     // Into the watching phase, with a few good samples behind it.
@@ -256,12 +265,13 @@ async fn breach(opts: &Options, served: &Served, set: &[usize]) -> Result<Latenc
                 *e = e.min(t);
             }
         }
-        let samples: Vec<f64> = set
+        let raw: Vec<f64> = set
             .iter()
-            .filter_map(|i| first.get(&deployment(*i)).map(|t| t - at - minimum))
+            .filter_map(|i| first.get(&deployment(*i)).map(|t| t - at))
             .collect();
-        if samples.len() >= set.len() || Instant::now() > until {
-            return Ok(latency(&samples, set.len()));
+        if raw.len() >= set.len() || Instant::now() > until {
+            let overhead: Vec<f64> = raw.iter().map(|t| t - minimum).collect();
+            return Ok((latency(&raw, set.len()), latency(&overhead, set.len())));
         }
     }
 }

@@ -69,7 +69,8 @@ pub async fn run(
     tokio::time::sleep(3 * opts.interval).await;
     let before = total(&served.state().await?);
     let started = Instant::now();
-    r.detection = phases::crashloop(served, set, "crash-ref", true).await?;
+    (r.detection, r.requests_per_rollout) =
+        phases::crashloop(served, set, "crash-ref", true).await?;
     let minutes = started.elapsed().as_secs_f64() / 60.0;
     let after = total(&served.state().await?);
     r.requests_per_rollout_minute = (after - before) / set.len().max(1) as f64 / minutes;

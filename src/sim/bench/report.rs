@@ -39,10 +39,11 @@ pub struct Reference {
     pub detection: Latency,
     /// API requests per rollout per minute while it watches.
     pub requests_per_rollout_minute: f64,
+    /// API requests per rollout from the deploy to the undo (the loops ran 3 intervals before).
+    pub requests_per_rollout: f64,
     /// Detection p50 of the loop / of the daemon.
     pub detection_ratio_p50: Option<f64>,
-    /// Requests per rollout-minute of the loop / of the daemon (the daemon's at the largest K,
-    /// idle subtracted, floored at one request per minute per rollout to keep the ratio finite).
+    /// Requests per rollout, deploy → rollback: the loop's / the daemon's.
     pub requests_ratio: Option<f64>,
 }
 
@@ -59,10 +60,14 @@ pub struct SizeReport {
     pub peak_rss_mib: f64,
     /// Crash-looping pod appears → rollback PATCH arrives.
     pub crashloop_to_rollback: Latency,
+    /// Breach visible → first action (rollback PATCH or page).
+    pub breach_to_action: Latency,
     /// Breach visible → first action, minus failures_before_rollback × interval.
     pub breach_to_action_overhead: Latency,
     /// The daemon's API requests per rollout-minute at the largest K (idle subtracted).
     pub daemon_requests_per_rollout_minute: f64,
+    /// The daemon's API requests per rollout, deploy → rollback (crash-loop measurement).
+    pub daemon_requests_per_rollout: f64,
     pub reference: Reference,
     pub notes: Vec<String>,
 }
@@ -138,6 +143,14 @@ pub fn table(f: &Figures) -> String {
             s.crashloop_to_rollback.samples
         )
     });
+    row("breach → first action p50 / p99 (ms)", &|s| {
+        format!(
+            "{} / {} (n={})",
+            ms(s.breach_to_action.p50_ms),
+            ms(s.breach_to_action.p99_ms),
+            s.breach_to_action.samples
+        )
+    });
     row("breach → action minus 3 × interval p50 / p99 (ms)", &|s| {
         format!(
             "{} / {} (n={})",
@@ -165,7 +178,13 @@ pub fn table(f: &Figures) -> String {
             s.reference.requests_per_rollout_minute, s.daemon_requests_per_rollout_minute
         )
     });
-    row("loop / daemon requests", &|s| {
+    row("API requests per rollout, deploy → rollback: loop / daemon", &|s| {
+        format!(
+            "{:.1} / {:.1}",
+            s.reference.requests_per_rollout, s.daemon_requests_per_rollout
+        )
+    });
+    row("loop / daemon requests per rollout", &|s| {
         s.reference
             .requests_ratio
             .map_or("–".into(), |r| format!("{r:.0}×"))
