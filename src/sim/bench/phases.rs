@@ -53,8 +53,7 @@ pub async fn size(opts: &Options, n: usize) -> Result<SizeReport, BenchError> {
     let breach_set: Vec<usize> = (l..(2 * l).min(n)).collect();
     (r.crashloop_to_rollback, r.daemon_requests_per_rollout) =
         crashloop(&served, &crash_set, "crash", false).await?;
-    (r.breach_to_action, r.breach_to_action_overhead) =
-        breach(opts, &served, &breach_set).await?;
+    (r.breach_to_action, r.breach_to_action_overhead) = breach(opts, &served, &breach_set).await?;
     eprintln!("bench: N = {n}: latencies measured");
 
     for &k in opts.ks.iter().filter(|k| **k <= n) {
@@ -73,10 +72,9 @@ pub async fn size(opts: &Options, n: usize) -> Result<SizeReport, BenchError> {
     }
     r.peak_rss_mib = proc::memory(daemon.pid).hwm_kib as f64 / MIB;
     if let Some(w) = r.watched.last() {
-        r.daemon_requests_per_rollout_minute = (total(&w.requests_per_minute)
-            - total(&r.idle.requests_per_minute))
-        .max(0.0)
-            / w.k as f64;
+        r.daemon_requests_per_rollout_minute =
+            (total(&w.requests_per_minute) - total(&r.idle.requests_per_minute)).max(0.0)
+                / w.k as f64;
     }
     daemon.stop().await;
 
@@ -89,9 +87,8 @@ pub async fn size(opts: &Options, n: usize) -> Result<SizeReport, BenchError> {
         .p50_ms
         .zip(r.crashloop_to_rollback.p50_ms)
         .map(|(a, b)| a / b.max(1.0));
-    r.reference.requests_ratio = Some(
-        r.reference.requests_per_rollout / r.daemon_requests_per_rollout.max(1.0),
-    );
+    r.reference.requests_ratio =
+        Some(r.reference.requests_per_rollout / r.daemon_requests_per_rollout.max(1.0));
     served.stop().await;
     Ok(r)
 }
@@ -126,7 +123,10 @@ fn counters(state: &Value) -> (BTreeMap<String, f64>, f64) {
                 .collect()
         })
         .unwrap_or_default();
-    (requests, state["prometheus_queries"].as_f64().unwrap_or(0.0))
+    (
+        requests,
+        state["prometheus_queries"].as_f64().unwrap_or(0.0),
+    )
 }
 
 /// Memory, CPU and request rates over `opts.measure`.

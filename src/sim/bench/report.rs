@@ -102,12 +102,22 @@ pub fn table(f: &Figures) -> String {
     let mut row = |name: &str, cell: &dyn Fn(&SizeReport) -> String| {
         rows.push((name.to_string(), f.sizes.iter().map(cell).collect()));
     };
-    row("Deployments / Pods", &|s| format!("{} / {}", s.deployments, s.pods));
-    row("start → ready (s)", &|s| format!("{:.2}", s.start_to_ready_s));
+    row("Deployments / Pods", &|s| {
+        format!("{} / {}", s.deployments, s.pods)
+    });
+    row("start → ready (s)", &|s| {
+        format!("{:.2}", s.start_to_ready_s)
+    });
     row("RSS idle (MiB)", &|s| format!("{:.1}", s.idle.rss_mib));
-    row("peak RSS, VmHWM (MiB)", &|s| format!("{:.1}", s.peak_rss_mib));
-    row("CPU idle (millicores)", &|s| format!("{:.1}", s.idle.millicores));
-    row("API requests/min idle", &|s| verbs(&s.idle.requests_per_minute));
+    row("peak RSS, VmHWM (MiB)", &|s| {
+        format!("{:.1}", s.peak_rss_mib)
+    });
+    row("CPU idle (millicores)", &|s| {
+        format!("{:.1}", s.idle.millicores)
+    });
+    row("API requests/min idle", &|s| {
+        verbs(&s.idle.requests_per_minute)
+    });
     let ks: Vec<usize> = {
         let mut ks: Vec<usize> = f
             .sizes
@@ -151,22 +161,28 @@ pub fn table(f: &Figures) -> String {
             s.breach_to_action.samples
         )
     });
-    row("breach → action minus 3 × interval p50 / p99 (ms)", &|s| {
-        format!(
-            "{} / {} (n={})",
-            ms(s.breach_to_action_overhead.p50_ms),
-            ms(s.breach_to_action_overhead.p99_ms),
-            s.breach_to_action_overhead.samples
-        )
-    });
-    row("kubectl/curl loop: crash-loop → undo p50 / p99 (ms)", &|s| {
-        format!(
-            "{} / {} (n={})",
-            ms(s.reference.detection.p50_ms),
-            ms(s.reference.detection.p99_ms),
-            s.reference.detection.samples
-        )
-    });
+    row(
+        "breach → action minus 3 × interval p50 / p99 (ms)",
+        &|s| {
+            format!(
+                "{} / {} (n={})",
+                ms(s.breach_to_action_overhead.p50_ms),
+                ms(s.breach_to_action_overhead.p99_ms),
+                s.breach_to_action_overhead.samples
+            )
+        },
+    );
+    row(
+        "kubectl/curl loop: crash-loop → undo p50 / p99 (ms)",
+        &|s| {
+            format!(
+                "{} / {} (n={})",
+                ms(s.reference.detection.p50_ms),
+                ms(s.reference.detection.p99_ms),
+                s.reference.detection.samples
+            )
+        },
+    );
     row("loop / daemon detection (p50)", &|s| {
         s.reference
             .detection_ratio_p50
@@ -178,12 +194,15 @@ pub fn table(f: &Figures) -> String {
             s.reference.requests_per_rollout_minute, s.daemon_requests_per_rollout_minute
         )
     });
-    row("API requests per rollout, deploy → rollback: loop / daemon", &|s| {
-        format!(
-            "{:.1} / {:.1}",
-            s.reference.requests_per_rollout, s.daemon_requests_per_rollout
-        )
-    });
+    row(
+        "API requests per rollout, deploy → rollback: loop / daemon",
+        &|s| {
+            format!(
+                "{:.1} / {:.1}",
+                s.reference.requests_per_rollout, s.daemon_requests_per_rollout
+            )
+        },
+    );
     row("loop / daemon requests per rollout", &|s| {
         s.reference
             .requests_ratio

@@ -195,7 +195,9 @@ impl Daemon {
         });
         let ready_at = tokio::time::timeout(limit, ready_rx)
             .await
-            .map_err(|_| BenchError::Protocol(format!("the daemon was not ready within {limit:?}")))?
+            .map_err(|_| {
+                BenchError::Protocol(format!("the daemon was not ready within {limit:?}"))
+            })?
             .map_err(|_| BenchError::Protocol("the daemon exited before it was ready".into()))?;
         Ok(Daemon {
             child,

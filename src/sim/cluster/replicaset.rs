@@ -188,7 +188,13 @@ pub fn refresh_pod(st: &mut State, ns: &str, name: &str, now: Instant) {
         .to_string();
     let status = pods::render_status(rt, &container, &state, &created);
     if let Some(rt) = st.pods.get(&key).cloned()
-        && matches!(state.container, Some(pods::Container::Waiting { reason: "CrashLoopBackOff", .. }))
+        && matches!(
+            state.container,
+            Some(pods::Container::Waiting {
+                reason: "CrashLoopBackOff",
+                ..
+            })
+        )
     {
         st.note_pod_state(&rt, &state, now);
     }

@@ -67,7 +67,11 @@ impl State {
             ..
         }) = state.container
         {
-            let key = (rt.namespace.clone(), rt.deployment.clone(), rt.version.clone());
+            let key = (
+                rt.namespace.clone(),
+                rt.deployment.clone(),
+                rt.version.clone(),
+            );
             self.crashloops.entry(key).or_insert(now);
         }
     }
