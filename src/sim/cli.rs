@@ -254,8 +254,9 @@ async fn serve(
             return EXIT_INVALID;
         }
     };
+    let started = tokio::time::Instant::now();
     let sim = match Simulation::start(s, config, file, &shutdown).await {
-        Ok(sim) => sim,
+        Ok(sim) => std::sync::Arc::new(sim),
         Err(e) => {
             eprintln!("{e}");
             return EXIT_FAILED;
@@ -318,7 +319,10 @@ async fn serve(
         config_path.display(),
         kubeconfig.display()
     );
-    let started = tokio::time::Instant::now();
+    match super::debug::start(sim.clone(), started, shutdown.child_token()).await {
+        Ok(addr) => println!("  debug API (benchmark): http://{addr}/debug/state"),
+        Err(e) => eprintln!("cannot serve the debug API: {e}"),
+    }
     let mut script: Vec<_> = s.script.iter().collect();
     script.sort_by_key(|e| e.at);
     let play = async {

@@ -6,8 +6,10 @@
 //! the unmodified daemon.
 
 pub mod behaviour;
+pub mod bench;
 pub mod cli;
 pub mod cluster;
+pub mod debug;
 pub mod runner;
 pub mod scenario;
 pub mod services;

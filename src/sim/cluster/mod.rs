@@ -355,6 +355,32 @@ impl SimCluster {
         self.shared.lock().counts.clone()
     }
 
+    /// When a pod of each (namespace, deployment, version) first showed `CrashLoopBackOff`.
+    pub fn crashloops(&self) -> Vec<((String, String, String), Instant)> {
+        let st = self.shared.lock();
+        st.crashloops.iter().map(|(k, t)| (k.clone(), *t)).collect()
+    }
+
+    /// Deployments whose latest generation is fully rolled out (`kubectl rollout status` would
+    /// say so), out of all Deployments.
+    pub fn rolled_out(&self) -> (usize, usize) {
+        let st = self.shared.lock();
+        let keys = st.store.keys(Kind::Deployment);
+        let done = keys
+            .iter()
+            .filter_map(|(ns, name)| st.store.get(Kind::Deployment, ns, name))
+            .filter(|d| {
+                let n = |p: &str| d.pointer(p).and_then(Value::as_i64).unwrap_or(-1);
+                let want = n("/spec/replicas");
+                n("/metadata/generation") == n("/status/observedGeneration")
+                    && n("/status/updatedReplicas") == want
+                    && n("/status/replicas") == want
+                    && n("/status/availableReplicas") == want
+            })
+            .count();
+        (done, keys.len())
+    }
+
     fn modify(&self, ns: &str, name: &str, f: impl FnOnce(&mut Value)) -> Result<(), SimError> {
         let mut st = self.shared.lock();
         let dep = st

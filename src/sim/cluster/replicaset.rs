@@ -139,6 +139,7 @@ fn create_pod(
         .unwrap_or("app");
     let created = metadata["creationTimestamp"].as_str().unwrap_or_default();
     let status = pods::render_status(&rt, container, &state, created);
+    st.note_pod_state(&rt, &state, now);
     rt.last = Some(state);
     let key = (ns.to_string(), name.clone());
     if let Some(at) = next {
@@ -186,6 +187,17 @@ pub fn refresh_pod(st: &mut State, ns: &str, name: &str, now: Instant) {
         .unwrap_or_default()
         .to_string();
     let status = pods::render_status(rt, &container, &state, &created);
+    if let Some(rt) = st.pods.get(&key).cloned()
+        && matches!(
+            state.container,
+            Some(pods::Container::Waiting {
+                reason: "CrashLoopBackOff",
+                ..
+            })
+        )
+    {
+        st.note_pod_state(&rt, &state, now);
+    }
     if let Some(rt) = st.pods.get_mut(&key) {
         rt.last = Some(state);
     }

@@ -29,6 +29,8 @@ pub struct State {
     pub template_changes: Vec<TemplateChange>,
     pub api_events: Vec<Value>,
     pub counts: BTreeMap<String, u64>,
+    /// When a pod of (namespace, deployment, version) first showed `CrashLoopBackOff`.
+    pub crashloops: HashMap<(String, String, String), Instant>,
     pub ip_seq: u32,
     pub name_seq: u64,
     /// While set, new healthy pods start already Ready (`add_deployment`'s pre-existing state).
@@ -50,10 +52,27 @@ impl State {
             template_changes: Vec::new(),
             api_events: Vec::new(),
             counts: BTreeMap::new(),
+            crashloops: HashMap::new(),
             ip_seq: 0,
             name_seq: 0,
             backdate: false,
             collisions: HashMap::new(),
+        }
+    }
+
+    /// Remembers the first `CrashLoopBackOff` of a version's pods (benchmark latencies).
+    pub fn note_pod_state(&mut self, rt: &PodRuntime, state: &super::pods::PodState, now: Instant) {
+        if let Some(super::pods::Container::Waiting {
+            reason: "CrashLoopBackOff",
+            ..
+        }) = state.container
+        {
+            let key = (
+                rt.namespace.clone(),
+                rt.deployment.clone(),
+                rt.version.clone(),
+            );
+            self.crashloops.entry(key).or_insert(now);
         }
     }
 

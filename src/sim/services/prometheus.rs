@@ -24,6 +24,7 @@ pub struct PrometheusSim {
     traffic: Traffic,
     state: Shared<ProviderState>,
     switch: Switch,
+    queries: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PrometheusSim {
@@ -32,7 +33,13 @@ impl PrometheusSim {
             traffic: apps.traffic().clone(),
             state: Shared::default(),
             switch: Switch::default(),
+            queries: std::sync::Arc::default(),
         }
+    }
+
+    /// Queries answered so far (any state), for the benchmark.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Serves on an ephemeral loopback port until `shutdown`.
@@ -80,6 +87,8 @@ async fn query(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
+    sim.queries
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match sim.state.get() {
         ProviderState::Error => {
             return envelope_error(
