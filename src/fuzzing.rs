@@ -92,7 +92,7 @@ pub fn annotations(data: &[u8]) {
                 .unwrap_or((chars.as_str(), ""));
             let key = match KNOWN.get(pick % (KNOWN.len() + 2)) {
                 Some((k, _)) => format!("{PREFIX}{k}"),
-                None if pick % 2 == 0 => format!("{PREFIX}{key}"),
+                None if pick.is_multiple_of(2) => format!("{PREFIX}{key}"),
                 None => key.to_string(),
             };
             Some((key, value.to_string()))
@@ -103,8 +103,11 @@ pub fn annotations(data: &[u8]) {
     }
 }
 
+/// A fuzz target: any bytes in, no panic out.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the runners.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("health_body", health_body),
     ("prometheus_response", prometheus_response),
     ("datadog_response", datadog_response),

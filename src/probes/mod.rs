@@ -109,9 +109,13 @@ pub fn scrub_urls(text: &str) -> String {
             .rev()
             .find(|(_, c)| !c.is_ascii_alphanumeric() && !"+-.".contains(*c))
             .map_or(0, |(j, c)| j + c.len_utf8());
-        let end = rest[i..]
+        let mut end = rest[i..]
             .find(|c: char| c.is_whitespace() || "()<>\"'".contains(c))
             .map_or(rest.len(), |j| i + j);
+        // Punctuation that ends a sentence is not part of the URL.
+        while end > i + 3 && rest[..end].ends_with(['.', ',', ';', ':', '!', '?']) {
+            end -= 1;
+        }
         out.push_str(&rest[..start]);
         out.push_str("<url>");
         rest = &rest[end..];

@@ -1,0 +1,408 @@
+//! One rollout's watch: phases and ticks. Probes and cluster changes become observations, the
+//! judge turns them into verdicts, and the verdicts become actions (rollback, page, notify,
+//! record).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, ResourceExt};
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, warn};
+
+use crate::cluster::record::{Outcome, Recorder, RolloutState};
+use crate::cluster::{pods, rollout};
+use crate::config::Config;
+use crate::judge::{
+    self, Finish, Judge, Observation, Policy, ProviderSample, RolloutFacts, Verdict,
+};
+use crate::notify::Notifier;
+use crate::probes::Probes;
+
+mod actions;
+mod records;
+
+/// What every session shares.
+pub struct Context {
+    pub client: kube::Client,
+    pub config: Config,
+    pub policy: Policy,
+    pub probes: Probes,
+    pub notifier: Notifier,
+    pub recorder: Recorder,
+    pub metrics: Arc<crate::telemetry::Metrics>,
+}
+
+/// Why the detector ended a session early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndCause {
+    Superseded,
+    Deleted,
+}
+
+/// Where a session starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Start {
+    /// A rollout just detected.
+    Fresh,
+    /// A new process picks up a watch recorded on the Deployment.
+    Resume(RolloutState),
+}
+
+/// The handle the detector keeps.
+pub struct Handle {
+    pub revision: i64,
+    pub updates: watch::Sender<Arc<Deployment>>,
+    pub end: watch::Sender<Option<EndCause>>,
+}
+
+/// The identity of one rollout.
+#[derive(Debug, Clone)]
+struct Rollout {
+    namespace: String,
+    name: String,
+    state: RolloutState,
+}
+
+impl Rollout {
+    fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+    fn to(&self) -> &str {
+        self.state
+            .to_version
+            .as_deref()
+            .unwrap_or("the new revision")
+    }
+    fn from(&self) -> &str {
+        self.state
+            .from_version
+            .as_deref()
+            .unwrap_or("the previous revision")
+    }
+}
+
+/// Spawns a session for `deployment`'s current revision.
+pub fn spawn(
+    ctx: Arc<Context>,
+    deployment: Arc<Deployment>,
+    from_version: Option<String>,
+    start: Start,
+    shutdown: CancellationToken,
+) -> Handle {
+    let revision = rollout::revision(deployment.annotations()).unwrap_or(0);
+    let (updates, updates_rx) = watch::channel(deployment.clone());
+    let (end, end_rx) = watch::channel(None);
+    let namespace = deployment.namespace().unwrap_or_default();
+    let name = deployment.name_any();
+    let (cfg, bad) =
+        match crate::overrides::effective(&ctx.config, &namespace, &name, deployment.annotations())
+        {
+            Ok(c) => (c, Vec::new()),
+            // One bad annotation: this Deployment falls back to the daemon's config as a whole.
+            Err(bad) => (ctx.config.clone(), bad),
+        };
+    let state = match start {
+        Start::Resume(ref s) => s.clone(),
+        Start::Fresh => RolloutState {
+            revision,
+            from_version,
+            to_version: rollout::deployed_version(&deployment, &cfg.version),
+            detected_at: jiff::Timestamp::now(),
+            outcome: None,
+            reason: None,
+            rollback_fingerprint: None,
+            settled: false,
+            detail: None,
+            window_started_at: None,
+        },
+    };
+    let r = Rollout {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        state,
+    };
+    let span = tracing::info_span!("rollout", %namespace, deployment = %name, revision);
+    let detected_at = r.state.detected_at;
+    let peak = crate::peak::PeakHours::from_config(&cfg.peak_hours)
+        .ok()
+        .and_then(|p| p.window_at(detected_at).map(str::to_string));
+    let mut policy = Policy::from_config(&cfg);
+    if peak.is_some()
+        && let Some(n) = cfg.peak_hours.failures_before_rollback
+    {
+        policy.failures_before_rollback = n.get();
+    }
+    let session = Session {
+        probes: ctx.probes.reconfigured(&cfg),
+        policy,
+        cfg,
+        peak,
+        bad_annotations: bad,
+        baseline: None,
+        ctx,
+        r,
+        updates: updates_rx,
+        end: end_rx,
+        shutdown,
+        resumed: start != Start::Fresh,
+    };
+    tokio::spawn(session.run().instrument(span));
+    Handle {
+        revision,
+        updates,
+        end,
+    }
+}
+
+struct Session {
+    ctx: Arc<Context>,
+    /// The daemon's config with this Deployment's overrides.
+    cfg: Config,
+    policy: Policy,
+    probes: Probes,
+    /// The peak window the rollout started in.
+    peak: Option<String>,
+    bad_annotations: Vec<crate::overrides::BadAnnotation>,
+    /// The error ratio before the rollout, when the baseline rule is on.
+    baseline: Option<f64>,
+    r: Rollout,
+    updates: watch::Receiver<Arc<Deployment>>,
+    end: watch::Receiver<Option<EndCause>>,
+    shutdown: CancellationToken,
+    resumed: bool,
+}
+
+/// The new ReplicaSet's pods and the Deployment's ReplicaSets, kept by watches.
+struct Caches {
+    sets: reflector::Store<ReplicaSet>,
+    pods: reflector::Store<Pod>,
+    /// Woken on every change of either store.
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl Session {
+    async fn run(mut self) {
+        let _watching = self.ctx.metrics.watching();
+        if self.resumed {
+            self.page_again_if_owed();
+            if self.r.state.settled {
+                return;
+            }
+        }
+        if self.r.state.outcome == Some(Outcome::RolledBack) {
+            // Resumed after the rollback was sent: only the verification is left.
+            let _rolling_back = self.ctx.metrics.rolling_back();
+            self.verify(self.r.state.rollback_fingerprint.clone()).await;
+            return;
+        }
+        if !self.resumed {
+            self.report_bad_annotations();
+            self.detected().await;
+        }
+        let caches = self.caches();
+        let facts = RolloutFacts {
+            expected_version: self.r.state.to_version.clone(),
+            baseline: self.baseline().await,
+        };
+        self.baseline = facts.baseline;
+        let mut judge = Judge::new(self.policy.clone(), facts);
+        if let Some(started) = self.r.state.window_started_at {
+            judge.resume_window(self.since_detection(started));
+        }
+        if self.r.state.outcome == Some(Outcome::Degraded) {
+            judge.already_paged(self.r.state.reason);
+        }
+
+        let mut ticks = tokio::time::interval(self.cfg.watch.interval);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut round: Option<futures::future::BoxFuture<'static, judge::ProbeRound>> = None;
+        loop {
+            let probes = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return,
+                _ = self.end.changed() => {
+                    let cause = *self.end.borrow();
+                    if let Some(cause) = cause {
+                        self.ended(cause).await;
+                        return;
+                    }
+                    continue;
+                }
+                r = async { match round.as_mut() { Some(f) => f.await, None => std::future::pending().await } } => {
+                    round = None;
+                    self.ctx.metrics.probe_round(&r);
+                    Some(r)
+                }
+                _ = ticks.tick(), if round.is_none() => {
+                    let probes = self.probes.clone();
+                    let (ns, name) = (self.r.namespace.clone(), self.r.name.clone());
+                    round = Some(Box::pin(async move { probes.round(&ns, &name).await }));
+                    None
+                }
+                changed = self.updates.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    None
+                }
+                _ = caches.changed.notified() => None,
+            };
+            let obs = self.observe(&caches, probes);
+            let was_complete = judge.complete_at().is_some();
+            let verdict = judge.observe(&obs);
+            if !was_complete && let Some(at) = judge.complete_at() {
+                self.window_started(at).await;
+            }
+            match verdict {
+                Verdict::Continue => {}
+                Verdict::Page { reason, message } => self.degraded(reason, &message).await,
+                Verdict::RollBack { reason, message } => {
+                    self.roll_back(reason, &message).await;
+                    return;
+                }
+                Verdict::Finish(Finish::Passed) => {
+                    self.passed().await;
+                    return;
+                }
+                Verdict::Finish(Finish::Degraded { reason, message }) => {
+                    self.finish_degraded(reason, &message).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn since_detection(&self, t: jiff::Timestamp) -> Duration {
+        let d = t.duration_since(self.r.state.detected_at);
+        Duration::try_from(d).unwrap_or_default()
+    }
+
+    fn observe(&self, caches: &Caches, probes: Option<judge::ProbeRound>) -> Observation {
+        let deployment = self.updates.borrow().clone();
+        let now = jiff::Timestamp::now();
+        let sets: Vec<Arc<ReplicaSet>> = caches.sets.state();
+        let owned = rollout::owned(&deployment, sets.iter().map(|s| s.as_ref()));
+        let new_hash = rollout::new_replica_set(&deployment, &owned).and_then(rollout::hash_of);
+        let pods: Vec<Arc<Pod>> = caches.pods.state();
+        let new_pods: Vec<&Pod> = pods
+            .iter()
+            .map(|p| p.as_ref())
+            .filter(|p| {
+                new_hash.is_some() && p.labels().get(rollout::HASH_LABEL) == new_hash.as_ref()
+            })
+            .collect();
+        Observation {
+            at: self.since_detection(now),
+            progress: rollout::progress(&deployment),
+            pod_failure: pods::failure(new_pods.iter().copied()),
+            pending: pods::pending(new_pods.iter().copied(), now),
+            probes,
+        }
+    }
+
+    fn caches(&self) -> Caches {
+        let deployment = self.updates.borrow().clone();
+        let selector = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.as_ref())
+            .map(|l| {
+                l.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let cfg = watcher::Config::default().labels(&selector);
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let client = &self.ctx.client;
+        let ns = &self.r.namespace;
+        let sets = watch_into_store(
+            Api::namespaced(client.clone(), ns),
+            cfg.clone(),
+            self,
+            &changed,
+        );
+        let pods = watch_into_store(Api::namespaced(client.clone(), ns), cfg, self, &changed);
+        Caches {
+            sets,
+            pods,
+            changed,
+        }
+    }
+
+    async fn baseline(&self) -> Option<f64> {
+        let b = &self.cfg.judge.baseline;
+        if !b.enabled {
+            return None;
+        }
+        let samples = self
+            .ctx
+            .probes
+            .error_rates(&self.r.namespace, &self.r.name, b.lookback)
+            .await;
+        let min = self.cfg.judge.min_requests as f64;
+        let ratio = samples.iter().find_map(|(_, s)| match s {
+            ProviderSample::Counts { requests, errors }
+                if *requests >= min && requests.is_finite() && errors.is_finite() =>
+            {
+                Some(errors / requests)
+            }
+            _ => None,
+        });
+        info!(baseline = ?ratio, "baseline taken");
+        ratio
+    }
+}
+
+/// A watch of one kind, folded into a store, running until the session ends.
+fn watch_into_store<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    session: &Session,
+    changed: &Arc<tokio::sync::Notify>,
+) -> reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api, cfg).default_backoff()).applied_objects();
+    let shutdown = session.shutdown.clone();
+    let mut end = session.end.clone();
+    let changed = changed.clone();
+    let metrics = session.ctx.metrics.clone();
+    let kind = K::plural(&());
+    tokio::spawn(
+        async move {
+            futures::pin_mut!(stream);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = end.changed() => return,
+                    item = stream.next() => match item {
+                        Some(Ok(_)) => changed.notify_one(),
+                        Some(Err(e)) => {
+                            warn!(error = %e, "watch error; retrying with backoff");
+                            metrics.watch_restart(&kind);
+                        }
+                        None => return,
+                    }
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    reader
+}

@@ -1,0 +1,141 @@
+//! How a session records: pages, the state annotation, Events.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tracing::{Instrument, info, warn};
+
+use super::Session;
+use crate::cluster::record::{self, Decision, Outcome};
+use crate::judge::Reason;
+use crate::notify::{self, PageEvent, Payload, Severity};
+
+impl Session {
+    pub(super) fn dedup_key(&self) -> String {
+        format!(
+            "deploy-watchdog/{}/{}/{}/{}",
+            self.cfg.cluster_name, self.r.namespace, self.r.name, self.r.state.revision
+        )
+    }
+
+    pub(super) fn page(&self, severity: Severity, reason: Reason, outcome: Outcome, message: &str) {
+        let r = &self.r;
+        let summary = format!("{} {} (from {}): {message}", r.key(), r.to(), r.from());
+        let summary = if summary.len() > 1000 {
+            format!("{}…", &summary[..summary.floor_char_boundary(999)])
+        } else {
+            summary
+        };
+        let receipt = self.ctx.notifier.page(PageEvent {
+            action: notify::Action::Trigger,
+            dedup_key: self.dedup_key(),
+            payload: Some(Payload {
+                summary,
+                source: self.cfg.cluster_name.clone(),
+                severity,
+                component: Some(r.key()),
+                group: Some(r.namespace.clone()),
+                class: Some(reason.as_str().to_string()),
+                custom_details: serde_json::json!({
+                    "cluster": self.cfg.cluster_name,
+                    "namespace": r.namespace,
+                    "deployment": r.name,
+                    "revision": r.state.revision,
+                    "from_version": r.state.from_version,
+                    "to_version": r.state.to_version,
+                    "outcome": outcome.as_str(),
+                    "reason": reason.as_str(),
+                    "detail": message,
+                    "baseline_error_ratio": self.baseline,
+                    "peak_window": self.peak,
+                }),
+            }),
+        });
+        if let Some(receipt) = receipt {
+            // Record delivery, so a restarted process knows whether the page is still owed.
+            let recorder = self.ctx.recorder.clone();
+            let (ns, name) = (r.namespace.clone(), r.name.clone());
+            let delivered = BTreeMap::from([(
+                record::PAGE_DELIVERED_ANNOTATION.to_string(),
+                r.state.revision.to_string(),
+            )]);
+            tokio::spawn(
+                async move {
+                    if receipt.await.is_err() {
+                        return;
+                    }
+                    for _ in 0..5 {
+                        match recorder.annotate(&ns, &name, &delivered).await {
+                            Ok(()) => return,
+                            Err(e) => warn!(error = %e, "page delivery not recorded; retrying"),
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+                .in_current_span(),
+            );
+        }
+    }
+
+    pub(super) async fn save_state(&self) {
+        if let Err(e) = self
+            .ctx
+            .recorder
+            .annotate(&self.r.namespace, &self.r.name, &self.r.state.annotations())
+            .await
+        {
+            warn!(error = %e, category = e.category(), "state annotation not written");
+        }
+    }
+
+    pub(super) fn decide(
+        &self,
+        warning: bool,
+        event_reason: &'static str,
+        action: &'static str,
+        outcome: Outcome,
+        reason: Reason,
+        note: String,
+    ) {
+        info!(outcome = outcome.as_str(), %reason, note, "decision");
+        // Final outcomes only: a page while degraded, or a rollback sent but not yet verified, is not one.
+        if self.r.state.settled || matches!(outcome, Outcome::Superseded | Outcome::Deleted) {
+            self.ctx.metrics.outcome(outcome, reason);
+        }
+        self.record(Decision {
+            warning,
+            event_reason,
+            action,
+            note,
+            revision: self.r.state.revision,
+            outcome: Some(outcome),
+            reason: Some(reason),
+            from_version: self.r.state.from_version.clone(),
+            to_version: self.r.state.to_version.clone(),
+        });
+    }
+
+    /// Events are retried in the background: an API hiccup must not lose the record.
+    pub(super) fn record(&self, d: Decision) {
+        let recorder = self.ctx.recorder.clone();
+        let reference = record::reference(&self.updates.borrow());
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(
+            async move {
+                let mut backoff = Duration::from_millis(200);
+                for _ in 0..10 {
+                    match recorder.event(&reference, &d).await {
+                        Ok(()) => return,
+                        Err(e) => warn!(error = %e, category = e.category(), "event not recorded; retrying"),
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+            .in_current_span(),
+        );
+    }
+}
