@@ -282,3 +282,30 @@ pub const SLOW: std::time::Duration = std::time::Duration::from_secs(30);
 pub fn form_fields(encoded: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(encoded).into_owned().collect()
 }
+
+/// What every simulated notification sink has: its fault state, the switch that refuses
+/// connections while it is `down`, and the log of every request it received.
+#[derive(Clone, Default)]
+pub(crate) struct Sink {
+    pub(crate) log: super::Log,
+    pub(crate) state: Shared<crate::sim::scenario::SinkState>,
+    switch: Switch,
+}
+
+impl Sink {
+    /// Serves `router` on a loopback address of its own until `shutdown`.
+    pub async fn serve(
+        &self,
+        router: Router,
+        shutdown: CancellationToken,
+    ) -> io::Result<SocketAddr> {
+        serve(router, self.switch.clone(), shutdown).await
+    }
+
+    /// `down` refuses connections, `error` answers 500, `rate_limited` answers 429.
+    pub fn set_state(&self, state: crate::sim::scenario::SinkState) {
+        self.state.set(state);
+        self.switch
+            .set_up(state != crate::sim::scenario::SinkState::Down);
+    }
+}

@@ -14,8 +14,8 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::fault::{self, Shared, Switch};
-use super::{Log, Received, recorded_body};
+use super::fault::Sink;
+use super::{Received, recorded_body};
 use crate::sim::scenario::SinkState;
 
 const SEVERITIES: [&str; 4] = ["critical", "error", "warning", "info"];
@@ -27,9 +27,7 @@ const ACTIONS: [&str; 3] = ["trigger", "acknowledge", "resolve"];
 /// not be); a trigger without `dedup_key` gets a generated one, returned in the answer.
 #[derive(Clone)]
 pub struct PagerDutySim {
-    log: Log,
-    state: Shared<SinkState>,
-    switch: Switch,
+    sink: Sink,
     next_key: Arc<AtomicU64>,
 }
 
@@ -42,9 +40,7 @@ impl Default for PagerDutySim {
 impl PagerDutySim {
     pub fn new() -> Self {
         PagerDutySim {
-            log: Log::default(),
-            state: Shared::default(),
-            switch: Switch::default(),
+            sink: Sink::default(),
             next_key: Arc::default(),
         }
     }
@@ -54,18 +50,17 @@ impl PagerDutySim {
         let router = Router::new()
             .route("/v2/enqueue", post(enqueue))
             .with_state(self.clone());
-        fault::serve(router, self.switch.clone(), shutdown).await
+        self.sink.serve(router, shutdown).await
     }
 
     /// `down` refuses connections, `error` answers 500, `rate_limited` answers 429.
     pub fn set_state(&self, state: SinkState) {
-        self.state.set(state);
-        self.switch.set_up(state != SinkState::Down);
+        self.sink.set_state(state);
     }
 
     /// Every request received, accepted or not, in order.
     pub fn received(&self) -> Vec<Received> {
-        self.log.all()
+        self.sink.log.all()
     }
 
     /// The accepted events (answered 202), in order.
@@ -177,7 +172,7 @@ pub fn validate(event: &Value) -> Vec<String> {
 
 async fn enqueue(State(sim): State<PagerDutySim>, body: Bytes) -> Response {
     let recorded = recorded_body(&body);
-    let (status, answer) = match sim.state.get() {
+    let (status, answer) = match sim.sink.state.get() {
         SinkState::RateLimited => (
             StatusCode::TOO_MANY_REQUESTS,
             json!({"status": "throttle event", "message": "Requests for this service are arriving too quickly.  Please retry later."}),
@@ -195,7 +190,7 @@ async fn enqueue(State(sim): State<PagerDutySim>, body: Bytes) -> Response {
         // Record the key PagerDuty assigned, so helpers see generated keys too.
         map.insert("dedup_key".into(), Value::String(key.to_string()));
     }
-    sim.log.push(status.as_u16(), recorded);
+    sim.sink.log.push(status.as_u16(), recorded);
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],

@@ -12,8 +12,8 @@ use axum::routing::post;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::fault::{self, Shared, Switch};
-use super::{Log, Received, recorded_body};
+use super::fault::Sink;
+use super::{Received, recorded_body};
 use crate::sim::scenario::SinkState;
 
 /// A Slack incoming webhook: `POST /services/...`.
@@ -23,9 +23,7 @@ use crate::sim::scenario::SinkState;
 /// `rate_limited` → `429 rate_limited` with `Retry-After: 1`; `error` → `500 rollup_error`.
 #[derive(Clone)]
 pub struct SlackSim {
-    log: Log,
-    state: Shared<SinkState>,
-    switch: Switch,
+    sink: Sink,
 }
 
 impl Default for SlackSim {
@@ -37,9 +35,7 @@ impl Default for SlackSim {
 impl SlackSim {
     pub fn new() -> Self {
         SlackSim {
-            log: Log::default(),
-            state: Shared::default(),
-            switch: Switch::default(),
+            sink: Sink::default(),
         }
     }
 
@@ -48,18 +44,17 @@ impl SlackSim {
         let router = Router::new()
             .route("/services/{*rest}", post(webhook))
             .with_state(self.clone());
-        fault::serve(router, self.switch.clone(), shutdown).await
+        self.sink.serve(router, shutdown).await
     }
 
     /// `down` refuses connections, `error` answers 500, `rate_limited` answers 429.
     pub fn set_state(&self, state: SinkState) {
-        self.state.set(state);
-        self.switch.set_up(state != SinkState::Down);
+        self.sink.set_state(state);
     }
 
     /// Every request received, accepted or not, in order.
     pub fn received(&self) -> Vec<Received> {
-        self.log.all()
+        self.sink.log.all()
     }
 
     /// The `text` of every message posted (answered 200), in order.
@@ -94,12 +89,12 @@ pub fn judge(body: &[u8]) -> (StatusCode, &'static str) {
 }
 
 async fn webhook(State(sim): State<SlackSim>, body: Bytes) -> Response {
-    let (status, text) = match sim.state.get() {
+    let (status, text) = match sim.sink.state.get() {
         SinkState::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         SinkState::Error => (StatusCode::INTERNAL_SERVER_ERROR, "rollup_error"),
         SinkState::Up | SinkState::Down => judge(&body),
     };
-    sim.log.push(status.as_u16(), recorded_body(&body));
+    sim.sink.log.push(status.as_u16(), recorded_body(&body));
     let mut response = (status, [(header::CONTENT_TYPE, "text/html")], text).into_response();
     if status == StatusCode::TOO_MANY_REQUESTS {
         response
