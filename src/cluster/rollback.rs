@@ -177,6 +177,26 @@ pub enum RollbackError {
 }
 
 impl RollbackError {
+    /// Worth trying again: the API server did not answer, timed out, or was overloaded
+    /// (429, 5xx). Refusals and 4xx answers are final.
+    pub fn is_transient(&self) -> bool {
+        let api_error = match self {
+            RollbackError::GetDeployment { source, .. }
+            | RollbackError::ListReplicaSets { source, .. }
+            | RollbackError::PatchDeployment { source, .. } => source,
+            RollbackError::Timeout { .. } => return true,
+            RollbackError::Refused { .. } | RollbackError::AlreadyRolledBack { .. } => {
+                return false;
+            }
+        };
+        match api_error {
+            kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+            kube::Error::SerdeError(_) => false,
+            // Connection refused, reset, TLS and body errors: the request never got an answer.
+            _ => true,
+        }
+    }
+
     /// A bounded label for metrics.
     pub fn category(&self) -> &'static str {
         match self {

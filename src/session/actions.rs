@@ -239,9 +239,11 @@ impl Session {
         let mut state = self.r.state.clone();
         let started = Instant::now();
         let timer = self.ctx.metrics.rollback_timer();
-        let mut attempts = 0;
+        let mut conflicts = 0;
+        let mut backoff = Duration::from_millis(200);
+        let mut paged_retry = false;
+        let deadline = Instant::now() + self.cfg.watch.rollout_timeout;
         let result = loop {
-            attempts += 1;
             let result = rollback::execute(
                 &self.ctx.client,
                 &r.namespace,
@@ -264,9 +266,35 @@ impl Session {
                 &result,
                 Err(rollback::RollbackError::PatchDeployment { source: kube::Error::Api(s), .. }) if s.code == 409 || s.code == 422
             );
-            if !conflict || attempts > 1 {
+            if conflict && conflicts == 0 {
+                conflicts += 1;
+                continue;
+            }
+            // An API server that is briefly unreachable or overloaded is no reason to give up
+            // on a rollback: retry with backoff until the rollout deadline, paging at once.
+            let transient = result
+                .as_ref()
+                .err()
+                .is_some_and(rollback::RollbackError::is_transient);
+            if !transient || Instant::now() + backoff > deadline {
                 break result;
             }
+            if let Err(e) = &result {
+                warn!(error = %e, retry_in = ?backoff, "rollback not sent yet; retrying");
+                if !paged_retry {
+                    paged_retry = true;
+                    let what = format!(
+                        "rolling back ({message}); the API server did not take the rollback yet ({e}), retrying"
+                    );
+                    self.page(Severity::Error, reason, Outcome::RolledBack, &what);
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         };
         drop(timer);
         match result {

@@ -77,14 +77,30 @@ impl Session {
         }
     }
 
+    /// Writes the state annotation, trying a few times over about a second: it is what a new
+    /// process resumes from.
     pub(super) async fn save_state(&self) {
-        if let Err(e) = self
-            .ctx
-            .recorder
-            .annotate(&self.r.namespace, &self.r.name, &self.r.state.annotations())
-            .await
-        {
-            warn!(error = %e, category = e.category(), "state annotation not written");
+        let annotations = self.r.state.annotations();
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 1..=4 {
+            match self
+                .ctx
+                .recorder
+                .annotate(&self.r.namespace, &self.r.name, &annotations)
+                .await
+            {
+                Ok(()) => return,
+                Err(e) if attempt == 4 => {
+                    warn!(error = %e, category = e.category(), "state annotation not written");
+                }
+                Err(_) => {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff *= 2;
+                }
+            }
         }
     }
 

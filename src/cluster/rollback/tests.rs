@@ -234,3 +234,31 @@ fn no_history_and_foreign_replicasets() {
         Err(Refusal::NoHistory("app".into()))
     );
 }
+
+#[test]
+fn unreachable_or_overloaded_api_servers_are_retried_refusals_are_final() {
+    let api = |code: u16| RollbackError::PatchDeployment {
+        namespace: "production".into(),
+        name: "app".into(),
+        source: kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            ..Default::default()
+        })),
+    };
+    assert!(api(503).is_transient());
+    assert!(api(429).is_transient());
+    assert!(!api(422).is_transient());
+    assert!(!api(403).is_transient());
+    let timeout = RollbackError::Timeout {
+        what: "patching",
+        namespace: "p".into(),
+        name: "a".into(),
+    };
+    assert!(timeout.is_transient());
+    let paused = RollbackError::Refused {
+        namespace: "p".into(),
+        name: "a".into(),
+        refusal: Refusal::Paused("a".into()),
+    };
+    assert!(!paused.is_transient());
+}
