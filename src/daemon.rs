@@ -360,14 +360,7 @@ impl Detector {
         };
         entry.latest = d.clone();
         if revision > entry.revision {
-            let ours = state
-                .as_ref()
-                .and_then(|s| s.rollback_fingerprint.as_ref())
-                .is_some_and(|fp| {
-                    d.spec
-                        .as_ref()
-                        .is_some_and(|s| &rollout::template_fingerprint(&s.template) == fp)
-                });
+            let ours = state.as_ref().is_some_and(|s| s.restored_on(&d));
             entry.revision = revision;
             let from = std::mem::replace(&mut entry.version, version);
             if !ours {
@@ -401,14 +394,7 @@ fn unrecorded_rollout_in_progress(
     revision: i64,
     state: Option<&RolloutState>,
 ) -> bool {
-    let recorded = state.is_some_and(|s| {
-        s.revision >= revision
-            || s.rollback_fingerprint.as_ref().is_some_and(|fp| {
-                d.spec
-                    .as_ref()
-                    .is_some_and(|sp| &rollout::template_fingerprint(&sp.template) == fp)
-            })
-    });
+    let recorded = state.is_some_and(|s| s.revision >= revision || s.restored_on(d));
     let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
     revision > 1 && !recorded && !paused && rollout::progress(d) != crate::judge::Progress::Complete
 }
@@ -426,12 +412,7 @@ fn resumable(d: &Deployment, revision: i64, state: Option<&RolloutState>) -> Opt
         }
         Some(Outcome::RolledBack) => {
             // Sent before the restart; the revision it created is the current one.
-            let restored = d
-                .spec
-                .as_ref()
-                .map(|s| rollout::template_fingerprint(&s.template));
-            (restored.as_ref() == state.rollback_fingerprint.as_ref())
-                .then(|| Start::Resume(state.clone()))
+            state.restored_on(d).then(|| Start::Resume(state.clone()))
         }
         _ => None,
     }

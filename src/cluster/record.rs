@@ -86,6 +86,11 @@ pub struct RolloutState {
 }
 
 impl RolloutState {
+    /// Whether the Deployment runs the template this rollout's rollback restored.
+    pub fn restored_on(&self, d: &Deployment) -> bool {
+        super::rollout::runs_template(d, self.rollback_fingerprint.as_deref())
+    }
+
     /// Whether this rollout's outcome calls for a page that PagerDuty has not yet accepted.
     pub fn page_owed(&self, d: &Deployment) -> bool {
         let pages = matches!(

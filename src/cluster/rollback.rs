@@ -268,18 +268,7 @@ pub async fn execute(
             })
     })
     .await?;
-    let selector = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.match_labels.as_ref())
-        .map(|labels| {
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
+    let selector = rollout::match_labels_selector(&deployment);
     let list = bounded("listing replicasets", namespace, name, async {
         sets.list(&ListParams::default().labels(&selector))
             .await

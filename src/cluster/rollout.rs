@@ -117,6 +117,28 @@ pub fn template_fingerprint(t: &PodTemplateSpec) -> String {
     format!("{h:016x}")
 }
 
+/// Whether the Deployment's template is the one with `fingerprint` (e.g. the one a rollback
+/// restored).
+pub fn runs_template(d: &Deployment, fingerprint: Option<&str>) -> bool {
+    let current = d.spec.as_ref().map(|s| template_fingerprint(&s.template));
+    fingerprint.is_some() && current.as_deref() == fingerprint
+}
+
+/// The Deployment's `matchLabels` as a label selector (`app=web,tier=front`).
+pub fn match_labels_selector(d: &Deployment) -> String {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
+}
+
 /// ReplicaSets controlled by the Deployment (by controller ownerReference UID).
 pub fn owned<'a>(
     deployment: &Deployment,

@@ -367,22 +367,17 @@ impl Session {
                 _ = ticks.tick() => {}
             }
             let deployment = self.updates.borrow().clone();
-            let restored = deployment
-                .spec
-                .as_ref()
-                .map(|s| Some(rollout::template_fingerprint(&s.template)) == fingerprint)
-                .unwrap_or(false);
+            let restored = rollout::runs_template(&deployment, fingerprint.as_deref());
             if !restored {
                 last = "the Deployment's template is no longer the restored one".into();
                 continue;
             }
-            if rollout::progress(&deployment) != judge::Progress::Complete {
-                if let judge::Progress::Progressing(m) | judge::Progress::DeadlineExceeded(m) =
-                    rollout::progress(&deployment)
-                {
+            match rollout::progress(&deployment) {
+                judge::Progress::Complete => {}
+                judge::Progress::Progressing(m) | judge::Progress::DeadlineExceeded(m) => {
                     last = m;
+                    continue;
                 }
-                continue;
             }
             match (
                 self.ctx

@@ -308,17 +308,7 @@ impl Session {
 
     fn caches(&self) -> Caches {
         let deployment = self.updates.borrow().clone();
-        let selector = deployment
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.match_labels.as_ref())
-            .map(|l| {
-                l.iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default();
+        let selector = rollout::match_labels_selector(&deployment);
         let cfg = watcher::Config::default().labels(&selector);
         let changed = Arc::new(tokio::sync::Notify::new());
         let client = &self.ctx.client;

@@ -784,9 +784,10 @@ impl Observer {
         for r in &mut out {
             let (ns, name) = r.deployment.split_once('/').unwrap_or_default();
             r.final_version = sim.cluster.current_version(ns, name);
+            // Every trigger sent for this rollout, accepted or not.
             let triggers: Vec<&super::services::Received> = pages
                 .iter()
-                .filter(|p| (200..300).contains(&p.status) && p.body["event_action"] == "trigger")
+                .filter(|p| p.body["event_action"] == "trigger")
                 .filter(|p| {
                     let d = &p.body["payload"]["custom_details"];
                     d["namespace"] == ns && d["deployment"] == name && d["revision"] == r.revision
@@ -794,6 +795,7 @@ impl Observer {
                 .collect();
             let keys: BTreeSet<&str> = triggers
                 .iter()
+                .filter(|p| (200..300).contains(&p.status))
                 .filter_map(|p| p.body["dedup_key"].as_str())
                 .collect();
             r.pages = keys.len() as u32;
@@ -809,27 +811,21 @@ impl Observer {
                     .filter(|(d, _, at)| d == &r.deployment && *at > deployed)
                     .map(|(_, _, at)| *at)
                     .min();
-                r.rollbacks = changes
-                    .iter()
-                    .filter(|c| c.namespace == ns && c.name == name && c.at > deployed)
-                    .filter(|c| next_deploy.is_none_or(|n| c.at < n))
-                    .count() as u32;
-                let patch = changes
+                let patches: Vec<Instant> = changes
                     .iter()
                     .filter(|c| c.namespace == ns && c.name == name && c.at > deployed)
                     .map(|c| c.at)
-                    .min();
-                // Any page sent for this rollout, accepted or not, is an action taken.
-                let page = pages
+                    .collect();
+                r.rollbacks = patches
                     .iter()
-                    .filter(|p| p.body["event_action"] == "trigger" && p.at > deployed)
-                    .filter(|p| {
-                        let d = &p.body["payload"]["custom_details"];
-                        d["namespace"] == ns
-                            && d["deployment"] == name
-                            && d["revision"] == r.revision
-                    })
+                    .filter(|at| next_deploy.is_none_or(|n| **at < n))
+                    .count() as u32;
+                let patch = patches.iter().min().copied();
+                // Any page sent for this rollout, accepted or not, is an action taken.
+                let page = triggers
+                    .iter()
                     .map(|p| p.at)
+                    .filter(|at| *at > deployed)
                     .min();
                 let first = [patch, page].into_iter().flatten().min();
                 r.first_action_ms = first.map(|t| (t - deployed).as_millis() as u64);
