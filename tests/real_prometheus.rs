@@ -226,8 +226,14 @@ fn compare(s: &Scenario, simulated: &ScenarioReport, real: &ScenarioReport) {
     assert_eq!(verdicts(simulated), verdicts(real), "{}", s.name);
 }
 
+/// The two tests run one after the other: while one runs a real Prometheus, the other's
+/// "Prometheus stopped" run with the simulated query API twice came out `passed` (cause not
+/// found; not reproduced with the tests apart or through `deploy-watchdog simulate`).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn default_queries_return_the_counts_the_apps_served() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let Some(bin) = prometheus_binary() else {
         return;
     };
@@ -296,6 +302,7 @@ async fn default_queries_return_the_counts_the_apps_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verdicts_match_the_simulated_query_api() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let Some(bin) = prometheus_binary() else {
         return;
     };
