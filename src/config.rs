@@ -240,6 +240,8 @@ pub struct PrometheusConfig {
     pub errors_query: String,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// One pair of queries per interval for every rollout watched at once.
+    pub grouped: GroupedQueries,
 }
 
 impl Default for PrometheusConfig {
@@ -252,6 +254,50 @@ impl Default for PrometheusConfig {
             errors_query: r#"sum(increase(http_requests_total{namespace="{namespace}",deployment="{name}",code=~"5.."}[{window}]))"#
                 .into(),
             timeout: Duration::from_secs(5),
+            grouped: GroupedQueries::default(),
+        }
+    }
+}
+
+impl PrometheusConfig {
+    /// The grouped queries, when they stand for the per-Deployment ones: on, and either the
+    /// per-Deployment queries are the defaults or the grouped ones were written too. A user
+    /// who changed only `requests_query`/`errors_query` gets exactly those, per Deployment.
+    pub fn grouping(&self) -> Option<&GroupedQueries> {
+        let g = &self.grouped;
+        let defaults = PrometheusConfig::default();
+        let queries_default = self.requests_query == defaults.requests_query
+            && self.errors_query == defaults.errors_query;
+        let grouped_written = g.requests_query != defaults.grouped.requests_query
+            || g.errors_query != defaults.grouped.errors_query;
+        (g.enabled && (queries_default || grouped_written)).then_some(g)
+    }
+}
+
+/// Queries answering for many Deployments at once, one series per Deployment, told apart by
+/// two labels. `{namespaces}` and `{names}` are filled with regular-expression alternations of
+/// the watched rollouts' namespaces and names (`prod|staging`), `{window}` as in the
+/// per-Deployment queries.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupedQueries {
+    pub enabled: bool,
+    pub requests_query: String,
+    pub errors_query: String,
+    /// The label naming a series' namespace.
+    pub namespace_label: String,
+    /// The label naming a series' Deployment.
+    pub deployment_label: String,
+}
+
+impl Default for GroupedQueries {
+    fn default() -> Self {
+        GroupedQueries {
+            enabled: true,
+            requests_query: r#"sum by (namespace, deployment) (increase(http_requests_total{namespace=~"{namespaces}",deployment=~"{names}"}[{window}]))"#.into(),
+            errors_query: r#"sum by (namespace, deployment) (increase(http_requests_total{namespace=~"{namespaces}",deployment=~"{names}",code=~"5.."}[{window}]))"#.into(),
+            namespace_label: "namespace".into(),
+            deployment_label: "deployment".into(),
         }
     }
 }
@@ -699,6 +745,47 @@ impl Config {
             ] {
                 if q.trim().is_empty() {
                     return Err(bad(field, "must not be empty".into()));
+                }
+            }
+            if p.grouped.enabled {
+                for (field, q) in [
+                    (
+                        "providers.prometheus.grouped.requests_query",
+                        &p.grouped.requests_query,
+                    ),
+                    (
+                        "providers.prometheus.grouped.errors_query",
+                        &p.grouped.errors_query,
+                    ),
+                    (
+                        "providers.prometheus.grouped.namespace_label",
+                        &p.grouped.namespace_label,
+                    ),
+                    (
+                        "providers.prometheus.grouped.deployment_label",
+                        &p.grouped.deployment_label,
+                    ),
+                ] {
+                    if q.trim().is_empty() {
+                        return Err(bad(
+                            field,
+                            "must not be empty (or set grouped.enabled: false)".into(),
+                        ));
+                    }
+                }
+                for (field, q) in [
+                    (
+                        "providers.prometheus.grouped.requests_query",
+                        &p.grouped.requests_query,
+                    ),
+                    (
+                        "providers.prometheus.grouped.errors_query",
+                        &p.grouped.errors_query,
+                    ),
+                ] {
+                    if q.contains("{name}") || q.contains("{namespace}") {
+                        return Err(bad(field, "answers for every watched rollout at once: use {names} and {namespaces}, not {name} or {namespace}".into()));
+                    }
                 }
             }
         }

@@ -16,12 +16,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::cluster::caches::Caches;
 use crate::cluster::record::{Outcome, Recorder, RolloutState};
 use crate::cluster::{leader, rollout};
 use crate::config::{Config, Secrets};
 use crate::judge::Policy;
 use crate::notify::Notifier;
 use crate::probes::Probes;
+use crate::probes::sampler::Sampler;
 use crate::session::{self, Context, EndCause, Handle, Start};
 use crate::telemetry::{Metrics, MetricsError};
 
@@ -87,13 +89,24 @@ pub async fn run(
     let notifier = Notifier::start(&config, &secrets, metrics.clone(), shutdown.clone());
     let _ = status.notifier.set(notifier.clone());
     let identity = identity(&config);
+    let probes = Probes::new(&config, &secrets).with_metrics(metrics.clone());
+    let sampler = probes.has_providers().then(|| {
+        Sampler::start(
+            probes.clone(),
+            config.watch.interval,
+            config.judge.sample_window,
+            shutdown.clone(),
+        )
+    });
     let ctx = Arc::new(Context {
         client: client.clone(),
         policy: Policy::from_config(&config),
-        probes: Probes::new(&config, &secrets).with_metrics(metrics.clone()),
+        probes,
         notifier,
         recorder: Recorder::new(client.clone(), identity.clone()),
         config: config.clone(),
+        caches: Caches::new(client.clone(), metrics.clone()),
+        sampler,
         metrics,
     });
 
@@ -134,6 +147,8 @@ pub async fn run(
     let mut events = stream::select_all(apis.into_iter().enumerate().map(|(i, api)| {
         watcher(api, cfg.clone())
             .default_backoff()
+            // Every opted-in Deployment is kept: only what detection and sessions read.
+            .modify(crate::cluster::caches::strip_deployment)
             .map(move |e| (i, e))
             .boxed()
     }));

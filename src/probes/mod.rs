@@ -4,8 +4,10 @@
 pub mod datadog;
 pub mod health;
 pub mod prometheus;
+pub mod sampler;
 pub mod smoke;
 
+use std::collections::HashMap;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -215,8 +217,9 @@ impl Probes {
         self
     }
 
-    /// One round: health, smoke checks and providers, concurrently.
-    pub async fn round(&self, namespace: &str, name: &str) -> ProbeRound {
+    /// One round: health, smoke checks and, unless the shared sampler asks them (`providers`
+    /// false), the error-rate providers, concurrently.
+    pub async fn round(&self, namespace: &str, name: &str, providers: bool) -> ProbeRound {
         let health = async {
             if !self.config.health.enabled {
                 return None;
@@ -231,7 +234,14 @@ impl Probes {
                 smoke::probe(&self.client, check, &url).await,
             )
         }));
-        let providers = self.error_rates(namespace, name, self.config.judge.sample_window);
+        let providers = async {
+            if providers {
+                self.error_rates(namespace, name, self.config.judge.sample_window)
+                    .await
+            } else {
+                Vec::new()
+            }
+        };
         let (health, smoke, providers) = tokio::join!(health, smoke, providers);
         ProbeRound {
             health,
@@ -277,6 +287,87 @@ impl Probes {
             .into_iter()
             .filter_map(|(name, sample)| Some((name.to_string(), sample?)))
             .collect()
+    }
+
+    /// Every provider's counts over `window` ending now, for each of `members`: Prometheus in
+    /// one grouped query pair when its config allows, else (and Datadog) one sample per member.
+    pub async fn error_rates_of(
+        &self,
+        members: &[prometheus::Key],
+        window: Duration,
+    ) -> HashMap<prometheus::Key, Vec<(String, crate::judge::ProviderSample)>> {
+        use crate::judge::ProviderSample;
+        let grouping = self
+            .config
+            .providers
+            .prometheus
+            .as_ref()
+            .and_then(|p| p.grouping());
+        let prometheus = async {
+            let (Some(p), Some(g)) = (&self.prometheus, grouping) else {
+                return None;
+            };
+            let started = std::time::Instant::now();
+            let answer = tokio::time::timeout(
+                p.timeout() + Duration::from_millis(500),
+                p.sample_grouped(g, members, window),
+            )
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+            if let Some(m) = &self.metrics {
+                let overall = match &answer {
+                    Ok(_) => ProviderSample::Counts {
+                        requests: 0.0,
+                        errors: 0.0,
+                    },
+                    Err(e) => ProviderSample::Unavailable(e.clone()),
+                };
+                m.provider_sample("prometheus", started, &overall);
+            }
+            Some(answer)
+        };
+        let one_by_one = futures::future::join_all(members.iter().map(|(ns, name)| async move {
+            let prometheus = match (&self.prometheus, grouping) {
+                (Some(p), None) => Some(
+                    self.timed(
+                        "prometheus",
+                        bounded(p.timeout(), p.sample(ns, name, window)),
+                    )
+                    .await,
+                ),
+                _ => None,
+            };
+            let datadog = match &self.datadog {
+                Some(d) => Some(
+                    self.timed("datadog", bounded(d.timeout(), d.sample(ns, name, window)))
+                        .await,
+                ),
+                None => None,
+            };
+            (prometheus, datadog)
+        }));
+        let (grouped, one_by_one) = tokio::join!(prometheus, one_by_one);
+        members
+            .iter()
+            .zip(one_by_one)
+            .map(|(key, (prometheus, datadog))| {
+                let prometheus = prometheus.or_else(|| match &grouped {
+                    Some(Ok(m)) => Some(m.get(key).cloned().unwrap_or(ProviderSample::NoData)),
+                    Some(Err(e)) => Some(ProviderSample::Unavailable(e.clone())),
+                    None => None,
+                });
+                let samples = [("prometheus", prometheus), ("datadog", datadog)]
+                    .into_iter()
+                    .filter_map(|(name, sample)| Some((name.to_string(), sample?)))
+                    .collect();
+                (key.clone(), samples)
+            })
+            .collect()
+    }
+
+    /// Whether any error-rate provider is configured.
+    pub fn has_providers(&self) -> bool {
+        self.prometheus.is_some() || self.datadog.is_some()
     }
 
     /// The version `/health` reports now, for verifying a rollback.

@@ -1,11 +1,12 @@
 //! The Prometheus provider: two instant queries (requests and errors over the sample window)
-//! through `/api/v1/query`.
+//! through `/api/v1/query`, for one Deployment or, grouped, for every watched rollout at once.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{self, PrometheusConfig};
+use crate::config::{self, GroupedQueries, PrometheusConfig};
 use crate::judge::ProviderSample;
 
 #[derive(Clone)]
@@ -37,8 +38,13 @@ enum Data {
 
 #[derive(Debug, Deserialize)]
 struct VectorSample {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
     value: (f64, String),
 }
+
+/// A namespace and a Deployment name.
+pub type Key = (String, String);
 
 /// What one query answered: a sum, nothing, or why not.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,25 +54,36 @@ pub enum QueryResult {
     Failed(String),
 }
 
-/// Reads a query response body: pure, for tests and fuzzing.
-pub fn parse(status: u16, body: &[u8]) -> QueryResult {
+/// The data of a successful answer, or why there is none.
+fn envelope_data(status: u16, body: &[u8]) -> Result<Option<Data>, String> {
     let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(e) => e,
-        Err(_) if status != 200 => return QueryResult::Failed(format!("HTTP {status}")),
-        Err(e) => return QueryResult::Failed(format!("unreadable answer: {e}")),
+        Err(_) if status != 200 => return Err(format!("HTTP {status}")),
+        Err(e) => return Err(format!("unreadable answer: {e}")),
     };
     if envelope.status != "success" {
-        return QueryResult::Failed(format!(
+        return Err(format!(
             "HTTP {status}: {}: {}",
             envelope.error_type.unwrap_or_default(),
             envelope.error.unwrap_or_default()
         ));
     }
-    let value = |s: &str| {
-        s.parse::<f64>()
-            .map_err(|_| format!("value {s:?} is not a number"))
+    Ok(envelope.data)
+}
+
+fn number(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .map_err(|_| format!("value {s:?} is not a number"))
+}
+
+/// Reads a query response body: pure, for tests and fuzzing.
+pub fn parse(status: u16, body: &[u8]) -> QueryResult {
+    let data = match envelope_data(status, body) {
+        Ok(d) => d,
+        Err(e) => return QueryResult::Failed(e),
     };
-    match envelope.data {
+    let value = number;
+    match data {
         Some(Data::Vector(samples)) if samples.is_empty() => QueryResult::Empty,
         Some(Data::Vector(samples)) => {
             let mut sum = 0.0;
@@ -84,6 +101,59 @@ pub fn parse(status: u16, body: &[u8]) -> QueryResult {
         Some(_) => QueryResult::Failed("expected an instant vector".into()),
         None => QueryResult::Failed("no data in the answer".into()),
     }
+}
+
+/// Reads a grouped query's answer: one value per (namespace, Deployment) named by the two
+/// labels, series of the same pair summed. A series without both labels is not ours to count.
+pub fn parse_grouped(
+    status: u16,
+    body: &[u8],
+    namespace_label: &str,
+    deployment_label: &str,
+) -> Result<HashMap<Key, f64>, String> {
+    let samples = match envelope_data(status, body)? {
+        Some(Data::Vector(samples)) => samples,
+        Some(_) => return Err("expected an instant vector".into()),
+        None => return Err("no data in the answer".into()),
+    };
+    let mut out: HashMap<Key, f64> = HashMap::new();
+    for s in samples {
+        let v = number(&s.value.1)?;
+        let (Some(ns), Some(name)) = (
+            s.metric.get(namespace_label),
+            s.metric.get(deployment_label),
+        ) else {
+            continue;
+        };
+        *out.entry((ns.clone(), name.clone())).or_default() += v;
+    }
+    Ok(out)
+}
+
+/// `a|b[.]c`: an alternation matching exactly these values, as a PromQL regex. Kubernetes
+/// names hold only `[a-z0-9.-]`; anything else is put in a class so it matches itself, and
+/// written so that a double-quoted PromQL string needs no escape.
+pub fn alternation<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            out.push('|');
+        }
+        for c in v.chars() {
+            match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => out.push(c),
+                // In a class these still mean something, and a quoted string would need them
+                // escaped: no Kubernetes name holds them.
+                '\\' | ']' | '^' | '"' => out.push_str(&format!("\\\\x{{{:x}}}", c as u32)),
+                c => {
+                    out.push('[');
+                    out.push(c);
+                    out.push(']');
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A Prometheus duration: `1m`, `1m30s`, `500ms`.
@@ -112,31 +182,98 @@ impl Prometheus {
         self.cfg.timeout
     }
 
-    async fn query(&self, query: &str) -> QueryResult {
+    /// Sends one instant query and reads the answer's status and body. A long query (a grouped
+    /// one names every watched rollout) goes in a form body, as `promtool` and Grafana send it.
+    async fn fetch(&self, query: &str, max_body: usize) -> Result<(u16, Vec<u8>), String> {
         let url = format!("{}/api/v1/query", self.cfg.url.trim_end_matches('/'));
-        let request = self
-            .client
-            .get(url)
-            .query(&[("query", query)])
-            .timeout(self.cfg.timeout);
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => return QueryResult::Failed(super::describe(&e)),
+        let request = if query.len() > 2048 {
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("query", query)
+                .finish();
+            self.client
+                .post(url)
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(body)
+        } else {
+            self.client.get(url).query(&[("query", query)])
         };
+        let response = request
+            .timeout(self.cfg.timeout)
+            .send()
+            .await
+            .map_err(|e| super::describe(&e))?;
         let status = response.status().as_u16();
         if status == 429 {
-            return QueryResult::Failed("rate limited (HTTP 429)".into());
+            return Err("rate limited (HTTP 429)".into());
         }
-        match tokio::time::timeout(
-            self.cfg.timeout,
-            super::read_bounded(response, super::MAX_BODY),
-        )
-        .await
+        match tokio::time::timeout(self.cfg.timeout, super::read_bounded(response, max_body)).await
         {
-            Ok(Ok(body)) => parse(status, &body),
-            Ok(Err(e)) => QueryResult::Failed(e),
-            Err(_) => QueryResult::Failed("timed out reading the answer".into()),
+            Ok(Ok(body)) => Ok((status, body)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("timed out reading the answer".into()),
         }
+    }
+
+    async fn query(&self, query: &str) -> QueryResult {
+        match self.fetch(query, super::MAX_BODY).await {
+            Ok((status, body)) => parse(status, &body),
+            Err(e) => QueryResult::Failed(e),
+        }
+    }
+
+    /// Requests and errors of every rollout in `members` over `window`, in two queries.
+    /// A member with no requests series has no data; one with no errors series, zero errors.
+    pub async fn sample_grouped(
+        &self,
+        g: &GroupedQueries,
+        members: &[Key],
+        window: Duration,
+    ) -> Result<HashMap<Key, ProviderSample>, String> {
+        let w = promql_duration(window);
+        let mut namespaces: Vec<&str> = members.iter().map(|(ns, _)| ns.as_str()).collect();
+        let mut names: Vec<&str> = members.iter().map(|(_, n)| n.as_str()).collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        names.sort_unstable();
+        names.dedup();
+        let (namespaces, names) = (alternation(namespaces), alternation(names));
+        let fill = |q: &str| {
+            config::fill(
+                q,
+                "",
+                "",
+                &[
+                    ("namespaces", &namespaces),
+                    ("names", &names),
+                    ("window", &w),
+                ],
+            )
+        };
+        // Room for one series per member and some to spare, never less than one query's.
+        let max_body = super::MAX_BODY.max(members.len() * 1024);
+        let read = |answer: Result<(u16, Vec<u8>), String>| {
+            let (status, body) = answer?;
+            parse_grouped(status, &body, &g.namespace_label, &g.deployment_label)
+        };
+        let (requests_query, errors_query) = (fill(&g.requests_query), fill(&g.errors_query));
+        let (requests, errors) = tokio::join!(
+            self.fetch(&requests_query, max_body),
+            self.fetch(&errors_query, max_body)
+        );
+        let (requests, errors) = (read(requests)?, read(errors)?);
+        Ok(members
+            .iter()
+            .map(|key| {
+                let value = |m: &HashMap<Key, f64>| match m.get(key) {
+                    Some(v) => QueryResult::Value(*v),
+                    None => QueryResult::Empty,
+                };
+                (key.clone(), combine(value(&requests), value(&errors)))
+            })
+            .collect())
     }
 
     /// Requests and errors of one Deployment over `window`.
@@ -207,6 +344,33 @@ mod tests {
             combine(QueryResult::Empty, QueryResult::Empty),
             ProviderSample::NoData
         );
+    }
+
+    #[test]
+    fn grouped_answers_are_split_by_namespace_and_deployment() {
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"namespace":"prod","deployment":"web"},"value":[1,"120"]},
+            {"metric":{"namespace":"prod","deployment":"web"},"value":[1,"30"]},
+            {"metric":{"namespace":"staging","deployment":"web"},"value":[1,"7"]},
+            {"metric":{"deployment":"orphan"},"value":[1,"9"]}]}}"#;
+        let m = parse_grouped(200, body, "namespace", "deployment").expect("parses");
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[&("prod".into(), "web".into())], 150.0);
+        assert_eq!(m[&("staging".into(), "web".into())], 7.0);
+        let err = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
+        assert!(parse_grouped(400, err, "namespace", "deployment").is_err());
+        let words = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"namespace":"a","deployment":"b"},"value":[1,"x"]}]}}"#;
+        assert!(parse_grouped(200, words, "namespace", "deployment").is_err());
+    }
+
+    #[test]
+    fn alternations_match_names_literally() {
+        assert_eq!(alternation(["web", "api-v2"]), "web|api-v2");
+        assert_eq!(alternation(["web.frontend"]), "web[.]frontend");
+        let re =
+            regex::Regex::new(&format!("^(?:{})$", alternation(["a.b", "c"]))).expect("a regex");
+        assert!(re.is_match("a.b") && re.is_match("c"));
+        assert!(!re.is_match("axb") && !re.is_match("a.bc"));
     }
 
     #[test]

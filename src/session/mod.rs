@@ -5,16 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, info};
 
+use crate::cluster::caches::{Caches, Subscription};
 use crate::cluster::record::{Outcome, Recorder, RolloutState};
 use crate::cluster::{pods, rollout};
 use crate::config::Config;
@@ -23,6 +22,7 @@ use crate::judge::{
 };
 use crate::notify::Notifier;
 use crate::probes::Probes;
+use crate::probes::sampler::{Member, Sampler};
 
 mod actions;
 mod records;
@@ -36,6 +36,10 @@ pub struct Context {
     pub notifier: Notifier,
     pub recorder: Recorder,
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// ReplicaSets and Pods of the namespaces with rollouts watched.
+    pub caches: Caches,
+    /// The providers' shared round, when any provider is configured.
+    pub sampler: Option<Sampler>,
 }
 
 /// Why the detector ended a session early.
@@ -178,14 +182,6 @@ struct Session {
     resumed: bool,
 }
 
-/// The new ReplicaSet's pods and the Deployment's ReplicaSets, kept by watches.
-struct Caches {
-    sets: reflector::Store<ReplicaSet>,
-    pods: reflector::Store<Pod>,
-    /// Woken on every change of either store.
-    changed: Arc<tokio::sync::Notify>,
-}
-
 impl Session {
     async fn run(mut self) {
         let _watching = self.ctx.metrics.watching();
@@ -205,7 +201,11 @@ impl Session {
             self.report_bad_annotations();
             self.detected().await;
         }
-        let caches = self.caches();
+        let caches = self.ctx.caches.subscribe(&self.r.namespace, &self.r.name);
+        let mut shared: Option<Member> = match &self.ctx.sampler {
+            Some(s) if self.shares_round() => Some(s.join(&self.r.namespace, &self.r.name)),
+            _ => None,
+        };
         let facts = RolloutFacts {
             expected_version: self.r.state.to_version.clone(),
             baseline: self.baseline().await,
@@ -239,10 +239,28 @@ impl Session {
                     self.ctx.metrics.probe_round(&r);
                     Some(r)
                 }
+                // The providers' shared round: its own observation, so a slow health endpoint
+                // never holds back an error-rate sample, nor the other way round.
+                changed = async { match shared.as_mut() { Some(m) => m.rounds.changed().await, None => std::future::pending().await } } => {
+                    match (changed, shared.as_ref().and_then(Member::latest)) {
+                        (Ok(()), Some(providers)) => {
+                            let r = judge::ProbeRound { providers, ..Default::default() };
+                            self.ctx.metrics.probe_round(&r);
+                            Some(r)
+                        }
+                        (Ok(()), None) => None,
+                        (Err(_), _) => {
+                            // The sampler stopped: shutting down.
+                            shared = None;
+                            None
+                        }
+                    }
+                }
                 _ = ticks.tick(), if round.is_none() => {
                     let probes = self.probes.clone();
                     let (ns, name) = (self.r.namespace.clone(), self.r.name.clone());
-                    round = Some(Box::pin(async move { probes.round(&ns, &name).await }));
+                    let providers = shared.is_none();
+                    round = Some(Box::pin(async move { probes.round(&ns, &name, providers).await }));
                     None
                 }
                 changed = self.updates.changed() => {
@@ -283,47 +301,31 @@ impl Session {
         Duration::try_from(d).unwrap_or_default()
     }
 
-    fn observe(&self, caches: &Caches, probes: Option<judge::ProbeRound>) -> Observation {
+    /// Whether this rollout's error rates come from the shared round: its provider settings,
+    /// interval and sample window are the daemon's (no annotation changed them).
+    fn shares_round(&self) -> bool {
+        let daemon = &self.ctx.config;
+        self.probes.has_providers()
+            && self.cfg.providers == daemon.providers
+            && self.cfg.watch.interval == daemon.watch.interval
+            && self.cfg.judge.sample_window == daemon.judge.sample_window
+    }
+
+    fn observe(&self, caches: &Subscription, probes: Option<judge::ProbeRound>) -> Observation {
         let deployment = self.updates.borrow().clone();
         let now = jiff::Timestamp::now();
-        let sets: Vec<Arc<ReplicaSet>> = caches.sets.state();
+        let sets: Vec<Arc<ReplicaSet>> = caches.replica_sets();
         let owned = rollout::owned(&deployment, sets.iter().map(|s| s.as_ref()));
-        let new_hash = rollout::new_replica_set(&deployment, &owned).and_then(rollout::hash_of);
-        let pods: Vec<Arc<Pod>> = caches.pods.state();
-        let new_pods: Vec<&Pod> = pods
-            .iter()
-            .map(|p| p.as_ref())
-            .filter(|p| {
-                new_hash.is_some() && p.labels().get(rollout::HASH_LABEL) == new_hash.as_ref()
-            })
-            .collect();
+        let pods: Vec<Arc<Pod>> = rollout::new_replica_set(&deployment, &owned)
+            .map(|rs| caches.pods_of(rs))
+            .unwrap_or_default();
+        let new_pods: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
         Observation {
             at: self.since_detection(now),
             progress: rollout::progress(&deployment),
             pod_failure: pods::failure(new_pods.iter().copied()),
             pending: pods::pending(new_pods.iter().copied(), now),
             probes,
-        }
-    }
-
-    fn caches(&self) -> Caches {
-        let deployment = self.updates.borrow().clone();
-        let selector = rollout::match_labels_selector(&deployment);
-        let cfg = watcher::Config::default().labels(&selector);
-        let changed = Arc::new(tokio::sync::Notify::new());
-        let client = &self.ctx.client;
-        let ns = &self.r.namespace;
-        let sets = watch_into_store(
-            Api::namespaced(client.clone(), ns),
-            cfg.clone(),
-            self,
-            &changed,
-        );
-        let pods = watch_into_store(Api::namespaced(client.clone(), ns), cfg, self, &changed);
-        Caches {
-            sets,
-            pods,
-            changed,
         }
     }
 
@@ -349,50 +351,4 @@ impl Session {
         info!(baseline = ?ratio, "baseline taken");
         ratio
     }
-}
-
-/// A watch of one kind, folded into a store, running until the session ends.
-fn watch_into_store<K>(
-    api: Api<K>,
-    cfg: watcher::Config,
-    session: &Session,
-    changed: &Arc<tokio::sync::Notify>,
-) -> reflector::Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(api, cfg).default_backoff()).applied_objects();
-    let shutdown = session.shutdown.clone();
-    let mut end = session.end.clone();
-    let changed = changed.clone();
-    let metrics = session.ctx.metrics.clone();
-    let kind = K::plural(&());
-    tokio::spawn(
-        async move {
-            futures::pin_mut!(stream);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = end.changed() => return,
-                    item = stream.next() => match item {
-                        Some(Ok(_)) => changed.notify_one(),
-                        Some(Err(e)) => {
-                            warn!(error = %e, "watch error; retrying with backoff");
-                            metrics.watch_restart(&kind);
-                        }
-                        None => return,
-                    }
-                }
-            }
-        }
-        .in_current_span(),
-    );
-    reader
 }
