@@ -2,17 +2,18 @@
 //! namespace, shared by every rollout watched there, started by the first and stopped with the
 //! last. Objects are kept stripped to what the judge reads (no managedFields, no pod spec).
 //!
-//! A change wakes only the sessions of the Deployment that owns the object: a namespace with a
-//! hundred rollouts watched does not re-judge all of them on every pod update.
+//! Objects are indexed by their controller's UID, so a session reads its Deployment's
+//! ReplicaSets and its new ReplicaSet's pods without scanning the namespace, and a change wakes
+//! only the sessions of the Deployment that owns the object: a namespace with a hundred rollouts
+//! watched does not re-judge all of them on every pod update.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::Notify;
@@ -35,10 +36,98 @@ pub struct Caches {
     next_id: Arc<AtomicU64>,
 }
 
+/// Objects of one kind by name, and their names by controller UID. A relist builds a new
+/// index aside and replaces the old one when complete, as kube's reflector store does.
+struct OwnerIndex<K> {
+    objects: HashMap<String, Arc<K>>,
+    by_owner: HashMap<String, HashSet<String>>,
+    relisting: Option<Box<OwnerIndex<K>>>,
+}
+
+impl<K> Default for OwnerIndex<K> {
+    fn default() -> Self {
+        OwnerIndex {
+            objects: HashMap::new(),
+            by_owner: HashMap::new(),
+            relisting: None,
+        }
+    }
+}
+
+/// The UID of the object's controller.
+fn controller_uid<K: Resource>(o: &K) -> Option<&str> {
+    o.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.as_str())
+}
+
+impl<K: Resource> OwnerIndex<K> {
+    fn apply(&mut self, o: K) {
+        let name = o.meta().name.clone().unwrap_or_default();
+        self.remove(&name);
+        if let Some(owner) = controller_uid(&o) {
+            self.by_owner
+                .entry(owner.to_string())
+                .or_default()
+                .insert(name.clone());
+        }
+        self.objects.insert(name, Arc::new(o));
+    }
+
+    fn remove(&mut self, name: &str) {
+        let Some(old) = self.objects.remove(name) else {
+            return;
+        };
+        if let Some(owner) = controller_uid(old.as_ref())
+            && let Some(names) = self.by_owner.get_mut(owner)
+        {
+            names.remove(name);
+            if names.is_empty() {
+                self.by_owner.remove(owner);
+            }
+        }
+    }
+
+    fn event(&mut self, e: watcher::Event<K>) {
+        match e {
+            watcher::Event::Apply(o) => self.apply(o),
+            watcher::Event::Delete(o) => self.remove(o.meta().name.as_deref().unwrap_or_default()),
+            watcher::Event::Init => self.relisting = Some(Box::default()),
+            watcher::Event::InitApply(o) => match self.relisting.as_mut() {
+                Some(fresh) => fresh.apply(o),
+                None => self.apply(o),
+            },
+            watcher::Event::InitDone => {
+                if let Some(fresh) = self.relisting.take() {
+                    *self = *fresh;
+                }
+            }
+        }
+    }
+
+    fn owned_by(&self, uid: &str) -> Vec<Arc<K>> {
+        self.by_owner
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.objects.get(name).cloned())
+            .collect()
+    }
+}
+
+type Shared<K> = Arc<RwLock<OwnerIndex<K>>>;
+
+fn read<K>(index: &Shared<K>) -> std::sync::RwLockReadGuard<'_, OwnerIndex<K>> {
+    index.read().unwrap_or_else(|e| e.into_inner())
+}
+
 /// One namespace's ReplicaSets and Pods, and who to wake on a change.
 struct Namespace {
-    sets: Store<ReplicaSet>,
-    pods: Store<Pod>,
+    sets: Shared<ReplicaSet>,
+    pods: Shared<Pod>,
     subscribers: Arc<Subscribers>,
     /// Stops both watches when the last subscription is dropped.
     _stop: DropGuard,
@@ -79,23 +168,20 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// The namespace's ReplicaSets (the caller picks the Deployment's by owner).
-    pub fn replica_sets(&self) -> Vec<Arc<ReplicaSet>> {
-        self.namespace.sets.state()
+    /// The ReplicaSets whose controller is the object with `uid` (the Deployment).
+    pub fn replica_sets_of(&self, uid: &str) -> Vec<Arc<ReplicaSet>> {
+        read(&self.namespace.sets).owned_by(uid)
     }
 
-    /// The pods `set` controls: its `pod-template-hash` and its UID as their controller.
+    /// The pods `set` controls: its UID as their controller and its `pod-template-hash`.
     pub fn pods_of(&self, set: &ReplicaSet) -> Vec<Arc<Pod>> {
         let (Some(hash), Some(uid)) = (set.labels().get(HASH_LABEL), set.metadata.uid.as_deref())
         else {
             return Vec::new();
         };
-        self.namespace.pods.state_filter(|p| {
-            p.labels().get(HASH_LABEL) == Some(hash)
-                && p.owner_references()
-                    .iter()
-                    .any(|r| r.controller == Some(true) && r.uid == uid)
-        })
+        let mut pods = read(&self.namespace.pods).owned_by(uid);
+        pods.retain(|p| p.labels().get(HASH_LABEL) == Some(hash));
+        pods
     }
 }
 
@@ -160,14 +246,14 @@ impl Caches {
     fn start(&self, namespace: &str) -> Namespace {
         let stop = CancellationToken::new();
         let subscribers = Arc::new(Subscribers::default());
-        let (sets, sets_writer) = reflector::store();
-        let (pods, pods_writer) = reflector::store();
+        let sets: Shared<ReplicaSet> = Arc::default();
+        let pods: Shared<Pod> = Arc::default();
         let span = tracing::info_span!("namespace_watch", %namespace);
-        // A pod's owner is found through its ReplicaSet, so the pod task reads the set store.
+        // A pod's owner is found through its ReplicaSet, so the pod task reads the set index.
         let set_reader = sets.clone();
         self.spawn_watch(
             Api::<ReplicaSet>::namespaced(self.client.clone(), namespace),
-            sets_writer,
+            sets.clone(),
             strip_replica_set,
             |rs: &ReplicaSet| controller_of(rs, "Deployment"),
             &subscribers,
@@ -176,9 +262,9 @@ impl Caches {
         );
         self.spawn_watch(
             Api::<Pod>::namespaced(self.client.clone(), namespace),
-            pods_writer,
+            pods.clone(),
             strip_pod,
-            move |pod: &Pod| deployment_of_pod(pod, &set_reader),
+            move |pod: &Pod| deployment_of_pod(pod, &read(&set_reader)),
             &subscribers,
             &stop,
             span,
@@ -191,12 +277,12 @@ impl Caches {
         }
     }
 
-    /// A watch of one kind into `writer`, waking the owner's sessions on every change.
+    /// A watch of one kind into `index`, waking the owner's sessions on every change.
     #[allow(clippy::too_many_arguments)]
     fn spawn_watch<K>(
         &self,
         api: Api<K>,
-        writer: reflector::store::Writer<K>,
+        index: Shared<K>,
         strip: fn(&mut K),
         owner: impl Fn(&K) -> Option<String> + Send + 'static,
         subscribers: &Arc<Subscribers>,
@@ -213,8 +299,7 @@ impl Caches {
     {
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
-            .modify(strip)
-            .reflect(writer);
+            .modify(strip);
         let subscribers = subscribers.clone();
         let stop = stop.clone();
         let metrics = self.metrics.clone();
@@ -229,11 +314,19 @@ impl Caches {
                         e = stream.next() => e,
                     };
                     match event {
-                        Some(Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o))) => {
-                            subscribers.wake(owner(&o).as_deref());
+                        Some(Ok(e)) => {
+                            let wake = match &e {
+                                watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
+                                    Some(owner(o))
+                                }
+                                watcher::Event::InitDone => Some(None),
+                                watcher::Event::Init | watcher::Event::InitApply(_) => None,
+                            };
+                            index.write().unwrap_or_else(|e| e.into_inner()).event(e);
+                            if let Some(deployment) = wake {
+                                subscribers.wake(deployment.as_deref());
+                            }
                         }
-                        Some(Ok(watcher::Event::InitDone)) => subscribers.wake(None),
-                        Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
                         Some(Err(e)) => {
                             warn!(error = %e, "watch error; retrying with backoff");
                             metrics.watch_restart(&kind);
@@ -259,10 +352,9 @@ fn controller_of<K: Resource>(o: &K, kind: &str) -> Option<String> {
 
 /// The Deployment a pod belongs to: its ReplicaSet's controller, else the ReplicaSet's name
 /// less the `-<pod-template-hash>` suffix the Deployment controller gives it.
-fn deployment_of_pod(pod: &Pod, sets: &Store<ReplicaSet>) -> Option<String> {
+fn deployment_of_pod(pod: &Pod, sets: &OwnerIndex<ReplicaSet>) -> Option<String> {
     let rs = controller_of(pod, "ReplicaSet")?;
-    let namespace = pod.namespace().unwrap_or_default();
-    if let Some(set) = sets.get(&ObjectRef::new(&rs).within(&namespace))
+    if let Some(set) = sets.objects.get(&rs)
         && let Some(d) = controller_of(set.as_ref(), "Deployment")
     {
         return Some(d);
@@ -326,30 +418,69 @@ mod tests {
 
     #[test]
     fn a_pod_belongs_to_the_deployment_its_replica_set_names_in_its_suffix() {
-        let (store, _writer) = reflector::store::<ReplicaSet>();
+        let sets = OwnerIndex::<ReplicaSet>::default();
         assert_eq!(
-            deployment_of_pod(&pod("web-api-5d8f7c", "5d8f7c"), &store).as_deref(),
+            deployment_of_pod(&pod("web-api-5d8f7c", "5d8f7c"), &sets).as_deref(),
             Some("web-api")
         );
-        // A ReplicaSet not named after its hash, and not in the store: owner unknown.
-        assert_eq!(
-            deployment_of_pod(&pod("standalone", "5d8f7c"), &store),
-            None
-        );
+        // A ReplicaSet not named after its hash, and not in the index: owner unknown.
+        assert_eq!(deployment_of_pod(&pod("standalone", "5d8f7c"), &sets), None);
     }
 
     #[test]
     fn a_pod_belongs_to_the_controller_of_its_replica_set_when_the_set_is_known() {
-        let (store, mut writer) = reflector::store::<ReplicaSet>();
+        let mut sets = OwnerIndex::<ReplicaSet>::default();
         let mut rs = ReplicaSet::default();
         rs.metadata.name = Some("custom-name".into());
         rs.metadata.namespace = Some("prod".into());
         rs.metadata.owner_references = owned_by("Deployment", "checkout");
-        writer.apply_watcher_event(&watcher::Event::Apply(rs));
+        sets.event(watcher::Event::Apply(rs));
         assert_eq!(
-            deployment_of_pod(&pod("custom-name", "abc"), &store).as_deref(),
+            deployment_of_pod(&pod("custom-name", "abc"), &sets).as_deref(),
             Some("checkout")
         );
+    }
+
+    fn pod_of(name: &str, owner_uid: &str) -> Pod {
+        let mut p = pod("web-5d8f7c", "5d8f7c");
+        p.metadata.name = Some(name.into());
+        if let Some(refs) = p.metadata.owner_references.as_mut() {
+            refs[0].uid = owner_uid.into();
+        }
+        p
+    }
+
+    fn names(pods: Vec<Arc<Pod>>) -> Vec<String> {
+        let mut names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_index_follows_applies_deletes_and_owner_changes() {
+        let mut index = OwnerIndex::<Pod>::default();
+        index.event(watcher::Event::Apply(pod_of("a", "rs-1")));
+        index.event(watcher::Event::Apply(pod_of("b", "rs-1")));
+        index.event(watcher::Event::Apply(pod_of("c", "rs-2")));
+        assert_eq!(names(index.owned_by("rs-1")), ["a", "b"]);
+        // Adopted by another controller: listed under the new one only.
+        index.event(watcher::Event::Apply(pod_of("b", "rs-2")));
+        assert_eq!(names(index.owned_by("rs-1")), ["a"]);
+        assert_eq!(names(index.owned_by("rs-2")), ["b", "c"]);
+        index.event(watcher::Event::Delete(pod_of("a", "rs-1")));
+        assert!(index.owned_by("rs-1").is_empty() && !index.by_owner.contains_key("rs-1"));
+    }
+
+    #[test]
+    fn a_relist_replaces_the_index_only_when_complete() {
+        let mut index = OwnerIndex::<Pod>::default();
+        index.event(watcher::Event::Apply(pod_of("gone", "rs-1")));
+        index.event(watcher::Event::Init);
+        index.event(watcher::Event::InitApply(pod_of("kept", "rs-1")));
+        // Until the list is complete, readers see the old state.
+        assert_eq!(names(index.owned_by("rs-1")), ["gone"]);
+        index.event(watcher::Event::InitDone);
+        assert_eq!(names(index.owned_by("rs-1")), ["kept"]);
     }
 
     #[test]

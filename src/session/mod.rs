@@ -314,7 +314,12 @@ impl Session {
     fn observe(&self, caches: &Subscription, probes: Option<judge::ProbeRound>) -> Observation {
         let deployment = self.updates.borrow().clone();
         let now = jiff::Timestamp::now();
-        let sets: Vec<Arc<ReplicaSet>> = caches.replica_sets();
+        let sets: Vec<Arc<ReplicaSet>> = deployment
+            .metadata
+            .uid
+            .as_deref()
+            .map(|uid| caches.replica_sets_of(uid))
+            .unwrap_or_default();
         let owned = rollout::owned(&deployment, sets.iter().map(|s| s.as_ref()));
         let pods: Vec<Arc<Pod>> = rollout::new_replica_set(&deployment, &owned)
             .map(|rs| caches.pods_of(rs))

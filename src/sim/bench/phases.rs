@@ -245,9 +245,19 @@ async fn breach(
     served.wait_rolled_out(Duration::from_secs(120)).await?;
     // Into the watching phase, with a few good samples behind it.
     tokio::time::sleep(SETTLE).await;
-    let at = served
-        .play(behaviour(set, "bad", json!({"error_ratio": 1.0})))
-        .await?;
+    // Breaches spread evenly over one interval, so every phase of the daemon's sampling is met:
+    // one just after a sample waits almost an interval for the next, one just before none.
+    let start = Instant::now();
+    let mut breached = HashMap::new();
+    for (n, i) in set.iter().enumerate() {
+        let offset = opts.interval.mul_f64(n as f64 / set.len() as f64);
+        tokio::time::sleep_until(start + offset).await;
+        let at = served
+            .play(behaviour(&[*i], "bad", json!({"error_ratio": 1.0})))
+            .await?;
+        breached.insert(deployment(*i), at);
+    }
+    let at = breached.values().copied().fold(f64::INFINITY, f64::min);
     let minimum = 3.0 * opts.interval.as_secs_f64() * 1000.0;
     let until = Instant::now() + Duration::from_secs(60);
     loop {
@@ -267,7 +277,10 @@ async fn breach(
         }
         let raw: Vec<f64> = set
             .iter()
-            .filter_map(|i| first.get(&deployment(*i)).map(|t| t - at))
+            .filter_map(|i| {
+                let d = deployment(*i);
+                Some(first.get(&d)? - breached.get(&d)?)
+            })
             .collect();
         if raw.len() >= set.len() || Instant::now() > until {
             let overhead: Vec<f64> = raw.iter().map(|t| t - minimum).collect();
