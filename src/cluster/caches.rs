@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::Notify;
@@ -26,6 +26,9 @@ use crate::telemetry::Metrics;
 /// Kept on the Deployment by `kubectl apply`, copied to nothing we read: often the largest
 /// annotation an object carries.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Objects per LIST page when a namespace's watch starts or relists.
+const LIST_PAGE: u32 = 100;
 
 /// Hands out the namespace caches.
 #[derive(Clone)]
@@ -297,7 +300,9 @@ impl Caches {
             + Sync
             + 'static,
     {
-        let stream = watcher(api, watcher::Config::default())
+        // Small pages: a namespace starts being watched whenever its first rollout does, and a
+        // page is held whole while it is read (500 pods, kube's default, are megabytes).
+        let stream = watcher(api, watcher::Config::default().page_size(LIST_PAGE))
             .default_backoff()
             .modify(strip);
         let subscribers = subscribers.clone();
@@ -378,16 +383,51 @@ pub fn strip_deployment(d: &mut k8s_openapi::api::apps::v1::Deployment) {
     strip_meta(&mut d.metadata);
 }
 
-/// The judge reads a ReplicaSet's owner, labels, creation time and template.
+/// The judge reads a ReplicaSet's owner, labels, creation time and template; its status and
+/// annotations are the Deployment's business.
 fn strip_replica_set(rs: &mut ReplicaSet) {
     strip_meta(&mut rs.metadata);
+    rs.metadata.annotations = None;
+    rs.status = None;
 }
 
-/// The judge reads a pod's labels, owner, times and status, never its spec.
+/// The judge reads a pod's `pod-template-hash`, owner, times, phase, scheduling condition and
+/// container states (`pods.rs`), never its spec: the rest of a pod is most of its size.
 fn strip_pod(pod: &mut Pod) {
-    strip_meta(&mut pod.metadata);
-    pod.metadata.annotations = None;
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|k, _| k == HASH_LABEL);
+    }
     pod.spec = None;
+    if let Some(status) = pod.status.take() {
+        let containers = |list: Option<Vec<ContainerStatus>>| {
+            list.map(|l| {
+                l.into_iter()
+                    .map(|c| ContainerStatus {
+                        name: c.name,
+                        state: c.state,
+                        last_state: c.last_state,
+                        restart_count: c.restart_count,
+                        ready: c.ready,
+                        ..ContainerStatus::default()
+                    })
+                    .collect()
+            })
+        };
+        pod.status = Some(PodStatus {
+            phase: status.phase,
+            conditions: status.conditions.map(|c| {
+                c.into_iter()
+                    .filter(|c| c.type_ == "PodScheduled")
+                    .collect()
+            }),
+            container_statuses: containers(status.container_statuses),
+            init_container_statuses: containers(status.init_container_statuses),
+            ..PodStatus::default()
+        });
+    }
 }
 
 #[cfg(test)]
@@ -489,11 +529,65 @@ mod tests {
         p.metadata.managed_fields = Some(vec![Default::default()]);
         p.metadata.annotations = Some(BTreeMap::from([(LAST_APPLIED.into(), "{}".into())]));
         p.spec = Some(Default::default());
-        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        if let Some(labels) = p.metadata.labels.as_mut() {
+            labels.insert("app".into(), "web".into());
+        }
+        let waiting = k8s_openapi::api::core::v1::ContainerState {
+            waiting: Some(k8s_openapi::api::core::v1::ContainerStateWaiting {
+                reason: Some("CrashLoopBackOff".into()),
+                message: Some("back-off".into()),
+            }),
+            ..Default::default()
+        };
+        p.status = Some(PodStatus {
             phase: Some("Pending".into()),
+            host_ip: Some("10.0.0.1".into()),
+            conditions: Some(vec![
+                k8s_openapi::api::core::v1::PodCondition {
+                    type_: "PodScheduled".into(),
+                    status: "False".into(),
+                    message: Some("0/3 nodes are available".into()),
+                    ..Default::default()
+                },
+                k8s_openapi::api::core::v1::PodCondition {
+                    type_: "Ready".into(),
+                    status: "False".into(),
+                    ..Default::default()
+                },
+            ]),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "app".into(),
+                image: "registry/app:v2".into(),
+                restart_count: 3,
+                state: Some(waiting.clone()),
+                ..Default::default()
+            }]),
             ..Default::default()
         });
+        let now = jiff::Timestamp::now();
+        p.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            now - jiff::SignedDuration::from_secs(300),
+        ));
+        let before = p.clone();
         strip_pod(&mut p);
+        // The diagnosis is the same on the stripped pod.
+        assert_eq!(
+            crate::cluster::pods::failure([&p]),
+            crate::cluster::pods::failure([&before])
+        );
+        assert!(crate::cluster::pods::failure([&p]).is_some());
+        assert!(crate::cluster::pods::pending([&p], now).is_some());
+        assert_eq!(
+            crate::cluster::pods::pending([&p], now),
+            crate::cluster::pods::pending([&before], now)
+        );
+        let status = p.status.clone().unwrap_or_default();
+        assert!(status.host_ip.is_none());
+        assert_eq!(status.conditions.map(|c| c.len()), Some(1));
+        let c = &status.container_statuses.unwrap_or_default()[0];
+        assert_eq!((c.restart_count, c.image.as_str()), (3, ""));
+        assert_eq!(c.state, Some(waiting));
+        assert_eq!(p.labels().len(), 1);
         assert!(p.metadata.managed_fields.is_none() && p.metadata.annotations.is_none());
         assert!(p.spec.is_none());
         assert_eq!(
