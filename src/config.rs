@@ -264,14 +264,42 @@ impl PrometheusConfig {
     /// per-Deployment queries are the defaults or the grouped ones were written too. A user
     /// who changed only `requests_query`/`errors_query` gets exactly those, per Deployment.
     pub fn grouping(&self) -> Option<&GroupedQueries> {
-        let g = &self.grouped;
-        let defaults = PrometheusConfig::default();
-        let queries_default = self.requests_query == defaults.requests_query
-            && self.errors_query == defaults.errors_query;
-        let grouped_written = g.requests_query != defaults.grouped.requests_query
-            || g.errors_query != defaults.grouped.errors_query;
-        (g.enabled && (queries_default || grouped_written)).then_some(g)
+        grouping_applies(self).then_some(&self.grouped)
     }
+}
+
+/// A provider with per-Deployment and grouped queries.
+trait Grouping: Default {
+    /// `grouped.enabled`.
+    fn grouped_enabled(&self) -> bool;
+    /// The per-Deployment requests and errors queries, then the grouped ones.
+    fn all_queries(&self) -> [&str; 4];
+}
+
+/// The two providers' configs name their fields alike.
+macro_rules! grouping {
+    ($($provider:ty),*) => {$(
+        impl Grouping for $provider {
+            fn grouped_enabled(&self) -> bool {
+                self.grouped.enabled
+            }
+            fn all_queries(&self) -> [&str; 4] {
+                let g = &self.grouped;
+                [&self.requests_query, &self.errors_query, &g.requests_query, &g.errors_query]
+            }
+        }
+    )*};
+}
+
+grouping!(PrometheusConfig, DatadogConfig);
+
+/// Whether grouped queries stand for the per-Deployment ones: on, and either the per-Deployment
+/// queries are the defaults or the grouped ones were written too (a user who changed only the
+/// per-Deployment queries meant exactly those).
+fn grouping_applies<P: Grouping>(provider: &P) -> bool {
+    let defaults = P::default();
+    let (q, d) = (provider.all_queries(), defaults.all_queries());
+    provider.grouped_enabled() && (q[..2] == d[..2] || q[2..] != d[2..])
 }
 
 /// Queries answering for many Deployments at once, one series per Deployment, told apart by
@@ -324,6 +352,38 @@ pub struct DatadogConfig {
     pub errors_query: String,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// One request per interval for every rollout watched at once.
+    pub grouped: DatadogGrouped,
+}
+
+/// Datadog queries answering for many Deployments at once, one series per Deployment, told
+/// apart by two group tags. Datadog refuses the symbolic scope syntax (`,`, `!`) mixed with
+/// `AND`/`OR`/`NOT`/`IN`, so these use the functional one throughout: `{namespaces}` and
+/// `{names}` are filled with comma-separated lists (`a, b`) of the watched rollouts'
+/// namespaces and names, `{env_and}` with ` AND env:<env>` or nothing, `{operation}` as in the
+/// per-Deployment queries.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatadogGrouped {
+    pub enabled: bool,
+    pub requests_query: String,
+    pub errors_query: String,
+    /// The group tag naming a series' namespace.
+    pub namespace_tag: String,
+    /// The group tag naming a series' Deployment.
+    pub name_tag: String,
+}
+
+impl Default for DatadogGrouped {
+    fn default() -> Self {
+        DatadogGrouped {
+            enabled: true,
+            requests_query: "sum:trace.{operation}.hits{kube_namespace IN ({namespaces}) AND service IN ({names}){env_and}} by {kube_namespace,service}.as_count()".into(),
+            errors_query: "sum:trace.{operation}.errors{kube_namespace IN ({namespaces}) AND service IN ({names}){env_and}} by {kube_namespace,service}.as_count()".into(),
+            namespace_tag: "kube_namespace".into(),
+            name_tag: "service".into(),
+        }
+    }
 }
 
 impl Default for DatadogConfig {
@@ -340,6 +400,7 @@ impl Default for DatadogConfig {
                 "sum:trace.{operation}.errors{service:{name},kube_namespace:{namespace}{env_filter}}.as_count()"
                     .into(),
             timeout: Duration::from_secs(5),
+            grouped: DatadogGrouped::default(),
         }
     }
 }
@@ -358,6 +419,12 @@ pub const DATADOG_SITES: &[&str] = &[
 ];
 
 impl DatadogConfig {
+    /// The grouped queries, when they stand for the per-Deployment ones (the rule of
+    /// [`PrometheusConfig::grouping`]).
+    pub fn grouping(&self) -> Option<&DatadogGrouped> {
+        grouping_applies(self).then_some(&self.grouped)
+    }
+
     /// The API base URL: `url` when given, else `https://api.<site>` (a leading `app.` of a
     /// site copied from the browser is dropped).
     pub fn base_url(&self) -> String {
@@ -748,45 +815,14 @@ impl Config {
                 }
             }
             if p.grouped.enabled {
-                for (field, q) in [
-                    (
-                        "providers.prometheus.grouped.requests_query",
-                        &p.grouped.requests_query,
-                    ),
-                    (
-                        "providers.prometheus.grouped.errors_query",
-                        &p.grouped.errors_query,
-                    ),
-                    (
-                        "providers.prometheus.grouped.namespace_label",
-                        &p.grouped.namespace_label,
-                    ),
-                    (
-                        "providers.prometheus.grouped.deployment_label",
-                        &p.grouped.deployment_label,
-                    ),
-                ] {
-                    if q.trim().is_empty() {
-                        return Err(bad(
-                            field,
-                            "must not be empty (or set grouped.enabled: false)".into(),
-                        ));
-                    }
-                }
-                for (field, q) in [
-                    (
-                        "providers.prometheus.grouped.requests_query",
-                        &p.grouped.requests_query,
-                    ),
-                    (
-                        "providers.prometheus.grouped.errors_query",
-                        &p.grouped.errors_query,
-                    ),
-                ] {
-                    if q.contains("{name}") || q.contains("{namespace}") {
-                        return Err(bad(field, "answers for every watched rollout at once: use {names} and {namespaces}, not {name} or {namespace}".into()));
-                    }
-                }
+                grouped_ok(
+                    "providers.prometheus.grouped",
+                    [&p.grouped.requests_query, &p.grouped.errors_query],
+                    [
+                        ("namespace_label", &p.grouped.namespace_label),
+                        ("deployment_label", &p.grouped.deployment_label),
+                    ],
+                )?;
             }
         }
         if let Some(d) = &self.providers.datadog {
@@ -826,6 +862,16 @@ impl Config {
                 if q.trim().is_empty() {
                     return Err(bad(field, "must not be empty".into()));
                 }
+            }
+            if d.grouped.enabled {
+                grouped_ok(
+                    "providers.datadog.grouped",
+                    [&d.grouped.requests_query, &d.grouped.errors_query],
+                    [
+                        ("namespace_tag", &d.grouped.namespace_tag),
+                        ("name_tag", &d.grouped.name_tag),
+                    ],
+                )?;
             }
         }
         let le = &self.leader_election;
@@ -885,6 +931,38 @@ pub fn fill(template: &str, namespace: &str, name: &str, extra: &[(&str, &str)])
         out = out.replace(&format!("{{{k}}}"), v);
     }
     out
+}
+
+/// Checks a provider's grouped settings under `prefix`: the two queries and the two names
+/// telling series apart must not be empty, and the queries answer for every watched rollout
+/// at once, so they cannot name one.
+fn grouped_ok(
+    prefix: &str,
+    queries: [&str; 2],
+    tags: [(&str, &str); 2],
+) -> Result<(), ConfigError> {
+    let bad = |field: &str, problem: &str| ConfigError::Invalid {
+        field: format!("{prefix}.{field}"),
+        problem: problem.into(),
+    };
+    let queries = [("requests_query", queries[0]), ("errors_query", queries[1])];
+    for (field, value) in queries.iter().chain(&tags) {
+        if value.trim().is_empty() {
+            return Err(bad(
+                field,
+                "must not be empty (or set grouped.enabled: false)",
+            ));
+        }
+    }
+    for (field, q) in queries {
+        if q.contains("{name}") || q.contains("{namespace}") {
+            return Err(bad(
+                field,
+                "answers for every watched rollout at once: use {names} and {namespaces}, not {name} or {namespace}",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn url_template_ok(template: &str) -> Result<(), String> {
@@ -1127,6 +1205,43 @@ mod tests {
         assert_eq!(c.providers.prometheus, None);
         let c = Config::from_yaml("providers: {prometheus: {}, datadog: {}}").expect("valid");
         assert!(c.providers.prometheus.is_some() && c.providers.datadog.is_some());
+    }
+
+    #[test]
+    fn datadog_grouping_stands_for_the_per_deployment_queries_only_when_it_asks_the_same() {
+        let d = |yaml: &str| {
+            Config::from_yaml(yaml)
+                .expect("valid")
+                .providers
+                .datadog
+                .expect("datadog")
+        };
+        let defaults = d("providers: {datadog: {}}");
+        assert_eq!(defaults.grouping(), Some(&DatadogGrouped::default()));
+        assert_eq!(
+            d("providers: {datadog: {grouped: {enabled: false}}}").grouping(),
+            None
+        );
+        // Only the per-Deployment queries changed: the grouped defaults no longer ask the same.
+        let own = "requests_query: 'sum:my.hits{service:{name}}.as_count()'";
+        assert_eq!(
+            d(&format!("providers: {{datadog: {{{own}}}}}")).grouping(),
+            None
+        );
+        let both = d(&format!(
+            "providers: {{datadog: {{{own}, grouped: {{requests_query: 'sum:my.hits{{service IN ({{names}})}} by {{kube_namespace,service}}.as_count()'}}}}}}"
+        ));
+        assert!(
+            both.grouping()
+                .is_some_and(|g| g.requests_query.starts_with("sum:my.hits"))
+        );
+        // Off, its queries are not checked.
+        assert!(
+            Config::from_yaml(
+                "providers: {datadog: {grouped: {enabled: false, requests_query: ''}}}"
+            )
+            .is_ok()
+        );
     }
 
     #[test]

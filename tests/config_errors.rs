@@ -172,6 +172,40 @@ const BAD: &[(&str, &str)] = &[
         "peak_hours.windows[0]",
     ),
     ("version: {source: label, key: ''}", "version.key"),
+    // Grouped provider queries.
+    (
+        "providers: {prometheus: {grouped: {deployment_label: ''}}}",
+        "providers.prometheus.grouped.deployment_label",
+    ),
+    (
+        r#"providers: {prometheus: {grouped: {requests_query: 'sum(up{namespace="{namespace}"})'}}}"#,
+        "providers.prometheus.grouped.requests_query",
+    ),
+    (
+        "providers: {datadog: {grouped: {enabled: often}}}",
+        "providers.datadog.grouped.enabled",
+    ),
+    ("providers: {datadog: {grouped: {tag: service}}}", "tag"),
+    (
+        "providers: {datadog: {grouped: {requests_query: ' '}}}",
+        "providers.datadog.grouped.requests_query",
+    ),
+    (
+        "providers: {datadog: {grouped: {errors_query: 'sum:trace.x.errors{service:{name}}.as_count()'}}}",
+        "providers.datadog.grouped.errors_query",
+    ),
+    (
+        "providers: {datadog: {grouped: {requests_query: 'sum:trace.x.hits{kube_namespace:{namespace} AND service IN ({names})}'}}}",
+        "providers.datadog.grouped.requests_query",
+    ),
+    (
+        "providers: {datadog: {grouped: {namespace_tag: ''}}}",
+        "providers.datadog.grouped.namespace_tag",
+    ),
+    (
+        "providers: {datadog: {grouped: {name_tag: ' '}}}",
+        "providers.datadog.grouped.name_tag",
+    ),
     // Not a mapping at all.
     ("[1, 2, 3]", "config"),
     ("mode: [unclosed", "config"),

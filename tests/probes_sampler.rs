@@ -2,41 +2,21 @@
 //! pair per round whatever the number of rollouts, split per rollout with the same counts as
 //! each rollout's own queries; nothing asked while no rollout is watched.
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use deploy_watchdog::config::{Config, PrometheusConfig, Secrets};
 use deploy_watchdog::judge::ProviderSample;
 use deploy_watchdog::probes::Probes;
 use deploy_watchdog::probes::sampler::Sampler;
-use deploy_watchdog::sim::behaviour::{AppKey, Behaviour, Behaviours};
-use deploy_watchdog::sim::services::{Apps, ClusterView, PrometheusSim};
+use deploy_watchdog::sim::services::PrometheusSim;
+use support::ratio;
 use tokio_util::sync::CancellationToken;
 
-/// Twelve Deployments in two namespaces, `web.v2` among them (a dot in a name), one ready pod
-/// each; `quiet` has no pods and so no series.
-struct Fleet;
-
+/// Twelve Deployments in two namespaces.
 fn fleet() -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = (0..10)
-        .map(|i| (format!("ns-{}", i % 2), format!("app-{i}")))
-        .collect();
-    out.push(("ns-0".into(), "web.v2".into()));
-    out.push(("ns-1".into(), "quiet".into()));
-    out
-}
-
-impl ClusterView for Fleet {
-    fn ready_pods_by_version(&self, _namespace: &str, name: &str) -> Vec<(String, u32)> {
-        if name == "quiet" {
-            vec![]
-        } else {
-            vec![("v1".into(), 1)]
-        }
-    }
-    fn deployments(&self) -> Vec<(String, String)> {
-        fleet()
-    }
+    support::fleet(10)
 }
 
 const WINDOW: Duration = Duration::from_secs(5);
@@ -50,27 +30,13 @@ struct Fixture {
 
 /// app-3 fails 20 % of its requests; the others none.
 async fn fixture() -> Fixture {
-    let behaviours = Behaviours::default();
-    behaviours.set(
-        AppKey::new("ns-1", "app-3", "v1"),
-        Behaviour {
-            error_ratio: 0.2,
-            ..Behaviour::default()
-        },
-    );
-    let apps = Apps::new(behaviours, Arc::new(Fleet));
     let shutdown = CancellationToken::new();
-    apps.start(shutdown.clone()).await.expect("apps");
+    let apps = support::fleet_traffic(10, WINDOW, &shutdown).await;
     let prometheus = PrometheusSim::new(&apps);
     let addr = prometheus
         .start(shutdown.clone())
         .await
         .expect("prometheus");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while apps.counts("ns-1", "app-3", WINDOW).0 < 100.0 {
-        assert!(tokio::time::Instant::now() < deadline, "no traffic");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let mut config = Config::default();
     config.providers.prometheus = Some(PrometheusConfig {
         url: format!("http://{addr}"),
@@ -81,13 +47,6 @@ async fn fixture() -> Fixture {
         prometheus,
         probes,
         shutdown,
-    }
-}
-
-fn ratio(s: &ProviderSample) -> f64 {
-    match s {
-        ProviderSample::Counts { requests, errors } => errors / requests,
-        other => panic!("expected counts, got {other:?}"),
     }
 }
 

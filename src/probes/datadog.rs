@@ -1,11 +1,16 @@
 //! The Datadog provider: the requests and errors queries over the sample window, both in one
 //! `POST /api/v2/query/timeseries` (one formula each), their points summed.
 //!
+//! Grouped, one request answers for every watched rollout: the grouped queries name them all
+//! (`kube_namespace IN (…) AND service IN (…)`, grouped `by {kube_namespace,service}`) and the
+//! series are told apart by their group tags.
+//!
 //! Datadog limits metric queries per organisation and says so in `X-RateLimit-Remaining` and
 //! `X-RateLimit-Reset` (seconds until the period ends). After a 429, or an answer that used the
 //! last request of the period, no call is made until the reset: every session shares the one
 //! client, and meanwhile the provider is unavailable (inconclusive), never a pass or a failure.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,14 +18,18 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::prometheus::{QueryResult, combine};
-use crate::config::{self, DatadogConfig};
+use super::prometheus::{Key, QueryResult, combine};
+use crate::config::{self, DatadogConfig, DatadogGrouped};
 use crate::judge::ProviderSample;
 
 /// The longest wait a reset header can impose: Datadog's longest rate-limit period.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// The wait after a 429 that names no reset.
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(10);
+/// The longest grouped query sent: past it, the members are split over several requests. The
+/// API documents no limit, but a query of thousands of tag values is slow to parse and risks
+/// a refusal; 8 KiB still holds several hundred rollouts per request.
+pub const MAX_GROUPED_QUERY: usize = 8 * 1024;
 
 /// The two keys, sent as `DD-API-KEY` and `DD-APPLICATION-KEY`; never printed.
 #[derive(Clone)]
@@ -111,6 +120,16 @@ struct Series {
     /// Index in the request's `formulas`.
     #[serde(default)]
     query_index: usize,
+    /// `tag:value` of each `by {…}` tag.
+    #[serde(default)]
+    group_tags: Option<Vec<String>>,
+}
+
+/// One answered series: its formula, group tags, and its points summed (`None`: no point).
+struct Summed {
+    formula: usize,
+    group_tags: Vec<String>,
+    sum: Option<f64>,
 }
 
 /// `errors` is a list in error bodies and a single string in a partial timeseries answer.
@@ -130,51 +149,151 @@ impl Errors {
     }
 }
 
-/// Reads an answer to a request of `formulas` formulas: each formula's points summed, `Empty`
-/// when it has no series or no point. Pure, for tests.
-pub fn parse(status: u16, body: &[u8], formulas: usize) -> Vec<QueryResult> {
-    let failed = |m: String| vec![QueryResult::Failed(m); formulas];
+/// Reads an answer to a request of `formulas` formulas into its series, each one's points
+/// summed.
+fn series(status: u16, body: &[u8], formulas: usize) -> Result<Vec<Summed>, String> {
     let response: Response = match serde_json::from_slice(body) {
         Ok(r) => r,
-        Err(_) if status != 200 => return failed(format!("HTTP {status}")),
-        Err(e) => return failed(format!("unreadable answer: {e}")),
+        Err(_) if status != 200 => return Err(format!("HTTP {status}")),
+        Err(e) => return Err(format!("unreadable answer: {e}")),
     };
     let errors = response.errors.map(Errors::text).filter(|e| !e.is_empty());
     if status != 200 {
-        return failed(match errors {
+        return Err(match errors {
             Some(e) => format!("HTTP {status}: {e}"),
             None => format!("HTTP {status}"),
         });
     }
     let Some(attributes) = response.data.and_then(|d| d.attributes) else {
-        return failed(match errors {
+        return Err(match errors {
             Some(e) => format!("error in the answer: {e}"),
             None => "no data in the answer".into(),
         });
     };
     if attributes.series.len() != attributes.values.len() {
-        return failed(format!(
+        return Err(format!(
             "{} series but {} value lists",
             attributes.series.len(),
             attributes.values.len()
         ));
     }
+    attributes
+        .series
+        .into_iter()
+        .zip(attributes.values)
+        .map(|(series, values)| {
+            if series.query_index >= formulas {
+                return Err(format!(
+                    "series for formula {} of {formulas}",
+                    series.query_index
+                ));
+            }
+            let sum = values
+                .iter()
+                .flatten()
+                .fold(None, |sum: Option<f64>, v| Some(sum.unwrap_or(0.0) + v));
+            Ok(Summed {
+                formula: series.query_index,
+                group_tags: series.group_tags.unwrap_or_default(),
+                sum,
+            })
+        })
+        .collect()
+}
+
+/// Reads an answer to a request of `formulas` formulas: each formula's points summed, `Empty`
+/// when it has no series or no point. Pure, for tests.
+pub fn parse(status: u16, body: &[u8], formulas: usize) -> Vec<QueryResult> {
+    let series = match series(status, body, formulas) {
+        Ok(s) => s,
+        Err(e) => return vec![QueryResult::Failed(e); formulas],
+    };
     let mut sums: Vec<Option<f64>> = vec![None; formulas];
-    for (series, values) in attributes.series.iter().zip(&attributes.values) {
-        let Some(slot) = sums.get_mut(series.query_index) else {
-            return failed(format!(
-                "series for formula {} of {formulas}",
-                series.query_index
-            ));
-        };
-        for v in values.iter().flatten() {
-            *slot = Some(slot.unwrap_or(0.0) + v);
+    for s in series {
+        if let Some(v) = s.sum {
+            sums[s.formula] = Some(sums[s.formula].unwrap_or(0.0) + v);
         }
     }
     sums.into_iter()
         .map(|s| s.map_or(QueryResult::Empty, QueryResult::Value))
         .collect()
 }
+
+/// Reads a grouped answer of two formulas (requests, errors): per formula, one sum per
+/// (namespace, Deployment) named by the group tags `namespace_tag:…` and `name_tag:…`, series
+/// of the same pair added up. A series without both tags, or without a point, counts for no one.
+pub fn parse_grouped(
+    status: u16,
+    body: &[u8],
+    namespace_tag: &str,
+    name_tag: &str,
+) -> Result<[HashMap<Key, f64>; 2], String> {
+    let mut out: [HashMap<Key, f64>; 2] = Default::default();
+    for s in series(status, body, 2)? {
+        let tag = |name: &str| {
+            s.group_tags.iter().find_map(|t| {
+                t.split_once(':')
+                    .filter(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            })
+        };
+        let (Some(ns), Some(name), Some(v)) = (tag(namespace_tag), tag(name_tag), s.sum) else {
+            continue;
+        };
+        *out[s.formula].entry((ns, name)).or_default() += v;
+    }
+    Ok(out)
+}
+
+/// Splits `members` into batches whose grouped queries stay within `max` bytes, each batch as
+/// large as fits (at least one member). `length(namespaces, names)` is the longest of the
+/// queries once filled with lists of that many bytes. Members sharing a namespace come
+/// together, so most batches name few namespaces.
+pub fn batches(
+    members: &[Key],
+    max: usize,
+    length: impl Fn(usize, usize) -> usize,
+) -> Vec<Vec<&Key>> {
+    let mut sorted: Vec<&Key> = members.iter().collect();
+    sorted.sort_unstable();
+    let mut out: Vec<Vec<&Key>> = Vec::new();
+    let (mut namespaces, mut names) = (BTreeSet::new(), BTreeSet::new());
+    let (mut ns_len, mut names_len) = (0, 0);
+    // The length of a list once `value` joins it, separators included.
+    let grown = |list: &BTreeSet<&str>, len: usize, value: &str| {
+        if list.contains(value) {
+            len
+        } else if list.is_empty() {
+            value.len()
+        } else {
+            len + LIST_SEPARATOR.len() + value.len()
+        }
+    };
+    for key in sorted {
+        let (ns, name) = (key.0.as_str(), key.1.as_str());
+        let (ns_next, names_next) = (
+            grown(&namespaces, ns_len, ns),
+            grown(&names, names_len, name),
+        );
+        match out.last_mut() {
+            Some(batch) if length(ns_next, names_next) <= max => {
+                batch.push(key);
+                (ns_len, names_len) = (ns_next, names_next);
+            }
+            _ => {
+                out.push(vec![key]);
+                (namespaces, names) = (BTreeSet::new(), BTreeSet::new());
+                (ns_len, names_len) = (ns.len(), name.len());
+            }
+        }
+        namespaces.insert(ns);
+        names.insert(name);
+    }
+    out
+}
+
+/// Between the values of an `IN (…)` list.
+const LIST_SEPARATOR: &str = ", ";
 
 /// What the rate-limit headers of an answer ask of the next call: wait this long, or not.
 pub fn backoff(status: u16, headers: &HeaderMap) -> Option<Duration> {
@@ -234,19 +353,41 @@ impl Datadog {
 
     /// The two queries of one Deployment, placeholders filled.
     pub fn queries(&self, namespace: &str, name: &str) -> (String, String) {
-        let env_filter = self
-            .cfg
-            .env
-            .as_ref()
-            .map(|e| format!(",env:{e}"))
-            .unwrap_or_default();
-        let extra = [
+        (
+            self.fill(&self.cfg.requests_query, namespace, name, &[]),
+            self.fill(&self.cfg.errors_query, namespace, name, &[]),
+        )
+    }
+
+    /// Fills a query: the Deployment, `{operation}`, both forms of the env filter and `lists`.
+    fn fill(&self, query: &str, namespace: &str, name: &str, lists: &[(&str, &str)]) -> String {
+        let env = self.cfg.env.as_deref();
+        let env_filter = env.map(|e| format!(",env:{e}")).unwrap_or_default();
+        let env_and = env.map(|e| format!(" AND env:{e}")).unwrap_or_default();
+        let mut extra = vec![
             ("operation", self.cfg.operation.as_str()),
             ("env_filter", env_filter.as_str()),
+            ("env_and", env_and.as_str()),
+        ];
+        extra.extend_from_slice(lists);
+        config::fill(query, namespace, name, &extra)
+    }
+
+    /// The two grouped queries for `namespaces` and `names`, lists as `IN (…)` takes them.
+    pub fn grouped_queries(
+        &self,
+        g: &DatadogGrouped,
+        namespaces: &[&str],
+        names: &[&str],
+    ) -> (String, String) {
+        let (namespaces, names) = (namespaces.join(LIST_SEPARATOR), names.join(LIST_SEPARATOR));
+        let lists = [
+            ("namespaces", namespaces.as_str()),
+            ("names", names.as_str()),
         ];
         (
-            config::fill(&self.cfg.requests_query, namespace, name, &extra),
-            config::fill(&self.cfg.errors_query, namespace, name, &extra),
+            self.fill(&g.requests_query, "", "", &lists),
+            self.fill(&g.errors_query, "", "", &lists),
         )
     }
 
@@ -286,85 +427,165 @@ impl Datadog {
         Ok(headers)
     }
 
-    /// Requests and errors of one Deployment over `window` ending now.
-    pub async fn sample(&self, namespace: &str, name: &str, window: Duration) -> ProviderSample {
+    /// Sends `queries` (one formula each) over `window` ending now, keeping to the rate limit
+    /// every clone shares, and reads the answer's status and body (at most `max_body` bytes).
+    async fn post(
+        &self,
+        queries: [&str; 2],
+        window: Duration,
+        max_body: usize,
+    ) -> Result<(u16, Vec<u8>), String> {
         if let Some(wait) = self.blocked_for() {
-            return ProviderSample::Unavailable(format!(
+            return Err(format!(
                 "rate limited by Datadog: next query in {:.1}s",
                 wait.as_secs_f64()
             ));
         }
-        let (requests, errors) = self.queries(namespace, name);
         let now = SystemTime::now();
+        let names = ["query1", "query2"];
         let body = Request {
             data: RequestData {
                 kind: "timeseries_request",
                 attributes: RequestAttributes {
                     from: unix_ms(now.checked_sub(window).unwrap_or(UNIX_EPOCH)),
                     to: unix_ms(now),
-                    queries: vec![
-                        MetricsQuery {
+                    queries: queries
+                        .iter()
+                        .zip(names)
+                        .map(|(query, name)| MetricsQuery {
                             data_source: "metrics",
-                            query: &requests,
-                            name: "query1".into(),
-                        },
-                        MetricsQuery {
-                            data_source: "metrics",
-                            query: &errors,
-                            name: "query2".into(),
-                        },
-                    ],
-                    formulas: vec![
-                        Formula {
-                            formula: "query1".into(),
-                        },
-                        Formula {
-                            formula: "query2".into(),
-                        },
-                    ],
+                            query,
+                            name: name.into(),
+                        })
+                        .collect(),
+                    formulas: names
+                        .iter()
+                        .map(|name| Formula {
+                            formula: (*name).into(),
+                        })
+                        .collect(),
                 },
             },
         };
-        let headers = match self.headers() {
-            Ok(h) => h,
-            Err(e) => return ProviderSample::Unavailable(e),
-        };
-        let request = self
+        let response = self
             .client
             .post(&self.endpoint)
-            .headers(headers)
+            .headers(self.headers()?)
             .json(&body)
-            .timeout(self.cfg.timeout);
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) => return ProviderSample::Unavailable(super::describe(&e)),
-        };
+            .timeout(self.cfg.timeout)
+            .send()
+            .await
+            .map_err(|e| super::describe(&e))?;
         let status = response.status().as_u16();
         let wait = backoff(status, response.headers());
         if let Some(wait) = wait {
             self.block_for(wait);
         }
         if status == 429 {
-            return ProviderSample::Unavailable(format!(
+            return Err(format!(
                 "rate limited by Datadog (HTTP 429): next query in {:.1}s",
                 wait.unwrap_or(DEFAULT_BACKOFF).as_secs_f64()
             ));
         }
-        let body = match tokio::time::timeout(
-            self.cfg.timeout,
-            super::read_bounded(response, super::MAX_BODY),
-        )
-        .await
+        match tokio::time::timeout(self.cfg.timeout, super::read_bounded(response, max_body)).await
         {
-            Ok(Ok(body)) => body,
-            Ok(Err(e)) => return ProviderSample::Unavailable(e),
-            Err(_) => return ProviderSample::Unavailable("timed out reading the answer".into()),
+            Ok(Ok(body)) => Ok((status, body)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("timed out reading the answer".into()),
+        }
+    }
+
+    /// Requests and errors of one Deployment over `window` ending now.
+    pub async fn sample(&self, namespace: &str, name: &str, window: Duration) -> ProviderSample {
+        let (requests, errors) = self.queries(namespace, name);
+        let (status, body) = match self
+            .post([&requests, &errors], window, super::MAX_BODY)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) => return ProviderSample::Unavailable(e),
         };
         let mut answers = parse(status, &body, 2).into_iter();
         match (answers.next(), answers.next()) {
             (Some(requests), Some(errors)) => combine(requests, errors),
             _ => ProviderSample::Unavailable("no answer".into()),
         }
+    }
+
+    /// Requests and errors of every rollout in `members` over `window` ending now, in one
+    /// request (several when the members would make a query longer than
+    /// [`MAX_GROUPED_QUERY`], still far fewer than one per rollout; those go out at once, and
+    /// the members of a failed one are unavailable). A member with no requests series has no
+    /// data; one with no errors series, zero errors. `Err` when no request was answered.
+    pub async fn sample_grouped(
+        &self,
+        g: &DatadogGrouped,
+        members: &[Key],
+        window: Duration,
+    ) -> Result<HashMap<Key, ProviderSample>, String> {
+        // A query's length is its text without the lists plus each list as often as it occurs.
+        let shapes: Vec<(usize, usize, usize)> = [&g.requests_query, &g.errors_query]
+            .iter()
+            .map(|q| {
+                (
+                    self.fill(q, "", "", &[("namespaces", ""), ("names", "")])
+                        .len(),
+                    q.matches("{namespaces}").count(),
+                    q.matches("{names}").count(),
+                )
+            })
+            .collect();
+        let length = |ns: usize, names: usize| {
+            shapes
+                .iter()
+                .map(|(base, n_ns, n_names)| base + n_ns * ns + n_names * names)
+                .max()
+                .unwrap_or(0)
+        };
+        let batches = batches(members, MAX_GROUPED_QUERY, length);
+        let answers =
+            futures::future::join_all(batches.iter().map(|b| self.sample_batch(g, b, window)))
+                .await;
+        if let Some(Err(e)) = answers.iter().find(|a| a.is_err())
+            && answers.iter().all(Result::is_err)
+        {
+            return Err(e.clone());
+        }
+        let mut out = HashMap::with_capacity(members.len());
+        for (batch, answer) in batches.iter().zip(&answers) {
+            for &key in batch {
+                let sample = match answer {
+                    Ok([requests, errors]) => {
+                        let value = |m: &HashMap<Key, f64>| {
+                            m.get(key)
+                                .map_or(QueryResult::Empty, |v| QueryResult::Value(*v))
+                        };
+                        combine(value(requests), value(errors))
+                    }
+                    Err(e) => ProviderSample::Unavailable(e.clone()),
+                };
+                out.insert(key.clone(), sample);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One grouped request for `batch`: its namespaces and names as lists.
+    async fn sample_batch(
+        &self,
+        g: &DatadogGrouped,
+        batch: &[&Key],
+        window: Duration,
+    ) -> Result<[HashMap<Key, f64>; 2], String> {
+        let namespaces: BTreeSet<&str> = batch.iter().map(|k| k.0.as_str()).collect();
+        let names: BTreeSet<&str> = batch.iter().map(|k| k.1.as_str()).collect();
+        let namespaces: Vec<&str> = namespaces.into_iter().collect();
+        let names: Vec<&str> = names.into_iter().collect();
+        let (requests, errors) = self.grouped_queries(g, &namespaces, &names);
+        // Room for two series of a few hundred points per member, never less than one query's.
+        let max_body = super::MAX_BODY.max(batch.len() * 16 * 1024);
+        let (status, body) = self.post([&requests, &errors], window, max_body).await?;
+        parse_grouped(status, &body, &g.namespace_tag, &g.name_tag)
     }
 }
 
@@ -446,6 +667,11 @@ mod tests {
                 "{status}: {got:?} should say {want:?}"
             );
             assert!(matches!(&got[1], QueryResult::Failed(_)));
+            let grouped = parse_grouped(status, body, "kube_namespace", "service");
+            assert!(
+                matches!(&grouped, Err(m) if m.contains(want)),
+                "grouped, {status}: {grouped:?} should say {want:?}"
+            );
         }
         let wrong_index =
             br#"{"data":{"attributes":{"series":[{"query_index":5}],"values":[[1.0]]}}}"#;
@@ -458,6 +684,105 @@ mod tests {
             &parse(200, mismatched, 2)[0],
             QueryResult::Failed(_)
         ));
+    }
+
+    /// A grouped answer as the API gives it: `by {kube_namespace,service}`, two formulas.
+    const GROUPED: &[u8] = br#"{"data":{"id":"0","type":"timeseries_response","attributes":{
+        "series":[
+          {"group_tags":["kube_namespace:prod","service:web"],"query_index":0,"unit":[{"family":"cache","id":39,"name":"hit","plural":"hits","scale_factor":1.0,"short_name":null},null]},
+          {"group_tags":["kube_namespace:staging","service:web"],"query_index":0,"unit":null},
+          {"group_tags":["kube_namespace:prod","service:api"],"query_index":0,"unit":null},
+          {"group_tags":["kube_namespace:prod","service:web"],"query_index":1,"unit":[{"family":"general","id":34,"name":"error","plural":"errors","scale_factor":1.0,"short_name":null},null]},
+          {"group_tags":["kube_namespace:prod","service:idle"],"query_index":0,"unit":null},
+          {"group_tags":["service:orphan"],"query_index":0,"unit":null}],
+        "times":[1700000000000,1700000010000],
+        "values":[[100.0,50.0],[7.0,null],[30.0,10.0],[2.0,3.0],[null,null],[9.0,9.0]]}}}"#;
+
+    fn key(ns: &str, name: &str) -> Key {
+        (ns.into(), name.into())
+    }
+
+    #[test]
+    fn grouped_answers_are_split_by_their_group_tags() {
+        let [requests, errors] =
+            parse_grouped(200, GROUPED, "kube_namespace", "service").expect("parses");
+        assert_eq!(requests.len(), 3, "{requests:?}");
+        assert_eq!(requests[&key("prod", "web")], 150.0);
+        assert_eq!(requests[&key("staging", "web")], 7.0);
+        assert_eq!(requests[&key("prod", "api")], 40.0);
+        // Only null points: no data, not zero requests.
+        assert!(!requests.contains_key(&key("prod", "idle")));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[&key("prod", "web")], 5.0);
+        // Other tags name the series: nothing matches.
+        let [requests, _] = parse_grouped(200, GROUPED, "namespace", "deployment").expect("parses");
+        assert!(requests.is_empty());
+    }
+
+    #[test]
+    fn series_of_one_rollout_in_several_groups_add_up() {
+        let body = br#"{"data":{"type":"timeseries_response","attributes":{
+            "series":[{"group_tags":["kube_namespace:prod","service:web","version:v1"],"query_index":0},
+                      {"group_tags":["version:v2","service:web","kube_namespace:prod"],"query_index":0}],
+            "times":[1],"values":[[1.0],[2.0]]}}}"#;
+        let [requests, errors] =
+            parse_grouped(200, body, "kube_namespace", "service").expect("parses");
+        assert_eq!(requests[&key("prod", "web")], 3.0);
+        assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn a_grouped_series_of_a_formula_not_asked_for_is_an_error() {
+        let body = br#"{"data":{"attributes":{"series":[{"query_index":2}],"values":[[1.0]]}}}"#;
+        let err = parse_grouped(200, body, "kube_namespace", "service").expect_err("refused");
+        assert!(err.contains("formula 2 of 2"), "{err}");
+    }
+
+    #[test]
+    fn grouped_queries_list_the_members_in_the_functional_syntax() {
+        let keys = Keys {
+            api: "a".into(),
+            app: "b".into(),
+        };
+        let cfg = DatadogConfig {
+            env: Some("prod".into()),
+            ..DatadogConfig::default()
+        };
+        let d = Datadog::new(super::super::http_client(), cfg.clone(), keys.clone());
+        let (requests, errors) = d.grouped_queries(&cfg.grouped, &["ns-0", "ns-1"], &["a", "b.c"]);
+        assert_eq!(
+            requests,
+            "sum:trace.http.request.hits{kube_namespace IN (ns-0, ns-1) AND service IN (a, b.c) AND env:prod} by {kube_namespace,service}.as_count()"
+        );
+        assert!(errors.starts_with("sum:trace.http.request.errors{"));
+        let d = Datadog::new(super::super::http_client(), DatadogConfig::default(), keys);
+        let (requests, _) = d.grouped_queries(&cfg.grouped, &["ns"], &["a"]);
+        assert!(requests.contains("IN (a)} by"), "{requests}");
+    }
+
+    #[test]
+    fn long_member_lists_are_split_into_few_batches_that_fit() {
+        let members: Vec<Key> = (0..2000)
+            .map(|i| (format!("ns-{}", i % 3), format!("rollout-number-{i}")))
+            .collect();
+        let length = |ns: usize, names: usize| 100 + ns + names;
+        let all = batches(&members, MAX_GROUPED_QUERY, length);
+        assert!(all.len() > 1 && all.len() <= 10, "{}", all.len());
+        assert_eq!(all.iter().map(Vec::len).sum::<usize>(), members.len());
+        for b in &all {
+            let mut ns: Vec<&str> = b.iter().map(|k| k.0.as_str()).collect();
+            let mut names: Vec<&str> = b.iter().map(|k| k.1.as_str()).collect();
+            ns.dedup();
+            names.sort_unstable();
+            names.dedup();
+            let text = length(ns.join(", ").len(), names.join(", ").len());
+            assert!(text <= MAX_GROUPED_QUERY, "{text}");
+        }
+        // A few members: one batch; one too long for any: alone in its own.
+        assert_eq!(batches(&members[..20], MAX_GROUPED_QUERY, length).len(), 1);
+        let huge = vec![key("ns", &"x".repeat(9000)), key("ns", "a"), key("ns", "b")];
+        let split = batches(&huge, MAX_GROUPED_QUERY, length);
+        assert_eq!(split.len(), 2);
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

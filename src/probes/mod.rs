@@ -126,6 +126,9 @@ pub fn scrub_urls(text: &str) -> String {
     out
 }
 
+/// A grouped request's samples of every member, or why there are none.
+type GroupedAnswer = Result<HashMap<prometheus::Key, crate::judge::ProviderSample>, String>;
+
 /// Every probe of one Deployment, configured once.
 #[derive(Clone)]
 pub struct Probes {
@@ -289,45 +292,34 @@ impl Probes {
             .collect()
     }
 
-    /// Every provider's counts over `window` ending now, for each of `members`: Prometheus in
-    /// one grouped query pair when its config allows, else (and Datadog) one sample per member.
+    /// Every provider's counts over `window` ending now, for each of `members`: each provider
+    /// in one grouped request (Prometheus: a query pair) when its config allows, else one
+    /// sample per member.
     pub async fn error_rates_of(
         &self,
         members: &[prometheus::Key],
         window: Duration,
     ) -> HashMap<prometheus::Key, Vec<(String, crate::judge::ProviderSample)>> {
         use crate::judge::ProviderSample;
-        let grouping = self
-            .config
-            .providers
-            .prometheus
-            .as_ref()
-            .and_then(|p| p.grouping());
+        let providers = &self.config.providers;
+        let prometheus_grouping = providers.prometheus.as_ref().and_then(|p| p.grouping());
+        let datadog_grouping = providers.datadog.as_ref().and_then(|d| d.grouping());
         let prometheus = async {
-            let (Some(p), Some(g)) = (&self.prometheus, grouping) else {
+            let (Some(p), Some(g)) = (&self.prometheus, prometheus_grouping) else {
                 return None;
             };
-            let started = std::time::Instant::now();
-            let answer = tokio::time::timeout(
-                p.timeout() + Duration::from_millis(500),
-                p.sample_grouped(g, members, window),
-            )
-            .await
-            .unwrap_or_else(|_| Err("timed out".into()));
-            if let Some(m) = &self.metrics {
-                let overall = match &answer {
-                    Ok(_) => ProviderSample::Counts {
-                        requests: 0.0,
-                        errors: 0.0,
-                    },
-                    Err(e) => ProviderSample::Unavailable(e.clone()),
-                };
-                m.provider_sample("prometheus", started, &overall);
-            }
-            Some(answer)
+            let answer = p.sample_grouped(g, members, window);
+            Some(self.timed_grouped("prometheus", p.timeout(), answer).await)
+        };
+        let datadog = async {
+            let (Some(d), Some(g)) = (&self.datadog, datadog_grouping) else {
+                return None;
+            };
+            let answer = d.sample_grouped(g, members, window);
+            Some(self.timed_grouped("datadog", d.timeout(), answer).await)
         };
         let one_by_one = futures::future::join_all(members.iter().map(|(ns, name)| async move {
-            let prometheus = match (&self.prometheus, grouping) {
+            let prometheus = match (&self.prometheus, prometheus_grouping) {
                 (Some(p), None) => Some(
                     self.timed(
                         "prometheus",
@@ -337,32 +329,64 @@ impl Probes {
                 ),
                 _ => None,
             };
-            let datadog = match &self.datadog {
-                Some(d) => Some(
+            let datadog = match (&self.datadog, datadog_grouping) {
+                (Some(d), None) => Some(
                     self.timed("datadog", bounded(d.timeout(), d.sample(ns, name, window)))
                         .await,
                 ),
-                None => None,
+                _ => None,
             };
             (prometheus, datadog)
         }));
-        let (grouped, one_by_one) = tokio::join!(prometheus, one_by_one);
+        let (prometheus, datadog, one_by_one) = tokio::join!(prometheus, datadog, one_by_one);
+        let of = |grouped: &Option<GroupedAnswer>, key: &prometheus::Key| match grouped {
+            Some(Ok(m)) => Some(m.get(key).cloned().unwrap_or(ProviderSample::NoData)),
+            Some(Err(e)) => Some(ProviderSample::Unavailable(e.clone())),
+            None => None,
+        };
         members
             .iter()
             .zip(one_by_one)
-            .map(|(key, (prometheus, datadog))| {
-                let prometheus = prometheus.or_else(|| match &grouped {
-                    Some(Ok(m)) => Some(m.get(key).cloned().unwrap_or(ProviderSample::NoData)),
-                    Some(Err(e)) => Some(ProviderSample::Unavailable(e.clone())),
-                    None => None,
-                });
-                let samples = [("prometheus", prometheus), ("datadog", datadog)]
-                    .into_iter()
-                    .filter_map(|(name, sample)| Some((name.to_string(), sample?)))
-                    .collect();
+            .map(|(key, (own_prometheus, own_datadog))| {
+                let samples = [
+                    (
+                        "prometheus",
+                        own_prometheus.or_else(|| of(&prometheus, key)),
+                    ),
+                    ("datadog", own_datadog.or_else(|| of(&datadog, key))),
+                ]
+                .into_iter()
+                .filter_map(|(name, sample)| Some((name.to_string(), sample?)))
+                .collect();
                 (key.clone(), samples)
             })
             .collect()
+    }
+
+    /// One grouped request of `provider`, bounded by its timeout (a little more, so the
+    /// provider's own message wins) and timed into `metrics` as one observation.
+    async fn timed_grouped(
+        &self,
+        provider: &'static str,
+        limit: Duration,
+        answer: impl std::future::Future<Output = GroupedAnswer>,
+    ) -> GroupedAnswer {
+        use crate::judge::ProviderSample;
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(limit + Duration::from_millis(500), answer)
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+        if let Some(m) = &self.metrics {
+            let overall = match &answer {
+                Ok(_) => ProviderSample::Counts {
+                    requests: 0.0,
+                    errors: 0.0,
+                },
+                Err(e) => ProviderSample::Unavailable(e.clone()),
+            };
+            m.provider_sample(provider, started, &overall);
+        }
+        answer
     }
 
     /// Whether any error-rate provider is configured.

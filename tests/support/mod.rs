@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
+use deploy_watchdog::sim::behaviour::{AppKey, Behaviour, Behaviours};
 use deploy_watchdog::sim::scenario::DeploymentSpec;
+use deploy_watchdog::sim::services::{Apps, ClusterView};
+use tokio_util::sync::CancellationToken;
 
 /// An opted-in Deployment spec for the simulated cluster.
 pub fn spec(reference: &str, version: &str, replicas: i32) -> DeploymentSpec {
@@ -74,4 +77,65 @@ pub fn simulate_json(
         failed,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `apps` Deployments `app-<i>` over the namespaces `ns-0` and `ns-1` in turn, then
+/// `ns-0/web.v2` (a dot in a name) and `ns-1/quiet`.
+pub fn fleet(apps: usize) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = (0..apps)
+        .map(|i| (format!("ns-{}", i % 2), format!("app-{i}")))
+        .collect();
+    out.push(("ns-0".into(), "web.v2".into()));
+    out.push(("ns-1".into(), "quiet".into()));
+    out
+}
+
+/// The cluster of [`fleet`]`(apps)`: one ready pod each, except `quiet`, which has none and so
+/// no series.
+pub struct Fleet(pub usize);
+
+impl ClusterView for Fleet {
+    fn ready_pods_by_version(&self, _namespace: &str, name: &str) -> Vec<(String, u32)> {
+        if name == "quiet" {
+            vec![]
+        } else {
+            vec![("v1".into(), 1)]
+        }
+    }
+    fn deployments(&self) -> Vec<(String, String)> {
+        fleet(self.0)
+    }
+}
+
+/// The apps of [`Fleet`]`(apps)` serving until `shutdown`, `ns-1/app-3` failing 20 % of its
+/// requests and the others none; returned once app-3 has served 100 requests over `window`.
+pub async fn fleet_traffic(
+    apps: usize,
+    window: std::time::Duration,
+    shutdown: &CancellationToken,
+) -> Apps {
+    let behaviours = Behaviours::default();
+    behaviours.set(
+        AppKey::new("ns-1", "app-3", "v1"),
+        Behaviour {
+            error_ratio: 0.2,
+            ..Behaviour::default()
+        },
+    );
+    let served = Apps::new(behaviours, std::sync::Arc::new(Fleet(apps)));
+    served.start(shutdown.clone()).await.expect("apps");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while served.counts("ns-1", "app-3", window).0 < 100.0 {
+        assert!(tokio::time::Instant::now() < deadline, "no traffic");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    served
+}
+
+/// errors / requests of a sample that must have counts.
+pub fn ratio(s: &deploy_watchdog::judge::ProviderSample) -> f64 {
+    match s {
+        deploy_watchdog::judge::ProviderSample::Counts { requests, errors } => errors / requests,
+        other => panic!("expected counts, got {other:?}"),
+    }
 }

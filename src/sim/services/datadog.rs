@@ -2,6 +2,7 @@
 //! `POST /api/v2/query/timeseries`, with key checks, rate-limit headers and fault states.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -35,6 +36,8 @@ pub struct DatadogSim {
     keys: Arc<Mutex<Option<(String, String)>>>,
     /// The current rate-limit period (its number since the epoch) and the requests used in it.
     used: Arc<Mutex<(u64, u64)>>,
+    /// Every request received on the query endpoints, whatever its answer.
+    requests: Arc<AtomicU64>,
 }
 
 impl DatadogSim {
@@ -45,7 +48,13 @@ impl DatadogSim {
             switch: Switch::default(),
             keys: Arc::default(),
             used: Arc::default(),
+            requests: Arc::default(),
         }
+    }
+
+    /// Requests received on the query endpoints so far, answered or refused.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Serves on an ephemeral loopback port until `shutdown`.
@@ -87,6 +96,7 @@ impl DatadogSim {
 
     /// Checks the keys and the fault state; `Err` is the answer to send instead.
     async fn admit(&self, headers: &HeaderMap) -> Result<(), Response> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         if !self.authorized(headers) {
             return Err(self.answer(StatusCode::FORBIDDEN, json!({"errors": ["Forbidden"]})));
         }

@@ -2,6 +2,11 @@
 //! `sum:trace.<operation>.hits{service:app,env:prod} by {version}.as_count()` (and `.errors`)
 //! and its evaluation into rollup buckets.
 //!
+//! A scope is written in one of Datadog's two syntaxes, never both (Datadog refuses the mix):
+//! symbolic, `tag:value` terms joined by `,`, `!` negating one; or functional, terms joined by
+//! `AND`, each `tag:value`, `NOT tag:value`, `tag IN (a, b)` or `tag NOT IN (a, b)`. `OR` and
+//! parenthesised groups are valid Datadog but not simulated: refused, saying so.
+//!
 //! Tags map to the counters' labels: `service` and `kube_deployment` ↔ deployment,
 //! `kube_namespace` ↔ namespace, `version` ↔ version; `env` and any other tag match every
 //! series (the simulation has one environment). With `.as_count()` a bucket holds the requests
@@ -18,11 +23,11 @@ pub enum Measure {
     Errors,
 }
 
-/// One `tag:value` filter of a scope; `value` may end in `*`.
+/// One filter of a scope: the tag has one of `values` (each may end in `*`), or, negated, none.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TagFilter {
     pub tag: String,
-    pub value: String,
+    pub values: Vec<String>,
     pub negated: bool,
 }
 
@@ -38,14 +43,20 @@ pub struct Query {
     pub as_count: bool,
 }
 
-/// A query the parser refuses, with Datadog's wording.
+/// A query the parser refuses.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("Error parsing query: {0}")]
-pub struct QueryError(pub String);
+pub enum QueryError {
+    /// Not a valid Datadog query, in Datadog's wording.
+    #[error("Error parsing query: {0}")]
+    Invalid(String),
+    /// Valid Datadog, but beyond what the simulation evaluates.
+    #[error("{0} is not supported by the simulation, which evaluates terms joined by AND")]
+    Unsupported(String),
+}
 
 /// Parses `<aggr>:<metric>{<scope>} [by {<tags>}][.as_count()|.as_rate()]`.
 pub fn parse(text: &str) -> Result<Query, QueryError> {
-    let err = |m: &str| QueryError(format!("{m} in {text:?}"));
+    let err = |m: &str| QueryError::Invalid(format!("{m} in {text:?}"));
     let text = text.trim();
     let (aggregator, rest) = text
         .split_once(':')
@@ -67,23 +78,14 @@ pub fn parse(text: &str) -> Result<Query, QueryError> {
         .ok_or_else(|| err("unclosed scope"))?
         + open;
     let scope = rest[open + 1..close].trim().to_string();
-    let mut filters = Vec::new();
-    if scope != "*" {
-        for part in scope.split(',').map(str::trim) {
-            let (negated, part) = match part.strip_prefix('!') {
-                Some(p) => (true, p),
-                None => (false, part),
-            };
-            let (tag, value) = part
-                .split_once(':')
-                .ok_or_else(|| err(&format!("scope term {part:?} is not tag:value")))?;
-            filters.push(TagFilter {
-                tag: tag.trim().into(),
-                value: value.trim().into(),
-                negated,
-            });
-        }
-    }
+    let filters = if scope == "*" {
+        Vec::new()
+    } else {
+        scope_filters(&scope).map_err(|e| match e {
+            QueryError::Invalid(m) => err(&m),
+            QueryError::Unsupported(m) => QueryError::Unsupported(format!("{m} in {text:?}")),
+        })?
+    };
     let mut tail = rest[close + 1..].trim();
     let mut as_count = false;
     let mut group_by = Vec::new();
@@ -126,6 +128,176 @@ pub fn parse(text: &str) -> Result<Query, QueryError> {
     })
 }
 
+/// A piece of a scope: a word (`tag:value`, a tag, a value, a keyword) or punctuation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Token<'a> {
+    Word(&'a str),
+    Open,
+    Close,
+    Comma,
+}
+
+fn tokens(scope: &str) -> Vec<Token<'_>> {
+    let mut out = Vec::new();
+    let mut word_start: Option<usize> = None;
+    for (i, c) in scope.char_indices() {
+        let punctuation = match c {
+            '(' => Some(Token::Open),
+            ')' => Some(Token::Close),
+            ',' => Some(Token::Comma),
+            _ => None,
+        };
+        if punctuation.is_some() || c.is_whitespace() {
+            if let Some(start) = word_start.take() {
+                out.push(Token::Word(&scope[start..i]));
+            }
+            out.extend(punctuation);
+        } else if word_start.is_none() {
+            word_start = Some(i);
+        }
+    }
+    if let Some(start) = word_start {
+        out.push(Token::Word(&scope[start..]));
+    }
+    out
+}
+
+/// Datadog takes its boolean operators in either case.
+fn keyword(token: Option<&Token<'_>>, name: &str) -> bool {
+    matches!(token, Some(Token::Word(w)) if w.eq_ignore_ascii_case(name))
+}
+
+fn is_keyword(token: &Token<'_>) -> bool {
+    ["AND", "OR", "NOT", "IN"]
+        .iter()
+        .any(|k| keyword(Some(token), k))
+}
+
+/// The filters of a scope other than `*`, in whichever syntax it is written.
+fn scope_filters(scope: &str) -> Result<Vec<TagFilter>, QueryError> {
+    let tokens = tokens(scope);
+    let functional = tokens
+        .iter()
+        .any(|t| is_keyword(t) || matches!(t, Token::Open | Token::Close));
+    let mut depth = 0usize;
+    let symbolic = tokens.iter().any(|t| match t {
+        Token::Open => {
+            depth += 1;
+            false
+        }
+        Token::Close => {
+            depth = depth.saturating_sub(1);
+            false
+        }
+        Token::Comma => depth == 0,
+        Token::Word(w) => w.starts_with('!'),
+    });
+    match (functional, symbolic) {
+        (true, true) => Err(QueryError::Invalid(
+            "symbolic boolean syntax (!, ,) cannot be used with functional syntax operators (NOT, AND, OR, IN, NOT IN)".into(),
+        )),
+        (true, false) => functional_filters(&tokens),
+        (false, _) => symbolic_filters(scope),
+    }
+}
+
+/// `tag:value,!tag:value`.
+fn symbolic_filters(scope: &str) -> Result<Vec<TagFilter>, QueryError> {
+    scope
+        .split(',')
+        .map(str::trim)
+        .map(|part| {
+            let (negated, part) = match part.strip_prefix('!') {
+                Some(p) => (true, p),
+                None => (false, part),
+            };
+            let (tag, value) = part.split_once(':').ok_or_else(|| {
+                QueryError::Invalid(format!("scope term {part:?} is not tag:value"))
+            })?;
+            Ok(TagFilter {
+                tag: tag.trim().into(),
+                values: vec![value.trim().into()],
+                negated,
+            })
+        })
+        .collect()
+}
+
+/// Terms joined by `AND`: `[NOT] tag:value` or `[NOT] tag [NOT] IN (a, b)`.
+fn functional_filters(tokens: &[Token<'_>]) -> Result<Vec<TagFilter>, QueryError> {
+    let invalid = |m: String| QueryError::Invalid(m);
+    let unsupported_group = || QueryError::Unsupported("a parenthesised group".into());
+    let mut filters = Vec::new();
+    let mut rest = tokens;
+    loop {
+        let mut negated = false;
+        if keyword(rest.first(), "NOT") {
+            negated = true;
+            rest = &rest[1..];
+        }
+        let word = match rest.first() {
+            Some(Token::Open) => return Err(unsupported_group()),
+            Some(t @ Token::Word(w)) if !is_keyword(t) => *w,
+            other => return Err(invalid(format!("expected a term, found {other:?}"))),
+        };
+        rest = &rest[1..];
+        let not_in = keyword(rest.first(), "NOT") && keyword(rest.get(1), "IN");
+        if not_in || keyword(rest.first(), "IN") {
+            rest = &rest[if not_in { 2 } else { 1 }..];
+            if rest.first() != Some(&Token::Open) {
+                return Err(invalid(format!("expected ( after {word} IN")));
+            }
+            rest = &rest[1..];
+            let mut values = Vec::new();
+            loop {
+                match rest.first() {
+                    Some(Token::Word(v)) => values.push(v.to_string()),
+                    other => {
+                        return Err(invalid(format!(
+                            "expected a value in the IN list of {word}, found {other:?}"
+                        )));
+                    }
+                }
+                match rest.get(1) {
+                    Some(Token::Comma) => rest = &rest[2..],
+                    Some(Token::Close) => {
+                        rest = &rest[2..];
+                        break;
+                    }
+                    other => {
+                        return Err(invalid(format!(
+                            "expected , or ) in the IN list of {word}, found {other:?}"
+                        )));
+                    }
+                }
+            }
+            filters.push(TagFilter {
+                tag: word.into(),
+                values,
+                negated: negated != not_in,
+            });
+        } else {
+            let (tag, value) = word
+                .split_once(':')
+                .ok_or_else(|| invalid(format!("scope term {word:?} is not tag:value")))?;
+            filters.push(TagFilter {
+                tag: tag.into(),
+                values: vec![value.into()],
+                negated,
+            });
+        }
+        match rest.first() {
+            None => return Ok(filters),
+            Some(t) if keyword(Some(t), "AND") => rest = &rest[1..],
+            Some(t) if keyword(Some(t), "OR") => {
+                return Err(QueryError::Unsupported("OR".into()));
+            }
+            Some(Token::Open) => return Err(unsupported_group()),
+            other => return Err(invalid(format!("expected AND, found {other:?}"))),
+        }
+    }
+}
+
 /// The label a Datadog tag reads, or `None` for a tag every series carries (e.g. `env`).
 fn label_of(tag: &str) -> Option<&'static str> {
     match tag {
@@ -150,7 +322,7 @@ impl Query {
                 return true;
             };
             let value = labels.get(label).map(String::as_str).unwrap_or("");
-            value_matches(&f.value, value) != f.negated
+            f.values.iter().any(|v| value_matches(v, value)) != f.negated
         })
     }
 
@@ -279,6 +451,113 @@ mod tests {
         ] {
             assert!(parse(q).is_err(), "{q}");
         }
+    }
+
+    fn filter(tag: &str, values: &[&str], negated: bool) -> TagFilter {
+        TagFilter {
+            tag: tag.into(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+            negated,
+        }
+    }
+
+    #[test]
+    fn parses_the_functional_syntax() {
+        let q = parse(
+            "sum:trace.http.request.hits{kube_namespace IN (ns-0, ns-1) AND service IN (app,web.v2) AND env:prod} by {kube_namespace,service}.as_count()",
+        )
+        .expect("valid");
+        assert_eq!(
+            q.filters,
+            vec![
+                filter("kube_namespace", &["ns-0", "ns-1"], false),
+                filter("service", &["app", "web.v2"], false),
+                filter("env", &["prod"], false),
+            ]
+        );
+        assert_eq!(q.group_by, vec!["kube_namespace", "service"]);
+        let q = parse(
+            "sum:trace.http.request.errors{NOT version:v2 and service not in (a) AND NOT service NOT IN (b)}",
+        )
+        .expect("valid");
+        assert_eq!(
+            q.filters,
+            vec![
+                filter("version", &["v2"], true),
+                filter("service", &["a"], true),
+                filter("service", &["b"], false),
+            ]
+        );
+    }
+
+    #[test]
+    fn refuses_symbolic_and_functional_syntax_mixed() {
+        for q in [
+            "sum:x{env:prod AND !region:us-east}",
+            "sum:x{service:app, kube_namespace IN (a, b)}",
+            "sum:x{service IN (a) AND env:prod,version:v1}",
+        ] {
+            let e = parse(q).expect_err(q);
+            assert!(
+                matches!(&e, QueryError::Invalid(m) if m.contains("cannot be used with functional syntax")),
+                "{q}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_or_and_groups_as_not_simulated() {
+        for q in [
+            "sum:x{service:a OR service:b}",
+            "sum:x{env:prod AND (service:a OR service:b)}",
+            "sum:x{(service:a)}",
+            "sum:x{NOT (service:a)}",
+        ] {
+            let e = parse(q).expect_err(q);
+            assert!(
+                matches!(&e, QueryError::Unsupported(_))
+                    && e.to_string().contains("not supported by the simulation"),
+                "{q}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_malformed_functional_scopes() {
+        for q in [
+            "sum:x{service IN ()}",
+            "sum:x{service IN (a b)}",
+            "sum:x{service IN (a,}",
+            "sum:x{service IN a}",
+            "sum:x{service AND env:prod}",
+            "sum:x{service:a AND}",
+            "sum:x{AND service:a}",
+            "sum:x{service:a env:b AND env:c}",
+            "sum:x{NOT}",
+        ] {
+            assert!(
+                matches!(parse(q), Err(QueryError::Invalid(_))),
+                "{q}: {:?}",
+                parse(q)
+            );
+        }
+    }
+
+    #[test]
+    fn in_lists_match_any_of_their_values() {
+        let labels = |ns: &str, d: &str| {
+            BTreeMap::from([
+                ("namespace".to_string(), ns.to_string()),
+                ("deployment".to_string(), d.to_string()),
+            ])
+        };
+        let q = parse("sum:x{kube_namespace IN (a, b) AND service NOT IN (skip, web-*)}")
+            .expect("valid");
+        assert!(q.matches(&labels("a", "app")));
+        assert!(q.matches(&labels("b", "app")));
+        assert!(!q.matches(&labels("c", "app")));
+        assert!(!q.matches(&labels("a", "skip")));
+        assert!(!q.matches(&labels("a", "web-1")));
     }
 
     #[test]
