@@ -4,10 +4,12 @@
 //! (health endpoint, smoke routes, request and error counters).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::changes::ChangeLog;
 
 /// The state the pods of a version settle into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -131,6 +133,9 @@ impl std::fmt::Display for AppKey {
 #[derive(Debug, Clone, Default)]
 pub struct Behaviours {
     inner: Arc<RwLock<HashMap<AppKey, Behaviour>>>,
+    /// The Deployments (namespace, name) whose behaviours were set, for readers that follow
+    /// changes instead of reading every behaviour again.
+    changes: Arc<Mutex<ChangeLog<(String, String)>>>,
 }
 
 impl Behaviours {
@@ -151,6 +156,17 @@ impl Behaviours {
         self.inner
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, behaviour);
+            .insert(key.clone(), behaviour);
+        self.changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .mark(&(key.namespace, key.name));
+    }
+
+    /// The Deployments whose behaviours were set after `generation` (0, or a generation this
+    /// returned before), and the generation to ask from next.
+    pub fn changed_since(&self, generation: u64) -> (u64, Vec<(String, String)>) {
+        let changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        (changes.generation(), changes.since(generation))
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod behaviour;
 pub mod bench;
+pub mod changes;
 pub mod cli;
 pub mod cluster;
 pub mod debug;

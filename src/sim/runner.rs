@@ -91,6 +91,10 @@ impl ClusterView for SimCluster {
     fn deployments(&self) -> Vec<(String, String)> {
         SimCluster::deployments(self)
     }
+    fn ready_changes_since(&self, generation: u64) -> (u64, Option<Vec<(String, String)>>) {
+        let (generation, changed) = SimCluster::changed_since(self, generation);
+        (generation, Some(changed))
+    }
 }
 
 /// The daemon config a scenario runs with: its `config:` over the defaults, every URL at the

@@ -307,6 +307,14 @@ impl SimCluster {
         by_version.into_iter().collect()
     }
 
+    /// The Deployments whose objects changed after `generation` (0, or a generation this
+    /// returned before), and the generation to ask from next: a Deployment's ready pods can
+    /// only have changed if it is listed.
+    pub fn changed_since(&self, generation: u64) -> (u64, Vec<(String, String)>) {
+        let st = self.shared.lock();
+        (st.changes.generation(), st.changes.since(generation))
+    }
+
     /// Every Deployment as (namespace, name).
     pub fn deployments(&self) -> Vec<(String, String)> {
         self.shared.lock().store.keys(Kind::Deployment)

@@ -12,6 +12,7 @@ use super::objects::{now_micro, now_rfc3339};
 use super::pods::PodRuntime;
 use super::store::{Key, Kind, Store, controller_owner, meta_str};
 use crate::sim::behaviour::Behaviours;
+use crate::sim::changes::ChangeLog;
 
 pub struct State {
     pub store: Store,
@@ -20,6 +21,8 @@ pub struct State {
     pub pods: HashMap<Key, PodRuntime>,
     /// Deployments the controller must sync.
     pub dirty: BTreeSet<Key>,
+    /// Deployments whose objects (and so, possibly, ready pods) changed, for the traffic model.
+    pub changes: ChangeLog<Key>,
     /// Deployments to resync at a time (progress deadlines).
     pub timers: BinaryHeap<Reverse<(Instant, Key)>>,
     /// The pending deadline timer per Deployment (deduplicates `timers`).
@@ -46,6 +49,7 @@ impl State {
             behaviours,
             pods: HashMap::new(),
             dirty: BTreeSet::new(),
+            changes: ChangeLog::default(),
             timers: BinaryHeap::new(),
             pod_timers: BinaryHeap::new(),
             deadlines: HashMap::new(),
@@ -88,7 +92,7 @@ impl State {
             Kind::Deployment => {
                 let ns = meta_str(obj, "namespace").unwrap_or_default().to_string();
                 let name = meta_str(obj, "name").unwrap_or_default().to_string();
-                self.dirty.insert((ns, name));
+                self.mark_changed((ns, name));
             }
             Kind::ReplicaSet | Kind::Pod => self.mark_owner_dirty(obj),
             _ => {}
@@ -102,9 +106,7 @@ impl State {
             return;
         };
         match kind {
-            "Deployment" => {
-                self.dirty.insert((ns, name.to_string()));
-            }
+            "Deployment" => self.mark_changed((ns, name.to_string())),
             "ReplicaSet" => {
                 // The ReplicaSet's own owner, read from the store's index fields (no parse).
                 let dep = self
@@ -112,11 +114,18 @@ impl State {
                     .get_stored(Kind::ReplicaSet, &ns, name)
                     .and_then(|rs| rs.owner_name.clone());
                 if let Some(dep) = dep {
-                    self.dirty.insert((ns, dep.to_string()));
+                    self.mark_changed((ns, dep.to_string()));
                 }
             }
             _ => {}
         }
+    }
+
+    /// A Deployment, its ReplicaSets or its Pods changed: the controller syncs it, and its
+    /// ready pods are read again.
+    fn mark_changed(&mut self, key: Key) {
+        self.changes.mark(&key);
+        self.dirty.insert(key);
     }
 
     /// Deletes an object and, like the garbage collector, everything it controls.

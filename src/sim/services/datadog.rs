@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::apps::Apps;
 use super::datadog_query::{self as dq, Answer};
 use super::fault::{self, SLOW, Shared, Switch, form_fields};
-use super::traffic::Traffic;
+use super::traffic::{Selection, Traffic};
 use crate::sim::scenario::ProviderState;
 
 /// Requests allowed per rate-limit period, as Datadog announces for metric queries.
@@ -152,7 +152,14 @@ impl DatadogSim {
         if self.state.get() == ProviderState::NoData {
             return (buckets, Vec::new());
         }
-        let series = self.traffic.series(from - interval, to);
+        // The evaluation reads the counters at bucket starts and ends only.
+        let mut times: Vec<f64> = buckets
+            .iter()
+            .flat_map(|&b| [b, (b + interval).min(to).min(now)])
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times.dedup();
+        let series = self.traffic.sampled(&Selection::all(), &times);
         let answers = dq::evaluate(query, &series, &buckets, interval, to, now);
         (buckets, answers)
     }

@@ -32,6 +32,12 @@ pub trait ClusterView: Send + Sync + 'static {
     fn ready_pods_by_version(&self, namespace: &str, name: &str) -> Vec<(String, u32)>;
     /// Every Deployment as (namespace, name).
     fn deployments(&self) -> Vec<(String, String)>;
+    /// The Deployments whose ready pods may have changed after `generation` (0, or a
+    /// generation this returned before), and the generation to ask from next. `None` when the
+    /// view cannot tell: every Deployment is read again at every traffic tick.
+    fn ready_changes_since(&self, generation: u64) -> (u64, Option<Vec<(String, String)>>) {
+        (generation, None)
+    }
 }
 
 /// One request a sink received.

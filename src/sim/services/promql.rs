@@ -10,26 +10,47 @@ use std::collections::BTreeMap;
 
 use regex::Regex;
 
-use super::traffic::{Series, increase, value_at};
+use super::traffic::{LabelView, Selection, Series, increase, value_at};
 
 /// How far back an instant selector looks for a sample, as in Prometheus.
 const LOOKBACK: f64 = 300.0;
 
 /// Series to evaluate queries over.
 pub trait Source {
-    /// Every series with its samples in `[from, to]`, plus the last one before `from`.
-    fn series(&self, from: f64, to: f64) -> Vec<Series>;
+    /// The series every matcher accepts, with samples enough for [`increase`] and
+    /// [`value_at`] at each of `times` (ascending) to answer as over all their samples.
+    fn select(&self, matchers: &[Matcher], times: &[f64]) -> Vec<Series>;
 }
 
 impl Source for super::traffic::Traffic {
-    fn series(&self, from: f64, to: f64) -> Vec<Series> {
-        super::traffic::Traffic::series(self, from, to)
+    fn select(&self, matchers: &[Matcher], times: &[f64]) -> Vec<Series> {
+        // An exact namespace or deployment narrows the search to its series.
+        let exact = |label: &str| {
+            matchers.iter().find_map(|m| match m {
+                Matcher::Equal(n, v) if n == label => Some(v.as_str()),
+                _ => None,
+            })
+        };
+        let keep = |labels: &LabelView<'_>| {
+            matchers
+                .iter()
+                .all(|m| m.matches_with(|name| labels.get(name)))
+        };
+        let selection = Selection {
+            namespace: exact("namespace"),
+            deployment: exact("deployment"),
+            keep: &keep,
+        };
+        self.sampled(&selection, times)
     }
 }
 
 impl Source for Vec<Series> {
-    fn series(&self, _from: f64, _to: f64) -> Vec<Series> {
-        self.clone()
+    fn select(&self, matchers: &[Matcher], _times: &[f64]) -> Vec<Series> {
+        self.iter()
+            .filter(|s| matchers.iter().all(|m| m.matches(&s.labels)))
+            .cloned()
+            .collect()
     }
 }
 
@@ -55,7 +76,11 @@ pub enum Matcher {
 
 impl Matcher {
     fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let value = |name: &str| labels.get(name).map(String::as_str).unwrap_or("");
+        self.matches_with(|name| labels.get(name).map(String::as_str).unwrap_or(""))
+    }
+
+    /// Whether labels read through `value` (`""` for a missing label) match.
+    pub fn matches_with<'a>(&self, value: impl Fn(&str) -> &'a str) -> bool {
         match self {
             Matcher::Equal(n, v) => value(n) == v,
             Matcher::NotEqual(n, v) => value(n) != v,
@@ -129,9 +154,8 @@ pub fn evaluate(expr: &Expr, source: &dyn Source, t: f64) -> Result<Vec<Sample>,
             "the simulation answers instant vectors only; wrap a range selector in increase() or rate()".into(),
         )),
         Expr::Selector { matchers, range: None } => Ok(source
-            .series(t - LOOKBACK, t)
+            .select(matchers, &[t])
             .into_iter()
-            .filter(|s| matchers.iter().all(|m| m.matches(&s.labels)))
             .filter_map(|s| {
                 let i = s.points.partition_point(|p| p.0 <= t);
                 let last = s.points.get(i.checked_sub(1)?)?;
@@ -148,9 +172,8 @@ pub fn evaluate(expr: &Expr, source: &dyn Source, t: f64) -> Result<Vec<Sample>,
             };
             let from = t - range;
             Ok(source
-                .series(from, t)
+                .select(matchers, &[from, t])
                 .into_iter()
-                .filter(|s| matchers.iter().all(|m| m.matches(&s.labels)))
                 .filter_map(|mut s| {
                     let delta = increase(&s.points, from, t)?;
                     s.labels.remove("__name__");
