@@ -21,8 +21,15 @@ use serde_json::Value;
 use support::kubectls;
 use tokio_util::sync::CancellationToken;
 
-/// No watchdog state is recorded on these Deployments, so the at-most-once guard never applies.
-const UNRECORDED: i64 = 0;
+/// The revision the Deployment is at: a rollback is sent for the rollout being judged, which
+/// here is whatever kubectl would undo. No watchdog state is recorded on these Deployments, so
+/// the at-most-once guard never applies.
+async fn current_revision(client: &kube::Client) -> i64 {
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(client.clone(), "production");
+    let d = api.get("app").await.unwrap();
+    deploy_watchdog::cluster::rollout::revision(kube::ResourceExt::annotations(&d)).unwrap()
+}
 
 const SCENARIO: &str = r#"
 name: kubectl-parity
@@ -498,9 +505,13 @@ async fn kubectl_undo_and_the_watchdog_rollback_leave_the_same_deployment() {
         for (round, want) in [(1, "v2"), (2, "v3")] {
             let out = k.ok(&["rollout", "undo", "deployment/app"]);
             assert_eq!(out.trim(), "deployment.apps/app rolled back", "{out}");
-            let plan = rollback::execute(&client, "production", "app", UNRECORDED, |_| {
-                BTreeMap::new()
-            })
+            let plan = rollback::execute(
+                &client,
+                "production",
+                "app",
+                current_revision(&client).await,
+                |_| BTreeMap::new(),
+            )
             .await
             .unwrap();
             assert_eq!(plan.target_version.as_deref(), Some(want));
@@ -536,9 +547,13 @@ async fn kubectl_undo_and_the_watchdog_rollback_leave_the_same_deployment() {
         }
         let out = k.run(&["rollout", "undo", "deployment/app"]);
         assert!(!out.ok);
-        let refusal = rollback::execute(&client, "production", "app", UNRECORDED, |_| {
-            BTreeMap::new()
-        })
+        let refusal = rollback::execute(
+            &client,
+            "production",
+            "app",
+            current_revision(&client).await,
+            |_| BTreeMap::new(),
+        )
         .await
         .unwrap_err();
         let RollbackError::Refused {
@@ -610,9 +625,13 @@ async fn an_undo_to_the_current_template_is_skipped_by_both() {
         let client =
             kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
                 .unwrap();
-        let err = rollback::execute(&client, "production", "app", UNRECORDED, |_| {
-            BTreeMap::new()
-        })
+        let err = rollback::execute(
+            &client,
+            "production",
+            "app",
+            current_revision(&client).await,
+            |_| BTreeMap::new(),
+        )
         .await
         .unwrap_err();
         let RollbackError::Refused {

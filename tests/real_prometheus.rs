@@ -278,6 +278,33 @@ async fn default_queries_return_the_counts_the_apps_served() {
     );
     assert!(errors <= requests * 0.01, "errors {errors} of {requests}");
 
+    // The grouped pair the shared round sends answers for this Deployment as its own pair does
+    // (the real Prometheus evaluates the same data twice: equal up to the scrapes in between),
+    // and says nothing of a Deployment it has no series for.
+    let grouping = PrometheusConfig::default().grouped;
+    let members = [
+        ("production".to_string(), "app".to_string()),
+        ("production".to_string(), "absent".to_string()),
+    ];
+    let grouped = provider
+        .sample_grouped(&grouping, &members, window)
+        .await
+        .expect("the real Prometheus answers the grouped queries");
+    let ProviderSample::Counts {
+        requests: grouped_requests,
+        errors: grouped_errors,
+    } = grouped[&members[0]]
+    else {
+        panic!("no grouped counts: {grouped:?}");
+    };
+    println!("grouped: {grouped_requests:.1} requests, {grouped_errors:.2} errors");
+    assert!(
+        (grouped_requests - requests).abs() <= requests * 0.25,
+        "grouped {grouped_requests} vs own {requests}"
+    );
+    assert!(grouped_errors <= grouped_requests * 0.01);
+    assert_eq!(grouped[&members[1]], ProviderSample::NoData);
+
     // The bad version's errors show up in the error query once it serves.
     sim.cluster.deploy("production", "app", "v1.2.3").unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

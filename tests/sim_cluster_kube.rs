@@ -688,3 +688,46 @@ async fn image_pull_config_error_slow_start_and_recreate_follow_their_behaviour(
     );
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_rollback_for_a_revision_a_newer_rollout_replaced_is_refused_and_changes_nothing() {
+    use deploy_watchdog::cluster::rollback::{self, RollbackError};
+    let (sim, client, shutdown) = start(Behaviours::default()).await;
+    sim.add_deployment(&spec("production/app", "v1", 2, true));
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "production");
+    for (version, revision) in [("v2", "2"), ("v3", "3")] {
+        sim.deploy("production", "app", version).unwrap();
+        eventually("the rollout", || async {
+            rollout_complete(&deploys, "app")
+                .await
+                .filter(|d| revision_of(&d.metadata).as_deref() == Some(revision))
+        })
+        .await;
+    }
+    // A session still judging revision 2 (its watch had not reported revision 3) decides to
+    // roll back: undoing now would undo v3, which nobody judged.
+    let result = rollback::execute(&client, "production", "app", 2, |_| BTreeMap::new()).await;
+    assert!(
+        matches!(
+            result,
+            Err(RollbackError::Superseded {
+                revision: 2,
+                current: 3,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    let d = deploys.get("app").await.unwrap();
+    assert_eq!(revision_of(&d.metadata).as_deref(), Some("3"));
+    assert_eq!(
+        sim.ready_pods_by_version("production", "app"),
+        vec![("v3".to_string(), 2)]
+    );
+    // The rollout being judged is still rolled back as before.
+    let plan = rollback::execute(&client, "production", "app", 3, |_| BTreeMap::new())
+        .await
+        .expect("revision 3 is current");
+    assert_eq!(plan.target_revision, 2);
+    shutdown.cancel();
+}

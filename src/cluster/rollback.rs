@@ -168,6 +168,17 @@ pub enum RollbackError {
         revision: i64,
         state: Box<super::record::RolloutState>,
     },
+    /// A newer rollout started after this one: undoing now would undo that one, which this
+    /// rollout's watch never judged.
+    #[error(
+        "deployment {namespace}/{name}: revision {revision} was superseded by revision {current}"
+    )]
+    Superseded {
+        namespace: String,
+        name: String,
+        revision: i64,
+        current: i64,
+    },
     #[error("{what} of deployment {namespace}/{name}: no answer within {CALL_TIMEOUT:?}")]
     Timeout {
         what: &'static str,
@@ -185,7 +196,9 @@ impl RollbackError {
             | RollbackError::ListReplicaSets { source, .. }
             | RollbackError::PatchDeployment { source, .. } => source,
             RollbackError::Timeout { .. } => return true,
-            RollbackError::Refused { .. } | RollbackError::AlreadyRolledBack { .. } => {
+            RollbackError::Refused { .. }
+            | RollbackError::AlreadyRolledBack { .. }
+            | RollbackError::Superseded { .. } => {
                 return false;
             }
         };
@@ -217,6 +230,7 @@ impl RollbackError {
             } => "already_matches",
             RollbackError::Timeout { .. } => "timeout",
             RollbackError::AlreadyRolledBack { .. } => "already_rolled_back",
+            RollbackError::Superseded { .. } => "superseded",
         }
     }
 }
@@ -245,7 +259,9 @@ async fn bounded<T>(
 ///
 /// At most once per rollout (`revision`): a recorded rollback is never sent again, and the patch
 /// tests that the state annotation is still what was read, so two instances racing (a leader
-/// that has not yet noticed it was deposed) cannot both roll back.
+/// that has not yet noticed it was deposed) cannot both roll back. Only while `revision` is the
+/// Deployment's: a newer rollout (seen here before the watch reported it) is refused, and the
+/// patch tests the revision too, so one starting between read and patch fails it.
 pub async fn execute(
     client: &kube::Client,
     namespace: &str,
@@ -296,20 +312,39 @@ pub async fn execute(
             state: Box::new(st),
         });
     }
+    let current = rollout::revision(deployment.annotations());
+    if let Some(current) = current.filter(|c| *c > revision) {
+        return Err(RollbackError::Superseded {
+            namespace: ns,
+            name: n,
+            revision,
+            current,
+        });
+    }
     let plan = plan(&deployment, &list.items).map_err(|refusal| RollbackError::Refused {
         namespace: ns.clone(),
         name: n.clone(),
         refusal,
     })?;
     let mut patch = plan.patch(&state(&plan));
-    if let (Some(recorded), serde_json::Value::Array(ops)) = (recorded, &mut patch) {
-        let path = format!(
+    let annotation = |key: &str| {
+        format!(
             "/metadata/annotations/{}",
-            super::record::STATE_ANNOTATION
-                .replace('~', "~0")
-                .replace('/', "~1")
-        );
-        ops.insert(0, json!({"op": "test", "path": path, "value": recorded}));
+            key.replace('~', "~0").replace('/', "~1")
+        )
+    };
+    if let serde_json::Value::Array(ops) = &mut patch {
+        if let Some(recorded) = recorded {
+            let path = annotation(super::record::STATE_ANNOTATION);
+            ops.insert(0, json!({"op": "test", "path": path, "value": recorded}));
+        }
+        if let Some(current) = current {
+            let path = annotation(rollout::REVISION_ANNOTATION);
+            ops.insert(
+                0,
+                json!({"op": "test", "path": path, "value": current.to_string()}),
+            );
+        }
     }
     let patch: json_patch::Patch =
         serde_json::from_value(patch).map_err(|e| RollbackError::PatchDeployment {

@@ -326,6 +326,11 @@ impl Session {
                 );
                 self.verify(self.r.state.rollback_fingerprint.clone()).await;
             }
+            Err(e @ rollback::RollbackError::Superseded { .. }) => {
+                // The watch had not reported the newer rollout yet; its own session judges it.
+                info!(error = %e, "not rolling back: a newer rollout started");
+                self.ended(EndCause::Superseded).await;
+            }
             Err(rollback::RollbackError::AlreadyRolledBack { state, .. }) => {
                 info!("this rollout was already rolled back (by a previous leader): verifying it");
                 self.r.state = *state;
