@@ -397,6 +397,11 @@ fn strip_pod(pod: &mut Pod) {
     let meta = &mut pod.metadata;
     meta.managed_fields = None;
     meta.annotations = None;
+    // The watcher has taken the resourceVersion it resumes from before this runs.
+    meta.resource_version = None;
+    meta.generate_name = None;
+    meta.uid = None;
+    meta.finalizers = None;
     if let Some(labels) = meta.labels.as_mut() {
         labels.retain(|k, _| k == HASH_LABEL);
     }

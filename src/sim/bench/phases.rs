@@ -51,9 +51,15 @@ pub async fn size(opts: &Options, n: usize) -> Result<SizeReport, BenchError> {
     let l = opts.samples.min(n / 2).max(1);
     let crash_set: Vec<usize> = (0..l).collect();
     let breach_set: Vec<usize> = (l..(2 * l).min(n)).collect();
+    let sim_pid = served.pid().unwrap_or_default();
+    let (daemon_mark, sim_mark) = (proc::cpu_mark(daemon.pid), proc::cpu_mark(sim_pid));
     (r.crashloop_to_rollback, r.daemon_requests_per_rollout) =
         crashloop(&served, &crash_set, "crash", false).await?;
     (r.breach_to_action, r.breach_to_action_overhead) = breach(opts, &served, &breach_set).await?;
+    r.latency_phase_millicores = (
+        proc::millicores_since(daemon.pid, daemon_mark, ticks),
+        proc::millicores_since(sim_pid, sim_mark, ticks),
+    );
     eprintln!("bench: N = {n}: latencies measured");
 
     for &k in opts.ks.iter().filter(|k| **k <= n) {
@@ -231,6 +237,7 @@ fn latency(samples: &[f64], wanted: usize) -> Latency {
         missed: wanted.saturating_sub(samples.len()),
         p50_ms: percentile(samples, 50.0),
         p99_ms: percentile(samples, 99.0),
+        all_ms: samples.to_vec(),
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Latency {
     pub missed: usize,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// Every sample, in the order of the rollouts measured (for the JSON output).
+    pub all_ms: Vec<f64>,
 }
 
 /// The kubectl/curl loop on the same cluster.
@@ -64,6 +66,9 @@ pub struct SizeReport {
     pub breach_to_action: Latency,
     /// Breach visible → first action, minus failures_before_rollback × interval.
     pub breach_to_action_overhead: Latency,
+    /// CPU of the daemon and of the simulation while the latencies were measured: both share
+    /// the machine's cores, so a saturated simulation delays every answer the daemon waits for.
+    pub latency_phase_millicores: (f64, f64),
     /// The daemon's API requests per rollout-minute at the largest K (idle subtracted).
     pub daemon_requests_per_rollout_minute: f64,
     /// The daemon's API requests per rollout, deploy → rollback (crash-loop measurement).
@@ -170,6 +175,13 @@ pub fn table(f: &Figures) -> String {
                 ms(s.breach_to_action_overhead.p99_ms),
                 s.breach_to_action_overhead.samples
             )
+        },
+    );
+    row(
+        "CPU during the latency phases: daemon / simulation (millicores)",
+        &|s| {
+            let (daemon, sim) = s.latency_phase_millicores;
+            format!("{daemon:.0} / {sim:.0}")
         },
     );
     row(

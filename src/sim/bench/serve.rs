@@ -21,6 +21,11 @@ pub struct Served {
 }
 
 impl Served {
+    /// The simulation's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Starts `exe simulate --serve scenario` and waits for its debug API.
     pub async fn start(exe: &Path, scenario: &Path, dir: &Path) -> Result<Served, BenchError> {
         let kubeconfig = dir.join("kubeconfig.yaml");
@@ -162,6 +167,9 @@ impl Daemon {
             .arg("--kubeconfig")
             .arg(&served.kubeconfig)
             .env("RUST_LOG", "info")
+            // The bench reads the daemon from outside; its own endpoints take any free port,
+            // so a daemon already on the default one does not stop the run.
+            .env("DEPLOY_WATCHDOG__SERVER__LISTEN", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
