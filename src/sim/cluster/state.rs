@@ -2,7 +2,7 @@
 //! simulated kubelet remember, and the records the runner reads back.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -23,6 +23,8 @@ pub struct State {
     pub dirty: BTreeSet<Key>,
     /// Deployments whose objects (and so, possibly, ready pods) changed, for the traffic model.
     pub changes: ChangeLog<Key>,
+    /// The behaviour changes already applied to pods (a `Behaviours` generation).
+    pub behaviours_seen: u64,
     /// Deployments to resync at a time (progress deadlines).
     pub timers: BinaryHeap<Reverse<(Instant, Key)>>,
     /// The pending deadline timer per Deployment (deduplicates `timers`).
@@ -50,6 +52,7 @@ impl State {
             pods: HashMap::new(),
             dirty: BTreeSet::new(),
             changes: ChangeLog::default(),
+            behaviours_seen: 0,
             timers: BinaryHeap::new(),
             pod_timers: BinaryHeap::new(),
             deadlines: HashMap::new(),
@@ -196,9 +199,23 @@ impl State {
         self.store.put(Kind::Event, event);
     }
 
-    /// Re-reads every pod's behaviour; a pod whose mode changed starts over in the new mode.
+    /// Re-reads the behaviour of every pod of a Deployment whose behaviours were set since the
+    /// last call; a pod whose mode changed starts over in the new mode. Other pods keep theirs
+    /// (their own timers refresh them), so one `app` event costs its Deployment's pods, not
+    /// every pod of the cluster.
     pub fn behaviours_changed(&mut self, now: Instant) {
-        let keys: Vec<Key> = self.pods.keys().cloned().collect();
+        let (generation, changed) = self.behaviours.changed_since(self.behaviours_seen);
+        self.behaviours_seen = generation;
+        let changed: HashSet<(&str, &str)> = changed
+            .iter()
+            .map(|(ns, name)| (ns.as_str(), name.as_str()))
+            .collect();
+        let keys: Vec<Key> = self
+            .pods
+            .iter()
+            .filter(|(_, rt)| changed.contains(&(rt.namespace.as_str(), rt.deployment.as_str())))
+            .map(|(k, _)| k.clone())
+            .collect();
         for key in keys {
             let Some(rt) = self.pods.get(&key) else {
                 continue;
