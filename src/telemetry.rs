@@ -242,7 +242,12 @@ impl Metrics {
 
     /// Records the time of one provider sample; the result label comes from the sample.
     pub fn provider_sample(&self, provider: &str, started: Instant, sample: &ProviderSample) {
-        let result = provider_result(sample);
+        self.provider_request(provider, started, provider_result(sample));
+    }
+
+    /// Records the time of one provider request with its result label (`answered`,
+    /// `no_data`, `unavailable`): a grouped request answers for many samples at once.
+    pub fn provider_request(&self, provider: &str, started: Instant, result: &'static str) {
         // Provider names are the config's fixed set (prometheus, datadog), not user text.
         self.provider_duration
             .with_label_values(&[provider, result])

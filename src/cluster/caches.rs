@@ -240,12 +240,6 @@ impl Caches {
         }
     }
 
-    /// Namespaces with running watches (for tests and metrics).
-    pub fn watched_namespaces(&self) -> usize {
-        let namespaces = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
-        namespaces.values().filter(|w| w.strong_count() > 0).count()
-    }
-
     fn start(&self, namespace: &str) -> Namespace {
         let stop = CancellationToken::new();
         let subscribers = Arc::new(Subscribers::default());

@@ -18,7 +18,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::prometheus::{Key, QueryResult, combine};
+use super::prometheus::{Key, QueryResult, combine, member_sample};
 use crate::config::{self, DatadogConfig, DatadogGrouped};
 use crate::judge::ProviderSample;
 
@@ -555,13 +555,7 @@ impl Datadog {
         for (batch, answer) in batches.iter().zip(&answers) {
             for &key in batch {
                 let sample = match answer {
-                    Ok([requests, errors]) => {
-                        let value = |m: &HashMap<Key, f64>| {
-                            m.get(key)
-                                .map_or(QueryResult::Empty, |v| QueryResult::Value(*v))
-                        };
-                        combine(value(requests), value(errors))
-                    }
+                    Ok([requests, errors]) => member_sample(requests, errors, key),
                     Err(e) => ProviderSample::Unavailable(e.clone()),
                 };
                 out.insert(key.clone(), sample);

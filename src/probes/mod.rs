@@ -89,15 +89,32 @@ pub fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-/// One provider's sample, bounded by its timeout (a little more, so the provider's own, more
-/// precise message wins).
-async fn bounded(
+/// One provider's answer, bounded by its timeout (a little more, so the provider's own, more
+/// precise message wins); `timed_out` stands in for it past that.
+async fn bounded<T>(
     limit: Duration,
-    sample: impl std::future::Future<Output = crate::judge::ProviderSample>,
-) -> crate::judge::ProviderSample {
-    tokio::time::timeout(limit + Duration::from_millis(500), sample)
+    answer: impl std::future::Future<Output = T>,
+    timed_out: impl FnOnce() -> T,
+) -> T {
+    tokio::time::timeout(limit + Duration::from_millis(500), answer)
         .await
-        .unwrap_or_else(|_| crate::judge::ProviderSample::Unavailable("timed out".into()))
+        .unwrap_or_else(|_| timed_out())
+}
+
+/// A sample that did not come within its bound.
+fn sample_timed_out() -> crate::judge::ProviderSample {
+    crate::judge::ProviderSample::Unavailable("timed out".into())
+}
+
+/// The samples of the providers configured, by name, in a fixed order.
+fn named(
+    prometheus: Option<crate::judge::ProviderSample>,
+    datadog: Option<crate::judge::ProviderSample>,
+) -> Vec<(String, crate::judge::ProviderSample)> {
+    [("prometheus", prometheus), ("datadog", datadog)]
+        .into_iter()
+        .filter_map(|(name, sample)| Some((name.to_string(), sample?)))
+        .collect()
 }
 
 /// Replaces anything that looks like a URL with `<url>`: a redirect target or a URL spelled
@@ -261,35 +278,43 @@ impl Probes {
         window: Duration,
     ) -> Vec<(String, crate::judge::ProviderSample)> {
         // Every provider at once, each bounded by its own timeout; the answers in a fixed order.
-        let prometheus = async {
-            match &self.prometheus {
-                Some(p) => Some(
-                    self.timed(
-                        "prometheus",
-                        bounded(p.timeout(), p.sample(namespace, name, window)),
-                    )
-                    .await,
-                ),
-                None => None,
-            }
-        };
-        let datadog = async {
-            match &self.datadog {
-                Some(d) => Some(
-                    self.timed(
-                        "datadog",
-                        bounded(d.timeout(), d.sample(namespace, name, window)),
-                    )
-                    .await,
-                ),
-                None => None,
-            }
-        };
-        let (prometheus, datadog) = tokio::join!(prometheus, datadog);
-        [("prometheus", prometheus), ("datadog", datadog)]
-            .into_iter()
-            .filter_map(|(name, sample)| Some((name.to_string(), sample?)))
-            .collect()
+        let (prometheus, datadog) = tokio::join!(
+            self.prometheus_sample(namespace, name, window),
+            self.datadog_sample(namespace, name, window)
+        );
+        named(prometheus, datadog)
+    }
+
+    /// Prometheus' counts for one Deployment, if Prometheus is configured.
+    async fn prometheus_sample(
+        &self,
+        namespace: &str,
+        name: &str,
+        window: Duration,
+    ) -> Option<crate::judge::ProviderSample> {
+        let p = self.prometheus.as_ref()?;
+        let sample = bounded(
+            p.timeout(),
+            p.sample(namespace, name, window),
+            sample_timed_out,
+        );
+        Some(self.timed("prometheus", sample).await)
+    }
+
+    /// Datadog's counts for one Deployment, if Datadog is configured.
+    async fn datadog_sample(
+        &self,
+        namespace: &str,
+        name: &str,
+        window: Duration,
+    ) -> Option<crate::judge::ProviderSample> {
+        let d = self.datadog.as_ref()?;
+        let sample = bounded(
+            d.timeout(),
+            d.sample(namespace, name, window),
+            sample_timed_out,
+        );
+        Some(self.timed("datadog", sample).await)
     }
 
     /// Every provider's counts over `window` ending now, for each of `members`: each provider
@@ -318,25 +343,21 @@ impl Probes {
             let answer = d.sample_grouped(g, members, window);
             Some(self.timed_grouped("datadog", d.timeout(), answer).await)
         };
+        // A provider that cannot group is asked once per member, as a session alone would.
         let one_by_one = futures::future::join_all(members.iter().map(|(ns, name)| async move {
-            let prometheus = match (&self.prometheus, prometheus_grouping) {
-                (Some(p), None) => Some(
-                    self.timed(
-                        "prometheus",
-                        bounded(p.timeout(), p.sample(ns, name, window)),
-                    )
-                    .await,
-                ),
-                _ => None,
+            let prometheus = async {
+                match prometheus_grouping {
+                    None => self.prometheus_sample(ns, name, window).await,
+                    Some(_) => None,
+                }
             };
-            let datadog = match (&self.datadog, datadog_grouping) {
-                (Some(d), None) => Some(
-                    self.timed("datadog", bounded(d.timeout(), d.sample(ns, name, window)))
-                        .await,
-                ),
-                _ => None,
+            let datadog = async {
+                match datadog_grouping {
+                    None => self.datadog_sample(ns, name, window).await,
+                    Some(_) => None,
+                }
             };
-            (prometheus, datadog)
+            tokio::join!(prometheus, datadog)
         }));
         let (prometheus, datadog, one_by_one) = tokio::join!(prometheus, datadog, one_by_one);
         let of = |grouped: &Option<GroupedAnswer>, key: &prometheus::Key| match grouped {
@@ -348,16 +369,10 @@ impl Probes {
             .iter()
             .zip(one_by_one)
             .map(|(key, (own_prometheus, own_datadog))| {
-                let samples = [
-                    (
-                        "prometheus",
-                        own_prometheus.or_else(|| of(&prometheus, key)),
-                    ),
-                    ("datadog", own_datadog.or_else(|| of(&datadog, key))),
-                ]
-                .into_iter()
-                .filter_map(|(name, sample)| Some((name.to_string(), sample?)))
-                .collect();
+                let samples = named(
+                    own_prometheus.or_else(|| of(&prometheus, key)),
+                    own_datadog.or_else(|| of(&datadog, key)),
+                );
                 (key.clone(), samples)
             })
             .collect()
@@ -371,20 +386,15 @@ impl Probes {
         limit: Duration,
         answer: impl std::future::Future<Output = GroupedAnswer>,
     ) -> GroupedAnswer {
-        use crate::judge::ProviderSample;
         let started = std::time::Instant::now();
-        let answer = tokio::time::timeout(limit + Duration::from_millis(500), answer)
-            .await
-            .unwrap_or_else(|_| Err("timed out".into()));
+        let answer = bounded(limit, answer, || Err("timed out".into())).await;
         if let Some(m) = &self.metrics {
-            let overall = match &answer {
-                Ok(_) => ProviderSample::Counts {
-                    requests: 0.0,
-                    errors: 0.0,
-                },
-                Err(e) => ProviderSample::Unavailable(e.clone()),
+            let result = if answer.is_ok() {
+                "answered"
+            } else {
+                "unavailable"
             };
-            m.provider_sample(provider, started, &overall);
+            m.provider_request(provider, started, result);
         }
         answer
     }

@@ -266,13 +266,7 @@ impl Prometheus {
         let (requests, errors) = (read(requests)?, read(errors)?);
         Ok(members
             .iter()
-            .map(|key| {
-                let value = |m: &HashMap<Key, f64>| match m.get(key) {
-                    Some(v) => QueryResult::Value(*v),
-                    None => QueryResult::Empty,
-                };
-                (key.clone(), combine(value(&requests), value(&errors)))
-            })
+            .map(|key| (key.clone(), member_sample(&requests, &errors, key)))
             .collect())
     }
 
@@ -284,6 +278,20 @@ impl Prometheus {
         let (requests, errors) = tokio::join!(self.query(&requests), self.query(&errors));
         combine(requests, errors)
     }
+}
+
+/// One member's sample from a grouped answer's requests and errors by (namespace, Deployment):
+/// absent from the requests is no data, absent from the errors zero errors, as [`combine`].
+pub fn member_sample(
+    requests: &HashMap<Key, f64>,
+    errors: &HashMap<Key, f64>,
+    key: &Key,
+) -> ProviderSample {
+    let value = |m: &HashMap<Key, f64>| {
+        m.get(key)
+            .map_or(QueryResult::Empty, |v| QueryResult::Value(*v))
+    };
+    combine(value(requests), value(errors))
 }
 
 /// Two query answers → one sample. No error series at all is zero errors: Prometheus has no

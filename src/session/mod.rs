@@ -320,7 +320,8 @@ impl Session {
             .as_deref()
             .map(|uid| caches.replica_sets_of(uid))
             .unwrap_or_default();
-        let owned = rollout::owned(&deployment, sets.iter().map(|s| s.as_ref()));
+        // The index answers by controller UID: these are the ones `rollout::owned` would keep.
+        let owned: Vec<&ReplicaSet> = sets.iter().map(|s| s.as_ref()).collect();
         let pods: Vec<Arc<Pod>> = rollout::new_replica_set(&deployment, &owned)
             .map(|rs| caches.pods_of(rs))
             .unwrap_or_default();
