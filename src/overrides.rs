@@ -9,14 +9,17 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use crate::cluster::record;
 use crate::config::{AnnotationsConfig, Config, Mode, SmokeCheck, VersionSource, fill};
 
 pub const PREFIX: &str = "deploy-watchdog.io/";
 
-/// Our own bookkeeping annotations: not overrides.
-const OWN: [&str; 3] = [
-    "deploy-watchdog.io/state",
-    "deploy-watchdog.io/verdict",
+/// Our own bookkeeping annotations (every one the daemon writes on a Deployment), and the
+/// opt-in key should it be set as an annotation too: not overrides.
+const OWN: [&str; 4] = [
+    record::STATE_ANNOTATION,
+    record::VERDICT_ANNOTATION,
+    record::PAGE_DELIVERED_ANNOTATION,
     "deploy-watchdog.io/enabled",
 ];
 
@@ -299,9 +302,17 @@ mod tests {
 
     #[test]
     fn our_own_annotations_and_foreign_ones_are_not_overrides() {
-        let mut a = annotations(&[("state", "{}"), ("verdict", "passed")]);
+        // As a Deployment reads after a paged rollback: its next rollout keeps its overrides.
+        let mut a = annotations(&[
+            ("state", "{}"),
+            ("verdict", "rolled_back: crashloop"),
+            ("page-delivered", "3"),
+            ("error-rate-threshold", "0.05"),
+        ]);
         a.insert("team".into(), "payments".into());
-        assert_eq!(effective(&base(), "ns", "app", &a), Ok(base()));
+        let mut expected = base();
+        expected.judge.error_rate_threshold = 0.05;
+        assert_eq!(effective(&base(), "ns", "app", &a), Ok(expected));
     }
 
     #[test]
