@@ -70,7 +70,10 @@ pub enum DaemonError {
 struct Known {
     revision: i64,
     version: Option<String>,
-    latest: Arc<Deployment>,
+    /// The latest object, kept only while a new leader would start a session on it (a watch
+    /// left open, a rollout nobody recorded): [`Detector::take_over`] reads nothing else, and
+    /// a settled Deployment is most of a large cluster.
+    latest: Option<Arc<Deployment>>,
     session: Option<Handle>,
 }
 
@@ -303,7 +306,11 @@ impl Detector {
         );
         self.leader = true;
         self.sessions = self.shutdown.child_token();
-        let entries: Vec<Arc<Deployment>> = self.known.values().map(|k| k.latest.clone()).collect();
+        let entries: Vec<Arc<Deployment>> = self
+            .known
+            .values()
+            .filter_map(|k| k.latest.clone())
+            .collect();
         for d in entries {
             let session = self.first_sight_session(&d);
             if let Some(k) = self.known.get_mut(&key(&d)) {
@@ -325,19 +332,16 @@ impl Detector {
     /// At start-up or takeover: resume what a previous process recorded, or judge a rollout
     /// still in progress that nobody recorded.
     fn first_sight_session(&self, d: &Arc<Deployment>) -> Option<Handle> {
-        let revision = rollout::revision(d.annotations())?;
-        let state = RolloutState::from_deployment(d);
+        let (start, resumed) = first_sight_start(d)?;
         let (ns, name) = key(d);
-        if let Some(start) = resumable(d, revision, state.as_ref()) {
+        let revision = rollout::revision(d.annotations()).unwrap_or_default();
+        if resumed {
             info!(namespace = %ns, deployment = %name, revision, "resuming the watch recorded on the deployment");
-            return Some(self.spawn(d.clone(), None, start));
-        }
-        if unrecorded_rollout_in_progress(d, revision, state.as_ref()) {
+        } else {
             // Deployed while no watchdog was leading: still rolling out, so judge it now.
             info!(namespace = %ns, deployment = %name, revision, "rollout in progress at start-up; watching it");
-            return Some(self.spawn(d.clone(), None, Start::Fresh));
         }
-        None
+        Some(self.spawn(d.clone(), None, start))
     }
 
     fn on_apply(&mut self, d: Deployment, initial: bool) {
@@ -363,7 +367,7 @@ impl Detector {
                 Known {
                     revision,
                     version,
-                    latest: d,
+                    latest: first_sight_start(&d).map(|_| d),
                     session,
                 },
             );
@@ -373,7 +377,7 @@ impl Detector {
         let Some(entry) = self.known.get_mut(&k) else {
             return;
         };
-        entry.latest = d.clone();
+        entry.latest = first_sight_start(&d).map(|_| d.clone());
         if revision > entry.revision {
             let ours = state.as_ref().is_some_and(|s| s.restored_on(&d));
             entry.revision = revision;
@@ -401,6 +405,17 @@ impl Detector {
             let _ = s.updates.send(d);
         }
     }
+}
+
+/// The session a process that starts leading now would run on `d`, and whether it resumes a
+/// recorded watch (else it judges a rollout that nobody recorded).
+fn first_sight_start(d: &Deployment) -> Option<(Start, bool)> {
+    let revision = rollout::revision(d.annotations())?;
+    let state = RolloutState::from_deployment(d);
+    if let Some(start) = resumable(d, revision, state.as_ref()) {
+        return Some((start, true));
+    }
+    unrecorded_rollout_in_progress(d, revision, state.as_ref()).then_some((Start::Fresh, false))
 }
 
 /// A revision after the first, not yet rolled out, that no watchdog has recorded.
