@@ -1,6 +1,7 @@
 //! ReplicaSets and Pods of the namespaces where rollouts are watched: one pair of watches per
 //! namespace, shared by every rollout watched there, started by the first and stopped with the
-//! last. Objects are kept stripped to what the judge reads (no managedFields, no pod spec).
+//! last. Objects are kept stripped to what the judge reads: ReplicaSets without managedFields or
+//! status, pods as a [`PodRecord`].
 //!
 //! Objects are indexed by their controller's UID, so a session reads its Deployment's
 //! ReplicaSets and its new ReplicaSet's pods without scanning the namespace, and a change wakes
@@ -13,13 +14,14 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodStatus};
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{Instrument, warn};
 
+use super::pods::PodRecord;
 use super::rollout::HASH_LABEL;
 use crate::telemetry::Metrics;
 
@@ -41,13 +43,40 @@ pub struct Caches {
 
 /// Objects of one kind by name, and their names by controller UID. A relist builds a new
 /// index aside and replaces the old one when complete, as kube's reflector store does.
-struct OwnerIndex<K> {
-    objects: HashMap<String, Arc<K>>,
+struct OwnerIndex<V> {
+    objects: HashMap<String, Arc<V>>,
     by_owner: HashMap<String, HashSet<String>>,
-    relisting: Option<Box<OwnerIndex<K>>>,
+    relisting: Option<Box<OwnerIndex<V>>>,
 }
 
-impl<K> Default for OwnerIndex<K> {
+/// What the index reads of what it keeps.
+trait Indexed {
+    fn name(&self) -> &str;
+    /// The UID of its controller.
+    fn owner(&self) -> Option<&str>;
+}
+
+impl Indexed for ReplicaSet {
+    fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    fn owner(&self) -> Option<&str> {
+        controller_uid(self)
+    }
+}
+
+impl Indexed for PodRecord {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn owner(&self) -> Option<&str> {
+        self.controller_uid.as_deref()
+    }
+}
+
+impl<V> Default for OwnerIndex<V> {
     fn default() -> Self {
         OwnerIndex {
             objects: HashMap::new(),
@@ -67,11 +96,11 @@ fn controller_uid<K: Resource>(o: &K) -> Option<&str> {
         .map(|r| r.uid.as_str())
 }
 
-impl<K: Resource> OwnerIndex<K> {
-    fn apply(&mut self, o: K) {
-        let name = o.meta().name.clone().unwrap_or_default();
+impl<V: Indexed> OwnerIndex<V> {
+    fn apply(&mut self, o: V) {
+        let name = o.name().to_string();
         self.remove(&name);
-        if let Some(owner) = controller_uid(&o) {
+        if let Some(owner) = o.owner() {
             self.by_owner
                 .entry(owner.to_string())
                 .or_default()
@@ -84,7 +113,7 @@ impl<K: Resource> OwnerIndex<K> {
         let Some(old) = self.objects.remove(name) else {
             return;
         };
-        if let Some(owner) = controller_uid(old.as_ref())
+        if let Some(owner) = old.owner()
             && let Some(names) = self.by_owner.get_mut(owner)
         {
             names.remove(name);
@@ -94,14 +123,15 @@ impl<K: Resource> OwnerIndex<K> {
         }
     }
 
-    fn event(&mut self, e: watcher::Event<K>) {
+    /// Applies one watch event, keeping each object as `V`.
+    fn event<K: Resource + Into<V>>(&mut self, e: watcher::Event<K>) {
         match e {
-            watcher::Event::Apply(o) => self.apply(o),
+            watcher::Event::Apply(o) => self.apply(o.into()),
             watcher::Event::Delete(o) => self.remove(o.meta().name.as_deref().unwrap_or_default()),
             watcher::Event::Init => self.relisting = Some(Box::default()),
             watcher::Event::InitApply(o) => match self.relisting.as_mut() {
-                Some(fresh) => fresh.apply(o),
-                None => self.apply(o),
+                Some(fresh) => fresh.apply(o.into()),
+                None => self.apply(o.into()),
             },
             watcher::Event::InitDone => {
                 if let Some(fresh) = self.relisting.take() {
@@ -111,7 +141,7 @@ impl<K: Resource> OwnerIndex<K> {
         }
     }
 
-    fn owned_by(&self, uid: &str) -> Vec<Arc<K>> {
+    fn owned_by(&self, uid: &str) -> Vec<Arc<V>> {
         self.by_owner
             .get(uid)
             .into_iter()
@@ -130,7 +160,7 @@ fn read<K>(index: &Shared<K>) -> std::sync::RwLockReadGuard<'_, OwnerIndex<K>> {
 /// One namespace's ReplicaSets and Pods, and who to wake on a change.
 struct Namespace {
     sets: Shared<ReplicaSet>,
-    pods: Shared<Pod>,
+    pods: Shared<PodRecord>,
     subscribers: Arc<Subscribers>,
     /// Stops both watches when the last subscription is dropped.
     _stop: DropGuard,
@@ -177,13 +207,13 @@ impl Subscription {
     }
 
     /// The pods `set` controls: its UID as their controller and its `pod-template-hash`.
-    pub fn pods_of(&self, set: &ReplicaSet) -> Vec<Arc<Pod>> {
+    pub fn pods_of(&self, set: &ReplicaSet) -> Vec<Arc<PodRecord>> {
         let (Some(hash), Some(uid)) = (set.labels().get(HASH_LABEL), set.metadata.uid.as_deref())
         else {
             return Vec::new();
         };
         let mut pods = read(&self.namespace.pods).owned_by(uid);
-        pods.retain(|p| p.labels().get(HASH_LABEL) == Some(hash));
+        pods.retain(|p| p.template_hash.as_ref() == Some(hash));
         pods
     }
 }
@@ -244,7 +274,7 @@ impl Caches {
         let stop = CancellationToken::new();
         let subscribers = Arc::new(Subscribers::default());
         let sets: Shared<ReplicaSet> = Arc::default();
-        let pods: Shared<Pod> = Arc::default();
+        let pods: Shared<PodRecord> = Arc::default();
         let span = tracing::info_span!("namespace_watch", %namespace);
         // A pod's owner is found through its ReplicaSet, so the pod task reads the set index.
         let set_reader = sets.clone();
@@ -260,7 +290,8 @@ impl Caches {
         self.spawn_watch(
             Api::<Pod>::namespaced(self.client.clone(), namespace),
             pods.clone(),
-            strip_pod,
+            // The record is all that is kept of a pod.
+            |_: &mut Pod| {},
             move |pod: &Pod| deployment_of_pod(pod, &read(&set_reader)),
             &subscribers,
             &stop,
@@ -276,10 +307,10 @@ impl Caches {
 
     /// A watch of one kind into `index`, waking the owner's sessions on every change.
     #[allow(clippy::too_many_arguments)]
-    fn spawn_watch<K>(
+    fn spawn_watch<K, V>(
         &self,
         api: Api<K>,
-        index: Shared<K>,
+        index: Shared<V>,
         strip: fn(&mut K),
         owner: impl Fn(&K) -> Option<String> + Send + 'static,
         subscribers: &Arc<Subscribers>,
@@ -292,7 +323,9 @@ impl Caches {
             + serde::de::DeserializeOwned
             + Send
             + Sync
+            + Into<V>
             + 'static,
+        V: Indexed + Send + Sync + 'static,
     {
         // Small pages: a namespace starts being watched whenever its first rollout does, and a
         // page is held whole while it is read (500 pods, kube's default, are megabytes).
@@ -385,50 +418,6 @@ fn strip_replica_set(rs: &mut ReplicaSet) {
     rs.status = None;
 }
 
-/// The judge reads a pod's `pod-template-hash`, owner, times, phase, scheduling condition and
-/// container states (`pods.rs`), never its spec: the rest of a pod is most of its size.
-fn strip_pod(pod: &mut Pod) {
-    let meta = &mut pod.metadata;
-    meta.managed_fields = None;
-    meta.annotations = None;
-    // The watcher has taken the resourceVersion it resumes from before this runs.
-    meta.resource_version = None;
-    meta.generate_name = None;
-    meta.uid = None;
-    meta.finalizers = None;
-    if let Some(labels) = meta.labels.as_mut() {
-        labels.retain(|k, _| k == HASH_LABEL);
-    }
-    pod.spec = None;
-    if let Some(status) = pod.status.take() {
-        let containers = |list: Option<Vec<ContainerStatus>>| {
-            list.map(|l| {
-                l.into_iter()
-                    .map(|c| ContainerStatus {
-                        name: c.name,
-                        state: c.state,
-                        last_state: c.last_state,
-                        restart_count: c.restart_count,
-                        ready: c.ready,
-                        ..ContainerStatus::default()
-                    })
-                    .collect()
-            })
-        };
-        pod.status = Some(PodStatus {
-            phase: status.phase,
-            conditions: status.conditions.map(|c| {
-                c.into_iter()
-                    .filter(|c| c.type_ == "PodScheduled")
-                    .collect()
-            }),
-            container_statuses: containers(status.container_statuses),
-            init_container_statuses: containers(status.init_container_statuses),
-            ..PodStatus::default()
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,15 +478,15 @@ mod tests {
         p
     }
 
-    fn names(pods: Vec<Arc<Pod>>) -> Vec<String> {
-        let mut names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+    fn names(pods: Vec<Arc<PodRecord>>) -> Vec<String> {
+        let mut names: Vec<String> = pods.iter().map(|p| p.name.clone()).collect();
         names.sort();
         names
     }
 
     #[test]
     fn the_index_follows_applies_deletes_and_owner_changes() {
-        let mut index = OwnerIndex::<Pod>::default();
+        let mut index = OwnerIndex::<PodRecord>::default();
         index.event(watcher::Event::Apply(pod_of("a", "rs-1")));
         index.event(watcher::Event::Apply(pod_of("b", "rs-1")));
         index.event(watcher::Event::Apply(pod_of("c", "rs-2")));
@@ -512,18 +501,18 @@ mod tests {
 
     #[test]
     fn a_relist_replaces_the_index_only_when_complete() {
-        let mut index = OwnerIndex::<Pod>::default();
+        let mut index = OwnerIndex::<PodRecord>::default();
         index.event(watcher::Event::Apply(pod_of("gone", "rs-1")));
-        index.event(watcher::Event::Init);
+        index.event(watcher::Event::<Pod>::Init);
         index.event(watcher::Event::InitApply(pod_of("kept", "rs-1")));
         // Until the list is complete, readers see the old state.
         assert_eq!(names(index.owned_by("rs-1")), ["gone"]);
-        index.event(watcher::Event::InitDone);
+        index.event(watcher::Event::<Pod>::InitDone);
         assert_eq!(names(index.owned_by("rs-1")), ["kept"]);
     }
 
     #[test]
-    fn stripped_pods_keep_what_the_judge_reads() {
+    fn a_pod_record_keeps_what_the_diagnosis_reads() {
         let mut p = pod("web-5d8f7c", "5d8f7c");
         p.metadata.managed_fields = Some(vec![Default::default()]);
         p.metadata.annotations = Some(BTreeMap::from([(LAST_APPLIED.into(), "{}".into())]));
@@ -531,70 +520,77 @@ mod tests {
         if let Some(labels) = p.metadata.labels.as_mut() {
             labels.insert("app".into(), "web".into());
         }
-        let waiting = k8s_openapi::api::core::v1::ContainerState {
-            waiting: Some(k8s_openapi::api::core::v1::ContainerStateWaiting {
-                reason: Some("CrashLoopBackOff".into()),
-                message: Some("back-off".into()),
-            }),
-            ..Default::default()
-        };
-        p.status = Some(PodStatus {
+        let now = jiff::Timestamp::now();
+        p.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            now - jiff::SignedDuration::from_secs(300),
+        ));
+        p.status = Some(k8s_openapi::api::core::v1::PodStatus {
             phase: Some("Pending".into()),
             host_ip: Some("10.0.0.1".into()),
             conditions: Some(vec![
+                k8s_openapi::api::core::v1::PodCondition {
+                    type_: "Ready".into(),
+                    status: "False".into(),
+                    ..Default::default()
+                },
                 k8s_openapi::api::core::v1::PodCondition {
                     type_: "PodScheduled".into(),
                     status: "False".into(),
                     message: Some("0/3 nodes are available".into()),
                     ..Default::default()
                 },
-                k8s_openapi::api::core::v1::PodCondition {
-                    type_: "Ready".into(),
-                    status: "False".into(),
-                    ..Default::default()
-                },
             ]),
-            container_statuses: Some(vec![ContainerStatus {
+            init_container_statuses: Some(vec![k8s_openapi::api::core::v1::ContainerStatus {
+                name: "migrate".into(),
+                ready: true,
+                ..Default::default()
+            }]),
+            container_statuses: Some(vec![k8s_openapi::api::core::v1::ContainerStatus {
                 name: "app".into(),
                 image: "registry/app:v2".into(),
                 restart_count: 3,
-                state: Some(waiting.clone()),
+                state: Some(k8s_openapi::api::core::v1::ContainerState {
+                    waiting: Some(k8s_openapi::api::core::v1::ContainerStateWaiting {
+                        reason: Some("CrashLoopBackOff".into()),
+                        message: Some("back-off 40s".into()),
+                    }),
+                    ..Default::default()
+                }),
+                last_state: Some(k8s_openapi::api::core::v1::ContainerState {
+                    terminated: Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
+                        exit_code: 137,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }]),
             ..Default::default()
         });
-        let now = jiff::Timestamp::now();
-        p.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            now - jiff::SignedDuration::from_secs(300),
-        ));
-        let before = p.clone();
-        strip_pod(&mut p);
-        // The diagnosis is the same on the stripped pod.
+        let record = PodRecord::from(&p);
+        assert_eq!(record.name, "web-5d8f7c-x1");
+        assert_eq!(record.controller_uid.as_deref(), Some("u"));
+        assert_eq!(record.template_hash.as_deref(), Some("5d8f7c"));
         assert_eq!(
-            crate::cluster::pods::failure([&p]),
-            crate::cluster::pods::failure([&before])
+            record.unscheduled.as_deref(),
+            Some("0/3 nodes are available")
         );
-        assert!(crate::cluster::pods::failure([&p]).is_some());
-        assert!(crate::cluster::pods::pending([&p], now).is_some());
+        assert_eq!(record.containers.len(), 2, "init containers and the app's");
+        let failure = crate::cluster::pods::failure([&record]).expect("failing");
+        assert_eq!(failure.pod, "web-5d8f7c-x1");
         assert_eq!(
-            crate::cluster::pods::pending([&p], now),
-            crate::cluster::pods::pending([&before], now)
+            failure.detail,
+            "container app CrashLoopBackOff (restarts: 3, last exit code 137): back-off 40s"
         );
-        let status = p.status.clone().unwrap_or_default();
-        assert!(status.host_ip.is_none());
-        assert_eq!(status.conditions.map(|c| c.len()), Some(1));
-        let c = &status.container_statuses.unwrap_or_default()[0];
-        assert_eq!((c.restart_count, c.image.as_str()), (3, ""));
-        assert_eq!(c.state, Some(waiting));
-        assert_eq!(p.labels().len(), 1);
-        assert!(p.metadata.managed_fields.is_none() && p.metadata.annotations.is_none());
-        assert!(p.spec.is_none());
-        assert_eq!(
-            p.labels().get(HASH_LABEL).map(String::as_str),
-            Some("5d8f7c")
-        );
-        assert!(p.metadata.owner_references.is_some());
-        assert_eq!(p.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
+        let pending = crate::cluster::pods::pending([&record], now).expect("pending");
+        assert_eq!(pending.pending_for, std::time::Duration::from_secs(300));
+        assert_eq!(pending.message, "0/3 nodes are available");
+
+        // Being deleted: neither failing nor pending.
+        p.metadata.deletion_timestamp = p.metadata.creation_timestamp.clone();
+        let record = PodRecord::from(&p);
+        assert_eq!(crate::cluster::pods::failure([&record]), None);
+        assert_eq!(crate::cluster::pods::pending([&record], now), None);
     }
 
     #[test]

@@ -1,9 +1,106 @@
 //! Diagnosis of the new ReplicaSet's pods: the states the runbook's `kubectl get pods` looks for.
+//!
+//! The diagnosis reads a [`PodRecord`]: what it needs of a pod and nothing else. Every pod of a
+//! namespace with a rollout watched is kept, and a decoded `Pod`, even without its spec, is
+//! several kilobytes; a record is a few hundred bytes.
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::ResourceExt;
 
+use super::rollout::HASH_LABEL;
 use crate::judge::{PendingPod, PodFailure, Reason};
+
+/// What the diagnosis and the caches' index read of a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRecord {
+    pub name: String,
+    /// The UID of its controller (its ReplicaSet).
+    pub controller_uid: Option<String>,
+    /// Its `pod-template-hash` label.
+    pub template_hash: Option<String>,
+    pub created: Option<jiff::Timestamp>,
+    /// Being deleted (`deletionTimestamp` set): a pod on its way out is not diagnosed.
+    pub deleting: bool,
+    /// In phase `Pending` with `PodScheduled=False`: the scheduler's message.
+    pub unscheduled: Option<String>,
+    /// Init containers first, then the app's, as the kubelet reports them.
+    pub containers: Vec<ContainerRecord>,
+}
+
+/// What the diagnosis reads of one container's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRecord {
+    pub name: String,
+    /// The reason and message it is waiting with, if waiting.
+    pub waiting: Option<(String, Option<String>)>,
+    pub restarts: i32,
+    /// The exit code of its last termination, if it terminated before.
+    pub last_exit: Option<i32>,
+}
+
+impl From<&ContainerStatus> for ContainerRecord {
+    fn from(c: &ContainerStatus) -> Self {
+        ContainerRecord {
+            name: c.name.clone(),
+            waiting: c
+                .state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .map(|w| (w.reason.clone().unwrap_or_default(), w.message.clone())),
+            restarts: c.restart_count,
+            last_exit: c
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .map(|t| t.exit_code),
+        }
+    }
+}
+
+impl From<&Pod> for PodRecord {
+    fn from(pod: &Pod) -> Self {
+        let status = pod.status.as_ref();
+        let unscheduled = status
+            .filter(|s| s.phase.as_deref() == Some("Pending"))
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+            })
+            .map(|c| c.message.clone().unwrap_or_else(|| "Unschedulable".into()));
+        let containers = status
+            .map(|s| {
+                s.init_container_statuses
+                    .iter()
+                    .flatten()
+                    .chain(s.container_statuses.iter().flatten())
+                    .map(ContainerRecord::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        PodRecord {
+            name: pod.name_any(),
+            controller_uid: pod
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|r| r.controller == Some(true))
+                .map(|r| r.uid.clone()),
+            template_hash: pod.labels().get(HASH_LABEL).cloned(),
+            created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+            unscheduled,
+            containers,
+        }
+    }
+}
+
+impl From<Pod> for PodRecord {
+    fn from(pod: Pod) -> Self {
+        PodRecord::from(&pod)
+    }
+}
 
 /// Waiting reasons a rollback fixes, and how the judge names them.
 fn waiting_reason(reason: &str) -> Option<Reason> {
@@ -19,36 +116,27 @@ fn waiting_reason(reason: &str) -> Option<Reason> {
     }
 }
 
-fn container_failure(c: &ContainerStatus) -> Option<(Reason, String)> {
-    let last_exit = c
-        .last_state
-        .as_ref()
-        .and_then(|s| s.terminated.as_ref())
-        .map(|t| t.exit_code);
-    let restarts = c.restart_count;
-    if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref())
-        && let Some(reason) = w.reason.as_deref().and_then(waiting_reason)
+fn container_failure(c: &ContainerRecord) -> Option<(Reason, String)> {
+    let restarts = c.restarts;
+    if let Some((waiting, message)) = &c.waiting
+        && let Some(reason) = waiting_reason(waiting)
     {
-        let mut detail = format!(
-            "container {} {}",
-            c.name,
-            w.reason.as_deref().unwrap_or_default()
-        );
+        let mut detail = format!("container {} {waiting}", c.name);
         if restarts > 0 {
             detail.push_str(&format!(" (restarts: {restarts}"));
-            if let Some(code) = last_exit {
+            if let Some(code) = c.last_exit {
                 detail.push_str(&format!(", last exit code {code}"));
             }
             detail.push(')');
         }
-        if let Some(m) = w.message.as_deref().filter(|m| !m.is_empty()) {
+        if let Some(m) = message.as_deref().filter(|m| !m.is_empty()) {
             detail.push_str(&format!(": {m}"));
         }
         return Some((reason, detail));
     }
     // Terminated with an error and restarting, caught before the kubelet's back-off shows.
     if restarts > 0
-        && let Some(code) = last_exit.filter(|c| *c != 0)
+        && let Some(code) = c.last_exit.filter(|c| *c != 0)
     {
         return Some((
             Reason::Crashloop,
@@ -62,57 +150,32 @@ fn container_failure(c: &ContainerStatus) -> Option<(Reason, String)> {
 }
 
 /// The first failing container among the pods, if any.
-pub fn failure<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<PodFailure> {
-    for pod in pods {
-        if pod.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let Some(status) = pod.status.as_ref() else {
-            continue;
-        };
-        let containers = status
-            .init_container_statuses
-            .iter()
-            .flatten()
-            .chain(status.container_statuses.iter().flatten());
-        for c in containers {
-            if let Some((reason, detail)) = container_failure(c) {
-                return Some(PodFailure {
-                    pod: pod.name_any(),
-                    reason,
-                    detail,
-                });
-            }
-        }
-    }
-    None
+pub fn failure<'a>(pods: impl IntoIterator<Item = &'a PodRecord>) -> Option<PodFailure> {
+    pods.into_iter().filter(|p| !p.deleting).find_map(|pod| {
+        pod.containers.iter().find_map(|c| {
+            container_failure(c).map(|(reason, detail)| PodFailure {
+                pod: pod.name.clone(),
+                reason,
+                detail,
+            })
+        })
+    })
 }
 
 /// The longest-pending unscheduled pod, with the scheduler's message.
 pub fn pending<'a>(
-    pods: impl IntoIterator<Item = &'a Pod>,
+    pods: impl IntoIterator<Item = &'a PodRecord>,
     now: jiff::Timestamp,
 ) -> Option<PendingPod> {
     pods.into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"))
+        .filter(|p| !p.deleting)
         .filter_map(|p| {
-            let unscheduled = p
-                .status
-                .as_ref()?
-                .conditions
-                .as_ref()?
-                .iter()
-                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
-            let created = p.metadata.creation_timestamp.as_ref()?.0;
-            let pending_for = now.duration_since(created).unsigned_abs();
+            let message = p.unscheduled.clone()?;
+            let pending_for = now.duration_since(p.created?).unsigned_abs();
             Some(PendingPod {
-                pod: p.name_any(),
+                pod: p.name.clone(),
                 pending_for,
-                message: unscheduled
-                    .message
-                    .clone()
-                    .unwrap_or_else(|| "Unschedulable".into()),
+                message,
             })
         })
         .max_by_key(|p| p.pending_for)
@@ -126,8 +189,8 @@ mod tests {
     };
     use std::time::Duration;
 
-    fn pod_with(c: ContainerStatus) -> Pod {
-        Pod {
+    fn pod_with(c: ContainerStatus) -> PodRecord {
+        PodRecord::from(Pod {
             metadata: kube::api::ObjectMeta {
                 name: Some("app-abc-12345".into()),
                 ..Default::default()
@@ -137,7 +200,7 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        }
+        })
     }
 
     fn waiting(reason: &str, restarts: i32) -> ContainerStatus {
@@ -198,7 +261,7 @@ mod tests {
     #[test]
     fn pending_reports_the_scheduler_message() {
         let created = jiff::Timestamp::from_second(1_000).expect("valid");
-        let pod = Pod {
+        let pod = PodRecord::from(Pod {
             metadata: kube::api::ObjectMeta {
                 name: Some("app-x".into()),
                 creation_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
@@ -218,7 +281,7 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        };
+        });
         let now = jiff::Timestamp::from_second(1_150).expect("valid");
         let p = pending([&pod], now).expect("pending");
         assert_eq!(p.pending_for, Duration::from_secs(150));

@@ -120,8 +120,11 @@ pub fn template_fingerprint(t: &PodTemplateSpec) -> String {
 /// Whether the Deployment's template is the one with `fingerprint` (e.g. the one a rollback
 /// restored).
 pub fn runs_template(d: &Deployment, fingerprint: Option<&str>) -> bool {
+    let Some(fingerprint) = fingerprint else {
+        return false;
+    };
     let current = d.spec.as_ref().map(|s| template_fingerprint(&s.template));
-    fingerprint.is_some() && current.as_deref() == fingerprint
+    current.as_deref() == Some(fingerprint)
 }
 
 /// The Deployment's `matchLabels` as a label selector (`app=web,tier=front`).

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cluster::pods::PodRecord;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
@@ -322,10 +322,10 @@ impl Session {
             .unwrap_or_default();
         // The index answers by controller UID: these are the ones `rollout::owned` would keep.
         let owned: Vec<&ReplicaSet> = sets.iter().map(|s| s.as_ref()).collect();
-        let pods: Vec<Arc<Pod>> = rollout::new_replica_set(&deployment, &owned)
+        let pods: Vec<Arc<PodRecord>> = rollout::new_replica_set(&deployment, &owned)
             .map(|rs| caches.pods_of(rs))
             .unwrap_or_default();
-        let new_pods: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
+        let new_pods: Vec<&PodRecord> = pods.iter().map(|p| p.as_ref()).collect();
         Observation {
             at: self.since_detection(now),
             progress: rollout::progress(&deployment),
