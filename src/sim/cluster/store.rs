@@ -1,18 +1,49 @@
 //! The object store: every object as compact JSON text (a parsed `Value` costs ~10x more, and
 //! the benchmark holds 100,000 pods), one cluster-wide resourceVersion (like etcd's revision),
-//! an owner index for garbage collection and the controller, and a bounded watch history that
-//! watch requests replay from.
+//! an owner index for garbage collection and the controller, and a watch history per kind that
+//! watch requests replay from, kept as the API server's watch cache keeps it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 pub use super::object::{Change, EventType, Key, Kind, Stored, controller_owner, key_of, meta_str};
 
-/// How many changes watches can replay; older resourceVersions get 410 Gone.
-const HISTORY: usize = 10_000;
+/// How long a kind's changes stay replayable (the API server's `eventFreshDuration`: its
+/// watch cache grows to keep this much history of each resource)...
+const HISTORY_FRESH: Duration = Duration::from_secs(75);
+/// ...from this many changes (its lower bound, kept however old)...
+const HISTORY_MIN: usize = 100;
+/// ...up to this many (its upper bound). A watch from an older resourceVersion gets 410 Gone.
+const HISTORY_MAX: usize = 100 * 1024;
+
+/// One kind's replayable changes, oldest first, and the newest resourceVersion dropped.
+#[derive(Default)]
+struct History {
+    changes: VecDeque<(Instant, Arc<Change>)>,
+    compacted: u64,
+}
+
+impl History {
+    /// Records a change made `now`, dropping what is both stale and beyond the lower bound, or
+    /// beyond the upper bound.
+    fn push(&mut self, now: Instant, change: Arc<Change>) {
+        self.changes.push_back((now, change));
+        while let Some((at, oldest)) = self.changes.front() {
+            let len = self.changes.len();
+            let stale = len > HISTORY_MIN && now.duration_since(*at) > HISTORY_FRESH;
+            if !stale && len <= HISTORY_MAX {
+                break;
+            }
+            self.compacted = oldest.rv;
+            self.changes.pop_front();
+        }
+    }
+}
 
 pub struct Store {
     rv: u64,
@@ -20,9 +51,9 @@ pub struct Store {
     objects: HashMap<Kind, BTreeMap<Key, Arc<Stored>>>,
     /// owner uid → dependents, so GC and the controller never scan every object.
     dependents: HashMap<String, BTreeSet<(Kind, String, String)>>,
-    history: VecDeque<Arc<Change>>,
-    /// Highest resourceVersion dropped from `history`: watches must start at or after it.
-    compacted: u64,
+    history: HashMap<Kind, History>,
+    /// Set by [`Store::compact_all`]: no kind replays from before it.
+    compacted_all: u64,
     tx: broadcast::Sender<Arc<Change>>,
 }
 
@@ -40,8 +71,8 @@ impl Store {
             uid_seq: 0,
             objects: HashMap::new(),
             dependents: HashMap::new(),
-            history: VecDeque::new(),
-            compacted: 0,
+            history: HashMap::new(),
+            compacted_all: 0,
             tx,
         }
     }
@@ -50,27 +81,38 @@ impl Store {
         self.rv
     }
 
-    pub fn compacted(&self) -> u64 {
-        self.compacted
+    /// The newest resourceVersion of `kind` no longer replayable.
+    pub fn compacted(&self, kind: Kind) -> u64 {
+        let kind = self.history.get(&kind).map_or(0, |h| h.compacted);
+        kind.max(self.compacted_all)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
         self.tx.subscribe()
     }
 
-    /// Changes after `rv`, or `None` when some of them are no longer retained.
-    pub fn changes_since(&self, rv: u64) -> Option<Vec<Arc<Change>>> {
-        if rv < self.compacted {
+    /// Changes of `kind` after `rv`, or `None` when some of them are no longer retained.
+    pub fn changes_since(&self, kind: Kind, rv: u64) -> Option<Vec<Arc<Change>>> {
+        if rv < self.compacted(kind) {
             return None;
         }
-        let start = self.history.partition_point(|c| c.rv <= rv);
-        Some(self.history.range(start..).cloned().collect())
+        let Some(history) = self.history.get(&kind) else {
+            return Some(Vec::new());
+        };
+        let start = history.changes.partition_point(|(_, c)| c.rv <= rv);
+        Some(
+            history
+                .changes
+                .range(start..)
+                .map(|(_, c)| c.clone())
+                .collect(),
+        )
     }
 
     /// Makes every retained change too old: the next watch from any earlier RV gets 410.
     pub fn compact_all(&mut self) {
         self.history.clear();
-        self.compacted = self.rv;
+        self.compacted_all = self.rv;
     }
 
     pub fn get(&self, kind: Kind, ns: &str, name: &str) -> Option<Arc<Value>> {
@@ -290,13 +332,96 @@ impl Store {
 
     fn record(&mut self, change: Change) {
         let change = Arc::new(change);
-        if self.history.len() >= HISTORY
-            && let Some(old) = self.history.pop_front()
-        {
-            self.compacted = old.rv;
-        }
-        self.history.push_back(change.clone());
+        self.history
+            .entry(change.kind)
+            .or_default()
+            .push(Instant::now(), change.clone());
         // No receivers is fine: nobody is watching.
         let _ = self.tx.send(change);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn pod(store: &mut Store, name: &str) {
+        store.put(
+            Kind::Pod,
+            json!({"metadata": {"name": name, "namespace": "prod"}}),
+        );
+    }
+
+    #[test]
+    fn a_burst_of_changes_stays_replayable_and_per_kind() {
+        let mut store = Store::new();
+        store.put(
+            Kind::Deployment,
+            json!({"metadata": {"name": "web", "namespace": "prod"}}),
+        );
+        let before = store.resource_version();
+        // A thousand rollouts' worth of pod churn, at once.
+        for i in 0..50_000 {
+            pod(&mut store, &format!("web-{}", i % 2_000));
+        }
+        let pods = store.changes_since(Kind::Pod, before).unwrap();
+        assert_eq!(pods.len(), 50_000);
+        // Another kind's history is its own: the Deployment's change is still there.
+        let deployments = store.changes_since(Kind::Deployment, 0).unwrap();
+        assert_eq!(deployments.len(), 1);
+    }
+
+    #[test]
+    fn beyond_the_upper_bound_the_oldest_are_compacted() {
+        let mut store = Store::new();
+        let start = store.resource_version();
+        for i in 0..HISTORY_MAX + 10 {
+            pod(&mut store, &format!("p-{}", i % 100));
+        }
+        assert!(store.changes_since(Kind::Pod, start).is_none());
+        let compacted = store.compacted(Kind::Pod);
+        assert_eq!(
+            store.changes_since(Kind::Pod, compacted).unwrap().len(),
+            HISTORY_MAX
+        );
+    }
+
+    fn change(rv: u64) -> Arc<Change> {
+        Arc::new(Change {
+            rv,
+            kind: Kind::Pod,
+            ty: EventType::Modified,
+            object: Arc::new(Stored::new(&json!({"metadata": {"name": "p"}}))),
+            prev: None,
+        })
+    }
+
+    #[test]
+    fn stale_changes_go_only_beyond_the_lower_bound() {
+        let mut history = History::default();
+        let t0 = Instant::now();
+        for rv in 1..=150 {
+            history.push(t0, change(rv));
+        }
+        // Fresh: all kept, though beyond the lower bound.
+        assert_eq!(history.changes.len(), 150);
+        // 76 s later the stale ones go, down to the lower bound (the new one counted).
+        history.push(t0 + Duration::from_secs(76), change(151));
+        assert_eq!(history.changes.len(), HISTORY_MIN);
+        assert_eq!(history.compacted, 51);
+        assert_eq!(history.changes.front().unwrap().1.rv, 52);
+    }
+
+    #[test]
+    fn compact_all_makes_every_kind_too_old() {
+        let mut store = Store::new();
+        pod(&mut store, "a");
+        let rv = store.resource_version();
+        store.compact_all();
+        assert!(store.changes_since(Kind::Pod, rv - 1).is_none());
+        assert!(store.changes_since(Kind::Deployment, rv - 1).is_none());
+        assert_eq!(store.changes_since(Kind::Pod, rv).unwrap().len(), 0);
     }
 }

@@ -129,14 +129,14 @@ pub fn start(shared: &Arc<Shared>, req: WatchRequest) -> Response {
             .resource_version
             .filter(|rv| *rv > 0 && !req.send_initial);
         match from {
-            Some(rv) => match st.store.changes_since(rv) {
+            Some(rv) => match st.store.changes_since(req.res.kind, rv) {
                 Some(changes) => {
                     initial.extend(changes.iter().filter_map(|c| req.translate(c)));
                     sub = Some(st.store.subscribe());
                 }
                 None => initial.push(gone(&format!(
                     "too old resource version: {rv} ({})",
-                    st.store.compacted()
+                    st.store.compacted(req.res.kind)
                 ))),
             },
             None => {
