@@ -50,6 +50,7 @@ fn a_tiny_benchmark_run_produces_every_figure() {
         "/watched/0/rss_mib",
         "/watched/0/millicores",
         "/watched/0/prometheus_queries_per_interval",
+        "/watched/0/quiet_after_s",
         "/crashloop_to_rollback/p50_ms",
         "/crashloop_to_rollback/p99_ms",
         "/breach_to_action/p99_ms",

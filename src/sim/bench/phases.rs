@@ -68,8 +68,16 @@ pub async fn size(opts: &Options, n: usize) -> Result<SizeReport, BenchError> {
         if !served.wait_rolled_out(limit).await? {
             r.notes.push(format!("K = {k}: rollouts not complete"));
         }
-        tokio::time::sleep(SETTLE).await;
-        let s = steady(opts, &served, daemon.pid, k, ticks).await?;
+        // Steady state: once the daemon has done what K new rollouts ask of it (their records,
+        // Events and namespace watches), not while it is still doing it.
+        let quiet_after = wait_quiet(&served, limit).await?;
+        if quiet_after.is_none() {
+            r.notes.push(format!(
+                "K = {k}: API requests never stopped for {SETTLE:?} within {limit:?}"
+            ));
+        }
+        let mut s = steady(opts, &served, daemon.pid, k, ticks).await?;
+        s.quiet_after_s = quiet_after.map(|d| d.as_secs_f64());
         eprintln!(
             "bench: N = {n}, K = {k}: {:.1} MiB, {:.1} m",
             s.rss_mib, s.millicores
@@ -135,6 +143,26 @@ fn counters(state: &Value) -> (BTreeMap<String, f64>, f64) {
     )
 }
 
+/// How long after now the API server went `SETTLE` without a request, if within `limit`.
+async fn wait_quiet(served: &Served, limit: Duration) -> Result<Option<Duration>, BenchError> {
+    let started = Instant::now();
+    let mut last = total(&counters(&served.state().await?).0);
+    let mut last_change = started;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now_total = total(&counters(&served.state().await?).0);
+        let now = Instant::now();
+        if now_total != last {
+            (last, last_change) = (now_total, now);
+        } else if now - last_change >= SETTLE {
+            return Ok(Some(last_change - started));
+        }
+        if now - started > limit {
+            return Ok(None);
+        }
+    }
+}
+
 /// Memory, CPU and request rates over `opts.measure`.
 async fn steady(
     opts: &Options,
@@ -170,6 +198,7 @@ async fn steady(
         requests_per_minute: by_verb,
         requests_per_minute_by_resource: by_resource,
         prometheus_queries_per_interval: (q1 - q0) / (secs / opts.interval.as_secs_f64()),
+        quiet_after_s: None,
     })
 }
 

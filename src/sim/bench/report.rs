@@ -19,6 +19,9 @@ pub struct Steady {
     pub requests_per_minute_by_resource: BTreeMap<String, f64>,
     /// Prometheus queries per probe interval.
     pub prometheus_queries_per_interval: f64,
+    /// Seconds from the K rollouts completing to the daemon's last API request before the
+    /// measurement (its records, Events and watches for them).
+    pub quiet_after_s: Option<f64>,
 }
 
 /// A latency distribution, milliseconds.
@@ -140,6 +143,12 @@ pub fn table(f: &Figures) -> String {
         });
         row(&format!("CPU, K = {k} watched (millicores)"), &|s| {
             at(s).map_or("–".into(), |w| format!("{:.1}", w.millicores))
+        });
+        row(&format!("API quiet after the rollouts, K = {k} (s)"), &|s| {
+            at(s).map_or("–".into(), |w| {
+                w.quiet_after_s
+                    .map_or("never".into(), |q| format!("{q:.1}"))
+            })
         });
         row(&format!("API requests/min, K = {k}"), &|s| {
             at(s).map_or("–".into(), |w| verbs(&w.requests_per_minute))
