@@ -21,6 +21,10 @@ const SLACK_SPACING: Duration = Duration::from_secs(1);
 const SLACK_ATTEMPTS: u32 = 20;
 /// Messages waiting for Slack at most.
 const SLACK_QUEUE: usize = 1000;
+/// Messages waiting when one is posted go with it, one per line, up to this much text (Slack
+/// advises at most 4,000 characters a message): a burst of rollouts, or Slack back after an
+/// outage, drains at many messages a second instead of one.
+const SLACK_BATCH_CHARS: usize = 3_500;
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -193,47 +197,138 @@ async fn slack_worker(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
+    // A message taken from the queue that did not fit in the last post.
+    let mut held: Option<String> = None;
     loop {
-        let text = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            t = rx.recv() => match t { Some(t) => t, None => return },
+        let first = match held.take() {
+            Some(t) => t,
+            None => tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                t = rx.recv() => match t { Some(t) => t, None => return },
+            },
         };
-        let mut backoff = BACKOFF_START;
-        for attempt in 1..=SLACK_ATTEMPTS {
-            match slack.post(&text).await {
-                Ok(()) => {
-                    metrics.notification("delivered");
-                    break;
-                }
-                Err(slack::PostError::Rejected(e)) => {
-                    tracing::error!(error = %e, "Slack message rejected; not retried");
-                    metrics.notification("rejected");
-                    break;
-                }
-                Err(slack::PostError::Retry { reason, after }) => {
-                    if attempt == SLACK_ATTEMPTS {
-                        tracing::error!(error = %reason, attempts = attempt, "Slack message dropped after retries");
-                        metrics.notification("dropped");
-                        break;
-                    }
-                    let wait = after.unwrap_or(backoff);
-                    tracing::warn!(error = %reason, retry_in = ?wait, "Slack message not delivered; retrying");
-                    metrics.notification("retried");
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    backoff = next_backoff(backoff);
-                }
-            }
+        let (text, messages) = batch(first, &mut rx, &mut held);
+        let outcome = post_with_retries(&slack, &text, &metrics, &shutdown).await;
+        for _ in 0..messages {
+            metrics.notification(outcome);
         }
-        in_flight.fetch_sub(1, Ordering::SeqCst);
+        in_flight.fetch_sub(messages, Ordering::SeqCst);
+        if shutdown.is_cancelled() {
+            return;
+        }
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(SLACK_SPACING) => {}
         }
+    }
+}
+
+/// `first` and the messages queued behind it, one per line, up to `SLACK_BATCH_CHARS`; the
+/// first message that does not fit is `held` for the next post.
+fn batch(
+    first: String,
+    rx: &mut mpsc::Receiver<String>,
+    held: &mut Option<String>,
+) -> (String, usize) {
+    let mut text = first;
+    let mut messages = 1;
+    while text.len() < SLACK_BATCH_CHARS {
+        match rx.try_recv() {
+            Ok(more) if text.len() + 1 + more.len() <= SLACK_BATCH_CHARS => {
+                text.push('\n');
+                text.push_str(&more);
+                messages += 1;
+            }
+            Ok(more) => {
+                *held = Some(more);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    (text, messages)
+}
+
+/// Posts `text`, retrying what Slack asks to retry; the metric outcome of the post.
+async fn post_with_retries(
+    slack: &slack::Slack,
+    text: &str,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> &'static str {
+    let mut backoff = BACKOFF_START;
+    for attempt in 1..=SLACK_ATTEMPTS {
+        match slack.post(text).await {
+            Ok(()) => return "delivered",
+            Err(slack::PostError::Rejected(e)) => {
+                tracing::error!(error = %e, "Slack message rejected; not retried");
+                return "rejected";
+            }
+            Err(slack::PostError::Retry { reason, after }) => {
+                if attempt == SLACK_ATTEMPTS {
+                    tracing::error!(error = %reason, attempts = attempt, "Slack message dropped after retries");
+                    return "dropped";
+                }
+                let wait = after.unwrap_or(backoff);
+                tracing::warn!(error = %reason, retry_in = ?wait, "Slack message not delivered; retrying");
+                metrics.notification("retried");
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return "dropped",
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                backoff = next_backoff(backoff);
+            }
+        }
+    }
+    "dropped"
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn queued_messages_go_in_one_post_up_to_the_size_limit() {
+        let (tx, mut rx) = mpsc::channel(SLACK_QUEUE);
+        let mut held = None;
+        // Nothing queued behind it: posted alone, as it was.
+        assert_eq!(
+            batch("alone".into(), &mut rx, &mut held),
+            ("alone".to_string(), 1)
+        );
+        for i in 0..3 {
+            tx.try_send(format!("rollout {i} started")).unwrap();
+        }
+        let (text, n) = batch("first".into(), &mut rx, &mut held);
+        assert_eq!(
+            (text.as_str(), n),
+            (
+                "first\nrollout 0 started\nrollout 1 started\nrollout 2 started",
+                4
+            )
+        );
+        assert!(held.is_none());
+
+        // A burst larger than one post: every message is in exactly one post, in order.
+        let line = "x".repeat(100);
+        for i in 0..200 {
+            tx.try_send(format!("{i:03}{line}")).unwrap();
+        }
+        let mut posted = Vec::new();
+        let mut first = rx.try_recv().ok();
+        while let Some(f) = first.take().or_else(|| held.take()) {
+            let (text, n) = batch(f, &mut rx, &mut held);
+            assert!(text.len() <= SLACK_BATCH_CHARS, "{} chars", text.len());
+            assert_eq!(text.lines().count(), n);
+            posted.extend(text.lines().map(|l| l[..3].to_string()));
+            first = held.take().or_else(|| rx.try_recv().ok());
+        }
+        let expected: Vec<String> = (0..200).map(|i| format!("{i:03}")).collect();
+        assert_eq!(posted, expected);
     }
 }
