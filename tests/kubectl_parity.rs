@@ -372,10 +372,20 @@ fn rollout_status_history_pause_resume(k: &Kubectl) {
         .unwrap();
     assert_eq!(progressing["status"], "False");
     assert_eq!(progressing["reason"], "ProgressDeadlineExceeded");
-    assert!(
-        k.ok(&["get", "pods", "-l", "app=crash"])
-            .contains("CrashLoopBackOff")
-    );
+    // A crash-looping pod's STATUS goes Running, Error, CrashLoopBackOff and round again: the
+    // deadline passing says nothing of which one `get pods` shows at that moment.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pods = k.ok(&["get", "pods", "-l", "app=crash"]);
+        if pods.contains("CrashLoopBackOff") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pod shown in CrashLoopBackOff:\n{pods}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // History: one line per revision, and a revision's template.
     let history = k.ok(&["rollout", "history", "deployment/app"]);
