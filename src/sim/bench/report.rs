@@ -144,12 +144,15 @@ pub fn table(f: &Figures) -> String {
         row(&format!("CPU, K = {k} watched (millicores)"), &|s| {
             at(s).map_or("–".into(), |w| format!("{:.1}", w.millicores))
         });
-        row(&format!("API quiet after the rollouts, K = {k} (s)"), &|s| {
-            at(s).map_or("–".into(), |w| {
-                w.quiet_after_s
-                    .map_or("never".into(), |q| format!("{q:.1}"))
-            })
-        });
+        row(
+            &format!("API quiet after the rollouts, K = {k} (s)"),
+            &|s| {
+                at(s).map_or("–".into(), |w| {
+                    w.quiet_after_s
+                        .map_or("never".into(), |q| format!("{q:.1}"))
+                })
+            },
+        );
         row(&format!("API requests/min, K = {k}"), &|s| {
             at(s).map_or("–".into(), |w| verbs(&w.requests_per_minute))
         });
