@@ -312,7 +312,11 @@ impl Detector {
             .filter_map(|k| k.latest.clone())
             .collect();
         for d in entries {
-            let session = self.first_sight_session(&d);
+            let session = rollout::revision(d.annotations()).and_then(|revision| {
+                let state = RolloutState::from_deployment(&d);
+                first_sight_start(&d, revision, state.as_ref())
+                    .map(|start| self.first_sight_session(&d, revision, start))
+            });
             if let Some(k) = self.known.get_mut(&key(&d)) {
                 k.session = session;
             }
@@ -329,19 +333,21 @@ impl Detector {
         }
     }
 
-    /// At start-up or takeover: resume what a previous process recorded, or judge a rollout
-    /// still in progress that nobody recorded.
-    fn first_sight_session(&self, d: &Arc<Deployment>) -> Option<Handle> {
-        let (start, resumed) = first_sight_start(d)?;
+    /// At start-up or takeover: the session [`first_sight_start`] found for `d`.
+    fn first_sight_session(
+        &self,
+        d: &Arc<Deployment>,
+        revision: i64,
+        (start, resumed): (Start, bool),
+    ) -> Handle {
         let (ns, name) = key(d);
-        let revision = rollout::revision(d.annotations()).unwrap_or_default();
         if resumed {
             info!(namespace = %ns, deployment = %name, revision, "resuming the watch recorded on the deployment");
         } else {
             // Deployed while no watchdog was leading: still rolling out, so judge it now.
             info!(namespace = %ns, deployment = %name, revision, "rollout in progress at start-up; watching it");
         }
-        Some(self.spawn(d.clone(), None, start))
+        self.spawn(d.clone(), None, start)
     }
 
     fn on_apply(&mut self, d: Deployment, initial: bool) {
@@ -353,21 +359,21 @@ impl Detector {
         };
         let version = rollout::deployed_version(&d, &self.ctx.config.version);
         let state = RolloutState::from_deployment(&d);
+        let first_sight = first_sight_start(&d, revision, state.as_ref());
 
         if !self.known.contains_key(&k) {
             // First sight: at start-up (resume what a previous process left open) or a
             // Deployment that was just created or opted in (not a rollout).
-            let session = if initial && self.leader {
-                self.first_sight_session(&d)
-            } else {
-                None
-            };
+            let keep = first_sight.is_some();
+            let session = first_sight
+                .filter(|_| initial && self.leader)
+                .map(|start| self.first_sight_session(&d, revision, start));
             self.known.insert(
                 k,
                 Known {
                     revision,
                     version,
-                    latest: first_sight_start(&d).map(|_| d),
+                    latest: keep.then_some(d),
                     session,
                 },
             );
@@ -377,7 +383,7 @@ impl Detector {
         let Some(entry) = self.known.get_mut(&k) else {
             return;
         };
-        entry.latest = first_sight_start(&d).map(|_| d.clone());
+        entry.latest = first_sight.is_some().then(|| d.clone());
         if revision > entry.revision {
             let ours = state.as_ref().is_some_and(|s| s.restored_on(&d));
             entry.revision = revision;
@@ -407,15 +413,18 @@ impl Detector {
     }
 }
 
-/// The session a process that starts leading now would run on `d`, and whether it resumes a
-/// recorded watch (else it judges a rollout that nobody recorded).
-fn first_sight_start(d: &Deployment) -> Option<(Start, bool)> {
-    let revision = rollout::revision(d.annotations())?;
-    let state = RolloutState::from_deployment(d);
-    if let Some(start) = resumable(d, revision, state.as_ref()) {
+/// The session a process that starts leading now would run on `d` (at `revision`, with the
+/// recorded `state`), and whether it resumes a recorded watch (else it judges a rollout that
+/// nobody recorded).
+fn first_sight_start(
+    d: &Deployment,
+    revision: i64,
+    state: Option<&RolloutState>,
+) -> Option<(Start, bool)> {
+    if let Some(start) = resumable(d, revision, state) {
         return Some((start, true));
     }
-    unrecorded_rollout_in_progress(d, revision, state.as_ref()).then_some((Start::Fresh, false))
+    unrecorded_rollout_in_progress(d, revision, state).then_some((Start::Fresh, false))
 }
 
 /// A revision after the first, not yet rolled out, that no watchdog has recorded.
