@@ -526,9 +526,13 @@ pub struct SecretFiles {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VersionSource {
-    /// A pod-template label (`key`), else the first container's image tag.
+    /// The main container's image tag; the label (`key`, on the pod template, else an
+    /// annotation of the Deployment) only when the image has no tag. A label that disagrees
+    /// with the image is stale (`kubectl set image` leaves it behind) and reported.
+    PreferImage,
+    /// A pod-template label (`key`), else the main container's image tag.
     Label,
-    /// The first container's image tag.
+    /// The main container's image tag.
     Image,
     /// A Deployment annotation (`key`).
     Annotation,
@@ -540,13 +544,17 @@ pub struct VersionConfig {
     pub source: VersionSource,
     /// The label or annotation that holds the version.
     pub key: String,
+    /// The container whose image is the deployed version; empty: the container named like the
+    /// Deployment, else the first that is not a known sidecar (`istio-proxy`, …).
+    pub container: String,
 }
 
 impl Default for VersionConfig {
     fn default() -> Self {
         VersionConfig {
-            source: VersionSource::Label,
+            source: VersionSource::PreferImage,
             key: "app.kubernetes.io/version".into(),
+            container: String::new(),
         }
     }
 }

@@ -70,6 +70,9 @@ pub enum DaemonError {
 struct Known {
     revision: i64,
     version: Option<String>,
+    /// Every container's image, kept only for a pod with several containers: a rollout that
+    /// changes a sidecar alone says which one changed.
+    images: Option<Box<[(String, String)]>>,
     /// The latest object, kept only while a new leader would start a session on it (a watch
     /// left open, a rollout nobody recorded): [`Detector::take_over`] reads nothing else, and
     /// a settled Deployment is most of a large cluster.
@@ -284,7 +287,10 @@ impl Detector {
         session::spawn(
             self.ctx.clone(),
             d,
-            from,
+            session::Before {
+                version: from,
+                images: Vec::new(),
+            },
             start,
             self.sessions.child_token(),
         )
@@ -358,6 +364,7 @@ impl Detector {
             return;
         };
         let version = rollout::deployed_version(&d, &self.ctx.config.version);
+        let images = several_images(&d);
         let state = RolloutState::from_deployment(&d);
         let first_sight = first_sight_start(&d, revision, state.as_ref());
 
@@ -373,6 +380,7 @@ impl Detector {
                 Known {
                     revision,
                     version,
+                    images,
                     latest: keep.then_some(d),
                     session,
                 },
@@ -388,6 +396,7 @@ impl Detector {
             let ours = state.as_ref().is_some_and(|s| s.restored_on(&d));
             entry.revision = revision;
             let from = std::mem::replace(&mut entry.version, version);
+            let images_before = std::mem::replace(&mut entry.images, images);
             if !ours {
                 if let Some(old) = entry.session.take() {
                     let _ = old.end.send(Some(EndCause::Superseded));
@@ -396,7 +405,10 @@ impl Detector {
                     let handle = session::spawn(
                         self.ctx.clone(),
                         d.clone(),
-                        from,
+                        session::Before {
+                            version: from,
+                            images: images_before.map(Vec::from).unwrap_or_default(),
+                        },
                         Start::Fresh,
                         self.sessions.child_token(),
                     );
@@ -411,6 +423,13 @@ impl Detector {
             let _ = s.updates.send(d);
         }
     }
+}
+
+/// Every container's image of `d`'s template when it has several containers.
+fn several_images(d: &Deployment) -> Option<Box<[(String, String)]>> {
+    let template = &d.spec.as_ref()?.template;
+    let images = crate::cluster::version::images(template);
+    (images.len() > 1).then(|| images.into_boxed_slice())
 }
 
 /// The session a process that starts leading now would run on `d` (at `revision`, with the

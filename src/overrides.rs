@@ -24,11 +24,12 @@ const OWN: [&str; 4] = [
 ];
 
 /// Every override and what it sets.
-pub const KNOWN: [(&str, &str); 15] = [
+pub const KNOWN: [(&str, &str); 16] = [
     ("mode", "enforce or dry_run"),
     ("health-url", "the health endpoint URL"),
-    ("version-source", "label, image or annotation"),
+    ("version-source", "prefer_image, label, image or annotation"),
     ("version-key", "the label or annotation holding the version"),
+    ("version-container", "the container whose image is the version"),
     ("error-rate-threshold", "a ratio, e.g. 0.02"),
     ("min-requests", "a whole number"),
     ("failures-before-rollback", "a whole number from 1"),
@@ -118,13 +119,19 @@ fn apply(
         }
         "version-source" => {
             c.version.source = match value {
+                "prefer_image" | "prefer-image" => VersionSource::PreferImage,
                 "label" => VersionSource::Label,
                 "image" => VersionSource::Image,
                 "annotation" => VersionSource::Annotation,
-                _ => return Err(format!("{value:?} is not label, image or annotation")),
+                _ => {
+                    return Err(format!(
+                        "{value:?} is not prefer_image, label, image or annotation"
+                    ));
+                }
             }
         }
         "version-key" => c.version.key = value.to_string(),
+        "version-container" => c.version.container = value.to_string(),
         "error-rate-threshold" => {
             let t: f64 = value
                 .parse()

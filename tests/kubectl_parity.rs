@@ -603,6 +603,7 @@ async fn an_undo_to_the_current_template_is_skipped_by_both() {
             opted_in: true,
             paused: false,
             annotations: BTreeMap::new(),
+            sidecars: Vec::new(),
         });
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig.yaml");

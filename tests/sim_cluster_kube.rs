@@ -28,6 +28,7 @@ fn spec(reference: &str, version: &str, replicas: i32, opted_in: bool) -> Deploy
         opted_in,
         paused: false,
         annotations: BTreeMap::new(),
+        sidecars: Vec::new(),
     }
 }
 

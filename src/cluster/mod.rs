@@ -7,3 +7,4 @@ pub mod pods;
 pub mod record;
 pub mod rollback;
 pub mod rollout;
+pub mod version;

@@ -115,7 +115,13 @@ pub fn plan(deployment: &Deployment, replica_sets: &[ReplicaSet]) -> Result<Roll
     Ok(RollbackPlan {
         target_revision,
         target_hash: rollout::hash_of(target),
-        target_version: rollout::template_version(&template),
+        // What the restored template runs: its main container's image, else its label.
+        target_version: super::version::template_image_version(
+            &template,
+            deployment,
+            &crate::config::VersionConfig::default(),
+        )
+        .or_else(|| rollout::template_version(&template)),
         template,
         annotations,
     })

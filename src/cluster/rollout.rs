@@ -35,35 +35,12 @@ pub fn template_version(template: &PodTemplateSpec) -> Option<String> {
     image_tag(image).map(str::to_string)
 }
 
-/// The deployed version of a Deployment by the configured rule.
+/// The deployed version of a Deployment by the configured rule (see [`super::version`]).
 pub fn deployed_version(d: &Deployment, rule: &crate::config::VersionConfig) -> Option<String> {
-    use crate::config::VersionSource;
-    let template = &d.spec.as_ref()?.template;
-    let image = || {
-        let image = template.spec.as_ref()?.containers.first()?.image.as_ref()?;
-        image_tag(image).map(str::to_string)
-    };
-    match rule.source {
-        VersionSource::Label => template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.as_ref())
-            .and_then(|l| l.get(&rule.key))
-            .cloned()
-            .or_else(image),
-        VersionSource::Image => image(),
-        VersionSource::Annotation => d.annotations().get(&rule.key).cloned(),
-    }
+    super::version::read(d, rule).version
 }
 
-/// `registry:5000/app:v1.2.3@sha256:…` → `v1.2.3`.
-pub fn image_tag(image: &str) -> Option<&str> {
-    let without_digest = image.split('@').next().unwrap_or(image);
-    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
-    last.split_once(':')
-        .map(|(_, tag)| tag)
-        .filter(|t| !t.is_empty())
-}
+pub use super::version::image_tag;
 
 /// Templates equal but for the `pod-template-hash` label (kubectl's `equalIgnoreHash`).
 pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
@@ -298,16 +275,5 @@ mod tests {
             progress(&stuck),
             Progress::DeadlineExceeded("deployment \"app\" exceeded its progress deadline".into())
         );
-    }
-
-    #[test]
-    fn image_tags() {
-        assert_eq!(
-            image_tag("registry.example.com/prod/app:v1.2.3"),
-            Some("v1.2.3")
-        );
-        assert_eq!(image_tag("localhost:5000/app:v2"), Some("v2"));
-        assert_eq!(image_tag("localhost:5000/app"), None);
-        assert_eq!(image_tag("app:v1@sha256:abc"), Some("v1"));
     }
 }

@@ -18,12 +18,35 @@ impl Session {
         info!(from = r.from(), to = r.to(), "rollout detected");
         self.ctx.metrics.detected();
         self.save_state().await;
+        let same_version = r.state.from_version == r.state.to_version;
+        let change = self
+            .change
+            .as_ref()
+            .map(|c| format!(": {}", c.describe(same_version)))
+            .unwrap_or_default();
+        if let Some(stale) = self.change.as_ref().and_then(|c| c.stale.as_ref()) {
+            warn!(change = %stale, "version label disagrees with the image; the image is what runs");
+            self.record(Decision {
+                warning: true,
+                event_reason: "VersionLabelStale",
+                action: "Watch",
+                note: format!(
+                    "{stale}: the image is what runs, so the rollout is judged as {}",
+                    r.to()
+                ),
+                revision: r.state.revision,
+                outcome: None,
+                reason: None,
+                from_version: r.state.from_version.clone(),
+                to_version: r.state.to_version.clone(),
+            });
+        }
         self.record(Decision {
             warning: false,
             event_reason: "RolloutDetected",
             action: "Watch",
             note: format!(
-                "Watching the rollout of {} (from {}, revision {})",
+                "Watching the rollout of {} (from {}, revision {}){change}",
                 r.to(),
                 r.from(),
                 r.state.revision
@@ -35,7 +58,7 @@ impl Session {
             to_version: r.state.to_version.clone(),
         });
         let mut start = format!(
-            "Starting production deploy of {} to {} (from {}, revision {}); watching it for {}.",
+            "Starting production deploy of {} to {} (from {}, revision {}{change}); watching it for {}.",
             r.to(),
             r.key(),
             r.from(),
@@ -311,8 +334,14 @@ impl Session {
                     Outcome::RolledBack,
                     &format!("rolled back to {to}: {message}"),
                 );
+                let change = self
+                    .change
+                    .as_ref()
+                    .filter(|c| !c.others.is_empty())
+                    .map(|c| format!(" ({})", c.describe(to == r.to())))
+                    .unwrap_or_default();
                 self.ctx.notifier.post(format!(
-                    "⚠️ Rolled back {} {} to {to} due to {message}",
+                    "⚠️ Rolled back {} {}{change} to {to} due to {message}",
                     r.key(),
                     r.to()
                 ));

@@ -91,11 +91,21 @@ impl Rollout {
     }
 }
 
+/// What the detector knew of the Deployment before this revision.
+#[derive(Debug, Clone, Default)]
+pub struct Before {
+    /// The version the previous revision deployed.
+    pub version: Option<String>,
+    /// Every container's `(name, image)` of the previous template, when known (kept for pods
+    /// with several containers); empty when not.
+    pub images: Vec<(String, String)>,
+}
+
 /// Spawns a session for `deployment`'s current revision.
 pub fn spawn(
     ctx: Arc<Context>,
     deployment: Arc<Deployment>,
-    from_version: Option<String>,
+    before: Before,
     start: Start,
     shutdown: CancellationToken,
 ) -> Handle {
@@ -115,7 +125,7 @@ pub fn spawn(
         Start::Resume(ref s) => s.clone(),
         Start::Fresh => RolloutState {
             revision,
-            from_version,
+            from_version: before.version.clone(),
             to_version: rollout::deployed_version(&deployment, &cfg.version),
             detected_at: jiff::Timestamp::now(),
             outcome: None,
@@ -142,7 +152,9 @@ pub fn spawn(
     {
         policy.failures_before_rollback = n.get();
     }
+    let change = change_note(&deployment, &cfg, &before);
     let session = Session {
+        change,
         probes: ctx.probes.reconfigured(&cfg),
         policy,
         cfg,
@@ -166,6 +178,9 @@ pub fn spawn(
 
 struct Session {
     ctx: Arc<Context>,
+    /// What this revision changed beyond the version, when a message should say it: a stale
+    /// version label, sidecars that changed image.
+    change: Option<Change>,
     /// The daemon's config with this Deployment's overrides.
     cfg: Config,
     policy: Policy,
@@ -180,6 +195,62 @@ struct Session {
     end: watch::Receiver<Option<EndCause>>,
     shutdown: CancellationToken,
     resumed: bool,
+}
+
+/// What a rollout changed that its versions alone do not say.
+#[derive(Debug, Clone, PartialEq)]
+struct Change {
+    /// `v1.2.2 → v1.2.3 (image), label still says v1.2.2`, when the label is stale.
+    stale: Option<String>,
+    /// Containers other than the main one whose image changed, e.g. `istio-proxy
+    /// docker.io/istio/proxyv2:1.22.0 → 1.22.1`.
+    others: Vec<String>,
+    /// The main container.
+    main: Option<String>,
+}
+
+impl Change {
+    /// One clause for messages: `v1.2.2 → v1.2.3 (image), label still says v1.2.2; sidecar
+    /// istio-proxy … → 1.22.1 (app unchanged)`.
+    fn describe(&self, same_version: bool) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = &self.stale {
+            parts.push(s.clone());
+        }
+        if !self.others.is_empty() {
+            let main = self.main.as_deref().unwrap_or("main container");
+            let mut s = format!("changed: {}", self.others.join(", "));
+            if same_version {
+                s.push_str(&format!(" ({main} unchanged)"));
+            }
+            parts.push(s);
+        }
+        parts.join("; ")
+    }
+}
+
+fn change_note(d: &Deployment, cfg: &Config, before: &Before) -> Option<Change> {
+    let reading = crate::cluster::version::read(d, &cfg.version);
+    let stale = reading.stale.as_ref().map(|s| {
+        crate::cluster::version::describe(
+            before.version.as_deref(),
+            reading.version.as_deref(),
+            Some(s),
+        )
+    });
+    let others = match (d.spec.as_ref(), before.images.is_empty()) {
+        (Some(spec), false) => crate::cluster::version::other_changes(
+            &before.images,
+            &spec.template,
+            reading.container.as_deref(),
+        ),
+        _ => Vec::new(),
+    };
+    (stale.is_some() || !others.is_empty()).then_some(Change {
+        stale,
+        others,
+        main: reading.container,
+    })
 }
 
 impl Session {

@@ -14,6 +14,7 @@ pub mod debug;
 pub mod runner;
 pub mod scenario;
 pub mod services;
+pub mod sidecars;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -326,6 +326,15 @@ impl Simulation {
                 self.cluster.set_api_state(*state);
                 Ok(())
             }
+            Action::SetImage {
+                deployment,
+                version,
+                container,
+            } => {
+                let (ns, n) = split(deployment);
+                self.cluster
+                    .set_image(&ns, &n, container.as_deref(), version)
+            }
             Action::RestartWatchdog | Action::KillLeader => Ok(()),
         };
         if let Err(e) = result {
@@ -537,6 +546,13 @@ pub async fn run_in(
             {
                 deploys.push((deployment.clone(), version.clone(), now));
             }
+            if let Action::SetImage { deployment, .. } = &ev.action {
+                // A rollout of whatever the app container runs now (unchanged when only a
+                // sidecar's image changed).
+                let (ns, n) = deployment.split_once('/').unwrap_or_default();
+                let version = sim.cluster.current_version(ns, n).unwrap_or_default();
+                deploys.push((deployment.clone(), version, now));
+            }
             if ev.action == Action::RestartWatchdog {
                 daemon
                     .restart_all(sim)
@@ -634,6 +650,14 @@ fn describe(a: &Action) -> String {
         Action::Sink { name, state } => format!("sink {name:?} is now {state:?}").to_lowercase(),
         Action::Api { state } => format!("API server: {state:?}").to_lowercase(),
         Action::RestartWatchdog => "watchdog killed and restarted".into(),
+        Action::SetImage {
+            deployment,
+            version,
+            container,
+        } => match container {
+            Some(c) => format!("kubectl set image {deployment}: container {c} to tag {version}"),
+            None => format!("kubectl set image {deployment} to {version} (labels unchanged)"),
+        },
         Action::KillLeader => "the leading watchdog replica is killed; a replacement starts".into(),
     }
 }

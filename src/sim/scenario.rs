@@ -58,6 +58,10 @@ pub struct DeploymentSpec {
     /// Annotations put on the Deployment (per-Deployment overrides under `deploy-watchdog.io/`).
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// Containers beside the app container (an addition to the format): `[istio-proxy]`, or
+    /// `{name, image, position: first|last}`.
+    #[serde(default)]
+    pub sidecars: Vec<super::sidecars::Sidecar>,
 }
 
 fn one() -> i32 {
@@ -126,6 +130,13 @@ pub enum Action {
         state: ApiState,
     },
     RestartWatchdog,
+    /// `kubectl set image`: only one container's image tag changes (the app container's, unless
+    /// `container` names a sidecar); labels keep their values.
+    SetImage {
+        deployment: String,
+        version: String,
+        container: Option<String>,
+    },
     /// Kill the replica holding the leader Lease; a replacement starts (an addition to the format).
     KillLeader,
 }
@@ -320,6 +331,7 @@ impl Scenario {
                     "must not be empty".into(),
                 ));
             }
+            super::sidecars::check(&d.sidecars, d.name(), &format!("deployments[{i}].sidecars"))?;
         }
         for (key, b) in &self.apps {
             if AppKey::parse(key).is_none() {
@@ -361,6 +373,14 @@ impl Scenario {
                 Action::Pause { deployment }
                 | Action::Resume { deployment }
                 | Action::Delete { deployment } => Some(deployment),
+                Action::SetImage {
+                    deployment,
+                    version,
+                    container,
+                } => {
+                    self.check_set_image(&field, deployment, version, container.as_deref())?;
+                    Some(deployment)
+                }
                 _ => None,
             };
             if let Some(d) = deployment
@@ -382,6 +402,40 @@ impl Scenario {
                     "an empty list expects nothing".into(),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// A `set_image` event: a tag Kubernetes accepts, a container the Deployment has.
+    fn check_set_image(
+        &self,
+        field: &str,
+        deployment: &str,
+        version: &str,
+        container: Option<&str>,
+    ) -> Result<(), (String, String)> {
+        let tag_ok = !version.is_empty()
+            && version.len() <= 128
+            && !version.starts_with(['.', '-'])
+            && version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !tag_ok {
+            return Err((
+                format!("{field}.set_image.version"),
+                format!("{version:?} is not an image tag"),
+            ));
+        }
+        if let (Some(c), Some(d)) = (
+            container,
+            self.deployments.iter().find(|d| d.reference == deployment),
+        ) && c != d.name()
+            && !d.sidecars.iter().any(|s| s.name == c)
+        {
+            return Err((
+                format!("{field}.set_image.container"),
+                format!("{deployment} has no container {c:?}"),
+            ));
         }
         Ok(())
     }
@@ -456,6 +510,7 @@ impl Action {
             Action::Sink { .. } => "sink",
             Action::Api { .. } => "api",
             Action::RestartWatchdog => "restart_watchdog",
+            Action::SetImage { .. } => "set_image",
             Action::KillLeader => "kill_leader",
         }
     }
@@ -466,6 +521,14 @@ impl Action {
 struct DeployFields {
     deployment: String,
     version: String,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetImageFields {
+    deployment: String,
+    version: String,
+    #[serde(default)]
+    container: Option<String>,
 }
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -595,10 +658,18 @@ impl<'de> Deserialize<'de> for ScriptEvent {
                 Action::Api { state: f.state }
             }
             "restart_watchdog" => Action::RestartWatchdog,
+            "set_image" => {
+                let f: SetImageFields = serde_json::from_value(value).map_err(field)?;
+                Action::SetImage {
+                    deployment: f.deployment,
+                    version: f.version,
+                    container: f.container,
+                }
+            }
             "kill_leader" => Action::KillLeader,
             other => {
                 return Err(D::Error::custom(format!(
-                    "unknown event `{other}` (deploy, app, scale, pause, resume, delete, provider, sink, api, restart_watchdog, kill_leader)"
+                    "unknown event `{other}` (deploy, app, scale, pause, resume, delete, provider, sink, api, restart_watchdog, kill_leader, set_image)"
                 )));
             }
         };

@@ -19,6 +19,7 @@ pub fn spec(reference: &str, version: &str, replicas: i32) -> DeploymentSpec {
         opted_in: true,
         paused: false,
         annotations: BTreeMap::new(),
+        sidecars: Vec::new(),
     }
 }
 

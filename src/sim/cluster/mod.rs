@@ -65,6 +65,12 @@ pub const OPT_IN_LABEL: (&str, &str) = ("deploy-watchdog.io/enabled", "true");
 pub enum SimError {
     #[error("deployment {namespace}/{name} does not exist")]
     NoSuchDeployment { namespace: String, name: String },
+    #[error("deployment {namespace}/{name} has no container {container:?}")]
+    NoSuchContainer {
+        namespace: String,
+        name: String,
+        container: String,
+    },
 }
 
 /// An HTTP PATCH (or PUT/POST) that changed a Deployment's pod template: a rollback or a deploy
@@ -133,7 +139,10 @@ impl SimCluster {
                 "selector": {"matchLabels": {"app": name}},
                 "template": {
                     "metadata": {"labels": {"app": name, "app.kubernetes.io/name": name}},
-                    "spec": {"containers": [{"name": name, "ports": [{"containerPort": 8080, "name": "http"}]}]},
+                    "spec": {"containers": crate::sim::sidecars::containers(
+                        json!({"name": name, "ports": [{"containerPort": 8080, "name": "http"}]}),
+                        &spec.sidecars,
+                    )},
                 },
             },
             "status": {},
@@ -186,6 +195,44 @@ impl SimCluster {
     pub fn deploy(&self, namespace: &str, name: &str, version: &str) -> Result<(), SimError> {
         self.modify(namespace, name, |d| {
             set_version(d, namespace, name, version)
+        })
+    }
+
+    /// `kubectl set image`: the image tag of one container changes (the app container's when
+    /// `container` is `None`), its repository and every label stay as they are.
+    pub fn set_image(
+        &self,
+        namespace: &str,
+        name: &str,
+        container: Option<&str>,
+        tag: &str,
+    ) -> Result<(), SimError> {
+        let dep = self
+            .deployment_json(namespace, name)
+            .ok_or_else(|| no_such(namespace, name))?;
+        let template = dep.pointer("/spec/template").unwrap_or(&Value::Null);
+        let target = match container {
+            Some(c) => Some(c),
+            None => objects::main_container(template, name)
+                .and_then(|c| c.get("name"))
+                .and_then(Value::as_str),
+        };
+        let index = template
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .and_then(|cs| {
+                cs.iter()
+                    .position(|c| target.is_some() && c.get("name").and_then(Value::as_str) == target)
+            })
+            .ok_or_else(|| SimError::NoSuchContainer {
+                namespace: namespace.into(),
+                name: name.into(),
+                container: container.unwrap_or(name).into(),
+            })?;
+        self.modify(namespace, name, |d| {
+            let c = &mut d["spec"]["template"]["spec"]["containers"][index];
+            let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
+            c["image"] = json!(crate::sim::sidecars::with_tag(image, tag));
         })
     }
 
@@ -327,7 +374,7 @@ impl SimCluster {
             .lock()
             .store
             .get(Kind::Deployment, namespace, name)?;
-        objects::template_version(dep.pointer("/spec/template")?)
+        objects::running_version(dep.pointer("/spec/template")?, name)
     }
 
     /// A Deployment as stored (JSON), for tests and diagnostics.
@@ -421,6 +468,15 @@ fn no_such(namespace: &str, name: &str) -> SimError {
 
 fn set_version(dep: &mut Value, ns: &str, name: &str, version: &str) {
     dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] = json!(version);
-    dep["spec"]["template"]["spec"]["containers"][0]["image"] =
+    // The app container: named like the Deployment (sidecars keep their images).
+    let index = dep
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .and_then(|cs| {
+            cs.iter()
+                .position(|c| c.get("name").and_then(Value::as_str) == Some(name))
+        })
+        .unwrap_or(0);
+    dep["spec"]["template"]["spec"]["containers"][index]["image"] =
         json!(format!("registry.example.com/{ns}/{name}:{version}"));
 }

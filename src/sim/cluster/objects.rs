@@ -212,6 +212,39 @@ pub fn template_version(template: &Value) -> Option<String> {
     last.split_once(':').map(|(_, tag)| tag.to_string())
 }
 
+/// The app container of a pod template of the Deployment `deployment`, as a kubelet-side view
+/// of "what runs": the container named like the Deployment, else the first that is not a known
+/// sidecar, else the first.
+pub fn main_container<'a>(template: &'a Value, deployment: &str) -> Option<&'a Value> {
+    main_of(template.pointer("/spec/containers")?, deployment)
+}
+
+/// [`main_container`] of a pod spec's `containers`.
+pub fn main_of<'a>(containers: &'a Value, deployment: &str) -> Option<&'a Value> {
+    let containers = containers.as_array()?;
+    let name = |c: &Value| c.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    containers
+        .iter()
+        .find(|c| name(c) == deployment)
+        .or_else(|| {
+            containers.iter().find(|c| {
+                !crate::cluster::version::KNOWN_SIDECARS.contains(&name(c).as_str())
+            })
+        })
+        .or_else(|| containers.first())
+}
+
+/// The version a pod of `template` runs: its app container's image tag (labels are metadata;
+/// `kubectl set image` leaves them behind), else the version label for an untagged image.
+pub fn running_version(template: &Value, deployment: &str) -> Option<String> {
+    main_container(template, deployment)
+        .and_then(|c| c.get("image"))
+        .and_then(Value::as_str)
+        .and_then(crate::cluster::version::image_tag)
+        .map(str::to_string)
+        .or_else(|| template_version(template))
+}
+
 /// Resolves an int-or-percent like `intstr.GetScaledValueFromIntOrPercent`.
 pub fn scaled(v: Option<&Value>, total: i64, round_up: bool) -> i64 {
     match v {

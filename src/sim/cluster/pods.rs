@@ -262,6 +262,52 @@ pub fn render_status(rt: &PodRuntime, container_name: &str, st: &PodState, creat
     status
 }
 
+/// Adds the statuses of the pod's other containers (sidecars) to `status`, as the kubelet
+/// reports them: sorted by name, each running and ready once the pod's containers are created
+/// (a sidecar's image is not the app's, so the app's behaviour does not touch it).
+pub fn add_sidecar_statuses(status: &mut Value, containers: &Value, main: &str, st: &PodState) {
+    let Some(containers) = containers.as_array() else {
+        return;
+    };
+    let Some(statuses) = status
+        .get_mut("containerStatuses")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    let creating = matches!(
+        st.container,
+        Some(Container::Waiting {
+            reason: "ContainerCreating",
+            ..
+        })
+    );
+    let now = now_rfc3339();
+    for c in containers {
+        let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+        if name == main {
+            continue;
+        }
+        let image = c.get("image").and_then(Value::as_str).unwrap_or_default();
+        let mut cs = json!({
+            "name": name, "image": image, "imageID": "", "ready": !creating,
+            "restartCount": 0, "started": !creating, "lastState": {},
+        });
+        if creating {
+            cs["state"] = json!({"waiting": {"reason": "ContainerCreating"}});
+        } else {
+            cs["state"] = json!({"running": {"startedAt": now}});
+            cs["imageID"] = json!(format!(
+                "{}@sha256:{:064x}",
+                image.rsplit_once(':').map_or(image, |(repo, _)| repo),
+                super::objects::fnv1a32(image.as_bytes())
+            ));
+        }
+        statuses.push(cs);
+    }
+    statuses.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

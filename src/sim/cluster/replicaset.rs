@@ -87,7 +87,19 @@ fn create_pod(
             break candidate;
         }
     };
-    let version = super::objects::template_version(&template).unwrap_or_default();
+    // The kubelet runs images: the pod is the version its app container's image is.
+    let version = super::objects::running_version(&template, deployment).unwrap_or_default();
+    let main = super::objects::main_container(&template, deployment);
+    let main_name = main
+        .and_then(|c| c.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("app")
+        .to_string();
+    let main_image = main
+        .and_then(|c| c.get("image"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let behaviour = st.behaviours.lookup(ns, deployment, &version);
     st.ip_seq += 1;
     let since = if st.backdate && behaviour.pods == PodMode::Running {
@@ -99,11 +111,7 @@ fn create_pod(
         namespace: ns.into(),
         deployment: deployment.into(),
         version,
-        image: template
-            .pointer("/spec/containers/0/image")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .into(),
+        image: main_image,
         mode: behaviour.pods,
         since,
         restart_base: 0,
@@ -133,12 +141,9 @@ fn create_pod(
     // The first status is written with the pod: one write per pod instead of two.
     let mut rt = rt;
     let (state, next) = pods::evaluate(&rt, &behaviour, now);
-    let container = spec
-        .pointer("/containers/0/name")
-        .and_then(Value::as_str)
-        .unwrap_or("app");
     let created = metadata["creationTimestamp"].as_str().unwrap_or_default();
-    let status = pods::render_status(&rt, container, &state, created);
+    let mut status = pods::render_status(&rt, &main_name, &state, created);
+    pods::add_sidecar_statuses(&mut status, &spec["containers"], &main_name, &state);
     st.note_pod_state(&rt, &state, now);
     rt.last = Some(state);
     let key = (ns.to_string(), name.clone());
@@ -178,15 +183,16 @@ pub fn refresh_pod(st: &mut State, ns: &str, name: &str, now: Instant) {
     if rt.last.as_ref() == Some(&state) {
         return;
     }
-    let container = pod
-        .pointer("/spec/containers/0/name")
+    let container = super::objects::main_of(&pod["spec"]["containers"], &rt.deployment)
+        .and_then(|c| c.get("name"))
         .and_then(Value::as_str)
         .unwrap_or("app")
         .to_string();
     let created = meta_str(&pod, "creationTimestamp")
         .unwrap_or_default()
         .to_string();
-    let status = pods::render_status(rt, &container, &state, &created);
+    let mut status = pods::render_status(rt, &container, &state, &created);
+    pods::add_sidecar_statuses(&mut status, &pod["spec"]["containers"], &container, &state);
     if let Some(rt) = st.pods.get(&key).cloned()
         && matches!(
             state.container,
