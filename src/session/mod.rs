@@ -429,3 +429,75 @@ impl Session {
         ratio
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn deployment(label: &str, containers: &[(&str, &str)]) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app", "namespace": "production"},
+            "spec": {
+                "selector": {},
+                "template": {
+                    "metadata": {"labels": {"app.kubernetes.io/version": label}},
+                    "spec": {"containers": containers.iter()
+                        .map(|(n, i)| serde_json::json!({"name": n, "image": i}))
+                        .collect::<Vec<_>>()},
+                },
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_set_image_deploy_names_the_image_and_the_stale_label() {
+        let d = deployment("v1.2.2", &[("app", "r/production/app:v1.2.3")]);
+        let before = Before {
+            version: Some("v1.2.2".into()),
+            images: Vec::new(),
+        };
+        let change = change_note(&d, &Config::default(), &before).unwrap();
+        assert_eq!(
+            change.describe(false),
+            "v1.2.2 → v1.2.3 (image), label still says v1.2.2"
+        );
+    }
+
+    #[test]
+    fn a_sidecar_only_change_names_the_sidecar() {
+        let d = deployment(
+            "v1.2.2",
+            &[
+                ("istio-proxy", "docker.io/istio/proxyv2:1.22.1"),
+                ("app", "r/production/app:v1.2.2"),
+            ],
+        );
+        let before = Before {
+            version: Some("v1.2.2".into()),
+            images: vec![
+                (
+                    "istio-proxy".into(),
+                    "docker.io/istio/proxyv2:1.22.0".into(),
+                ),
+                ("app".into(), "r/production/app:v1.2.2".into()),
+            ],
+        };
+        let change = change_note(&d, &Config::default(), &before).unwrap();
+        assert_eq!(
+            change.describe(true),
+            "changed: istio-proxy docker.io/istio/proxyv2:1.22.0 → 1.22.1 (app unchanged)"
+        );
+    }
+
+    #[test]
+    fn a_plain_deploy_has_nothing_more_to_say() {
+        let d = deployment("v1.2.3", &[("app", "r/production/app:v1.2.3")]);
+        let before = Before {
+            version: Some("v1.2.2".into()),
+            images: Vec::new(),
+        };
+        assert_eq!(change_note(&d, &Config::default(), &before), None);
+    }
+}

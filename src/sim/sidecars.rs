@@ -193,3 +193,65 @@ mod tests {
         assert_eq!(with_tag("r/app:v1@sha256:abc", "v2"), "r/app:v2");
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod scenario_tests {
+    use crate::sim::scenario::{Action, Scenario};
+
+    fn error_of(text: &str) -> String {
+        match Scenario::parse(text, "bad.yaml") {
+            Ok(_) => panic!("should not parse: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn set_image_and_sidecars_parse() {
+        let s = Scenario::parse(
+            "name: x\ndeployments: [{ref: a/b, version: v1, sidecars: [istio-proxy]}]\nscript:\n  - {at: 1s, set_image: {deployment: a/b, version: v2}}\n  - {at: 2s, set_image: {deployment: a/b, container: istio-proxy, version: 1.22.1}}\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(s.deployments[0].sidecars[0].name, "istio-proxy");
+        assert_eq!(
+            s.script[1].action,
+            Action::SetImage {
+                deployment: "a/b".into(),
+                version: "1.22.1".into(),
+                container: Some("istio-proxy".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn bad_set_image_and_sidecars_name_the_field() {
+        let cases = [
+            (
+                "name: x\ndeployments: [{ref: a/b, version: v1}]\nscript: [{at: 1s, set_image: {deployment: a/b, container: istio-proxy, version: v2}}]\n",
+                "script[0].set_image.container",
+            ),
+            (
+                "name: x\ndeployments: [{ref: a/b, version: v1}]\nscript: [{at: 1s, set_image: {deployment: a/b, version: 'v 2'}}]\n",
+                "script[0].set_image.version",
+            ),
+            (
+                "name: x\ndeployments: [{ref: a/b, version: v1}]\nscript: [{at: 1s, set_image: {deployment: a/c, version: v2}}]\n",
+                "script[0].set_image.deployment",
+            ),
+            (
+                "name: x\ndeployments: [{ref: a/b, version: v1, sidecars: [b]}]\n",
+                "deployments[0].sidecars[0].name",
+            ),
+            (
+                "name: x\ndeployments: [{ref: a/b, version: v1, sidecars: [log-shipper]}]\n",
+                "deployments[0].sidecars[0]",
+            ),
+        ];
+        for (text, needle) in cases {
+            let msg = error_of(text);
+            assert!(msg.starts_with("bad.yaml: "), "{msg}");
+            assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
+        }
+    }
+}
