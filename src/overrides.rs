@@ -29,7 +29,10 @@ pub const KNOWN: [(&str, &str); 16] = [
     ("health-url", "the health endpoint URL"),
     ("version-source", "prefer_image, label, image or annotation"),
     ("version-key", "the label or annotation holding the version"),
-    ("version-container", "the container whose image is the version"),
+    (
+        "version-container",
+        "the container whose image is the version",
+    ),
     ("error-rate-threshold", "a ratio, e.g. 0.02"),
     ("min-requests", "a whole number"),
     ("failures-before-rollback", "a whole number from 1"),

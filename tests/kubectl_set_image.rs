@@ -97,10 +97,14 @@ fn kubectl_set_image_of_a_bad_release_is_judged_by_its_image_and_rolled_back() {
             .spawn()
             .unwrap(),
     );
-    wait_for("simulate --serve to write its files", Duration::from_secs(60), || {
-        std::fs::read_to_string(&kubeconfig).is_ok_and(|t| t.contains("server: "))
-            && config.exists()
-    });
+    wait_for(
+        "simulate --serve to write its files",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&kubeconfig).is_ok_and(|t| t.contains("server: "))
+                && config.exists()
+        },
+    );
 
     let mut daemon = exe()
         .arg("run")
@@ -126,7 +130,10 @@ fn kubectl_set_image_of_a_bad_release_is_judged_by_its_image_and_rolled_back() {
     });
     let mut log = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !log.iter().any(|l: &String| l.contains("initial sync complete")) {
+    while !log
+        .iter()
+        .any(|l: &String| l.contains("initial sync complete"))
+    {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
             Ok(l) => log.push(l),
@@ -148,7 +155,11 @@ fn kubectl_set_image_of_a_bad_release_is_judged_by_its_image_and_rolled_back() {
     assert!(out.contains("image updated"), "{out}");
 
     let get = || {
-        let (ok, out) = kubectl(&bin, &kubeconfig, &["get", "deployment", "app", "-o", "json"]);
+        let (ok, out) = kubectl(
+            &bin,
+            &kubeconfig,
+            &["get", "deployment", "app", "-o", "json"],
+        );
         assert!(ok, "{out}");
         serde_json::from_str::<Value>(&out).unwrap()
     };
@@ -187,7 +198,11 @@ fn kubectl_set_image_of_a_bad_release_is_judged_by_its_image_and_rolled_back() {
         },
     );
     assert_eq!(
-        (&state["reason"], &state["to_version"], &state["from_version"]),
+        (
+            &state["reason"],
+            &state["to_version"],
+            &state["from_version"]
+        ),
         (
             &Value::from("error_rate"),
             &Value::from("v1.2.3"),
@@ -211,11 +226,21 @@ fn kubectl_set_image_of_a_bad_release_is_judged_by_its_image_and_rolled_back() {
         items
             .iter()
             .filter(|e| e["reason"] == reason)
-            .map(|e| e["message"].as_str().or(e["note"].as_str()).unwrap_or_default().to_string())
+            .map(|e| {
+                e["message"]
+                    .as_str()
+                    .or(e["note"].as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            })
             .collect()
     };
     let stale = text("VersionLabelStale");
-    assert_eq!(stale.len(), 1, "one Warning Event names both versions: {items:?}");
+    assert_eq!(
+        stale.len(),
+        1,
+        "one Warning Event names both versions: {items:?}"
+    );
     assert!(
         stale[0].contains("v1.2.2 → v1.2.3 (image), label still says v1.2.2"),
         "{stale:?}"

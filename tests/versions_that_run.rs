@@ -42,7 +42,7 @@ fn a_set_image_deploy_is_reported_as_the_image_with_the_label_stale() {
             && l.contains("label still says v1.2.2")),
         "{out}"
     );
-    assert!(!out.contains("version_mismatch"), "{out}");
+    assert!(!out.contains("RolledBack"), "{out}");
 }
 
 #[test]
@@ -50,7 +50,9 @@ fn a_sidecar_only_rollout_names_the_container_that_changed() {
     let out = simulate("sidecar-only-change-is-a-rollout.yaml");
     assert!(
         out.lines().any(|l| l.contains("RolloutDetected")
-            && l.contains("changed: istio-proxy docker.io/istio/proxyv2:1.22.0 → 1.22.1 (app unchanged)")),
+            && l.contains(
+                "changed: istio-proxy docker.io/istio/proxyv2:1.22.0 → 1.22.1 (app unchanged)"
+            )),
         "{out}"
     );
     assert!(!out.contains("VersionLabelStale"), "{out}");

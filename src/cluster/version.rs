@@ -71,7 +71,11 @@ pub fn template_image_version(
     deployment: &Deployment,
     rule: &VersionConfig,
 ) -> Option<String> {
-    let c = main_container(template, &deployment.name_any(), Some(named(deployment, rule)))?;
+    let c = main_container(
+        template,
+        &deployment.name_any(),
+        Some(named(deployment, rule)),
+    )?;
     image_tag(c.image.as_deref()?).map(str::to_string)
 }
 
@@ -190,7 +194,10 @@ fn short<'a>(now: &'a str, was: &str) -> &'a str {
         let tag = image_tag(i).filter(|_| !i.contains('@'))?;
         Some((i.strip_suffix(tag)?, tag))
     };
-    match (repository(now), image_tag(was).and_then(|t| was.strip_suffix(t))) {
+    match (
+        repository(now),
+        image_tag(was).and_then(|t| was.strip_suffix(t)),
+    ) {
         (Some((repo, tag)), Some(was_repo)) if repo == was_repo => tag,
         _ => now,
     }
@@ -235,9 +242,8 @@ mod tests {
             spec: Some(Default::default()),
         };
         if let Some(v) = label {
-            template.metadata.as_mut().unwrap().labels = Some(
-                [("app.kubernetes.io/version".to_string(), v.to_string())].into(),
-            );
+            template.metadata.as_mut().unwrap().labels =
+                Some([("app.kubernetes.io/version".to_string(), v.to_string())].into());
         }
         template.spec.as_mut().unwrap().containers = containers
             .iter()

@@ -188,8 +188,14 @@ mod tests {
 
     #[test]
     fn set_image_keeps_the_repository() {
-        assert_eq!(with_tag("registry:5000/ns/app:v1", "v2"), "registry:5000/ns/app:v2");
-        assert_eq!(with_tag("registry:5000/ns/app", "v2"), "registry:5000/ns/app:v2");
+        assert_eq!(
+            with_tag("registry:5000/ns/app:v1", "v2"),
+            "registry:5000/ns/app:v2"
+        );
+        assert_eq!(
+            with_tag("registry:5000/ns/app", "v2"),
+            "registry:5000/ns/app:v2"
+        );
         assert_eq!(with_tag("r/app:v1@sha256:abc", "v2"), "r/app:v2");
     }
 }
@@ -240,7 +246,7 @@ mod scenario_tests {
                 "script[0].set_image.deployment",
             ),
             (
-                "name: x\ndeployments: [{ref: a/b, version: v1, sidecars: [b]}]\n",
+                "name: x\ndeployments: [{ref: a/b, version: v1, sidecars: [{name: b, image: 'r/b:1'}]}]\n",
                 "deployments[0].sidecars[0].name",
             ),
             (

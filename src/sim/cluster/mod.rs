@@ -221,8 +221,9 @@ impl SimCluster {
             .pointer("/spec/containers")
             .and_then(Value::as_array)
             .and_then(|cs| {
-                cs.iter()
-                    .position(|c| target.is_some() && c.get("name").and_then(Value::as_str) == target)
+                cs.iter().position(|c| {
+                    target.is_some() && c.get("name").and_then(Value::as_str) == target
+                })
             })
             .ok_or_else(|| SimError::NoSuchContainer {
                 namespace: namespace.into(),

@@ -222,14 +222,19 @@ pub fn main_container<'a>(template: &'a Value, deployment: &str) -> Option<&'a V
 /// [`main_container`] of a pod spec's `containers`.
 pub fn main_of<'a>(containers: &'a Value, deployment: &str) -> Option<&'a Value> {
     let containers = containers.as_array()?;
-    let name = |c: &Value| c.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = |c: &Value| {
+        c.get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     containers
         .iter()
         .find(|c| name(c) == deployment)
         .or_else(|| {
-            containers.iter().find(|c| {
-                !crate::cluster::version::KNOWN_SIDECARS.contains(&name(c).as_str())
-            })
+            containers
+                .iter()
+                .find(|c| !crate::cluster::version::KNOWN_SIDECARS.contains(&name(c).as_str()))
         })
         .or_else(|| containers.first())
 }
