@@ -36,6 +36,9 @@ pub fn check_config(file: &Path) -> u8 {
                 on_off(c.providers.prometheus.is_some()),
                 on_off(c.providers.datadog.is_some()),
             );
+            if let Some(warning) = c.silent_warning() {
+                eprintln!("{}: warning: {warning}", file.display());
+            }
             0
         }
         Err(e) => {
@@ -64,6 +67,7 @@ pub async fn run(config_path: &Path, kubeconfig: Option<&Path>) -> u8 {
             return EXIT_BAD_CONFIG;
         }
     };
+    log_sinks(&config, &secrets);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = match kube_client(kubeconfig).await {
         Ok(c) => c,
@@ -140,6 +144,25 @@ pub async fn run(config_path: &Path, kubeconfig: Option<&Path>) -> u8 {
             error!(error = %e, "the daemon task failed");
             1
         }
+    }
+}
+
+/// Each notification sink's state, once at start-up: a sink that is off is a warning.
+fn log_sinks(config: &Config, secrets: &Secrets) {
+    let states = secrets.sink_states(config);
+    for s in &states {
+        if s.on {
+            info!(sink = s.name, state = %s.detail, "notification sink");
+        } else {
+            warn!(sink = s.name, state = %s.detail, "notification sink");
+        }
+    }
+    if !states.iter().any(|s| s.on) {
+        warn!(
+            mode = ?config.mode,
+            allow_silent = config.notify.allow_silent,
+            "no notification sink: decisions are logged, recorded as Events and counted in /metrics only"
+        );
     }
 }
 

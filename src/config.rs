@@ -470,6 +470,9 @@ fn site_ok(site: &str) -> Result<(), String> {
 pub struct NotifyConfig {
     pub pagerduty: PagerDutyConfig,
     pub slack: SlackConfig,
+    /// In `enforce` mode, start even when neither PagerDuty nor Slack can be reached (no key,
+    /// no webhook, or both disabled): rollbacks then tell nobody. Off: such a start is refused.
+    pub allow_silent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -718,6 +721,23 @@ impl Config {
         })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// What `check-config` can say about notifications from the file alone (secrets may come
+    /// from the environment `run` is given): `Some` when `enforce` names no sink's secret file.
+    pub fn silent_warning(&self) -> Option<String> {
+        if self.mode != Mode::Enforce || self.notify.allow_silent {
+            return None;
+        }
+        let named = (self.notify.pagerduty.enabled
+            && self.secrets.pagerduty_routing_key_file.is_some())
+            || (self.notify.slack.enabled && self.secrets.slack_webhook_url_file.is_some());
+        (!named).then(|| {
+            format!(
+                "this file names no notification secret: `run` starts only if its environment sets \
+{ENV_PAGERDUTY_ROUTING_KEY} or {ENV_SLACK_WEBHOOK_URL} (or the files exist), else it refuses: {SILENT_REFUSED}"
+            )
+        })
     }
 
     /// Checks what types cannot: ranges, relations between fields, URL templates.
@@ -1038,6 +1058,21 @@ impl std::fmt::Debug for Secrets {
     }
 }
 
+/// Why `run` refuses an `enforce` config with no notification sink.
+pub const SILENT_REFUSED: &str = "mode is enforce but no notification sink is configured, so a rollback would tell nobody. \
+Configure PagerDuty (a routing key in DEPLOY_WATCHDOG_PAGERDUTY_ROUTING_KEY or in the file \
+secrets.pagerduty_routing_key_file names, with notify.pagerduty.enabled: true) or Slack (a webhook \
+URL in DEPLOY_WATCHDOG_SLACK_WEBHOOK_URL or in the file secrets.slack_webhook_url_file names, with \
+notify.slack.enabled: true); or set notify.allow_silent: true to accept it, or mode: dry_run";
+
+/// One notification sink's state at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkState {
+    pub name: &'static str,
+    pub on: bool,
+    pub detail: String,
+}
+
 /// Environment variables of the secrets.
 pub const ENV_PAGERDUTY_ROUTING_KEY: &str = "DEPLOY_WATCHDOG_PAGERDUTY_ROUTING_KEY";
 pub const ENV_SLACK_WEBHOOK_URL: &str = "DEPLOY_WATCHDOG_SLACK_WEBHOOK_URL";
@@ -1055,6 +1090,10 @@ impl Secrets {
                     field: &str|
          -> Result<Option<String>, ConfigError> {
             match file {
+                // An absent file is an unset secret (an optional key of a mounted Secret, an
+                // optional credential): the sinks' states are logged at start-up, and a sink or
+                // provider that needs it is refused by `check`.
+                Some(path) if !path.exists() => Ok(None),
                 Some(path) => std::fs::read_to_string(path)
                     .map(|s| Some(s.trim().to_string()).filter(|s| !s.is_empty()))
                     .map_err(|e| ConfigError::Invalid {
@@ -1116,30 +1155,93 @@ impl Secrets {
         Ok(secrets)
     }
 
-    /// A provider that cannot authenticate is a config error, not a blind watchdog.
+    /// The notification sinks' states, one line each, as logged at start-up: `on`, `disabled`
+    /// (by the config) or `off` with what is missing. Never shows a secret.
+    pub fn sink_states(&self, config: &Config) -> [SinkState; 2] {
+        let state = |name: &'static str,
+                     enabled: bool,
+                     secret: &Option<String>,
+                     what: &str,
+                     file: &Option<PathBuf>,
+                     env: &str| {
+            let (on, detail) = match (enabled, secret) {
+                (true, Some(_)) => (true, "on".to_string()),
+                (false, _) => (false, format!("disabled (notify.{name}.enabled: false)")),
+                (true, None) => (
+                    false,
+                    match file {
+                        Some(path) => {
+                            format!("off: no {what} ({} is absent or empty)", path.display())
+                        }
+                        None => format!("off: no {what} ({env} is unset and no file is named)"),
+                    },
+                ),
+            };
+            SinkState { name, on, detail }
+        };
+        [
+            state(
+                "pagerduty",
+                config.notify.pagerduty.enabled,
+                &self.pagerduty_routing_key,
+                "routing key",
+                &config.secrets.pagerduty_routing_key_file,
+                ENV_PAGERDUTY_ROUTING_KEY,
+            ),
+            state(
+                "slack",
+                config.notify.slack.enabled,
+                &self.slack_webhook_url,
+                "webhook URL",
+                &config.secrets.slack_webhook_url_file,
+                ENV_SLACK_WEBHOOK_URL,
+            ),
+        ]
+    }
+
+    /// A provider that cannot authenticate is a config error, not a blind watchdog; a watchdog
+    /// that would roll back telling nobody is one too, unless the config accepts it.
     pub fn check(&self, config: &Config) -> Result<(), ConfigError> {
         if config.providers.datadog.is_some() {
-            for (secret, field, env) in [
+            for (secret, field, file, env) in [
                 (
                     &self.datadog_api_key,
                     "secrets.datadog_api_key_file",
+                    &config.secrets.datadog_api_key_file,
                     ENV_DATADOG_API_KEY,
                 ),
                 (
                     &self.datadog_app_key,
                     "secrets.datadog_app_key_file",
+                    &config.secrets.datadog_app_key_file,
                     ENV_DATADOG_APP_KEY,
                 ),
             ] {
                 if secret.is_none() {
-                    return Err(ConfigError::Invalid {
-                        field: field.into(),
-                        problem: format!(
+                    let problem = match file {
+                        Some(path) => format!(
+                            "providers.datadog is enabled but its key is missing: {} is absent or empty",
+                            path.display()
+                        ),
+                        None => format!(
                             "providers.datadog is enabled but its key is missing: set {env} or name a file here"
                         ),
+                    };
+                    return Err(ConfigError::Invalid {
+                        field: field.into(),
+                        problem,
                     });
                 }
             }
+        }
+        if config.mode == Mode::Enforce
+            && !config.notify.allow_silent
+            && !self.sink_states(config).iter().any(|s| s.on)
+        {
+            return Err(ConfigError::Invalid {
+                field: "notify".into(),
+                problem: SILENT_REFUSED.into(),
+            });
         }
         Ok(())
     }
@@ -1346,10 +1448,102 @@ mod tests {
         let both = Secrets {
             datadog_api_key: Some("k".into()),
             datadog_app_key: Some("a".into()),
+            pagerduty_routing_key: Some("r".into()),
             ..Secrets::default()
         };
         assert!(both.check(&c).is_ok());
-        assert!(none.check(&Config::default()).is_ok());
+        let dry_run = Config::from_yaml("mode: dry_run").expect("valid");
+        assert!(none.check(&dry_run).is_ok());
+    }
+
+    #[test]
+    fn enforce_without_any_notification_sink_is_refused_unless_allowed() {
+        let enforce = Config::default();
+        let err = Secrets::default()
+            .check(&enforce)
+            .expect_err("silent enforce")
+            .to_string();
+        for needle in [
+            "config field `notify`",
+            "PagerDuty",
+            "DEPLOY_WATCHDOG_PAGERDUTY_ROUTING_KEY",
+            "secrets.pagerduty_routing_key_file",
+            "Slack",
+            "DEPLOY_WATCHDOG_SLACK_WEBHOOK_URL",
+            "secrets.slack_webhook_url_file",
+            "notify.allow_silent: true",
+        ] {
+            assert!(err.contains(needle), "{err} does not name {needle}");
+        }
+        // A key for a sink the config disables is no sink either.
+        let disabled =
+            Config::from_yaml("notify: {pagerduty: {enabled: false}, slack: {enabled: false}}")
+                .expect("valid");
+        let keys = Secrets {
+            pagerduty_routing_key: Some("r".into()),
+            slack_webhook_url: Some("https://hooks.example/x".into()),
+            ..Secrets::default()
+        };
+        assert!(keys.check(&disabled).is_err());
+        assert!(keys.check(&enforce).is_ok());
+        for one in [
+            Secrets {
+                pagerduty_routing_key: Some("r".into()),
+                ..Secrets::default()
+            },
+            Secrets {
+                slack_webhook_url: Some("https://hooks.example/x".into()),
+                ..Secrets::default()
+            },
+        ] {
+            assert!(one.check(&enforce).is_ok(), "{one:?}");
+        }
+        let allowed = Config::from_yaml("notify: {allow_silent: true}").expect("valid");
+        assert!(Secrets::default().check(&allowed).is_ok());
+        let dry_run = Config::from_yaml("mode: dry_run").expect("valid");
+        assert!(Secrets::default().check(&dry_run).is_ok());
+    }
+
+    #[test]
+    fn sink_states_say_what_is_missing_and_never_the_secret() {
+        let c = Config::from_yaml(
+            "notify: {slack: {enabled: false}}\nsecrets: {pagerduty_routing_key_file: /nonexistent/pd-key}",
+        )
+        .expect("valid");
+        let secrets = Secrets::load(&c.secrets).expect("an absent file is an unset secret");
+        assert!(secrets.pagerduty_routing_key.is_none());
+        let [pd, slack] = secrets.sink_states(&c);
+        assert!(
+            !pd.on && pd.detail.contains("/nonexistent/pd-key"),
+            "{pd:?}"
+        );
+        assert!(!slack.on && slack.detail.contains("disabled"), "{slack:?}");
+        let on = Secrets {
+            pagerduty_routing_key: Some("SECRET-KEY".into()),
+            ..Secrets::default()
+        };
+        let [pd, _] = on.sink_states(&c);
+        assert!(pd.on && pd.detail == "on", "{pd:?}");
+    }
+
+    #[test]
+    fn check_config_warns_when_the_file_names_no_sink() {
+        let warning = Config::default().silent_warning().expect("a warning");
+        assert!(warning.contains("PagerDuty") && warning.contains("notify.allow_silent"));
+        for quiet in [
+            "mode: dry_run",
+            "notify: {allow_silent: true}",
+            "secrets: {slack_webhook_url_file: /run/secrets/slack}",
+            "secrets: {pagerduty_routing_key_file: /run/secrets/pd}",
+        ] {
+            let c = Config::from_yaml(quiet).expect(quiet);
+            assert_eq!(c.silent_warning(), None, "{quiet}");
+        }
+        let disabled = Config::from_yaml(
+            "notify: {pagerduty: {enabled: false}}\nsecrets: {pagerduty_routing_key_file: /run/secrets/pd}",
+        )
+        .expect("valid");
+        assert!(disabled.silent_warning().is_some());
     }
 
     #[test]
@@ -1371,10 +1565,27 @@ mod tests {
             datadog_api_key_file: Some(dir.join("nope")),
             ..SecretFiles::default()
         };
-        let err = Secrets::load(&missing)
-            .expect_err("missing file")
+        // An absent file is an unset key: a provider that needs it is refused, naming the file.
+        let absent = Secrets::load(&missing).expect("an absent file is an unset key");
+        assert!(absent.datadog_api_key.is_none());
+        let mut config = Config::from_yaml("providers: {datadog: {}}").expect("valid");
+        config.secrets = missing;
+        let err = Secrets::load_for(&config)
+            .expect_err("missing key")
             .to_string();
-        assert!(err.contains("secrets.datadog_api_key_file"));
+        assert!(
+            err.contains("secrets.datadog_api_key_file") && err.contains("nope"),
+            "{err}"
+        );
+        // A file that cannot be read is an error, not an unset key.
+        let unreadable = SecretFiles {
+            datadog_api_key_file: Some(dir.clone()),
+            ..SecretFiles::default()
+        };
+        let err = Secrets::load(&unreadable)
+            .expect_err("a directory")
+            .to_string();
+        assert!(err.contains("secrets.datadog_api_key_file"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
