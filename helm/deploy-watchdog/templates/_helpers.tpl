@@ -37,10 +37,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "deploy-watchdog.fullname" .) .Values.secrets.existingSecret -}}
 {{- end -}}
 
-{{/* The Secret keys present: listed for an existing Secret, the non-empty values otherwise. */}}
+{{/* The secret files that may be there: every one for an existing Secret (each key is
+optional: an absent file is an unset secret), the non-empty values otherwise. */}}
 {{- define "deploy-watchdog.secretKeys" -}}
 {{- if .Values.secrets.existingSecret -}}
-{{- toJson .Values.secrets.existingSecretKeys -}}
+{{- toJson (list "pagerduty-routing-key" "slack-webhook-url" "datadog-api-key" "datadog-app-key") -}}
 {{- else -}}
 {{- $keys := list -}}
 {{- if .Values.secrets.pagerdutyRoutingKey }}{{ $keys = append $keys "pagerduty-routing-key" }}{{ end -}}
@@ -97,4 +98,53 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- end -}}
+
+{{/* True when no notification sink can be configured: enforce, no key, no existing Secret, no
+environment the chart cannot see into. */}}
+{{- define "deploy-watchdog.silent" -}}
+{{- $config := include "deploy-watchdog.config" . | fromYaml -}}
+{{- $keys := include "deploy-watchdog.secretKeys" . | fromJsonArray -}}
+{{- $notify := $config.notify | default dict -}}
+{{- $pd := and (has "pagerduty-routing-key" $keys) (dig "pagerduty" "enabled" true $notify) -}}
+{{- $slack := and (has "slack-webhook-url" $keys) (dig "slack" "enabled" true $notify) -}}
+{{- $env := or .Values.extraEnv .Values.envFrom -}}
+{{- if and (eq (toString $config.mode) "enforce") (not (dig "allow_silent" false $notify)) (not $pd) (not $slack) (not $env) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The pod's affinity: the user's, else a soft anti-affinity across nodes for two or more replicas. */}}
+{{- define "deploy-watchdog.affinity" -}}
+{{- if .Values.affinity -}}
+{{- toYaml .Values.affinity -}}
+{{- else if gt (int .Values.replicaCount) 1 -}}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "deploy-watchdog.selectorLabels" . | nindent 12 }}
+{{- end -}}
+{{- end -}}
+
+{{/* The pod's spread: the user's, else across zones (soft) for two or more replicas. */}}
+{{- define "deploy-watchdog.topologySpread" -}}
+{{- if .Values.topologySpreadConstraints -}}
+{{- toYaml .Values.topologySpreadConstraints -}}
+{{- else if gt (int .Values.replicaCount) 1 -}}
+- maxSkew: 1
+  topologyKey: topology.kubernetes.io/zone
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "deploy-watchdog.selectorLabels" . | nindent 6 }}
+{{- end -}}
+{{- end -}}
+
+{{/* The label matchers of this release's series in the PrometheusRule. */}}
+{{- define "deploy-watchdog.ruleSelector" -}}
+{{- default (printf "namespace=%q" .Release.Namespace) .Values.prometheusRule.selector -}}
 {{- end -}}
