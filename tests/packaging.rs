@@ -105,22 +105,51 @@ fn the_systemd_units_command_and_config_pass_check_config() {
     let args: Vec<&str> = exec.split_whitespace().skip(1).collect();
     let at = args.iter().position(|a| *a == "--config").unwrap();
     assert_eq!(args[at + 1], "/etc/deploy-watchdog/config.yaml");
+    // The VM's example config, whose URLs a host outside the cluster can reach.
     assert!(unit.contains(
-        "install -D -m 0644 config/deploy-watchdog.yaml /etc/deploy-watchdog/config.yaml"
+        "install -D -m 0644 config/deploy-watchdog-vm.yaml /etc/deploy-watchdog/config.yaml"
     ));
+    let vm = read("config/deploy-watchdog-vm.yaml");
+    assert!(
+        !vm.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| l.contains(".svc")),
+        "the VM config must not name cluster DNS names"
+    );
+    // The credentials directory is loaded whole: each file is `deploy-watchdog_<file>`.
+    let (id, dir) = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("LoadCredential="))
+        .and_then(|c| c.split_once(':'))
+        .expect("LoadCredential=ID:DIRECTORY");
+    assert_eq!(dir, "/etc/deploy-watchdog/credentials");
+    // The port SocketBindAllow= allows is the config's.
+    let allowed = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("SocketBindAllow=tcp:"))
+        .expect("SocketBindAllow=tcp:PORT");
+    let listen: serde_json::Value = serde_norway::from_str(&vm).unwrap();
+    assert!(
+        listen["server"]["listen"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{allowed}")),
+        "server.listen {} vs SocketBindAllow=tcp:{allowed}",
+        listen["server"]["listen"]
+    );
 
     let creds = tempfile::tempdir().unwrap();
-    std::fs::write(creds.path().join("pagerduty-routing-key"), "key").unwrap();
-    std::fs::write(
-        creds.path().join("slack-webhook-url"),
-        "https://hooks.example/x",
-    )
-    .unwrap();
-    let mut cmd = bin();
-    for env in unit.lines().filter_map(|l| l.strip_prefix("Environment=")) {
-        let (k, v) = env.split_once('=').unwrap();
-        cmd.env(k, v.replace("%d", &creds.path().display().to_string()));
-    }
+    let hostname = "vm-1.example";
+    let unit_env = |cmd: &mut Command| {
+        for env in unit.lines().filter_map(|l| l.strip_prefix("Environment=")) {
+            let (k, v) = env.split_once('=').unwrap();
+            cmd.env(
+                k,
+                v.replace("%d", &creds.path().display().to_string())
+                    .replace("%H", hostname),
+            );
+        }
+    };
     // The flags parse as ExecStart gives them.
     let flags: Vec<String> = args
         .iter()
@@ -132,9 +161,17 @@ fn the_systemd_units_command_and_config_pass_check_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Slack only (no PagerDuty key): valid; each host names itself.
+    std::fs::write(
+        creds.path().join(format!("{id}_slack-webhook-url")),
+        "https://hooks.example/x",
+    )
+    .unwrap();
+    let mut cmd = bin();
+    unit_env(&mut cmd);
     let out = cmd
         .arg("check-config")
-        .arg(repo("config/deploy-watchdog.yaml"))
+        .arg(repo("config/deploy-watchdog-vm.yaml"))
         .output()
         .unwrap();
     assert!(
@@ -142,6 +179,35 @@ fn the_systemd_units_command_and_config_pass_check_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(unit.contains("Environment=DEPLOY_WATCHDOG__LEADER_ELECTION__IDENTITY=%H"));
+    // As `run` sees it: past the config and the secrets (Slack on, PagerDuty off), the absent
+    // cluster stops it; with neither credential it refuses with exit 2.
+    let mut cmd = bin();
+    unit_env(&mut cmd);
+    let out = cmd
+        .env("RUST_LOG", "info")
+        .args(["run", "--config"])
+        .arg(repo("config/deploy-watchdog-vm.yaml"))
+        .args(["--kubeconfig", "/nonexistent/kubeconfig"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("pagerduty") && stderr.contains("is absent"),
+        "{stderr}"
+    );
+    std::fs::remove_file(creds.path().join(format!("{id}_slack-webhook-url"))).unwrap();
+    let mut cmd = bin();
+    unit_env(&mut cmd);
+    let out = cmd
+        .args(["run", "--config"])
+        .arg(repo("config/deploy-watchdog-vm.yaml"))
+        .args(["--kubeconfig", "/nonexistent/kubeconfig"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(unit.contains("RestartPreventExitStatus=2"));
 }
 
 /// Kills the child when the test ends, however it ends.
