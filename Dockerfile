@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# A small non-root image: a static-ish release build on Debian, run on distroless (glibc, no shell).
-# Not built on the project's machines (no container engine there); tests/packaging.rs checks that
-# the ENTRYPOINT/CMD below parse with the binary and that the shipped config is valid.
+# A small non-root image: a release build on Debian, run on distroless (glibc, no shell), for
+# those who build with a container engine. The image the test command builds and checks is made
+# without one by scripts/build-image (umoci, skopeo; the same layout, from Debian packages), which
+# takes its ENTRYPOINT, CMD, USER and EXPOSE from this file; tests/packaging.rs checks that they
+# parse with the binary and that the shipped config is valid.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src

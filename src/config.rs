@@ -734,8 +734,9 @@ impl Config {
             || (self.notify.slack.enabled && self.secrets.slack_webhook_url_file.is_some());
         (!named).then(|| {
             format!(
-                "this file names no notification secret: `run` starts only if its environment sets \
-{ENV_PAGERDUTY_ROUTING_KEY} or {ENV_SLACK_WEBHOOK_URL} (or the files exist), else it refuses: {SILENT_REFUSED}"
+                "no PagerDuty or Slack secret file is named here: `run` starts only if its environment \
+gives one ({ENV_PAGERDUTY_ROUTING_KEY}, {ENV_SLACK_WEBHOOK_URL}, or DEPLOY_WATCHDOG__SECRETS__* naming a file); \
+otherwise it refuses: {SILENT_REFUSED}"
             )
         })
     }
