@@ -26,6 +26,9 @@ pub struct ApiControl {
     /// Cancelled to end every open watch with 410 Gone (`expire`).
     pub expire_watches: CancellationToken,
     pub down: bool,
+    /// (resource plural, namespace) pairs the daemon's ServiceAccount may not touch: requests
+    /// get 403 Forbidden, as RBAC answers a namespace the chart grants nothing in.
+    pub forbidden: Vec<(String, String)>,
 }
 
 pub struct Shared {
