@@ -133,6 +133,14 @@ impl SimCluster {
             .push((plural.to_string(), namespace.to_string()));
     }
 
+    /// From now on every request on `plural` (e.g. `leases`) is answered `delay` later: an API
+    /// server under load.
+    pub fn set_latency(&self, plural: &str, delay: std::time::Duration) {
+        let mut api = self.shared.api();
+        api.latency.retain(|(p, _)| p != plural);
+        api.latency.push((plural.to_string(), delay));
+    }
+
     /// Creates a Deployment that is already rolled out and healthy at revision 1.
     pub fn add_deployment(&self, spec: &DeploymentSpec) {
         let (ns, name) = (spec.namespace().to_string(), spec.name().to_string());

@@ -132,6 +132,15 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, request: Request) -> Resp
         body,
     };
     let path = parts.uri.path().trim_end_matches('/');
+    let delay = shared
+        .api()
+        .latency
+        .iter()
+        .find(|(plural, _)| path.split('/').any(|seg| seg == plural))
+        .map(|(_, d)| *d);
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     match route(&shared, path, &req) {
         Ok(r) => r,
         Err(e) => error_response(&e),
