@@ -10,8 +10,15 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub name: String,
-    pub kind: String,
-    pub group: String,
+    pub kind: Box<str>,
+    pub group: Box<str>,
+    /// What few errors carry besides (boxed: most errors have none).
+    pub extra: Option<Box<Extra>>,
+}
+
+/// The rarer parts of an API error.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
     /// `details.causes`: one per field error of a 422 Invalid.
     pub causes: Vec<FieldError>,
     /// Render `details: {}` even with nothing in it (the API server's generic responses do).
@@ -85,10 +92,9 @@ impl ApiError {
             reason,
             message,
             name: String::new(),
-            kind: String::new(),
-            group: String::new(),
-            causes: Vec::new(),
-            empty_details: false,
+            kind: "".into(),
+            group: "".into(),
+            extra: None,
         }
     }
 
@@ -153,7 +159,10 @@ impl ApiError {
             many => format!("[{}]", many.join(", ")),
         };
         let mut e = Self::invalid(kind, group, name, &detail);
-        e.causes = errs;
+        e.extra = Some(Box::new(Extra {
+            causes: errs,
+            empty_details: false,
+        }));
         e
     }
 
@@ -180,8 +189,13 @@ impl ApiError {
         e.name = name.into();
         e.kind = plural.into();
         e.group = group.into();
-        e.empty_details = true;
-        e
+        e.with_empty_details()
+    }
+
+    /// A `details: {}` in the body even when nothing goes in it.
+    pub fn with_empty_details(mut self) -> Self {
+        self.extra.get_or_insert_default().empty_details = true;
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -223,7 +237,9 @@ impl ApiError {
             "kind": "Status", "apiVersion": "v1", "metadata": {},
             "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code,
         });
-        if !self.name.is_empty() || !self.kind.is_empty() || self.empty_details {
+        let extra = self.extra.as_deref();
+        let empty_details = extra.is_some_and(|x| x.empty_details);
+        if !self.name.is_empty() || !self.kind.is_empty() || empty_details {
             let mut details = Map::new();
             if !self.name.is_empty() {
                 details.insert("name".into(), json!(self.name));
@@ -234,9 +250,8 @@ impl ApiError {
             if !self.kind.is_empty() {
                 details.insert("kind".into(), json!(self.kind));
             }
-            if !self.causes.is_empty() {
-                let causes: Vec<Value> = self
-                    .causes
+            if let Some(causes) = extra.map(|x| &x.causes).filter(|c| !c.is_empty()) {
+                let causes: Vec<Value> = causes
                     .iter()
                     .map(|c| json!({"reason": c.reason, "message": c.body, "field": c.field}))
                     .collect();

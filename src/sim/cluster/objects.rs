@@ -263,31 +263,6 @@ pub fn scaled(v: Option<&Value>, total: i64, round_up: bool) -> i64 {
     }
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hash_ignores_key_order_and_hash_label() {
-        let a = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {}});
-        let b = json!({"spec": {}, "metadata": {"labels": {"b": "2", "a": "1", "pod-template-hash": "x"}}});
-        assert_eq!(template_hash(&a, 0), template_hash(&b, 0));
-        assert!(
-            template_hash(&a, 0)
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric())
-        );
-    }
-
-    #[test]
-    fn percentages_round_like_kubernetes() {
-        assert_eq!(scaled(Some(&json!("25%")), 3, true), 1);
-        assert_eq!(scaled(Some(&json!("25%")), 3, false), 0);
-        assert_eq!(scaled(Some(&json!(2)), 3, false), 2);
-    }
-}
-
 /// `ValidateLease` (coordination validation): a duration and a transition count that make
 /// sense, a preferred holder only with a strategy.
 pub fn validate_lease(lease: &Value) -> Result<(), super::error::ApiError> {
@@ -342,4 +317,29 @@ pub fn validate_lease(lease: &Value) -> Result<(), super::error::ApiError> {
         name,
         errs,
     ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_ignores_key_order_and_hash_label() {
+        let a = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {}});
+        let b = json!({"spec": {}, "metadata": {"labels": {"b": "2", "a": "1", "pod-template-hash": "x"}}});
+        assert_eq!(template_hash(&a, 0), template_hash(&b, 0));
+        assert!(
+            template_hash(&a, 0)
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric())
+        );
+    }
+
+    #[test]
+    fn percentages_round_like_kubernetes() {
+        assert_eq!(scaled(Some(&json!("25%")), 3, true), 1);
+        assert_eq!(scaled(Some(&json!("25%")), 3, false), 0);
+        assert_eq!(scaled(Some(&json!(2)), 3, false), 2);
+    }
 }

@@ -100,8 +100,7 @@ impl ApiError {
             ApiError::bad_request("the server rejected our request due to an error in our request");
         e.code = 422;
         e.reason = "Invalid";
-        e.empty_details = true;
-        e
+        e.with_empty_details()
     }
 }
 
