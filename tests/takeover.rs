@@ -34,9 +34,12 @@ async fn cluster_at_revision_2(behaviours: &Behaviours) -> (SimCluster, String, 
     (sim, format!("http://{addr}"), shutdown)
 }
 
+/// Revision 2 complete (not revision 1's status before the controller saw the change).
 fn complete(d: &Value) -> bool {
     let s = &d["status"];
-    s["updatedReplicas"] == 3
+    d.pointer("/metadata/annotations/deployment.kubernetes.io~1revision") == Some(&"2".into())
+        && s["observedGeneration"] == d["metadata"]["generation"]
+        && s["updatedReplicas"] == 3
         && s["replicas"] == 3
         && s["availableReplicas"] == 3
         && s["conditions"]
@@ -96,6 +99,7 @@ async fn a_complete_rollout_that_is_scaling_and_restarting_pods_is_not_judged_at
         d["status"]
     );
 
+    let at_start = sim.deployment_json("production", "app").unwrap();
     let status = start_daemon(&url, &shutdown);
     // Longer than the rollout timeout (2 s): a rollout judged here would be rolled back.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -103,7 +107,8 @@ async fn a_complete_rollout_that_is_scaling_and_restarting_pods_is_not_judged_at
     assert_eq!(
         recorded_state(&sim),
         None,
-        "a scaling Deployment was judged as a rollout"
+        "a scaling Deployment was judged as a rollout; at start-up: {}",
+        at_start["status"]
     );
     assert!(
         sim.template_changes().is_empty(),
