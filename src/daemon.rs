@@ -31,14 +31,17 @@ use crate::telemetry::{Metrics, MetricsError};
 #[derive(Clone, Default)]
 pub struct Status {
     ready: Arc<AtomicBool>,
+    /// The leader Lease can never be had (refused by RBAC, no such namespace).
+    cannot_lead: Arc<AtomicBool>,
     notifier: Arc<std::sync::OnceLock<Notifier>>,
     metrics: Option<Arc<Metrics>>,
 }
 
 impl Status {
-    /// True once the initial list of every watch has arrived.
+    /// True once the initial list of every watch has arrived, unless this replica can never
+    /// lead (its Lease is refused): then it would never act, and must not look healthy.
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && !self.cannot_lead.load(Ordering::SeqCst)
     }
 
     /// Marks the initial sync done.
@@ -134,6 +137,7 @@ pub async fn run(
             Api::namespaced(client.clone(), &namespace),
             election,
             leading_tx,
+            leader::ElectionHealth::new(ctx.metrics.clone(), status.cannot_lead.clone()),
             shutdown.clone(),
         ));
     }
@@ -227,7 +231,7 @@ pub async fn run(
                     }
                 }
                 synced.insert(watch);
-                if synced.len() == watches && !status.ready() {
+                if synced.len() == watches && !status.ready.load(Ordering::SeqCst) {
                     info!(deployments = detector.known.len(), "initial sync complete");
                     status.set_ready();
                 }
@@ -446,7 +450,9 @@ fn first_sight_start(
     unrecorded_rollout_in_progress(d, revision, state).then_some((Start::Fresh, false))
 }
 
-/// A revision after the first, not yet rolled out, that no watchdog has recorded.
+/// A revision after the first, still rolling out, that no watchdog has recorded. A complete
+/// rollout that is scaling, draining or restarting pods is not one ([`rollout::rolling_out`]):
+/// judging it would blame a release that may be weeks old for its pods' history.
 fn unrecorded_rollout_in_progress(
     d: &Deployment,
     revision: i64,
@@ -454,7 +460,7 @@ fn unrecorded_rollout_in_progress(
 ) -> bool {
     let recorded = state.is_some_and(|s| s.revision >= revision || s.restored_on(d));
     let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
-    revision > 1 && !recorded && !paused && rollout::progress(d) != crate::judge::Progress::Complete
+    revision > 1 && !recorded && !paused && rollout::rolling_out(d)
 }
 
 /// A watch left open by a previous process, for the Deployment's current revision.

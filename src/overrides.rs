@@ -16,8 +16,9 @@ pub const PREFIX: &str = "deploy-watchdog.io/";
 
 /// Our own bookkeeping annotations (every one the daemon writes on a Deployment), and the
 /// opt-in key should it be set as an annotation too: not overrides.
-const OWN: [&str; 4] = [
+const OWN: [&str; 5] = [
     record::STATE_ANNOTATION,
+    record::STATE_DIGEST_ANNOTATION,
     record::VERDICT_ANNOTATION,
     record::PAGE_DELIVERED_ANNOTATION,
     "deploy-watchdog.io/enabled",

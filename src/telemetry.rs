@@ -65,6 +65,7 @@ pub struct Metrics {
     pages: IntCounterVec,
     notifications: IntCounterVec,
     watch_restarts: IntCounterVec,
+    leader_election_failures: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -193,6 +194,17 @@ impl Metrics {
                     &["kind"],
                 ),
             )?,
+            leader_election_failures: add(
+                r,
+                "leader_election_failures_total",
+                IntCounterVec::new(
+                    opts(
+                        "leader_election_failures_total",
+                        "Failed attempts to acquire or renew the leader Lease, by operation (acquire, renew) and category (forbidden, not_found, conflict, timeout, server_error, connection, held_by_another, …).",
+                    ),
+                    &["operation", "category"],
+                ),
+            )?,
             build_info: add(
                 r,
                 "build_info",
@@ -294,6 +306,13 @@ impl Metrics {
     /// A watch failed and restarts with backoff (`deployments`, `replicasets`, `pods`).
     pub fn watch_restart(&self, kind: &str) {
         self.watch_restarts.with_label_values(&[kind]).inc();
+    }
+
+    /// A failed leader-election attempt (`operation`: acquire or renew).
+    pub fn leader_election_failure(&self, operation: &str, category: &str) {
+        self.leader_election_failures
+            .with_label_values(&[operation, category])
+            .inc();
     }
 }
 

@@ -16,6 +16,10 @@ use crate::judge::Reason;
 
 /// JSON [`RolloutState`] of the last rollout the watchdog judged.
 pub const STATE_ANNOTATION: &str = "deploy-watchdog.io/state";
+/// A short ASCII digest of the state annotation: what the rollback's JSON-patch `test` compares.
+/// The API server compares strings byte for byte against its own Go encoding, which
+/// HTML-escapes `<`, `>` and `&`, so the state itself (free text in `detail`) cannot be tested.
+pub const STATE_DIGEST_ANNOTATION: &str = "deploy-watchdog.io/state-digest";
 /// The last verdict, for people: `kubectl get deploy -o yaml` shows it.
 pub const VERDICT_ANNOTATION: &str = "deploy-watchdog.io/verdict";
 /// The revision whose page PagerDuty accepted: a page still owed is sent again after a restart.
@@ -29,6 +33,10 @@ pub const EVENT_TO_VERSION: &str = "deploy-watchdog.io/to-version";
 pub const CONTROLLER: &str = "deploy-watchdog.io/deploy-watchdog";
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The API server refuses an Event whose note is longer than this many bytes (422).
+pub const NOTE_LIMIT: usize = 1024;
+/// … or whose `reportingInstance` is longer than this many bytes.
+pub const REPORTING_INSTANCE_LIMIT: usize = 128;
 
 /// How a rollout ended (DESIGN.md's outcomes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,15 +123,32 @@ impl RolloutState {
 
     /// The annotations that carry this state.
     pub fn annotations(&self) -> BTreeMap<String, String> {
-        let mut a = BTreeMap::from([(
-            STATE_ANNOTATION.to_string(),
-            serde_json::to_string(self).unwrap_or_default(),
-        )]);
+        let state = serde_json::to_string(self).unwrap_or_default();
+        let mut a = BTreeMap::from([
+            (STATE_DIGEST_ANNOTATION.to_string(), digest(&state)),
+            (STATE_ANNOTATION.to_string(), state),
+        ]);
         if let Some(o) = self.outcome {
             a.insert(VERDICT_ANNOTATION.to_string(), o.as_str().to_string());
         }
         a
     }
+}
+
+/// FNV-1a 64 of `text`, in hex: stable across processes and versions.
+pub fn digest(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Whether the API server's Go encoding of `s` is the same bytes as ours, so a JSON-patch
+/// `test` against it can match: nothing Go escapes and we do not.
+pub fn go_encodes_alike(s: &str) -> bool {
+    !s.contains(['<', '>', '&', '\u{2028}', '\u{2029}', '\u{8}', '\u{c}'])
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -240,11 +265,11 @@ impl Recorder {
             },
             action: Some(d.action.into()),
             event_time: Some(MicroTime(now)),
-            note: Some(truncate(&d.note, 1024)),
+            note: Some(truncate(&d.note, NOTE_LIMIT)),
             reason: Some(d.event_reason.into()),
             regarding: Some(deployment.clone()),
             reporting_controller: Some(CONTROLLER.into()),
-            reporting_instance: Some(self.instance.clone()),
+            reporting_instance: Some(truncate_exact(&self.instance, REPORTING_INSTANCE_LIMIT)),
             type_: Some(if d.warning { "Warning" } else { "Normal" }.into()),
             ..Default::default()
         };
@@ -278,13 +303,71 @@ pub fn reference(d: &Deployment) -> ObjectReference {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// At most `max` bytes, the ellipsis that marks a cut included.
+pub fn truncate(s: &str, max: usize) -> String {
+    const MORE: &str = "…";
     if s.len() <= max {
         return s.to_string();
     }
-    let mut end = max.saturating_sub(1);
+    format!(
+        "{}{MORE}",
+        truncate_exact(s, max.saturating_sub(MORE.len()))
+    )
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate_exact(s: &str, max: usize) -> String {
+    let mut end = max.min(s.len());
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &s[..end])
+    s[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_truncated_note_fits_the_api_servers_limit_to_the_byte() {
+        for len in [1023, 1024, 1025, 1026, 5000] {
+            for fill in ["x", "é", "€", "😀"] {
+                let note = fill.repeat(len);
+                let cut = truncate(&note, NOTE_LIMIT);
+                assert!(
+                    cut.len() <= NOTE_LIMIT,
+                    "{len} × {fill}: {} bytes",
+                    cut.len()
+                );
+                if note.len() > NOTE_LIMIT {
+                    assert!(cut.ends_with('…'));
+                    assert!(cut.len() > NOTE_LIMIT - 8, "cut too short: {}", cut.len());
+                } else {
+                    assert_eq!(cut, note);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_state_digest_is_ascii_and_follows_the_state() {
+        let mut state = RolloutState {
+            revision: 2,
+            from_version: None,
+            to_version: None,
+            detected_at: jiff::Timestamp::UNIX_EPOCH,
+            outcome: None,
+            reason: None,
+            rollback_fingerprint: None,
+            settled: false,
+            detail: Some("error rate 3.4 % > 1 % & rising <fast>".into()),
+            window_started_at: None,
+        };
+        let a = state.annotations();
+        let d = &a[STATE_DIGEST_ANNOTATION];
+        assert!(go_encodes_alike(d) && d.is_ascii() && d.len() == 16);
+        assert!(!go_encodes_alike(&a[STATE_ANNOTATION]));
+        state.settled = true;
+        assert_ne!(&state.annotations()[STATE_DIGEST_ANNOTATION], d);
+    }
 }

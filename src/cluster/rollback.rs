@@ -4,9 +4,11 @@
 //! paused Deployment, skips when the template already matches, and sends one JSON patch that
 //! replaces `/spec/template` (the ReplicaSet's template without `pod-template-hash`) and
 //! `/metadata/annotations` (the ReplicaSet's annotations, but the Deployment's own values for
-//! the revision bookkeeping keys). We build the same patch; the only addition is our own
-//! `deploy-watchdog.io/` state in the same annotation map, so the record of the rollback lands
-//! atomically with it.
+//! the revision bookkeeping keys). We build the same patch, with two differences: our own
+//! `deploy-watchdog.io/` annotations keep the Deployment's values (the ReplicaSet's copies are
+//! stale) and carry the new state, so the record of the rollback lands atomically with it; and
+//! the template is the ReplicaSet's JSON as the API server sent it, where kubectl's typed one
+//! would drop fields its version does not know.
 
 use std::collections::BTreeMap;
 
@@ -34,8 +36,15 @@ pub struct RollbackPlan {
     pub target_revision: i64,
     /// The target's `pod-template-hash`: how the restored revision is recognised afterwards.
     pub target_hash: Option<String>,
+    /// The target ReplicaSet's name.
+    pub target_name: Option<String>,
     pub target_version: Option<String>,
+    /// The target's template as typed here (for its version and fingerprint).
     pub template: PodTemplateSpec,
+    /// The target's template exactly as the API server sent it, fields these types do not know
+    /// included (a newer cluster's): what the patch restores, so the controller finds the target
+    /// ReplicaSet's template again and reuses it. `None`: `template` is sent.
+    pub raw_template: Option<serde_json::Value>,
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -65,8 +74,14 @@ pub fn plan(deployment: &Deployment, replica_sets: &[ReplicaSet]) -> Result<Roll
     let mut latest: Option<(i64, &ReplicaSet)> = None;
     let mut previous: Option<(i64, &ReplicaSet)> = None;
     for rs in owned {
-        let Some(v) = rollout::revision(rs.annotations()) else {
-            continue;
+        // kubectl's `deploymentutil.Revision`: no annotation is revision 0; one that is not a
+        // number is an error, and that ReplicaSet is passed over.
+        let v = match rs.annotations().get(rollout::REVISION_ANNOTATION) {
+            None => 0,
+            Some(r) => match r.parse::<i64>() {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
         };
         match latest {
             Some((l, _)) if v <= l => {
@@ -101,20 +116,25 @@ pub fn plan(deployment: &Deployment, replica_sets: &[ReplicaSet]) -> Result<Roll
         labels.remove(HASH_LABEL);
     }
 
+    // kubectl's annotations, but ours (`deploy-watchdog.io/`) are never brought back from the
+    // ReplicaSet: the controller copied them there from the Deployment of that time, and a stale
+    // state or page-delivered mark would be read as this rollout's. The Deployment keeps its own.
+    let ours = |k: &str| k.starts_with(crate::overrides::PREFIX);
     let mut annotations = BTreeMap::new();
-    for key in ANNOTATIONS_TO_SKIP {
-        if let Some(v) = deployment.annotations().get(key) {
-            annotations.insert(key.to_string(), v.clone());
+    for (k, v) in deployment.annotations() {
+        if ANNOTATIONS_TO_SKIP.contains(&k.as_str()) || ours(k) {
+            annotations.insert(k.clone(), v.clone());
         }
     }
     for (k, v) in target.annotations() {
-        if !ANNOTATIONS_TO_SKIP.contains(&k.as_str()) {
+        if !ANNOTATIONS_TO_SKIP.contains(&k.as_str()) && !ours(k) {
             annotations.insert(k.clone(), v.clone());
         }
     }
     Ok(RollbackPlan {
         target_revision,
         target_hash: rollout::hash_of(target),
+        target_name: target.metadata.name.clone(),
         // What the restored template runs: its main container's image, else its label.
         target_version: super::version::template_image_version(
             &template,
@@ -123,6 +143,7 @@ pub fn plan(deployment: &Deployment, replica_sets: &[ReplicaSet]) -> Result<Roll
         )
         .or_else(|| rollout::template_version(&template)),
         template,
+        raw_template: None,
         annotations,
     })
 }
@@ -132,11 +153,59 @@ impl RollbackPlan {
     pub fn patch(&self, extra: &BTreeMap<String, String>) -> serde_json::Value {
         let mut annotations = self.annotations.clone();
         annotations.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let template = match &self.raw_template {
+            Some(raw) => raw.clone(),
+            None => json!(self.template),
+        };
         json!([
-            {"op": "replace", "path": "/spec/template", "value": self.template},
+            {"op": "replace", "path": "/spec/template", "value": template},
             {"op": "replace", "path": "/metadata/annotations", "value": annotations},
         ])
     }
+
+    /// Takes the template to restore from the target ReplicaSet as the API server sent it
+    /// (`raw_sets`: the listed ReplicaSets as JSON), without its `pod-template-hash` label.
+    pub fn with_raw_template(mut self, raw_sets: &[serde_json::Value]) -> Self {
+        let target = raw_sets.iter().find(|rs| {
+            rs.pointer("/metadata/name")
+                .and_then(serde_json::Value::as_str)
+                == self.target_name.as_deref()
+        });
+        if let Some(mut template) = target.and_then(|rs| rs.pointer("/spec/template")).cloned() {
+            if let Some(labels) = template
+                .pointer_mut("/metadata/labels")
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                labels.remove(HASH_LABEL);
+            }
+            self.raw_template = Some(template);
+        }
+        self
+    }
+}
+
+/// The JSON-patch `test` that the state read with `deployment` is still the one on it: its
+/// digest, an ASCII token whose bytes the API server's Go encoding leaves alone. A state written
+/// before digests existed is tested itself when Go encodes it alike, else the whole object's
+/// `resourceVersion` is (stricter, never wrong).
+fn state_test(deployment: &Deployment) -> Option<serde_json::Value> {
+    use super::record::{STATE_ANNOTATION, STATE_DIGEST_ANNOTATION, go_encodes_alike};
+    let a = deployment.annotations();
+    let path = |key: &str| {
+        format!(
+            "/metadata/annotations/{}",
+            key.replace('~', "~0").replace('/', "~1")
+        )
+    };
+    let state = a.get(STATE_ANNOTATION)?;
+    if let Some(digest) = a.get(STATE_DIGEST_ANNOTATION) {
+        return Some(json!({"op": "test", "path": path(STATE_DIGEST_ANNOTATION), "value": digest}));
+    }
+    if go_encodes_alike(state) {
+        return Some(json!({"op": "test", "path": path(STATE_ANNOTATION), "value": state}));
+    }
+    let rv = deployment.metadata.resource_version.as_ref()?;
+    Some(json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}))
 }
 
 /// Why a rollback could not be sent.
@@ -264,7 +333,7 @@ async fn bounded<T>(
 /// ReplicaSets, PATCH. `state` annotations ride along in the same patch.
 ///
 /// At most once per rollout (`revision`): a recorded rollback is never sent again, and the patch
-/// tests that the state annotation is still what was read, so two instances racing (a leader
+/// tests that the state annotation is still what was read (by its digest), so two instances racing (a leader
 /// that has not yet noticed it was deposed) cannot both roll back. Only while `revision` is the
 /// Deployment's: a newer rollout (seen here before the watch reported it) is refused, and the
 /// patch tests the revision too, so one starting between read and patch fails it.
@@ -277,7 +346,11 @@ pub async fn execute(
 ) -> Result<RollbackPlan, RollbackError> {
     use kube::api::{ListParams, Patch, PatchParams};
     let deployments: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), namespace);
-    let sets: kube::Api<ReplicaSet> = kube::Api::namespaced(client.clone(), namespace);
+    let sets: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &kube::api::ApiResource::erase::<ReplicaSet>(&()),
+    );
     let (ns, n) = (namespace.to_string(), name.to_string());
     let deployment = bounded("reading", namespace, name, async {
         deployments
@@ -291,16 +364,32 @@ pub async fn execute(
     })
     .await?;
     let selector = rollout::match_labels_selector(&deployment);
-    let list = bounded("listing replicasets", namespace, name, async {
-        sets.list(&ListParams::default().labels(&selector))
+    // Listed as JSON: the template restored is the one the API server holds, fields these
+    // types do not know included.
+    let raw_sets = bounded("listing replicasets", namespace, name, async {
+        let list = sets
+            .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|source| RollbackError::ListReplicaSets {
                 namespace: ns.clone(),
                 name: n.clone(),
                 source,
+            })?;
+        list.items
+            .into_iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| RollbackError::ListReplicaSets {
+                namespace: ns.clone(),
+                name: n.clone(),
+                source: kube::Error::SerdeError(e),
             })
     })
     .await?;
+    let typed: Vec<ReplicaSet> = raw_sets
+        .iter()
+        .filter_map(|rs| serde_json::from_value(rs.clone()).ok())
+        .collect();
     let recorded = deployment
         .annotations()
         .get(super::record::STATE_ANNOTATION)
@@ -327,11 +416,13 @@ pub async fn execute(
             current,
         });
     }
-    let plan = plan(&deployment, &list.items).map_err(|refusal| RollbackError::Refused {
-        namespace: ns.clone(),
-        name: n.clone(),
-        refusal,
-    })?;
+    let plan = plan(&deployment, &typed)
+        .map_err(|refusal| RollbackError::Refused {
+            namespace: ns.clone(),
+            name: n.clone(),
+            refusal,
+        })?
+        .with_raw_template(&raw_sets);
     let mut patch = plan.patch(&state(&plan));
     let annotation = |key: &str| {
         format!(
@@ -340,9 +431,8 @@ pub async fn execute(
         )
     };
     if let serde_json::Value::Array(ops) = &mut patch {
-        if let Some(recorded) = recorded {
-            let path = annotation(super::record::STATE_ANNOTATION);
-            ops.insert(0, json!({"op": "test", "path": path, "value": recorded}));
+        if let Some(test) = state_test(&deployment) {
+            ops.insert(0, test);
         }
         if let Some(current) = current {
             let path = annotation(rollout::REVISION_ANNOTATION);

@@ -212,6 +212,32 @@ pub fn progress(d: &Deployment) -> Progress {
     Progress::Complete
 }
 
+/// Whether the Deployment's current revision is still rolling out, as opposed to a rollout
+/// completed earlier and now merely scaling (an HPA), losing pods to a drain or an eviction, or
+/// restarting them: what `kubectl rollout status` cannot tell apart.
+///
+/// The deployment controller can: once a rollout completes it writes `Progressing=True` with
+/// reason `NewReplicaSetAvailable`, and keeps that condition through any later scaling or pod
+/// churn for as long as no pods of another template run (`syncRolloutStatus`'s
+/// `isCompleteDeployment`). A new template gets a new reason at once (`NewReplicaSetCreated`,
+/// `ReplicaSetUpdated`), in the same write that numbers the revision. Without a progress
+/// deadline there is no such condition, and only pods of an older template still running show
+/// a rollout.
+pub fn rolling_out(d: &Deployment) -> bool {
+    let Some(status) = d.status.as_ref() else {
+        // Numbered but never reported on: the controller is still at it.
+        return true;
+    };
+    if status.replicas.unwrap_or(0) > status.updated_replicas.unwrap_or(0) {
+        return true;
+    }
+    let progressing = status
+        .conditions
+        .as_ref()
+        .and_then(|c| c.iter().find(|c| c.type_ == "Progressing"));
+    progressing.is_some_and(|c| c.reason.as_deref() != Some("NewReplicaSetAvailable"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,5 +301,66 @@ mod tests {
             progress(&stuck),
             Progress::DeadlineExceeded("deployment \"app\" exceeded its progress deadline".into())
         );
+    }
+
+    fn with_progressing(mut d: Deployment, reason: &str) -> Deployment {
+        if let Some(s) = d.status.as_mut() {
+            s.conditions = Some(vec![DeploymentCondition {
+                type_: "Progressing".into(),
+                status: "True".into(),
+                reason: Some(reason.into()),
+                ..Default::default()
+            }]);
+        }
+        d
+    }
+
+    #[test]
+    fn scaling_draining_or_restarting_after_a_complete_rollout_is_not_rolling_out() {
+        // An HPA scaled 3 → 6: new pods not yet updated nor available; a drain: 2 of 3 available.
+        for d in [
+            deployment(6, 3, 3, 3),
+            deployment(3, 3, 3, 2),
+            deployment(3, 3, 3, 0),
+        ] {
+            assert_ne!(progress(&d), Progress::Complete);
+            assert!(!rolling_out(&with_progressing(d, "NewReplicaSetAvailable")));
+        }
+    }
+
+    #[test]
+    fn a_new_template_is_rolling_out_until_the_controller_says_complete() {
+        // Old pods still running, whatever the condition says (a reused ReplicaSet keeps the
+        // earlier NewReplicaSetAvailable for a moment).
+        assert!(rolling_out(&with_progressing(
+            deployment(3, 1, 4, 3),
+            "NewReplicaSetAvailable"
+        )));
+        // Recreate: old pods gone before new ones start.
+        for reason in [
+            "NewReplicaSetCreated",
+            "FoundNewReplicaSet",
+            "ReplicaSetUpdated",
+            "ProgressDeadlineExceeded",
+        ] {
+            assert!(rolling_out(&with_progressing(
+                deployment(3, 0, 0, 0),
+                reason
+            )));
+        }
+        // No progress deadline, so no condition: only old pods show it.
+        assert!(rolling_out(&deployment(3, 1, 4, 3)));
+        assert!(!rolling_out(&deployment(6, 3, 3, 3)));
+    }
+
+    #[test]
+    fn image_tags() {
+        assert_eq!(
+            image_tag("registry.example.com/prod/app:v1.2.3"),
+            Some("v1.2.3")
+        );
+        assert_eq!(image_tag("localhost:5000/app:v2"), Some("v2"));
+        assert_eq!(image_tag("localhost:5000/app"), None);
+        assert_eq!(image_tag("app:v1@sha256:abc"), Some("v1"));
     }
 }

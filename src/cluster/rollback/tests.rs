@@ -262,3 +262,89 @@ fn unreachable_or_overloaded_api_servers_are_retried_refusals_are_final() {
     };
     assert!(!paused.is_transient());
 }
+
+/// `rs` without its revision annotation (adopted, or made before revisions existed).
+fn unnumbered(version: &str, hash: &str) -> ReplicaSet {
+    let mut r = rs(version, 0, hash, UID);
+    if let Some(a) = r.metadata.annotations.as_mut() {
+        a.remove("deployment.kubernetes.io/revision");
+    }
+    r
+}
+
+#[test]
+fn a_replicaset_without_a_revision_is_revision_0_as_in_kubectl() {
+    // kubectl's deploymentutil.Revision: no annotation is 0, so it is the previous revision.
+    let d = D::at("v2", 2).0;
+    let p = plan(&d, &[unnumbered("v1", "aaa"), rs("v2", 2, "bbb", UID)]).expect("plan");
+    assert_eq!(
+        (p.target_revision, p.target_hash.as_deref()),
+        (0, Some("aaa"))
+    );
+    // One whose annotation is not a number is passed over (kubectl's parse error).
+    let mut garbled = rs("v0", 1, "zzz", UID);
+    if let Some(a) = garbled.metadata.annotations.as_mut() {
+        a.insert("deployment.kubernetes.io/revision".into(), "x".into());
+    }
+    let p = plan(
+        &d,
+        &[garbled, unnumbered("v1", "aaa"), rs("v2", 2, "bbb", UID)],
+    )
+    .expect("plan");
+    assert_eq!(p.target_hash.as_deref(), Some("aaa"));
+}
+
+#[test]
+fn our_annotations_are_never_brought_back_from_the_replicaset() {
+    // The controller copied the Deployment's annotations of that time onto v1's ReplicaSet: an
+    // old state, its digest and a page already delivered for revision 1.
+    let mut old = rs("v1", 1, "aaa", UID);
+    if let Some(a) = old.metadata.annotations.as_mut() {
+        a.insert("deploy-watchdog.io/state".into(), "{\"revision\":1}".into());
+        a.insert("deploy-watchdog.io/state-digest".into(), "0123".into());
+        a.insert("deploy-watchdog.io/page-delivered".into(), "1".into());
+        a.insert(
+            "deploy-watchdog.io/error-rate-threshold".into(),
+            "0.5".into(),
+        );
+    }
+    let d = D::at("v2", 2)
+        .annotation("deploy-watchdog.io/state", "{\"revision\":2}")
+        .annotation("deploy-watchdog.io/error-rate-threshold", "0.1")
+        .0;
+    let p = plan(&d, &[old, rs("v2", 2, "bbb", UID)]).expect("plan");
+    let a = &p.annotations;
+    assert_eq!(a.get("deploy-watchdog.io/page-delivered"), None);
+    assert_eq!(a.get("deploy-watchdog.io/state-digest"), None);
+    assert_eq!(
+        a.get("deploy-watchdog.io/state").map(String::as_str),
+        Some("{\"revision\":2}")
+    );
+    assert_eq!(
+        a.get("deploy-watchdog.io/error-rate-threshold")
+            .map(String::as_str),
+        Some("0.1")
+    );
+    // kubectl's own behaviour for everything else: the ReplicaSet's annotations.
+    assert_eq!(a.get("team").map(String::as_str), Some("team-at-v1"));
+}
+
+#[test]
+fn the_patch_restores_the_replicasets_json_with_fields_these_types_do_not_know() {
+    let d = D::at("v2", 2).0;
+    let sets = [rs("v1", 1, "aaa", UID), rs("v2", 2, "bbb", UID)];
+    let mut raw: Vec<serde_json::Value> = sets
+        .iter()
+        .map(|s| serde_json::to_value(s).expect("json"))
+        .collect();
+    raw[0]["spec"]["template"]["spec"]["hostnameOverride"] = json!("app-host");
+    let p = plan(&d, &sets).expect("plan").with_raw_template(&raw);
+    let patch = p.patch(&BTreeMap::new());
+    let template = &patch[0]["value"];
+    assert_eq!(template["spec"]["hostnameOverride"], "app-host");
+    assert_eq!(template["metadata"]["labels"].get(HASH_LABEL), None);
+    assert_eq!(
+        template["metadata"]["labels"]["app.kubernetes.io/version"],
+        "v1"
+    );
+}

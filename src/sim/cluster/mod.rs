@@ -124,6 +124,23 @@ impl SimCluster {
         self.shared.api().addr.map(|a| format!("http://{a}"))
     }
 
+    /// From now on every request on `plural` (e.g. `leases`) in `namespace` is refused with 403
+    /// Forbidden, as RBAC refuses a namespace where the ServiceAccount has no Role.
+    pub fn forbid(&self, plural: &str, namespace: &str) {
+        self.shared
+            .api()
+            .forbidden
+            .push((plural.to_string(), namespace.to_string()));
+    }
+
+    /// From now on every request on `plural` (e.g. `leases`) is answered `delay` later: an API
+    /// server under load.
+    pub fn set_latency(&self, plural: &str, delay: std::time::Duration) {
+        let mut api = self.shared.api();
+        api.latency.retain(|(p, _)| p != plural);
+        api.latency.push((plural.to_string(), delay));
+    }
+
     /// Creates a Deployment that is already rolled out and healthy at revision 1.
     pub fn add_deployment(&self, spec: &DeploymentSpec) {
         let (ns, name) = (spec.namespace().to_string(), spec.name().to_string());

@@ -263,6 +263,62 @@ pub fn scaled(v: Option<&Value>, total: i64, round_up: bool) -> i64 {
     }
 }
 
+/// `ValidateLease` (coordination validation): a duration and a transition count that make
+/// sense, a preferred holder only with a strategy.
+pub fn validate_lease(lease: &Value) -> Result<(), super::error::ApiError> {
+    use super::error::{ApiError, FieldError};
+    let mut errs = Vec::new();
+    if let Some(d) = lease
+        .pointer("/spec/leaseDurationSeconds")
+        .and_then(Value::as_i64)
+        .filter(|d| *d <= 0)
+    {
+        errs.push(FieldError::invalid(
+            "spec.leaseDurationSeconds",
+            &d.to_string(),
+            "must be greater than 0",
+        ));
+    }
+    if let Some(t) = lease
+        .pointer("/spec/leaseTransitions")
+        .and_then(Value::as_i64)
+        .filter(|t| *t < 0)
+    {
+        errs.push(FieldError::invalid(
+            "spec.leaseTransitions",
+            &t.to_string(),
+            "must be greater than or equal to 0",
+        ));
+    }
+    let preferred = lease
+        .pointer("/spec/preferredHolder")
+        .and_then(Value::as_str)
+        .is_some_and(|p| !p.is_empty());
+    let strategy = lease
+        .pointer("/spec/strategy")
+        .and_then(Value::as_str)
+        .is_some_and(|p| !p.is_empty());
+    if preferred && !strategy {
+        errs.push(FieldError::forbidden(
+            "spec.preferredHolder",
+            "may only be specified if `strategy` is defined",
+        ));
+    }
+    if errs.is_empty() {
+        return Ok(());
+    }
+    let name = lease
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Err(ApiError::invalid_fields(
+        "Lease",
+        "coordination.k8s.io",
+        name,
+        errs,
+    ))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

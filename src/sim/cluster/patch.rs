@@ -6,6 +6,7 @@
 //! and `$patch: delete` (in maps and in list items), and `$patch: replace` as a list item are
 //! supported; `$retainKeys`, `$setElementOrder/…` and `$deleteFromPrimitiveList/…` are ignored.
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -56,9 +57,23 @@ pub fn apply(doc: &Value, ty: PatchType, body: &[u8]) -> Result<Value, ApiError>
     let mut out = doc.clone();
     match ty {
         PatchType::Json => {
-            let p: json_patch::Patch = serde_json::from_slice(body)
+            let ops: Vec<Map<String, Value>> = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut out, &p).map_err(|e| ApiError::invalid_patch(&e.to_string()))?;
+            let raw: Vec<std::collections::HashMap<String, Box<RawValue>>> =
+                serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            for (op, raw) in ops.into_iter().zip(raw) {
+                if op.get("op").and_then(Value::as_str) == Some("test") {
+                    go_test(&out, &op, raw.get("value").map(|v| v.get()))
+                        .map_err(|e| ApiError::invalid_patch(&e))?;
+                    continue;
+                }
+                let one: json_patch::Patch =
+                    serde_json::from_value(Value::Array(vec![Value::Object(op)]))
+                        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+                json_patch::patch(&mut out, &one)
+                    .map_err(|e| ApiError::invalid_patch(&e.to_string()))?;
+            }
         }
         PatchType::Merge => {
             let p: Value = serde_json::from_slice(body)
@@ -76,13 +91,111 @@ pub fn apply(doc: &Value, ty: PatchType, body: &[u8]) -> Result<Value, ApiError>
 }
 
 impl ApiError {
-    fn invalid_patch(msg: &str) -> Self {
-        let mut e = ApiError::bad_request(format!(
-            "the server rejected our request due to an error in our request: {msg}"
-        ));
+    /// What the API server answers when the JSON patch library refuses a patch (a failed
+    /// `test`, a missing path): `NewGenericServerResponse(422, …)`, whose message drops the
+    /// library's words and whose `details` is empty.
+    fn invalid_patch(why: &str) -> Self {
+        tracing::debug!(why, "JSON patch refused");
+        let mut e =
+            ApiError::bad_request("the server rejected our request due to an error in our request");
         e.code = 422;
         e.reason = "Invalid";
-        e
+        e.with_empty_details()
+    }
+}
+
+/// Go's `encoding/json` rendering of a scalar, as the API server encodes the object a JSON
+/// patch applies to: HTML-escaped (`<`, `>`, `&` as `\u003c`…) and U+2028/U+2029 escaped.
+pub fn go_encode_scalar(v: &Value) -> String {
+    let Value::String(s) = v else {
+        return v.to_string();
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// RFC 6902 `test` as the API server's JSON patch library (evanphx/json-patch) does it: objects
+/// and arrays are compared member by member, but a string, number or boolean is compared as
+/// bytes, the document's Go encoding against the patch's own text. So a value the client wrote
+/// without Go's HTML escaping (`>` rather than `\u003e`) does not match.
+fn go_test(doc: &Value, op: &Map<String, Value>, value: Option<&str>) -> Result<(), String> {
+    let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
+    let (parent, key) = match path.rfind('/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => {
+            return Err(format!(
+                "test operation does not apply: is missing path: {path}"
+            ));
+        }
+    };
+    let unescape = |k: &str| k.replace("~1", "/").replace("~0", "~");
+    let container = doc
+        .pointer(parent)
+        .filter(|c| c.is_object() || c.is_array())
+        .ok_or_else(|| format!("test operation does not apply: is missing path: {path}"))?;
+    let found = match container {
+        Value::Object(m) => m.get(&unescape(key)),
+        Value::Array(a) => Some(
+            key.parse::<usize>()
+                .ok()
+                .and_then(|i| a.get(i))
+                .ok_or_else(|| format!("error in test for path: '{path}'"))?,
+        ),
+        _ => None,
+    };
+    let value = value.map(str::trim).filter(|v| *v != "null");
+    let failed = || format!("testing value {path} failed");
+    match (found.filter(|v| !v.is_null()), value) {
+        (None, None) => Ok(()),
+        (Some(doc), Some(raw)) if go_equal(doc, raw) => Ok(()),
+        _ => Err(failed()),
+    }
+}
+
+fn go_equal(doc: &Value, raw: &str) -> bool {
+    match doc {
+        Value::Object(m) => {
+            let Ok(other) = serde_json::from_str::<Map<String, Value>>(raw) else {
+                return false;
+            };
+            let Ok(raws) =
+                serde_json::from_str::<std::collections::HashMap<String, Box<RawValue>>>(raw)
+            else {
+                return false;
+            };
+            // The library checks that each member of the document is in the value, not the
+            // reverse.
+            m.iter().all(|(k, v)| match (v, raws.get(k), other.get(k)) {
+                (_, None, _) => false,
+                (Value::Null, Some(_), Some(Value::Null)) => true,
+                (v, Some(r), _) => go_equal(v, r.get()),
+            })
+        }
+        Value::Array(a) => {
+            let Ok(raws) = serde_json::from_str::<Vec<Box<RawValue>>>(raw) else {
+                return false;
+            };
+            a.len() == raws.len() && a.iter().zip(&raws).all(|(v, r)| go_equal(v, r.get()))
+        }
+        scalar => go_encode_scalar(scalar) == raw.trim(),
     }
 }
 

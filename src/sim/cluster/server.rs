@@ -24,7 +24,18 @@ use super::selector::{FieldSelector, LabelSelector};
 use super::store::{Kind, meta_str};
 use super::table::{self, Include};
 use super::watch::{self, WatchRequest};
-use super::write::{create, update};
+use super::write::{create, generate_name, update};
+
+/// The `MicroTime` fields of the kinds the API server decodes with `metav1.RFC3339Micro`: a
+/// body it cannot decode is a 400 before anything else is looked at.
+fn check_times(res: &discovery::Resource, version: &str, body: &Value) -> Result<(), ApiError> {
+    let fields: &[&str] = match res.kind {
+        Kind::Event => &["/eventTime", "/series/lastObservedTime"],
+        Kind::Lease => &["/spec/acquireTime", "/spec/renewTime"],
+        _ => return Ok(()),
+    };
+    super::events::check_micro_times(res.kind_name, version, body, fields)
+}
 
 /// Binds with SO_REUSEADDR so `up` can take the same port again right after `down`.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -121,6 +132,15 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, request: Request) -> Resp
         body,
     };
     let path = parts.uri.path().trim_end_matches('/');
+    let delay = shared
+        .api()
+        .latency
+        .iter()
+        .find(|(plural, _)| path.split('/').any(|seg| seg == plural))
+        .map(|(_, d)| *d);
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     match route(&shared, path, &req) {
         Ok(r) => r,
         Err(e) => error_response(&e),
@@ -198,6 +218,30 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
         return Err(ApiError::path_not_found());
     }
     let ns_str = ns.clone().unwrap_or_default();
+    if shared
+        .api()
+        .forbidden
+        .iter()
+        .any(|(p, n)| p == res.plural && *n == ns_str)
+    {
+        let rbac_verb = match verb {
+            "GET" => "get",
+            "LIST" => "list",
+            "WATCH" => "watch",
+            "CREATE" => "create",
+            "UPDATE" => "update",
+            "PATCH" => "patch",
+            "DELETE" => "delete",
+            _ => "deletecollection",
+        };
+        return Err(ApiError::forbidden(
+            res.plural,
+            res.group,
+            name.unwrap_or_default(),
+            rbac_verb,
+            &ns_str,
+        ));
+    }
     let ua = req.header(header::USER_AGENT).to_string();
     let table = table::wants_table(req.header(header::ACCEPT))
         .then(|| Include::parse(req.q("includeObject")));
@@ -250,9 +294,24 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
             return Ok(watch::start(shared, wr));
         }
         "CREATE" => {
-            let body: Value = serde_json::from_slice(&req.body)
+            let mut body: Value = serde_json::from_slice(&req.body)
                 .map_err(|e| ApiError::bad_request(format!("decoding the body: {e}")))?;
+            check_times(&res, version, &body)?;
             let mut st = shared.lock();
+            if res.kind == Kind::Event {
+                // Validated in the request's own version, with its final name and namespace.
+                generate_name(&mut st, &res, &mut body)?;
+                if body
+                    .pointer("/metadata/namespace")
+                    .is_none_or(Value::is_null)
+                {
+                    body["metadata"]["namespace"] = json!(ns_str);
+                }
+                super::events::validate_create(res.group, &body)?;
+            }
+            if res.kind == Kind::Lease {
+                super::objects::validate_lease(&body)?;
+            }
             let obj = create(
                 &mut st,
                 &res,
@@ -281,6 +340,10 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
                 let ty = PatchType::from_content_type(req.header(header::CONTENT_TYPE))?;
                 patch::apply(&base, ty, &req.body)?
             };
+            check_times(&res, version, &new)?;
+            if res.kind == Kind::Lease {
+                super::objects::validate_lease(&new)?;
+            }
             if sub == Some("scale") {
                 let new = apply_scale(&old, &new);
                 let obj = update(&mut st, &res, &old, new, None, &ua, req.dry_run())?;

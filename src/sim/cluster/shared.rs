@@ -26,6 +26,11 @@ pub struct ApiControl {
     /// Cancelled to end every open watch with 410 Gone (`expire`).
     pub expire_watches: CancellationToken,
     pub down: bool,
+    /// (resource plural, namespace) pairs the daemon's ServiceAccount may not touch: requests
+    /// get 403 Forbidden, as RBAC answers a namespace the chart grants nothing in.
+    pub forbidden: Vec<(String, String)>,
+    /// (resource plural, delay): every request on that resource is answered that much later.
+    pub latency: Vec<(String, std::time::Duration)>,
 }
 
 pub struct Shared {

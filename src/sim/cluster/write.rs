@@ -52,6 +52,32 @@ fn validate(res: &Resource, obj: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `generateName` → `name`, as the API server does before it validates a new object.
+pub fn generate_name(st: &mut State, res: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    if meta_str(obj, "name").is_none_or(str::is_empty) {
+        let prefix = meta_str(obj, "generateName")
+            .filter(|g| !g.is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    res.kind_name,
+                    res.group,
+                    "",
+                    "metadata.name: Required value: name or generateName is required",
+                )
+            })?
+            .to_string();
+        st.name_seq += 1;
+        obj["metadata"]["name"] = json!(format!(
+            "{prefix}{}",
+            super::objects::name_suffix(&format!("{prefix}{}", st.name_seq))
+        ));
+    }
+    Ok(())
+}
+
 pub fn create(
     st: &mut State,
     res: &Resource,
@@ -72,23 +98,7 @@ pub fn create(
             _ => obj["metadata"]["namespace"] = json!(ns),
         }
     }
-    if meta_str(&obj, "name").is_none_or(str::is_empty) {
-        let prefix = meta_str(&obj, "generateName")
-            .filter(|g| !g.is_empty())
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    res.kind_name,
-                    res.group,
-                    "",
-                    "metadata.name: Required value: name or generateName is required",
-                )
-            })?;
-        st.name_seq += 1;
-        obj["metadata"]["name"] = json!(format!(
-            "{prefix}{}",
-            super::objects::name_suffix(&format!("{prefix}{}", st.name_seq))
-        ));
-    }
+    generate_name(st, res, &mut obj)?;
     let name = meta_str(&obj, "name").unwrap_or_default().to_string();
     if st.store.get(res.kind, ns, &name).is_some() {
         return Err(ApiError::already_exists(res.plural, res.group, &name));
