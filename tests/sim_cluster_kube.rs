@@ -29,6 +29,8 @@ fn spec(reference: &str, version: &str, replicas: i32, opted_in: bool) -> Deploy
         paused: false,
         annotations: BTreeMap::new(),
         sidecars: Vec::new(),
+        strategy: Default::default(),
+        progress_deadline: None,
     }
 }
 
