@@ -328,9 +328,9 @@ mod tests {
 
     #[test]
     fn only_a_deadline_written_for_this_rollout_is_its_failure() {
-        let detected: jiff::Timestamp = "2026-01-01T10:00:00.700Z".parse().unwrap();
-        let later: jiff::Timestamp = "2026-01-01T10:10:01Z".parse().unwrap();
-        let earlier: jiff::Timestamp = "2026-01-01T09:50:00Z".parse().unwrap();
+        let detected: jiff::Timestamp = "2026-01-01T10:00:00.700Z".parse().expect("a timestamp");
+        let later: jiff::Timestamp = "2026-01-01T10:10:01Z".parse().expect("a timestamp");
+        let earlier: jiff::Timestamp = "2026-01-01T09:50:00Z".parse().expect("a timestamp");
         // Written for this rollout: its new ReplicaSet, after detection.
         let mine = timed_out("app-5d8f7c", later);
         assert!(matches!(
@@ -338,7 +338,10 @@ mod tests {
             Progress::DeadlineExceeded(_)
         ));
         // The same second as detection counts (condition times have whole seconds).
-        let same_second = timed_out("app-5d8f7c", "2026-01-01T10:00:00Z".parse().unwrap());
+        let same_second = timed_out(
+            "app-5d8f7c",
+            "2026-01-01T10:00:00Z".parse().expect("a timestamp"),
+        );
         assert!(matches!(
             rollout_progress(&same_second, Some("app-5d8f7c"), detected),
             Progress::DeadlineExceeded(_)
