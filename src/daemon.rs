@@ -71,7 +71,14 @@ pub enum DaemonError {
 
 /// What the detector remembers of one Deployment.
 struct Known {
+    /// The object's UID: a Deployment deleted and created again under the same name is another
+    /// object, whose revisions start over at 1.
+    uid: Option<String>,
     revision: i64,
+    /// The last rollout the watchdog rolled back: its revision and the fingerprint of its
+    /// template. A later revision that brings that template back is someone undoing the
+    /// rollback (kubectl's undo goes to the second-highest revision), not a rollout to fight.
+    rolled_back: Option<(i64, String)>,
     version: Option<String>,
     /// Every container's image, kept only for a pod with several containers: a rollout that
     /// changes a sidecar alone says which one changed.
@@ -360,9 +367,19 @@ impl Detector {
         self.spawn(d.clone(), None, start)
     }
 
-    fn on_apply(&mut self, d: Deployment, initial: bool) {
+    fn on_apply(&mut self, d: Deployment, mut initial: bool) {
         let d = Arc::new(d);
         let k = key(&d);
+        if let Some(known) = self.known.get(&k)
+            && known.uid.is_some()
+            && known.uid != d.metadata.uid
+        {
+            // Deleted and created again while the watch was down: the old object's watch ends,
+            // and the new one is seen as at start-up, its revisions compared only with its own.
+            info!(namespace = %k.0, deployment = %k.1, "deployment replaced by a new object of the same name");
+            self.on_delete(&k);
+            initial = true;
+        }
         let Some(revision) = rollout::revision(d.annotations()) else {
             // The controller has not numbered it yet.
             return;
@@ -371,6 +388,10 @@ impl Detector {
         let images = several_images(&d);
         let state = RolloutState::from_deployment(&d);
         let first_sight = first_sight_start(&d, revision, state.as_ref());
+        let rolled_back = state
+            .as_ref()
+            .filter(|s| s.outcome == Some(Outcome::RolledBack))
+            .and_then(|s| Some((s.revision, s.judged_template.clone()?)));
 
         if !self.known.contains_key(&k) {
             // First sight: at start-up (resume what a previous process left open) or a
@@ -382,7 +403,9 @@ impl Detector {
             self.known.insert(
                 k,
                 Known {
+                    uid: d.metadata.uid.clone(),
                     revision,
+                    rolled_back,
                     version,
                     images,
                     latest: keep.then_some(d),
@@ -396,11 +419,25 @@ impl Detector {
             return;
         };
         entry.latest = first_sight.is_some().then(|| d.clone());
+        if rolled_back.is_some() {
+            entry.rolled_back = rolled_back;
+        }
         if revision > entry.revision {
             let ours = state.as_ref().is_some_and(|s| s.restored_on(&d));
+            let undone = entry
+                .rolled_back
+                .as_ref()
+                .filter(|(_, template)| rollout::runs_template(&d, Some(template)))
+                .map(|(rolled_back, _)| *rolled_back);
             entry.revision = revision;
             let from = std::mem::replace(&mut entry.version, version);
             let images_before = std::mem::replace(&mut entry.images, images);
+            if let Some(rolled_back) = undone.filter(|_| !ours) {
+                if leader {
+                    self.rollback_undone(&d, revision, rolled_back, from);
+                }
+                return;
+            }
             if !ours {
                 if let Some(old) = entry.session.take() {
                     let _ = old.end.send(Some(EndCause::Superseded));
@@ -434,6 +471,46 @@ fn several_images(d: &Deployment) -> Option<Box<[(String, String)]>> {
     let template = &d.spec.as_ref()?.template;
     let images = crate::cluster::version::images(template);
     (images.len() > 1).then(|| images.into_boxed_slice())
+}
+
+impl Detector {
+    /// Someone brought back the template of a rollout the watchdog rolled back (a
+    /// `kubectl rollout undo` after ours returns to the second-highest revision: the bad
+    /// release). A person chose it: it is not judged or rolled back again, only reported.
+    fn rollback_undone(
+        &self,
+        d: &Deployment,
+        revision: i64,
+        rolled_back: i64,
+        from: Option<String>,
+    ) {
+        let (ns, name) = key(d);
+        let version = rollout::deployed_version(d, &self.ctx.config.version);
+        let to = version.as_deref().unwrap_or("the rolled-back release");
+        warn!(namespace = %ns, deployment = %name, revision, rolled_back, "the rolled-back release is back (someone undid the rollback); not judging it again");
+        let note = format!(
+            "Revision {revision} brings back {to}, rolled back as revision {rolled_back}: someone undid the rollback; not judging or rolling it back again"
+        );
+        self.ctx.notifier.post(format!("⚠️ {ns}/{name}: {note}."));
+        let decision = crate::cluster::record::Decision {
+            warning: true,
+            event_reason: "RollbackUndone",
+            action: "Ignore",
+            note,
+            revision: rolled_back,
+            outcome: None,
+            reason: None,
+            from_version: from,
+            to_version: version,
+        };
+        let recorder = self.ctx.recorder.clone();
+        let reference = crate::cluster::record::reference(d);
+        tokio::spawn(async move {
+            if let Err(e) = recorder.event(&reference, &decision).await {
+                warn!(error = %e, "event not recorded");
+            }
+        });
+    }
 }
 
 /// The session a process that starts leading now would run on `d` (at `revision`, with the

@@ -604,6 +604,8 @@ async fn an_undo_to_the_current_template_is_skipped_by_both() {
             paused: false,
             annotations: BTreeMap::new(),
             sidecars: Vec::new(),
+            strategy: Default::default(),
+            progress_deadline: None,
         });
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig.yaml");
@@ -663,6 +665,94 @@ async fn an_undo_to_the_current_template_is_skipped_by_both() {
             "neither sent a rollback patch: {:?}",
             sim.template_changes()
         );
+        // The scenario's `undo` event skips too.
+        assert_eq!(
+            sim.undo("production", "app").unwrap(),
+            deploy_watchdog::sim::cluster::Undone::Skipped(1)
+        );
         sim.set_controller_running(true);
+    }
+}
+
+/// The scenario event `undo` (someone runs `kubectl rollout undo`) leaves the Deployment kubectl
+/// leaves, from the same history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_undo_leaves_what_kubectl_undo_leaves() {
+    let bins = kubectls();
+    if bins.is_empty() {
+        println!("SKIPPED: kubectl is not on PATH");
+        return;
+    }
+    for bin in bins {
+        println!("checking {} ({})", bin.display(), version_of(&bin));
+        let shutdown = CancellationToken::new();
+        let _stop = shutdown.clone().drop_guard();
+        let mut clusters = Vec::new();
+        for _ in 0..2 {
+            let sim = SimCluster::new(Behaviours::default());
+            let addr = sim.start(shutdown.clone()).await.unwrap();
+            sim.add_deployment(&DeploymentSpec {
+                reference: "production/app".into(),
+                replicas: 2,
+                version: "v1".into(),
+                opted_in: true,
+                paused: false,
+                annotations: BTreeMap::from([("team".to_string(), "payments".to_string())]),
+                strategy: Default::default(),
+                progress_deadline: None,
+                sidecars: Vec::new(),
+            });
+            let dir = tempfile::tempdir().unwrap();
+            let kubeconfig = dir.path().join("kubeconfig.yaml");
+            std::fs::write(
+                &kubeconfig,
+                deploy_watchdog::sim::cli::kubeconfig_yaml(&format!("http://{addr}")),
+            )
+            .unwrap();
+            let k = std::sync::Arc::new(Kubectl {
+                bin: bin.clone(),
+                kubeconfig,
+            });
+            clusters.push((sim, k, dir));
+        }
+        for (sim, k, _) in &clusters {
+            for version in ["v2", "v3"] {
+                sim.deploy("production", "app", version).unwrap();
+                let k = k.clone();
+                tokio::task::spawn_blocking(move || k.rolled_out("app"))
+                    .await
+                    .unwrap();
+            }
+        }
+        let (by_kubectl, by_event) = (&clusters[0], &clusters[1]);
+        let k = by_kubectl.1.clone();
+        let out = tokio::task::spawn_blocking(move || k.ok(&["rollout", "undo", "deployment/app"]))
+            .await
+            .unwrap();
+        assert_eq!(out.trim(), "deployment.apps/app rolled back", "{out}");
+        assert_eq!(
+            by_event.0.undo("production", "app").unwrap(),
+            deploy_watchdog::sim::cluster::Undone::RolledBack(2)
+        );
+        let (a, b) = (by_kubectl.1.clone(), by_event.1.clone());
+        let (a, b) = tokio::task::spawn_blocking(move || {
+            a.rolled_out("app");
+            b.rolled_out("app");
+            (
+                a.json(&["get", "deployment", "app"]),
+                b.json(&["get", "deployment", "app"]),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            (undo_result(&a), &a["metadata"]["generation"]),
+            (undo_result(&b), &b["metadata"]["generation"]),
+            "kubectl (left) and the undo event (right) differ"
+        );
+        assert_eq!(
+            a.pointer("/spec/template/metadata/labels/app.kubernetes.io~1version"),
+            Some(&Value::from("v2"))
+        );
     }
 }

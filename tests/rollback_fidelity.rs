@@ -149,6 +149,7 @@ async fn a_recorded_state_with_html_characters_does_not_fail_the_rollback() {
         settled: false,
         detail: Some("error rate 3.4 % > 1 % & rising".into()),
         window_started_at: None,
+        judged_template: None,
     };
     deploy_watchdog::cluster::record::Recorder::new(client.clone(), "test".into())
         .annotate("production", "app", &state.annotations())

@@ -29,6 +29,8 @@ fn spec(reference: &str, version: &str, replicas: i32, opted_in: bool) -> Deploy
         paused: false,
         annotations: BTreeMap::new(),
         sidecars: Vec::new(),
+        strategy: Default::default(),
+        progress_deadline: None,
     }
 }
 
@@ -730,5 +732,90 @@ async fn a_rollback_for_a_revision_a_newer_rollout_replaced_is_refused_and_chang
         .await
         .expect("revision 3 is current");
     assert_eq!(plan.target_revision, 2);
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_the_stopped_controller_has_not_numbered_is_not_rolled_back_over() {
+    use deploy_watchdog::cluster::rollback::{self, RollbackError};
+    use deploy_watchdog::cluster::rollout;
+    let (sim, client, shutdown) = start(Behaviours::default()).await;
+    sim.add_deployment(&spec("production/app", "v1", 2, true));
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "production");
+    sim.deploy("production", "app", "v2").unwrap();
+    let judged = eventually("revision 2", || async {
+        rollout_complete(&deploys, "app")
+            .await
+            .filter(|d| revision_of(&d.metadata).as_deref() == Some("2"))
+    })
+    .await;
+    let fingerprint = rollout::template_fingerprint(&judged.spec.as_ref().unwrap().template);
+    let generation = judged.metadata.generation.unwrap();
+
+    // Annotations are copied to ReplicaSets, so the API server counts them as a change of the
+    // Deployment's generation too (`strategy.go`); status is the controller's business.
+    let annotated = deploys
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"team": "payments"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(annotated.metadata.generation, Some(generation + 1));
+
+    // A controller-manager failover: the next release lands, and nothing numbers it.
+    sim.set_controller_running(false);
+    sim.deploy("production", "app", "v3").unwrap();
+    let d = deploys.get("app").await.unwrap();
+    assert_eq!(d.metadata.generation, Some(generation + 2));
+    assert_eq!(revision_of(&d.metadata).as_deref(), Some("2"));
+    assert!(d.status.unwrap().observed_generation < Some(generation + 2));
+
+    // The check on the revision alone would undo v3; the judged template says it is not v2.
+    let result =
+        rollback::execute_judged(&client, "production", "app", 2, Some(&fingerprint), |_| {
+            BTreeMap::new()
+        })
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(RollbackError::TemplateReplaced { revision: 2, .. })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(
+        sim.current_version("production", "app").as_deref(),
+        Some("v3")
+    );
+    assert!(sim.template_changes().is_empty());
+
+    // A patch that tests a generation that is no longer the object's fails, as json-patch does.
+    let stale = json!([
+        {"op": "test", "path": "/metadata/generation", "value": generation},
+        {"op": "replace", "path": "/spec/replicas", "value": 5},
+    ]);
+    let err = deploys
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::<()>::Json(serde_json::from_value(stale).unwrap()),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 422),
+        "{err:?}"
+    );
+
+    // Back up: the controller numbers v3 and rolls it out.
+    sim.set_controller_running(true);
+    eventually("revision 3", || async {
+        rollout_complete(&deploys, "app")
+            .await
+            .filter(|d| revision_of(&d.metadata).as_deref() == Some("3"))
+    })
+    .await;
     shutdown.cancel();
 }

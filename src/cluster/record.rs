@@ -91,6 +91,11 @@ pub struct RolloutState {
     /// When the rollout completed and the watch window began.
     #[serde(default)]
     pub window_started_at: Option<jiff::Timestamp>,
+    /// The fingerprint of the pod template judged: a rollback is sent only while the Deployment
+    /// still runs it, and once rolled back, a revision that brings it back again (someone's
+    /// `kubectl rollout undo` after ours) is not fought.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_template: Option<String>,
 }
 
 impl RolloutState {
@@ -115,6 +120,13 @@ impl RolloutState {
             .get(PAGE_DELIVERED_ANNOTATION)
             .and_then(|r| r.parse::<i64>().ok());
         pages && delivered != Some(self.revision)
+    }
+
+    /// Whether this rollout was rolled back and the Deployment runs its judged template again:
+    /// someone undid the rollback.
+    pub fn rolled_back_template_on(&self, d: &Deployment) -> bool {
+        self.outcome == Some(Outcome::RolledBack)
+            && super::rollout::runs_template(d, self.judged_template.as_deref())
     }
 
     pub fn from_deployment(d: &Deployment) -> Option<RolloutState> {
@@ -362,6 +374,7 @@ mod tests {
             settled: false,
             detail: Some("error rate 3.4 % > 1 % & rising <fast>".into()),
             window_started_at: None,
+            judged_template: None,
         };
         let a = state.annotations();
         let d = &a[STATE_DIGEST_ANNOTATION];

@@ -254,6 +254,29 @@ pub enum RollbackError {
         revision: i64,
         current: i64,
     },
+    /// kubectl's "skipped rollback" while judging: the Deployment already runs the template of
+    /// the revision the rollback would restore (someone rolled back first). Holds that
+    /// template's fingerprint.
+    #[error(
+        "deployment {namespace}/{name}: skipped rollback (current template already matches revision {target_revision})"
+    )]
+    AlreadyRestored {
+        namespace: String,
+        name: String,
+        target_revision: i64,
+        fingerprint: Option<String>,
+    },
+    /// The Deployment no longer runs the template judged: a newer one landed that the
+    /// deployment controller has not numbered yet (it lags, or is down). Undoing now would
+    /// overwrite that one, which nobody judged.
+    #[error(
+        "deployment {namespace}/{name}: the template judged as revision {revision} was replaced by a newer one"
+    )]
+    TemplateReplaced {
+        namespace: String,
+        name: String,
+        revision: i64,
+    },
     #[error("{what} of deployment {namespace}/{name}: no answer within {CALL_TIMEOUT:?}")]
     Timeout {
         what: &'static str,
@@ -273,7 +296,9 @@ impl RollbackError {
             RollbackError::Timeout { .. } => return true,
             RollbackError::Refused { .. }
             | RollbackError::AlreadyRolledBack { .. }
-            | RollbackError::Superseded { .. } => {
+            | RollbackError::Superseded { .. }
+            | RollbackError::TemplateReplaced { .. }
+            | RollbackError::AlreadyRestored { .. } => {
                 return false;
             }
         };
@@ -306,6 +331,8 @@ impl RollbackError {
             RollbackError::Timeout { .. } => "timeout",
             RollbackError::AlreadyRolledBack { .. } => "already_rolled_back",
             RollbackError::Superseded { .. } => "superseded",
+            RollbackError::TemplateReplaced { .. } => "template_replaced",
+            RollbackError::AlreadyRestored { .. } => "already_restored",
         }
     }
 }
@@ -342,6 +369,21 @@ pub async fn execute(
     namespace: &str,
     name: &str,
     revision: i64,
+    state: impl FnOnce(&RollbackPlan) -> BTreeMap<String, String>,
+) -> Result<RollbackPlan, RollbackError> {
+    execute_judged(client, namespace, name, revision, None, state).await
+}
+
+/// [`execute`], sent only while the Deployment runs the template judged (its
+/// [`rollout::template_fingerprint`]): a newer template that the controller has not numbered yet
+/// is refused, and the patch tests `metadata.generation`, which the API server raises with every
+/// change of the spec, so a template landing between read and patch fails it.
+pub async fn execute_judged(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    revision: i64,
+    judged_template: Option<&str>,
     state: impl FnOnce(&RollbackPlan) -> BTreeMap<String, String>,
 ) -> Result<RollbackPlan, RollbackError> {
     use kube::api::{ListParams, Patch, PatchParams};
@@ -416,13 +458,35 @@ pub async fn execute(
             current,
         });
     }
-    let plan = plan(&deployment, &typed)
-        .map_err(|refusal| RollbackError::Refused {
-            namespace: ns.clone(),
-            name: n.clone(),
-            refusal,
-        })?
-        .with_raw_template(&raw_sets);
+    let plan = match plan(&deployment, &typed) {
+        Ok(plan) => plan.with_raw_template(&raw_sets),
+        Err(Refusal::AlreadyMatches(target_revision)) if judged_template.is_some() => {
+            return Err(RollbackError::AlreadyRestored {
+                namespace: ns,
+                name: n,
+                target_revision,
+                fingerprint: deployment
+                    .spec
+                    .as_ref()
+                    .map(|s| rollout::template_fingerprint(&s.template)),
+            });
+        }
+        Err(refusal) => {
+            return Err(RollbackError::Refused {
+                namespace: ns,
+                name: n,
+                refusal,
+            });
+        }
+    };
+    if judged_template.is_some() && !rollout::runs_template(&deployment, judged_template) {
+        return Err(RollbackError::TemplateReplaced {
+            namespace: ns,
+            name: n,
+            revision,
+        });
+    }
+    let generation = deployment.metadata.generation;
     let mut patch = plan.patch(&state(&plan));
     let annotation = |key: &str| {
         format!(
@@ -439,6 +503,12 @@ pub async fn execute(
             ops.insert(
                 0,
                 json!({"op": "test", "path": path, "value": current.to_string()}),
+            );
+        }
+        if let Some(generation) = generation.filter(|_| judged_template.is_some()) {
+            ops.insert(
+                0,
+                json!({"op": "test", "path": "/metadata/generation", "value": generation}),
             );
         }
     }

@@ -168,6 +168,38 @@ pub fn hash_of(rs: &ReplicaSet) -> Option<String> {
 
 /// `kubectl rollout status` for a Deployment.
 pub fn progress(d: &Deployment) -> Progress {
+    progress_with(d, |_| true)
+}
+
+/// [`progress`] of the rollout to `new_replica_set` detected at `since`: a
+/// `ProgressDeadlineExceeded` counts only when written for it. The deployment controller keeps
+/// the condition it last wrote until it sees progress, so a Deployment that goes back to an
+/// existing ReplicaSet (a revert, `kubectl rollout undo`, Recreate scaling the old pods down
+/// first) shows the previous rollout's timeout for a while: that one names another ReplicaSet,
+/// or was written before this rollout began.
+pub fn rollout_progress(
+    d: &Deployment,
+    new_replica_set: Option<&str>,
+    since: jiff::Timestamp,
+) -> Progress {
+    // Condition times have whole seconds.
+    let since = jiff::Timestamp::from_second(since.as_second()).unwrap_or(since);
+    progress_with(d, |c| {
+        let message = c.message.as_deref().unwrap_or_default();
+        let names = match new_replica_set {
+            Some(rs) => message.starts_with(&format!("ReplicaSet {rs:?} ")),
+            None => message.starts_with(&format!("Deployment {:?} ", d.name_any())),
+        };
+        let written = c.last_update_time.as_ref().is_some_and(|t| t.0 >= since);
+        names && written
+    })
+}
+
+/// [`progress`], reading a `ProgressDeadlineExceeded` condition only when `counts` says so.
+fn progress_with(
+    d: &Deployment,
+    counts: impl Fn(&k8s_openapi::api::apps::v1::DeploymentCondition) -> bool,
+) -> Progress {
     let name = d.name_any();
     let generation = d.metadata.generation.unwrap_or(0);
     let Some(status) = d.status.as_ref() else {
@@ -184,7 +216,9 @@ pub fn progress(d: &Deployment) -> Progress {
         .conditions
         .as_ref()
         .and_then(|c| c.iter().find(|c| c.type_ == "Progressing"));
-    if progressing.is_some_and(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded")) {
+    if progressing
+        .is_some_and(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded") && counts(c))
+    {
         return Progress::DeadlineExceeded(format!(
             "deployment {name:?} exceeded its progress deadline"
         ));
@@ -315,6 +349,21 @@ mod tests {
         d
     }
 
+    fn timed_out(rs: &str, at: jiff::Timestamp) -> Deployment {
+        let mut d = deployment(3, 1, 4, 3);
+        if let Some(s) = d.status.as_mut() {
+            s.conditions = Some(vec![DeploymentCondition {
+                type_: "Progressing".into(),
+                status: "False".into(),
+                reason: Some("ProgressDeadlineExceeded".into()),
+                message: Some(format!("ReplicaSet {rs:?} has timed out progressing.")),
+                last_update_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at)),
+                ..Default::default()
+            }]);
+        }
+        d
+    }
+
     #[test]
     fn scaling_draining_or_restarting_after_a_complete_rollout_is_not_rolling_out() {
         // An HPA scaled 3 → 6: new pods not yet updated nor available; a drain: 2 of 3 available.
@@ -351,6 +400,44 @@ mod tests {
         // No progress deadline, so no condition: only old pods show it.
         assert!(rolling_out(&deployment(3, 1, 4, 3)));
         assert!(!rolling_out(&deployment(6, 3, 3, 3)));
+    }
+
+    #[test]
+    fn only_a_deadline_written_for_this_rollout_is_its_failure() {
+        let detected: jiff::Timestamp = "2026-01-01T10:00:00.700Z".parse().expect("a timestamp");
+        let later: jiff::Timestamp = "2026-01-01T10:10:01Z".parse().expect("a timestamp");
+        let earlier: jiff::Timestamp = "2026-01-01T09:50:00Z".parse().expect("a timestamp");
+        // Written for this rollout: its new ReplicaSet, after detection.
+        let mine = timed_out("app-5d8f7c", later);
+        assert!(matches!(
+            rollout_progress(&mine, Some("app-5d8f7c"), detected),
+            Progress::DeadlineExceeded(_)
+        ));
+        // The same second as detection counts (condition times have whole seconds).
+        let same_second = timed_out(
+            "app-5d8f7c",
+            "2026-01-01T10:00:00Z".parse().expect("a timestamp"),
+        );
+        assert!(matches!(
+            rollout_progress(&same_second, Some("app-5d8f7c"), detected),
+            Progress::DeadlineExceeded(_)
+        ));
+        // Kept from the previous rollout: it names another ReplicaSet...
+        let reverted = timed_out("app-9b7d6f", later);
+        assert_eq!(
+            rollout_progress(&reverted, Some("app-5d8f7c"), detected),
+            Progress::Progressing(
+                "Waiting for deployment \"app\" rollout to finish: 1 out of 3 new replicas have been updated...".into()
+            )
+        );
+        // ...or it was written before this rollout began (a ReplicaSet used again).
+        let old = timed_out("app-5d8f7c", earlier);
+        assert!(matches!(
+            rollout_progress(&old, Some("app-5d8f7c"), detected),
+            Progress::Progressing(_)
+        ));
+        // kubectl reads any of them as a failure.
+        assert!(matches!(progress(&reverted), Progress::DeadlineExceeded(_)));
     }
 
     #[test]

@@ -267,11 +267,12 @@ impl Session {
         let mut paged_retry = false;
         let deadline = Instant::now() + self.cfg.watch.rollout_timeout;
         let result = loop {
-            let result = rollback::execute(
+            let result = rollback::execute_judged(
                 &self.ctx.client,
                 &r.namespace,
                 &r.name,
                 r.state.revision,
+                r.state.judged_template.as_deref(),
                 |plan| {
                     state = self.r.state.clone();
                     state.outcome = Some(Outcome::RolledBack);
@@ -355,10 +356,22 @@ impl Session {
                 );
                 self.verify(self.r.state.rollback_fingerprint.clone()).await;
             }
-            Err(e @ rollback::RollbackError::Superseded { .. }) => {
-                // The watch had not reported the newer rollout yet; its own session judges it.
+            Err(
+                e @ (rollback::RollbackError::Superseded { .. }
+                | rollback::RollbackError::TemplateReplaced { .. }),
+            ) => {
+                // The watch had not reported the newer rollout yet (or the controller has not
+                // numbered it yet); its own session judges it.
                 info!(error = %e, "not rolling back: a newer rollout started");
                 self.ended(EndCause::Superseded).await;
+            }
+            Err(rollback::RollbackError::AlreadyRestored {
+                target_revision,
+                fingerprint,
+                ..
+            }) => {
+                self.already_rolled_back(reason, message, target_revision, fingerprint)
+                    .await;
             }
             Err(rollback::RollbackError::AlreadyRolledBack { state, .. }) => {
                 info!("this rollout was already rolled back (by a previous leader): verifying it");
@@ -384,6 +397,47 @@ impl Session {
                 );
             }
         }
+    }
+
+    /// kubectl's "skipped rollback": the Deployment already runs the template of the revision a
+    /// rollback would restore (someone's `kubectl rollout undo` landed first). Not a failure:
+    /// that template is recorded as the restored one, so its revision is not judged as a new
+    /// rollout, and the rollback is verified as if sent.
+    pub(super) async fn already_rolled_back(
+        &mut self,
+        reason: Reason,
+        message: &str,
+        target_revision: i64,
+        restored: Option<String>,
+    ) {
+        info!(
+            target_revision,
+            "not rolling back: the deployment already runs the previous revision's template"
+        );
+        self.r.state.outcome = Some(Outcome::RolledBack);
+        self.r.state.reason = Some(reason);
+        self.r.state.rollback_fingerprint = restored;
+        let to = self.r.from().to_string();
+        let what = format!(
+            "already back on {to} (someone rolled back first; no rollback sent): {message}"
+        );
+        self.r.state.detail = Some(what.clone());
+        self.save_state().await;
+        self.page(Severity::Error, reason, Outcome::RolledBack, &what);
+        self.ctx.notifier.post(format!(
+            "⚠️ {} {} is already rolled back to {to} (someone ran the rollback first) after {message}",
+            self.r.key(),
+            self.r.to()
+        ));
+        self.decide(
+            true,
+            "RolledBack",
+            "RollBack",
+            Outcome::RolledBack,
+            reason,
+            format!("{} already rolled back to {to}: {message}", self.r.to()),
+        );
+        self.verify(self.r.state.rollback_fingerprint.clone()).await;
     }
 
     /// Watches the rollback to completion and checks the version health reports.

@@ -134,6 +134,10 @@ pub fn spawn(
             settled: false,
             detail: None,
             window_started_at: None,
+            judged_template: deployment
+                .spec
+                .as_ref()
+                .map(|s| rollout::template_fingerprint(&s.template)),
         },
     };
     let r = Rollout {
@@ -393,13 +397,16 @@ impl Session {
             .unwrap_or_default();
         // The index answers by controller UID: these are the ones `rollout::owned` would keep.
         let owned: Vec<&ReplicaSet> = sets.iter().map(|s| s.as_ref()).collect();
-        let pods: Vec<Arc<PodRecord>> = rollout::new_replica_set(&deployment, &owned)
-            .map(|rs| caches.pods_of(rs))
-            .unwrap_or_default();
+        let new_set = rollout::new_replica_set(&deployment, &owned);
+        let pods: Vec<Arc<PodRecord>> = new_set.map(|rs| caches.pods_of(rs)).unwrap_or_default();
         let new_pods: Vec<&PodRecord> = pods.iter().map(|p| p.as_ref()).collect();
         Observation {
             at: self.since_detection(now),
-            progress: rollout::progress(&deployment),
+            progress: rollout::rollout_progress(
+                &deployment,
+                new_set.and_then(|rs| rs.metadata.name.as_deref()),
+                self.r.state.detected_at,
+            ),
             pod_failure: pods::failure(new_pods.iter().copied()),
             pending: pods::pending(new_pods.iter().copied(), now),
             probes,

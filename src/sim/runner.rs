@@ -336,6 +336,34 @@ impl Simulation {
                     .set_image(&ns, &n, container.as_deref(), version)
             }
             Action::RestartWatchdog | Action::KillLeader => Ok(()),
+            Action::Controller { running } => {
+                self.cluster.set_controller_running(*running);
+                Ok(())
+            }
+            Action::Undo { deployment } => {
+                let (ns, n) = split(deployment);
+                self.cluster.undo(&ns, &n).map(|undone| {
+                    if let super::cluster::Undone::Skipped(revision) = undone {
+                        tracing::info!(%deployment, revision, "kubectl rollout undo: skipped rollback (current template already matches)");
+                    }
+                })
+            }
+            Action::Create {
+                deployment,
+                version,
+                replicas,
+                opted_in,
+            } => self.cluster.create_deployment(&scenario::DeploymentSpec {
+                reference: deployment.clone(),
+                replicas: *replicas,
+                version: version.clone(),
+                opted_in: *opted_in,
+                paused: false,
+                annotations: BTreeMap::new(),
+                strategy: scenario::Strategy::default(),
+                progress_deadline: None,
+                sidecars: Vec::new(),
+            }),
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, "script event not applied");
@@ -659,6 +687,14 @@ fn describe(a: &Action) -> String {
             None => format!("kubectl set image {deployment} to {version} (labels unchanged)"),
         },
         Action::KillLeader => "the leading watchdog replica is killed; a replacement starts".into(),
+        Action::Controller { running: true } => "the deployment controller starts again".into(),
+        Action::Controller { running: false } => "the deployment controller stops".into(),
+        Action::Undo { deployment } => format!("someone runs kubectl rollout undo on {deployment}"),
+        Action::Create {
+            deployment,
+            version,
+            ..
+        } => format!("create {deployment} at {version}"),
     }
 }
 
@@ -670,7 +706,10 @@ struct Observer {
     pages_seen: usize,
     slack_seen: usize,
     changes_seen: usize,
-    rollouts: BTreeMap<(String, i64), RolloutReport>,
+    /// By Deployment, the object it is (its UIDs in the order seen: a Deployment deleted and
+    /// created again starts its revisions over) and revision.
+    rollouts: BTreeMap<(String, usize, i64), RolloutReport>,
+    incarnations: BTreeMap<String, Vec<String>>,
 }
 
 impl Observer {
@@ -683,6 +722,7 @@ impl Observer {
             slack_seen: 0,
             changes_seen: 0,
             rollouts: BTreeMap::new(),
+            incarnations: BTreeMap::new(),
         }
     }
 
@@ -714,9 +754,18 @@ impl Observer {
                 .unwrap_or(0);
             let reason = e["reason"].as_str().unwrap_or_default().to_string();
             let note = e["note"].as_str().unwrap_or_default().to_string();
+            let uids = self.incarnations.entry(deployment.clone()).or_default();
+            let uid = e["regarding"]["uid"].as_str().unwrap_or_default();
+            let incarnation = match uids.iter().position(|u| u == uid) {
+                Some(i) => i,
+                None => {
+                    uids.push(uid.to_string());
+                    uids.len() - 1
+                }
+            };
             let entry = self
                 .rollouts
-                .entry((deployment.clone(), revision))
+                .entry((deployment.clone(), incarnation, revision))
                 .or_insert_with(|| RolloutReport {
                     deployment: deployment.clone(),
                     from_version: s(record::EVENT_FROM_VERSION),

@@ -62,6 +62,24 @@ pub struct DeploymentSpec {
     /// `{name, image, position: first|last}`.
     #[serde(default)]
     pub sidecars: Vec<super::sidecars::Sidecar>,
+    /// `spec.strategy.type`.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// `spec.progressDeadlineSeconds` (whole seconds, at least 1); the API server's default
+    /// (600 s) when absent.
+    #[serde(default, with = "humantime_serde::option")]
+    pub progress_deadline: Option<Duration>,
+}
+
+/// A Deployment's update strategy (`spec.strategy.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// `RollingUpdate`.
+    #[default]
+    Rolling,
+    /// `Recreate`: every old pod goes before a new one starts.
+    Recreate,
 }
 
 fn one() -> i32 {
@@ -139,6 +157,21 @@ pub enum Action {
     },
     /// Kill the replica holding the leader Lease; a replacement starts (an addition to the format).
     KillLeader,
+    /// The deployment controller stops (a controller-manager failover) or starts again.
+    Controller {
+        running: bool,
+    },
+    /// Someone runs `kubectl rollout undo` on the Deployment.
+    Undo {
+        deployment: String,
+    },
+    /// A Deployment is created (again) at revision 1.
+    Create {
+        deployment: String,
+        version: String,
+        replicas: i32,
+        opted_in: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -332,6 +365,17 @@ impl Scenario {
                 ));
             }
             super::sidecars::check(&d.sidecars, d.name(), &format!("deployments[{i}].sidecars"))?;
+            if let Some(deadline) = d.progress_deadline
+                && (deadline < Duration::from_secs(1) || deadline.subsec_nanos() != 0)
+            {
+                return Err((
+                    format!("deployments[{i}].progress_deadline"),
+                    format!(
+                        "{} is not a whole number of seconds of at least 1s (spec.progressDeadlineSeconds)",
+                        humantime::format_duration(deadline)
+                    ),
+                ));
+            }
         }
         for (key, b) in &self.apps {
             if AppKey::parse(key).is_none() {
@@ -341,6 +385,26 @@ impl Scenario {
                 ));
             }
             check_behaviour(b).map_err(|(f, p)| (format!("apps.{key}.{f}"), p))?;
+        }
+        // A Deployment created by the script is one of the scenario's from then on.
+        for (i, ev) in self.script.iter().enumerate() {
+            if let Action::Create {
+                deployment,
+                version,
+                replicas,
+                ..
+            } = &ev.action
+            {
+                let field = format!("script[{i}].create");
+                check_ref(deployment).map_err(|p| (format!("{field}.deployment"), p))?;
+                if version.is_empty() {
+                    return Err((format!("{field}.version"), "must not be empty".into()));
+                }
+                if *replicas < 0 {
+                    return Err((format!("{field}.replicas"), "must be 0 or more".into()));
+                }
+                refs.insert(deployment.clone());
+            }
         }
         let known = |r: &str| refs.contains(r);
         for (i, ev) in self.script.iter().enumerate() {
@@ -372,7 +436,8 @@ impl Scenario {
                 }
                 Action::Pause { deployment }
                 | Action::Resume { deployment }
-                | Action::Delete { deployment } => Some(deployment),
+                | Action::Delete { deployment }
+                | Action::Undo { deployment } => Some(deployment),
                 Action::SetImage {
                     deployment,
                     version,
@@ -512,6 +577,9 @@ impl Action {
             Action::RestartWatchdog => "restart_watchdog",
             Action::SetImage { .. } => "set_image",
             Action::KillLeader => "kill_leader",
+            Action::Controller { .. } => "controller",
+            Action::Undo { .. } => "undo",
+            Action::Create { .. } => "create",
         }
     }
 }
@@ -557,6 +625,27 @@ struct SinkFields {
 #[serde(deny_unknown_fields)]
 struct ApiFields {
     state: ApiState,
+}
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ControllerState {
+    Down,
+    Up,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControllerFields {
+    state: ControllerState,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateFields {
+    deployment: String,
+    version: String,
+    #[serde(default = "one")]
+    replicas: i32,
+    #[serde(default = "yes")]
+    opted_in: bool,
 }
 
 impl<'de> Deserialize<'de> for ScriptEvent {
@@ -667,9 +756,30 @@ impl<'de> Deserialize<'de> for ScriptEvent {
                 }
             }
             "kill_leader" => Action::KillLeader,
+            "controller" => {
+                let f: ControllerFields = serde_json::from_value(value).map_err(field)?;
+                Action::Controller {
+                    running: matches!(f.state, ControllerState::Up),
+                }
+            }
+            "undo" => {
+                let f: DeploymentField = serde_json::from_value(value).map_err(field)?;
+                Action::Undo {
+                    deployment: f.deployment,
+                }
+            }
+            "create" => {
+                let f: CreateFields = serde_json::from_value(value).map_err(field)?;
+                Action::Create {
+                    deployment: f.deployment,
+                    version: f.version,
+                    replicas: f.replicas,
+                    opted_in: f.opted_in,
+                }
+            }
             other => {
                 return Err(D::Error::custom(format!(
-                    "unknown event `{other}` (deploy, app, scale, pause, resume, delete, provider, sink, api, restart_watchdog, kill_leader, set_image)"
+                    "unknown event `{other}` (deploy, app, scale, pause, resume, delete, provider, sink, api, restart_watchdog, kill_leader, set_image, controller, undo, create)"
                 )));
             }
         };
@@ -783,6 +893,79 @@ expect:
         for (text, needle) in cases {
             let msg = error_of(text);
             assert!(msg.starts_with("bad.yaml: "), "{msg}");
+            assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
+        }
+    }
+
+    #[test]
+    fn controller_undo_and_create_events_and_rollout_fields_parse() {
+        let s = Scenario::parse(
+            r#"
+name: x
+deployments:
+  - {ref: a/b, version: v1, strategy: recreate, progress_deadline: 2s}
+script:
+  - {at: 1s, controller: {state: down}}
+  - {at: 2s, undo: {deployment: a/b}}
+  - {at: 3s, delete: {deployment: a/b}}
+  - {at: 4s, create: {deployment: a/b, version: v1, replicas: 2}}
+  - {at: 5s, create: {deployment: a/c, version: v1, opted_in: false}}
+  - {at: 6s, deploy: {deployment: a/c, version: v2}}
+  - {at: 7s, controller: {state: up}}
+"#,
+            "f",
+        )
+        .expect("valid");
+        assert_eq!(s.deployments[0].strategy, Strategy::Recreate);
+        assert_eq!(
+            s.deployments[0].progress_deadline,
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(s.script[0].action, Action::Controller { running: false });
+        assert_eq!(
+            s.script[1].action,
+            Action::Undo {
+                deployment: "a/b".into()
+            }
+        );
+        assert_eq!(
+            s.script[4].action,
+            Action::Create {
+                deployment: "a/c".into(),
+                version: "v1".into(),
+                replicas: 1,
+                opted_in: false
+            }
+        );
+        assert_eq!(s.script[6].action, Action::Controller { running: true });
+        let cases = [
+            (
+                "name: x\nscript: [{at: 1s, controller: {state: sideways}}]\n",
+                "script[0]",
+            ),
+            (
+                "name: x\nscript: [{at: 1s, undo: {deployment: a/b}}]\n",
+                "script[0].undo.deployment",
+            ),
+            (
+                "name: x\nscript: [{at: 1s, create: {deployment: a/b, version: v1, replicaz: 2}}]\n",
+                "script[0]",
+            ),
+            (
+                "name: x\nscript: [{at: 1s, create: {deployment: b, version: v1}}]\n",
+                "script[0].create.deployment",
+            ),
+            (
+                "name: x\ndeployments: [{ref: a/b, version: v1, strategy: canary}]\n",
+                "deployments[0]",
+            ),
+            (
+                "name: x\ndeployments: [{ref: a/b, version: v1, progress_deadline: 1500ms}]\n",
+                "deployments[0].progress_deadline",
+            ),
+        ];
+        for (text, needle) in cases {
+            let msg = error_of(text);
             assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
         }
     }

@@ -20,6 +20,8 @@ pub fn spec(reference: &str, version: &str, replicas: i32) -> DeploymentSpec {
         paused: false,
         annotations: BTreeMap::new(),
         sidecars: Vec::new(),
+        strategy: Default::default(),
+        progress_deadline: None,
     }
 }
 

@@ -23,8 +23,9 @@ use super::store::{Kind, meta_str};
 const BUDGET: usize = 256;
 
 /// Processes due timers and dirty Deployments, at most [`BUDGET`] of each; returns whether
-/// work is left for another round.
-pub fn run_pending(st: &mut State, now: Instant) -> bool {
+/// work is left for another round. With `controllers` false (kube-controller-manager down),
+/// only the kubelet's pod timers run: what the controllers would do waits in `dirty`.
+pub fn run_pending(st: &mut State, now: Instant, controllers: bool) -> bool {
     let mut pods_done = 0;
     while let Some(Reverse((at, _))) = st.pod_timers.peek() {
         if *at > now || pods_done >= BUDGET {
@@ -34,6 +35,12 @@ pub fn run_pending(st: &mut State, now: Instant) -> bool {
             refresh_pod(st, &key.0, &key.1, now);
             pods_done += 1;
         }
+    }
+    if !controllers {
+        return st
+            .pod_timers
+            .peek()
+            .is_some_and(|Reverse((at, _))| *at <= now);
     }
     while let Some(Reverse((at, _))) = st.timers.peek() {
         if *at > now {
@@ -63,9 +70,13 @@ pub fn run_pending(st: &mut State, now: Instant) -> bool {
 }
 
 /// When the controller must wake up next.
-pub fn next_wakeup(st: &State) -> Option<Instant> {
+pub fn next_wakeup(st: &State, controllers: bool) -> Option<Instant> {
     let a = st.pod_timers.peek().map(|Reverse((t, _))| *t);
-    let b = st.timers.peek().map(|Reverse((t, _))| *t);
+    let b = st
+        .timers
+        .peek()
+        .filter(|_| controllers)
+        .map(|Reverse((t, _))| *t);
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

@@ -39,6 +39,7 @@ mod state;
 mod status;
 mod store;
 mod table;
+mod undo;
 mod watch;
 mod write;
 
@@ -53,7 +54,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::Behaviours;
-use super::scenario::{ApiState, DeploymentSpec};
+use super::scenario::{ApiState, DeploymentSpec, Strategy};
 use shared::{ApiControl, Shared, run_controller};
 use state::State;
 use store::Kind;
@@ -71,7 +72,17 @@ pub enum SimError {
         name: String,
         container: String,
     },
+    #[error("deployment {namespace}/{name} already exists")]
+    AlreadyExists { namespace: String, name: String },
+    #[error("kubectl rollout undo deployment/{name} -n {namespace}: {message}")]
+    Undo {
+        namespace: String,
+        name: String,
+        message: String,
+    },
 }
+
+pub use undo::Undone;
 
 /// An HTTP PATCH (or PUT/POST) that changed a Deployment's pod template: a rollback or a deploy
 /// made through the API (not through the runner's own calls).
@@ -144,31 +155,7 @@ impl SimCluster {
     /// Creates a Deployment that is already rolled out and healthy at revision 1.
     pub fn add_deployment(&self, spec: &DeploymentSpec) {
         let (ns, name) = (spec.namespace().to_string(), spec.name().to_string());
-        let mut labels = json!({"app": name});
-        if spec.opted_in {
-            labels[OPT_IN_LABEL.0] = json!(OPT_IN_LABEL.1);
-        }
-        let mut dep = json!({
-            "kind": "Deployment", "apiVersion": "apps/v1",
-            "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": spec.annotations, "generation": 1},
-            "spec": {
-                "replicas": spec.replicas, "paused": spec.paused,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name, "app.kubernetes.io/name": name}},
-                    "spec": {"containers": crate::sim::sidecars::containers(
-                        json!({"name": name, "ports": [{"containerPort": 8080, "name": "http"}]}),
-                        &spec.sidecars,
-                    )},
-                },
-            },
-            "status": {},
-        });
-        set_version(&mut dep, &ns, &name, &spec.version);
-        if !spec.paused {
-            dep["spec"].as_object_mut().map(|m| m.remove("paused"));
-        }
-        objects::default_deployment(&mut dep);
+        let mut dep = deployment_object(spec);
         let mut st = self.shared.lock();
         dep["metadata"]["uid"] = json!(st.store.next_uid());
         dep["metadata"]["creationTimestamp"] = json!(objects::now_rfc3339());
@@ -206,6 +193,37 @@ impl SimCluster {
         st.backdate = false;
         drop(st);
         self.shared.notify.notify_one();
+    }
+
+    /// Creates a Deployment now, as `kubectl create` would: a new object (a new UID) that the
+    /// controller rolls out from nothing to revision 1.
+    pub fn create_deployment(&self, spec: &DeploymentSpec) -> Result<(), SimError> {
+        let (ns, name) = (spec.namespace().to_string(), spec.name().to_string());
+        let mut st = self.shared.lock();
+        if st.store.contains(Kind::Deployment, &ns, &name) {
+            return Err(SimError::AlreadyExists {
+                namespace: ns,
+                name,
+            });
+        }
+        let mut dep = deployment_object(spec);
+        dep["metadata"]["uid"] = json!(st.store.next_uid());
+        dep["metadata"]["creationTimestamp"] = json!(objects::now_rfc3339());
+        st.write(Kind::Deployment, dep);
+        drop(st);
+        self.shared.notify.notify_one();
+        Ok(())
+    }
+
+    /// Someone runs `kubectl rollout undo deployment/NAME` (no `--to-revision`) now.
+    pub fn undo(&self, namespace: &str, name: &str) -> Result<Undone, SimError> {
+        let result = undo::undo(&mut self.shared.lock(), namespace, name);
+        self.shared.notify.notify_one();
+        result.map_err(|message| SimError::Undo {
+            namespace: namespace.into(),
+            name: name.into(),
+            message,
+        })
     }
 
     /// Changes the pod template to `version`: image tag and `app.kubernetes.io/version` label.
@@ -482,6 +500,44 @@ fn no_such(namespace: &str, name: &str) -> SimError {
         namespace: namespace.into(),
         name: name.into(),
     }
+}
+
+/// A Deployment as a scenario describes it, defaulted as the API server stores it (without
+/// uid, creation time or status).
+fn deployment_object(spec: &DeploymentSpec) -> Value {
+    let (ns, name) = (spec.namespace(), spec.name());
+    let mut labels = json!({"app": name});
+    if spec.opted_in {
+        labels[OPT_IN_LABEL.0] = json!(OPT_IN_LABEL.1);
+    }
+    let mut dep = json!({
+        "kind": "Deployment", "apiVersion": "apps/v1",
+        "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": spec.annotations, "generation": 1},
+        "spec": {
+            "replicas": spec.replicas, "paused": spec.paused,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, "app.kubernetes.io/name": name}},
+                "spec": {"containers": crate::sim::sidecars::containers(
+                    json!({"name": name, "ports": [{"containerPort": 8080, "name": "http"}]}),
+                    &spec.sidecars,
+                )},
+            },
+        },
+        "status": {},
+    });
+    set_version(&mut dep, ns, name, &spec.version);
+    if !spec.paused {
+        dep["spec"].as_object_mut().map(|m| m.remove("paused"));
+    }
+    if spec.strategy == Strategy::Recreate {
+        dep["spec"]["strategy"] = json!({"type": "Recreate"});
+    }
+    if let Some(deadline) = spec.progress_deadline {
+        dep["spec"]["progressDeadlineSeconds"] = json!(deadline.as_secs().max(1));
+    }
+    objects::default_deployment(&mut dep);
+    dep
 }
 
 fn set_version(dep: &mut Value, ns: &str, name: &str, version: &str) {

@@ -69,15 +69,14 @@ pub async fn run_controller(shared: Arc<Shared>, shutdown: CancellationToken) {
                 let all = st.store.keys(Kind::Deployment);
                 st.dirty.extend(all);
             }
-            if shared
+            // The kubelet keeps running while the controllers are stopped.
+            let controllers = !shared
                 .controller_stopped
-                .load(std::sync::atomic::Ordering::SeqCst)
-            {
-                None
-            } else if controller::run_pending(&mut st, now) {
+                .load(std::sync::atomic::Ordering::SeqCst);
+            if controller::run_pending(&mut st, now, controllers) {
                 Some(now)
             } else {
-                controller::next_wakeup(&st)
+                controller::next_wakeup(&st, controllers)
             }
         };
         if next.is_some_and(|t| t <= Instant::now()) {

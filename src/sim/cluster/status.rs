@@ -143,7 +143,9 @@ pub fn update(
             .unwrap_or_default()
             .to_string();
         if paused {
-            if reason != "DeploymentPaused" {
+            // `checkPausedConditions`: a reported lack of progress is not overwritten by the
+            // pause, and stays on resume until progress is seen.
+            if reason != "DeploymentPaused" && reason != "ProgressDeadlineExceeded" {
                 set_condition(
                     &mut status,
                     "Progressing",

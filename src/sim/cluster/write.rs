@@ -190,7 +190,13 @@ pub fn update(
     if res.kind == Kind::Deployment {
         default_deployment(&mut obj);
     }
-    if matches!(res.kind, Kind::Deployment | Kind::ReplicaSet) && obj.get("spec") != old.get("spec")
+    // The spec, and for a Deployment its annotations too (they are copied to its ReplicaSets),
+    // make a new generation: `pkg/registry/apps/deployment/strategy.go`.
+    let annotations_changed = res.kind == Kind::Deployment
+        && sub != Some("status")
+        && annotations_of(&obj) != annotations_of(old);
+    if matches!(res.kind, Kind::Deployment | Kind::ReplicaSet)
+        && (obj.get("spec") != old.get("spec") || annotations_changed)
     {
         let generation = old
             .pointer("/metadata/generation")
@@ -221,4 +227,12 @@ pub fn update(
         });
     }
     Ok((*st.write(res.kind, obj)).clone())
+}
+
+/// A Deployment's annotations; a missing map and an empty one are equal, as in the API
+/// server's semantic comparison.
+fn annotations_of(obj: &Value) -> Option<&serde_json::Map<String, Value>> {
+    obj.pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .filter(|m| !m.is_empty())
 }
