@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
 use super::discovery;
 use super::error::ApiError;
 use super::list::list;
@@ -25,6 +24,7 @@ use super::store::{Kind, meta_str};
 use super::table::{self, Include};
 use super::watch::{self, WatchRequest};
 use super::write::{create, update};
+use super::{DeploymentPatch, Shared};
 
 /// Binds with SO_REUSEADDR so `up` can take the same port again right after `down`.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -297,6 +297,17 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
                 &ua,
                 req.dry_run(),
             )?;
+            if verb == "PATCH" && res.kind == Kind::Deployment && sub.is_none() && !req.dry_run() {
+                let (namespace, name) = super::store::key_of(&old);
+                st.deployment_patches.push(DeploymentPatch {
+                    at: tokio::time::Instant::now(),
+                    namespace,
+                    name,
+                    revision: Some(super::revisions::revision(&old)).filter(|r| *r > 0),
+                    writes_template: patch::writes_template(&req.body),
+                    user_agent: ua.clone(),
+                });
+            }
             respond(StatusCode::OK, &obj)
         }
         "DELETE" => {
