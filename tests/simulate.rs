@@ -288,3 +288,31 @@ async fn a_page_sent_twice_fails_triggers_1() {
         vec!["production/app: PagerDuty triggers accepted: 2, expected 1".to_string()]
     );
 }
+
+#[test]
+fn a_run_ends_only_once_a_replacement_for_a_killed_leader_leads() {
+    // The bad release is rolled back and verified within ~1 s; the leader is killed at 2 s, after
+    // everything is over. The Lease (2 s) must expire before the standby leads: the run goes on
+    // until it does, and what the new leader does then (nothing) is checked.
+    let text = "name: late-kill\nduration: 12s\nwatchdogs: 2\n\
+        config:\n  watch: {window: 4s, interval: 100ms, rollout_timeout: 3s}\n\
+        deployments:\n  - {ref: production/app, replicas: 2, version: v1}\n\
+        apps:\n  production/app@v2: {pods: crashloop}\n\
+        script:\n  - {at: 200ms, deploy: {deployment: production/app, version: v2}}\n\
+        \x20 - {at: 2s, kill_leader: {}}\n\
+        expect:\n  production/app: {outcome: rolled_back, triggers: 1, rollbacks: 1, verified: true}\n";
+    let (code, stdout, stderr) = simulate_text("late-kill", text);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    let kills = r["kills"].as_array().expect("kills");
+    assert_eq!(kills.len(), 1, "{r}");
+    assert_eq!(kills[0]["event"], "kill_leader");
+    assert_eq!(kills[0]["killed"].as_array().map(Vec::len), Some(1), "{r}");
+    let killed_at = kills[0]["at_ms"].as_u64().expect("at_ms");
+    let ended = r["duration_ms"].as_u64().expect("duration_ms");
+    assert!(
+        ended >= killed_at + 1000,
+        "the run ended {} ms after the kill, before the Lease could pass to the standby: {r}",
+        ended - killed_at
+    );
+}

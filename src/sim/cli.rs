@@ -43,10 +43,10 @@ fn load_all(files: &[PathBuf], serve: bool) -> Result<Vec<(String, Scenario)>, S
     for f in files {
         let file = f.display().to_string();
         let s = Scenario::load(f).map_err(|e| e.to_string())?;
+        runner::daemon_config(&s, &file).map_err(|e| e.to_string())?;
         if !serve {
             s.require_expectations(&file).map_err(|e| e.to_string())?;
         }
-        runner::daemon_config(&s, &file).map_err(|e| e.to_string())?;
         if let Some(other) = names.insert(s.name.clone(), file.clone()) {
             return Err(format!(
                 "{file}: name: {:?} is also the name of {other}",

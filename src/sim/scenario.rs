@@ -911,11 +911,11 @@ expect:
             // A misspelled field is named, in a map and in a list alike.
             (
                 file("  production/app: {outcome: passed, tiggers: 1}\n"),
-                "bad.yaml: expect.production/app: unknown field `tiggers`, expected one of",
+                "bad.yaml: expect.production/app.tiggers: ",
             ),
             (
                 file("  production/app:\n    - {outcome: superseded}\n    - {rollback: 1}\n"),
-                "bad.yaml: expect.production/app[1]: unknown field `rollback`, expected one of",
+                "bad.yaml: expect.production/app[1].rollback: ",
             ),
             (
                 file("  production/app: {verified: maybe}\n"),
@@ -923,12 +923,25 @@ expect:
             ),
             (
                 file("  production/app: passed\n"),
-                "bad.yaml: expect.production/app: invalid type: string \"passed\", expected a map of expectations, or a list",
+                "bad.yaml: expect.production/app: ",
             ),
         ];
         for (text, needle) in cases {
             let msg = error_of(&text);
-            assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
+            assert!(msg.starts_with(needle), "{needle:?} does not start {msg:?}");
+            if needle.ends_with("tiggers: ") || needle.ends_with("rollback: ") {
+                assert!(msg.contains("unknown field `"), "{msg}");
+                assert!(
+                    msg.contains("`triggers`, `verified`"),
+                    "the known fields: {msg}"
+                );
+            }
+            if text.ends_with("production/app: passed\n") {
+                assert!(
+                    msg.contains("expected a map of expectations, or a list"),
+                    "{msg}"
+                );
+            }
         }
     }
 
