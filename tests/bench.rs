@@ -63,6 +63,35 @@ fn a_tiny_benchmark_run_produces_every_figure() {
             "{figure} missing: {s:#}"
         );
     }
+    // Figures are measurements, not placeholders: every one above is positive (a queue that
+    // drained at once may take 0 s to go quiet), and a p50 is never above its p99.
+    for figure in [
+        "/start_to_ready_s",
+        "/peak_rss_mib",
+        "/idle/rss_mib",
+        "/watched/0/rss_mib",
+        "/watched/0/millicores",
+        "/watched/0/prometheus_queries_per_interval",
+        "/crashloop_to_rollback/p50_ms",
+        "/crashloop_to_rollback/p99_ms",
+        "/breach_to_action/p99_ms",
+        "/daemon_requests_per_rollout",
+    ] {
+        let v = s.pointer(figure).and_then(Value::as_f64).unwrap_or(0.0);
+        assert!(v > 0.0, "{figure} is {v}: {s:#}");
+    }
+    for figure in [
+        "/crashloop_to_rollback",
+        "/breach_to_action",
+        "/breach_to_action_overhead",
+    ] {
+        let at = |p: &str| s.pointer(&format!("{figure}/{p}")).and_then(Value::as_f64);
+        if let (Some(p50), Some(p99)) = (at("p50_ms"), at("p99_ms")) {
+            assert!(p50 <= p99, "{figure}: p50 {p50} ms > p99 {p99} ms");
+        } else {
+            assert!(at("p99_ms").is_some(), "{figure} has no p99: {s:#}");
+        }
+    }
     assert_eq!(s["watched"][0]["k"], 2);
     assert!(s["idle"]["requests_per_minute"].is_object());
     assert_eq!(s["crashloop_to_rollback"]["samples"], 3);

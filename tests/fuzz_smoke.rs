@@ -119,13 +119,67 @@ fn every_fuzz_target_survives_its_seeds_and_their_mutations() {
     }
 }
 
+/// Unclosed or absurdly deep nesting in every syntax the parsers read.
+fn deeply_nested() -> Vec<String> {
+    ["[", "{\"a\":", "- ", "a: {"]
+        .iter()
+        .map(|open| open.repeat(5_000))
+        .collect()
+}
+
 #[test]
 fn deep_nesting_is_refused_not_a_stack_overflow() {
-    for (name, target) in TARGETS {
-        for open in [&b"["[..], b"{\"a\":", b"- ", b"a: {"] {
-            let input = open.repeat(5_000);
-            target(&input);
-            let _ = name;
+    use deploy_watchdog::config::{Config, HealthConfig};
+    use deploy_watchdog::judge::HealthSample;
+    use deploy_watchdog::probes::{datadog, health, prometheus};
+    use deploy_watchdog::sim::scenario::Scenario;
+    use deploy_watchdog::sim::services::datadog_query;
+
+    for input in deeply_nested() {
+        let what = &input[..8];
+        let bytes = input.as_bytes();
+        // Every target returns (no stack overflow, no panic)…
+        for (_, target) in TARGETS {
+            target(bytes);
         }
+        // …and each parser refuses the input rather than accepting something from it.
+        assert!(
+            matches!(
+                health::parse(&HealthConfig::default(), bytes),
+                HealthSample::Failed(_)
+            ),
+            "health body {what}…"
+        );
+        assert!(
+            matches!(
+                prometheus::parse(200, bytes),
+                prometheus::QueryResult::Failed(_)
+            ),
+            "Prometheus answer {what}…"
+        );
+        assert!(
+            datadog::parse(200, bytes, 2)
+                .iter()
+                .all(|r| matches!(r, prometheus::QueryResult::Failed(_))),
+            "Datadog answer {what}…"
+        );
+        assert!(
+            datadog_query::parse(&input).is_err(),
+            "Datadog query {what}…"
+        );
+        assert!(Config::from_yaml(&input).is_err(), "config file {what}…");
+        assert!(
+            Scenario::parse(&input, "deep.yaml").is_err(),
+            "scenario file {what}…"
+        );
+        let annotations = std::collections::BTreeMap::from([(
+            "deploy-watchdog.io/smoke".to_string(),
+            input.clone(),
+        )]);
+        assert!(
+            deploy_watchdog::overrides::effective(&Config::default(), "prod", "app", &annotations)
+                .is_err(),
+            "smoke annotation {what}…"
+        );
     }
 }

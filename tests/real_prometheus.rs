@@ -5,6 +5,8 @@
 //! `DEPLOY_WATCHDOG_REQUIRE_PEERS=1`, so there a missing binary fails instead of skipping.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,21 +20,7 @@ use deploy_watchdog::sim::scenario::Scenario;
 use tokio_util::sync::CancellationToken;
 
 fn prometheus_binary() -> Option<PathBuf> {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("command -v prometheus")
-        .output()
-        .ok()?;
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !path.is_empty() {
-        return Some(PathBuf::from(path));
-    }
-    assert!(
-        !std::env::var("DEPLOY_WATCHDOG_REQUIRE_PEERS").is_ok_and(|v| v != "0"),
-        "prometheus is not installed (apt-get install prometheus), and DEPLOY_WATCHDOG_REQUIRE_PEERS is set"
-    );
-    println!("SKIPPED: prometheus is not on PATH (apt-get install prometheus)");
-    None
+    support::peer("prometheus", "apt-get install prometheus")
 }
 
 fn free_port() -> u16 {

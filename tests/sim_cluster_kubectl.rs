@@ -400,3 +400,39 @@ async fn run_with(bin: PathBuf, check_apply: bool) {
     }
     shutdown.cancel();
 }
+
+/// The kubectl test above, run again by this binary with no kubectl on PATH: it skips when
+/// peers are optional and fails when they are required (as `./scripts/check` requires them).
+#[test]
+fn a_missing_kubectl_fails_when_peers_are_required_and_skips_otherwise() {
+    let empty = tempfile::tempdir().unwrap();
+    let run = |required: &str| {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "kubectl_gets_rolls_out_undoes_pauses_and_resumes",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("PATH", empty.path())
+            .env(support::REQUIRE_PEERS, required)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (passed, text) = run("1");
+    assert!(!passed, "passed without kubectl although required:\n{text}");
+    assert!(
+        text.contains("kubectl is not on PATH") && text.contains(support::REQUIRE_PEERS),
+        "{text}"
+    );
+    let (passed, text) = run("0");
+    assert!(passed, "{text}");
+    assert!(text.contains("SKIPPED: kubectl is not on PATH"), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}

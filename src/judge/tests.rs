@@ -455,6 +455,11 @@ fn any_sample() -> impl Strategy<Value = ProviderSample> {
         }),
         Just(ProviderSample::NoData),
         Just(ProviderSample::Unavailable("down".into())),
+        // More errors than requests at real traffic: garbage, not a failure rate of 150 %.
+        (20.0f64..5000.0, 1.01f64..3.0).prop_map(|(r, k)| ProviderSample::Counts {
+            requests: r,
+            errors: r * k
+        }),
         // Garbage a provider may answer: NaN, infinities, resets.
         prop_oneof![
             Just(f64::NAN),
@@ -487,34 +492,179 @@ fn any_round() -> impl Strategy<Value = ProbeRound> {
     })
 }
 
+/// What a verdict decides, without its message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Decided {
+    Page(Reason),
+    RollBack(Reason),
+    Passed,
+    Degraded(Reason),
+}
+
+fn decided(v: &Verdict) -> Option<Decided> {
+    match v {
+        Verdict::Continue => None,
+        Verdict::Page { reason, .. } => Some(Decided::Page(*reason)),
+        Verdict::RollBack { reason, .. } => Some(Decided::RollBack(*reason)),
+        Verdict::Finish(Finish::Passed) => Some(Decided::Passed),
+        Verdict::Finish(Finish::Degraded { reason, .. }) => Some(Decided::Degraded(*reason)),
+    }
+}
+
+/// A window short enough for generated sequences (one round a second) to reach its end.
+fn short_window() -> Policy {
+    Policy {
+        window: Duration::from_secs(20),
+        ..policy()
+    }
+}
+
+/// The policy written down plainly, for rounds of a complete rollout at one-second ticks from
+/// 0 s (health and error-rate providers only), independent of `Judge`'s bookkeeping: counters
+/// per check, the blind page once, the verdict at the window's end. Returns (round, decision).
+fn model(p: &Policy, rounds: &[ProbeRound]) -> Vec<(usize, Decided)> {
+    #[derive(PartialEq)]
+    enum Evidence {
+        Failing,
+        Passing,
+        LowTraffic,
+        Nothing,
+    }
+    let evidence = |s: &ProviderSample| match *s {
+        ProviderSample::Counts { requests, errors }
+            if requests.is_finite()
+                && errors.is_finite()
+                && requests >= 0.0
+                && (0.0..=requests).contains(&errors) =>
+        {
+            if requests == 0.0 || requests < p.min_requests as f64 {
+                Evidence::LowTraffic
+            } else if errors / requests > p.error_rate_threshold {
+                Evidence::Failing
+            } else {
+                Evidence::Passing
+            }
+        }
+        _ => Evidence::Nothing,
+    };
+    let limit = p.failures_before_rollback;
+    let (mut health_failures, mut rate_failures, mut blind_for) = (0u32, 0u32, 0u32);
+    let mut blind_paged = false;
+    let mut out = Vec::new();
+    for (i, round) in rounds.iter().enumerate() {
+        let healthy = round.health == Some(healthy_health());
+        health_failures = if healthy { 0 } else { health_failures + 1 };
+        let seen: Vec<Evidence> = round.providers.iter().map(|(_, s)| evidence(s)).collect();
+        if seen.contains(&Evidence::Failing) {
+            rate_failures += 1;
+            blind_for = 0;
+        } else if seen.contains(&Evidence::Passing) {
+            rate_failures = 0;
+            blind_for = 0;
+        } else if seen.contains(&Evidence::LowTraffic) {
+            blind_for = 0;
+        } else if !seen.is_empty() {
+            blind_for += 1;
+        }
+        if health_failures >= limit {
+            out.push((i, Decided::RollBack(Reason::Health)));
+            break;
+        }
+        if rate_failures >= limit {
+            out.push((i, Decided::RollBack(Reason::ErrorRate)));
+            break;
+        }
+        let blind = blind_for >= p.inconclusive_limit;
+        if blind && !blind_paged {
+            blind_paged = true;
+            out.push((i, Decided::Page(Reason::ProviderBlind)));
+            continue;
+        }
+        if Duration::from_secs(i as u64) >= p.window {
+            out.push((
+                i,
+                if blind {
+                    Decided::Degraded(Reason::ProviderBlind)
+                } else {
+                    Decided::Passed
+                },
+            ));
+            break;
+        }
+    }
+    out
+}
+
 proptest! {
     #[test]
-    fn folding_one_by_one_equals_judging_the_whole_sequence(rounds in prop::collection::vec(any_round(), 0..40)) {
-        let obs: Vec<_> = rounds.into_iter().enumerate().map(|(i, r)| tick(i as u64, r)).collect();
-        let batch = judge(&policy(), &facts(), &obs);
-        let mut j = Judge::new(policy(), facts());
-        let one_by_one: Vec<_> = obs.iter().map(|o| j.observe(o)).filter(|v| *v != Verdict::Continue).collect();
-        prop_assert_eq!(batch, one_by_one);
+    fn folding_one_by_one_equals_judging_the_whole_sequence_and_a_plain_model(
+        rounds in prop::collection::vec(any_round(), 0..40),
+        short in any::<bool>(),
+    ) {
+        let p = if short { short_window() } else { policy() };
+        let obs: Vec<_> = rounds.iter().cloned().enumerate().map(|(i, r)| tick(i as u64, r)).collect();
+        let batch = judge(&p, &facts(), &obs);
+        let mut j = Judge::new(p.clone(), facts());
+        let one_by_one: Vec<(usize, Verdict)> = obs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (i, j.observe(o)))
+            .filter(|(_, v)| *v != Verdict::Continue)
+            .collect();
+        let folded: Vec<Verdict> = one_by_one.iter().map(|(_, v)| v.clone()).collect();
+        prop_assert_eq!(batch, folded);
+        let judged: Vec<(usize, Decided)> = one_by_one
+            .iter()
+            .filter_map(|(i, v)| decided(v).map(|d| (*i, d)))
+            .collect();
+        prop_assert_eq!(judged, model(&p, &rounds));
     }
 
     #[test]
-    fn no_data_garbage_or_low_traffic_never_rolls_back(
+    fn no_data_garbage_or_low_traffic_never_rolls_back_and_garbage_is_never_a_pass(
+        low_traffic_too in any::<bool>(),
         samples in prop::collection::vec(
             prop_oneof![
                 Just(ProviderSample::NoData),
                 Just(ProviderSample::Unavailable("HTTP 429".into())),
-                (0.0f64..19.9).prop_map(|r| ProviderSample::Counts { requests: r, errors: r }),
                 Just(ProviderSample::Counts { requests: f64::NAN, errors: 1.0 }),
                 Just(ProviderSample::Counts { requests: 100.0, errors: f64::INFINITY }),
                 Just(ProviderSample::Counts { requests: -100.0, errors: -50.0 }),
+                // More errors than requests, at real traffic.
+                (20.0f64..5000.0, 1.01f64..3.0)
+                    .prop_map(|(r, k)| ProviderSample::Counts { requests: r, errors: r * k }),
+                // Low traffic (left out when the case excludes it).
+                (0.0f64..19.9).prop_map(|r| ProviderSample::Counts { requests: r, errors: r }),
             ],
             1..60,
         )
     ) {
-        let obs: Vec<_> = samples.into_iter().enumerate()
+        let p = short_window();
+        let samples: Vec<ProviderSample> = samples
+            .into_iter()
+            .filter(|s| low_traffic_too || !matches!(s, ProviderSample::Counts { requests, .. } if (0.0..20.0).contains(requests)))
+            .collect();
+        let obs: Vec<_> = samples.iter().cloned().enumerate()
             .map(|(i, s)| tick(i as u64, round(vec![("prometheus".into(), s)])))
             .collect();
-        prop_assert!(rollbacks(&judge(&policy(), &facts(), &obs)).is_empty());
+        let vs = judge(&p, &facts(), &obs);
+        prop_assert!(rollbacks(&vs).is_empty());
+        let finishes: Vec<&Verdict> = vs.iter().filter(|v| matches!(v, Verdict::Finish(_))).collect();
+        // The window (20 s) ends at the 21st round: the watch ends there, once (a round later
+        // when the blind page takes that round).
+        prop_assert!(finishes.len() <= 1, "{:?}", vs);
+        if obs.len() > 22 {
+            prop_assert_eq!(finishes.len(), 1, "{:?}", vs);
+        } else if obs.len() <= 20 {
+            prop_assert_eq!(finishes.len(), 0, "{:?}", vs);
+        }
+        if !low_traffic_too && !finishes.is_empty() {
+            // Nothing but no data and garbage: blind to the end, never a pass.
+            prop_assert!(
+                matches!(finishes[0], Verdict::Finish(Finish::Degraded { reason: Reason::ProviderBlind, .. })),
+                "{:?}", vs
+            );
+        }
     }
 
     #[test]
@@ -538,14 +688,19 @@ proptest! {
     }
 
     #[test]
-    fn at_most_one_rollback_and_nothing_after_it(rounds in prop::collection::vec(any_round(), 0..60)) {
+    fn at_most_one_final_verdict_and_nothing_after_it(rounds in prop::collection::vec(any_round(), 0..60)) {
         let obs: Vec<_> = rounds.into_iter().enumerate().map(|(i, r)| tick(i as u64, r)).collect();
-        let vs = judge(&policy(), &facts(), &obs);
+        let vs = judge(&short_window(), &facts(), &obs);
         let finals = vs.iter().filter(|v| matches!(v, Verdict::RollBack { .. } | Verdict::Finish(_))).count();
         prop_assert!(finals <= 1);
         if finals == 1 {
             let last_is_final = matches!(vs.last(), Some(Verdict::RollBack { .. } | Verdict::Finish(_)));
             prop_assert!(last_is_final);
+        }
+        // A watch that goes past its window's end (20 s, the 21st round; a round later when the
+        // blind page takes that round) has ended by then.
+        if obs.len() > 22 {
+            prop_assert_eq!(finals, 1, "{:?}", vs);
         }
     }
 }

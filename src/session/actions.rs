@@ -525,12 +525,16 @@ impl Session {
         );
     }
 
-    /// A page decided before a restart or a leader change may never have reached PagerDuty.
+    /// A page decided before a restart or a leader change may never have reached PagerDuty;
+    /// one whose delivery the previous process recorded is not sent again.
     pub(super) fn page_again_if_owed(&self) {
         let (Some(outcome), Some(detail)) = (self.r.state.outcome, self.r.state.detail.clone())
         else {
             return;
         };
+        if !self.r.state.page_owed(&self.updates.borrow()) {
+            return;
+        }
         let reason = self.r.state.reason.unwrap_or(Reason::None);
         let severity = match outcome {
             Outcome::RollbackFailed => Severity::Critical,

@@ -36,13 +36,17 @@ pub struct SimulateArgs {
 }
 
 /// Loads every file first: one invalid file runs nothing.
-fn load_all(files: &[PathBuf]) -> Result<Vec<(String, Scenario)>, String> {
+/// With `serve`, the scenario only describes a cluster and need not expect anything.
+fn load_all(files: &[PathBuf], serve: bool) -> Result<Vec<(String, Scenario)>, String> {
     let mut out = Vec::new();
     let mut names = std::collections::BTreeMap::new();
     for f in files {
         let file = f.display().to_string();
         let s = Scenario::load(f).map_err(|e| e.to_string())?;
         runner::daemon_config(&s, &file).map_err(|e| e.to_string())?;
+        if !serve {
+            s.require_expectations(&file).map_err(|e| e.to_string())?;
+        }
         if let Some(other) = names.insert(s.name.clone(), file.clone()) {
             return Err(format!(
                 "{file}: name: {:?} is also the name of {other}",
@@ -55,7 +59,7 @@ fn load_all(files: &[PathBuf]) -> Result<Vec<(String, Scenario)>, String> {
 }
 
 pub async fn simulate(args: SimulateArgs) -> u8 {
-    let scenarios = match load_all(&args.files) {
+    let scenarios = match load_all(&args.files, args.serve) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
@@ -136,6 +140,11 @@ fn summary(r: &runner::RolloutReport) -> String {
         1 => "on-call was paged once".to_string(),
         n => format!("on-call was paged {n} times"),
     };
+    let pages = if r.triggers > r.pages {
+        format!("{pages} ({} trigger events accepted)", r.triggers)
+    } else {
+        pages
+    };
     let when = r
         .first_action_ms
         .map(|ms| format!(" {:.1} s after the deploy", ms as f64 / 1000.0))
@@ -150,6 +159,10 @@ fn summary(r: &runner::RolloutReport) -> String {
         "rollback_failed" => format!("{to}: the rollback to {from} failed (reason: {reason})"),
         "superseded" => format!("{to} was superseded by a newer rollout"),
         "deleted" => format!("{to} was deleted during its watch"),
+        "undecided" if r.rollbacks > 0 => format!(
+            "{to} was rolled back to {from}{when}, but the rollback was not verified before the run ended"
+        ),
+        "undecided" => format!("{to} was still undecided when the run ended"),
         other => format!("{to}: {other}"),
     };
     format!(

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviours, PodMode};
-use super::cluster::SimCluster;
+use super::cluster::{DeploymentPatch, SimCluster};
 use super::scenario::{
     self, Action, ExpectEntry, Expectation, ExpectedOutcome, ProviderName, Scenario, SinkName,
 };
@@ -30,13 +30,30 @@ pub struct RolloutReport {
     pub reason: Option<String>,
     pub final_version: Option<String>,
     pub pages: u32,
+    /// PagerDuty trigger events accepted (HTTP 202) for this rollout, duplicates included.
+    pub triggers: u32,
     pub first_action_ms: Option<u64>,
-    /// Template patches the API server received for this rollout after its deploy.
+    /// Rollback requests for this rollout that the API server accepted: PATCHes that write the
+    /// pod template, a no-op write included.
     pub rollbacks: u32,
+    /// Whether the watchdog verified its rollback.
+    pub verified: bool,
+    /// When the deploy that started this rollout played, since the run started.
+    pub deployed_at_ms: Option<u64>,
     #[serde(skip)]
     pub revision: i64,
+    /// A final outcome was recorded (a rollback sent but not verified is not one).
     #[serde(skip)]
     settled: bool,
+}
+
+/// A `restart_watchdog` or `kill_leader` event as it played: which replicas it killed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Kill {
+    pub at_ms: u64,
+    pub event: &'static str,
+    /// Identities of the replicas killed; empty when there was none to kill (no leader).
+    pub killed: Vec<String>,
 }
 
 /// The `--json` line of one scenario.
@@ -46,6 +63,8 @@ pub struct ScenarioReport {
     pub ok: bool,
     pub failures: Vec<String>,
     pub rollouts: Vec<RolloutReport>,
+    /// Every watchdog replica killed by the script, in order.
+    pub kills: Vec<Kill>,
     pub duration_ms: u64,
 }
 
@@ -471,14 +490,32 @@ impl Replicas {
             .sum()
     }
 
-    /// Every replica killed and started again: nothing in memory survives.
-    fn restart_all(&mut self, sim: &Simulation) -> std::io::Result<()> {
-        let n = self.daemons.len();
+    /// Whether one live replica holds the Lease (always, without an election).
+    fn leading(&self, sim: &Simulation) -> bool {
+        let le = &sim.config.leader_election;
+        if !le.enabled {
+            return !self.daemons.is_empty();
+        }
+        let holder = sim
+            .cluster
+            .lease_json(&le.namespace, &le.lease_name)
+            .and_then(|l| {
+                l.pointer("/spec/holderIdentity")
+                    .and_then(|h| h.as_str())
+                    .map(str::to_string)
+            });
+        holder.is_some_and(|h| self.daemons.iter().any(|d| d.identity == h))
+    }
+
+    /// Every replica killed and started again: nothing in memory survives. Returns the
+    /// identities killed.
+    fn restart_all(&mut self, sim: &Simulation) -> std::io::Result<Vec<String>> {
+        let killed: Vec<String> = self.daemons.iter().map(|d| d.identity.clone()).collect();
         self.kill_all();
-        for _ in 0..n {
+        for _ in 0..killed.len() {
             self.add(sim)?;
         }
-        Ok(())
+        Ok(killed)
     }
 
     /// The replica holding the Lease is killed; a replacement starts, as its ReplicaSet would.
@@ -511,6 +548,10 @@ impl Replicas {
         self.daemons.clear();
     }
 }
+
+/// How long a run goes on after its last script event, and after its replicas are back and one
+/// leads, before it may end early: time for the daemon to act on what it just saw.
+const SETTLE: Duration = Duration::from_millis(300);
 
 /// How long the daemon may take to sync before the script starts anyway.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -562,6 +603,9 @@ pub async fn run_in(
     script.sort_by_key(|e| e.at);
     let mut next = 0;
     let mut deploys: Vec<(String, String, Instant)> = Vec::new();
+    let mut kills: Vec<Kill> = Vec::new();
+    // Since when every replica has been ready and one has led (None while not).
+    let mut steady_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
         while next < script.len() && started + script[next].at <= now {
@@ -582,18 +626,28 @@ pub async fn run_in(
                 deploys.push((deployment.clone(), version, now));
             }
             if ev.action == Action::RestartWatchdog {
-                daemon
+                let killed = daemon
                     .restart_all(sim)
                     .map_err(|e| RunError::Start(file.into(), e))?;
+                kills.push(Kill {
+                    at_ms: (now - started).as_millis() as u64,
+                    event: ev.action.name(),
+                    killed,
+                });
             }
             if ev.action == Action::KillLeader {
-                match daemon
+                let killed = daemon
                     .kill_leader(sim)
-                    .map_err(|e| RunError::Start(file.into(), e))?
-                {
+                    .map_err(|e| RunError::Start(file.into(), e))?;
+                match &killed {
                     Some(who) => obs.say(MomentKind::Script, format!("killed the leader, {who}")),
                     None => obs.say(MomentKind::Script, "no leader to kill".into()),
                 }
+                kills.push(Kill {
+                    at_ms: (now - started).as_millis() as u64,
+                    event: ev.action.name(),
+                    killed: killed.into_iter().collect(),
+                });
             }
             obs.say(MomentKind::Script, describe(&ev.action));
             next += 1;
@@ -604,6 +658,14 @@ pub async fn run_in(
             break;
         }
         let script_done = next == script.len();
+        // A replica the script killed must be back, and one must lead, before the run may end:
+        // what a replacement does on taking over is part of what the scenario checks.
+        steady_since = if daemon.ready() && daemon.leading(sim) {
+            steady_since.or(Some(now))
+        } else {
+            None
+        };
+        let steady = steady_since.is_some_and(|t| now - t >= SETTLE);
         let all_seen = deploys.iter().all(|(d, v, at)| {
             obs.rollouts
                 .values()
@@ -616,8 +678,8 @@ pub async fn run_in(
             && !obs.rollouts.is_empty()
             && obs.rollouts.values().all(|r| r.settled)
             && daemon.in_flight() == 0
-            && now - started
-                > script.last().map(|e| e.at).unwrap_or_default() + Duration::from_millis(300)
+            && steady
+            && now - started > script.last().map(|e| e.at).unwrap_or_default() + SETTLE
         {
             break;
         }
@@ -642,6 +704,7 @@ pub async fn run_in(
         ok: failures.is_empty(),
         failures,
         rollouts,
+        kills,
         duration_ms,
     })
 }
@@ -774,17 +837,26 @@ impl Observer {
                     reason: None,
                     final_version: None,
                     pages: 0,
+                    triggers: 0,
                     first_action_ms: None,
                     rollbacks: 0,
+                    verified: false,
+                    deployed_at_ms: None,
                     revision,
                     settled: false,
                 });
-            if let Some(outcome) = s(record::EVENT_OUTCOME) {
+            // A final outcome stays final: an interim Event retried late does not reopen it.
+            if let Some(outcome) = s(record::EVENT_OUTCOME)
+                && !entry.settled
+            {
                 entry.outcome = outcome;
                 entry.reason = s(record::EVENT_REASON);
                 let interim = matches!(reason.as_str(), "RolledBack")
                     || (reason == "Degraded" && e["action"] == "Page");
                 entry.settled = !interim;
+            }
+            if reason == "RollbackVerified" {
+                entry.verified = true;
             }
             let kind = if reason == "WindowStarted" {
                 let window_ms = note
@@ -856,9 +928,28 @@ impl Observer {
         deploys: &[(String, String, Instant)],
     ) -> Vec<RolloutReport> {
         let pages = sim.pagerduty.received();
-        let changes = sim.cluster.template_changes();
+        let patches = sim.cluster.deployment_patches();
         let mut out: Vec<RolloutReport> = self.rollouts.values().cloned().collect();
+        // The judged rollouts' revisions per Deployment: a rollback request belongs to the
+        // latest of them at or below the revision the Deployment was at when it arrived (a
+        // rollback's own revision is not a rollout).
+        let revisions: Vec<(String, i64)> = out
+            .iter()
+            .map(|r| (r.deployment.clone(), r.revision))
+            .collect();
+        let rollout_of = |p: &DeploymentPatch| {
+            let reference = format!("{}/{}", p.namespace, p.name);
+            revisions
+                .iter()
+                .filter(|(d, rev)| *d == reference && p.revision.is_some_and(|at| *rev <= at))
+                .map(|(_, rev)| *rev)
+                .max()
+        };
         for r in &mut out {
+            if !r.settled {
+                // Still open, or a rollback sent and never verified: not a final outcome.
+                r.outcome = ExpectedOutcome::Undecided.as_str().into();
+            }
             let (ns, name) = r.deployment.split_once('/').unwrap_or_default();
             r.final_version = sim.cluster.current_version(ns, name);
             // Every trigger sent for this rollout, accepted or not.
@@ -876,6 +967,17 @@ impl Observer {
                 .filter_map(|p| p.body["dedup_key"].as_str())
                 .collect();
             r.pages = keys.len() as u32;
+            r.triggers = triggers.iter().filter(|p| p.status == 202).count() as u32;
+            // Rollback requests: accepted PATCHes writing the template, by anyone but kubectl
+            // (a person's `rollout undo` is not the watchdog's).
+            let rollbacks: Vec<Instant> = patches
+                .iter()
+                .filter(|p| p.writes_template && !p.user_agent.starts_with("kubectl"))
+                .filter(|p| p.namespace == ns && p.name == name)
+                .filter(|p| rollout_of(p) == Some(r.revision))
+                .map(|p| p.at)
+                .collect();
+            r.rollbacks = rollbacks.len() as u32;
             // The deploy that started this rollout: the last one of its version before the action.
             let deployed = deploys
                 .iter()
@@ -883,21 +985,8 @@ impl Observer {
                 .map(|(_, _, at)| *at)
                 .next_back();
             if let Some(deployed) = deployed {
-                let next_deploy = deploys
-                    .iter()
-                    .filter(|(d, _, at)| d == &r.deployment && *at > deployed)
-                    .map(|(_, _, at)| *at)
-                    .min();
-                let patches: Vec<Instant> = changes
-                    .iter()
-                    .filter(|c| c.namespace == ns && c.name == name && c.at > deployed)
-                    .map(|c| c.at)
-                    .collect();
-                r.rollbacks = patches
-                    .iter()
-                    .filter(|at| next_deploy.is_none_or(|n| **at < n))
-                    .count() as u32;
-                let patch = patches.iter().min().copied();
+                r.deployed_at_ms = Some(deployed.duration_since(self.started).as_millis() as u64);
+                let patch = rollbacks.iter().min().copied();
                 // Any page sent for this rollout, accepted or not, is an action taken.
                 let page = triggers
                     .iter()
@@ -1003,18 +1092,35 @@ fn check_one(
             .unwrap_or_else(|| "(no deployment)".into());
         failures.push(format!("{label}: final version was {got}, expected {want}"));
     }
-    if let Some(want) = e.pages {
-        let got = r.map(|r| r.pages).unwrap_or(0);
-        if got != want {
-            failures.push(format!("{label}: {got} pages, expected {want}"));
+    // Counted and yes/no fields: one line each; a rollout never judged counts 0 and `false`.
+    let mut field = |what: &str, want: Option<String>, got: String| {
+        if let Some(want) = want
+            && got != want
+        {
+            failures.push(format!("{label}: {what} {got}, expected {want}"));
         }
-    }
-    if let Some(want) = e.rollbacks {
-        let got = r.map(|r| r.rollbacks).unwrap_or(0);
-        if got != want {
-            failures.push(format!("{label}: {got} rollbacks sent, expected {want}"));
-        }
-    }
+    };
+    let text = |v: Option<u32>| v.map(|v| v.to_string());
+    field(
+        "distinct pages:",
+        text(e.pages),
+        r.map_or(0, |r| r.pages).to_string(),
+    );
+    field(
+        "PagerDuty triggers accepted:",
+        text(e.triggers),
+        r.map_or(0, |r| r.triggers).to_string(),
+    );
+    field(
+        "rollback requests accepted:",
+        text(e.rollbacks),
+        r.map_or(0, |r| r.rollbacks).to_string(),
+    );
+    field(
+        "rollback verified:",
+        e.verified.map(|v| v.to_string()),
+        r.is_some_and(|r| r.verified).to_string(),
+    );
     if let Some(within) = e.first_action_within {
         match r.and_then(|r| r.first_action_ms) {
             None => failures.push(format!(

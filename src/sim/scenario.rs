@@ -231,14 +231,44 @@ pub enum ApiState {
 }
 
 /// `expect:` for one deployment: its last rollout, or its rollouts in order.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum ExpectEntry {
     Last(Expectation),
     InOrder(Vec<Expectation>),
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A map or a list, told apart by the YAML itself, so a misspelled field inside is reported by
+/// name (an untagged enum would only say that nothing matched).
+impl<'de> Deserialize<'de> for ExpectEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> serde::de::Visitor<'de> for EntryVisitor {
+            type Value = ExpectEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of expectations, or a list of them (one per rollout, in order)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ExpectEntry, A::Error> {
+                Expectation::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ExpectEntry::Last)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<ExpectEntry, A::Error> {
+                Vec::<Expectation>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(ExpectEntry::InOrder)
+            }
+        }
+        deserializer.deserialize_any(EntryVisitor)
+    }
+}
+
+/// What a scenario expects of one rollout. Every field is optional, but an expectation must
+/// name at least one: an empty one would check nothing.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expectation {
     pub outcome: Option<ExpectedOutcome>,
@@ -247,8 +277,19 @@ pub struct Expectation {
     pub pages: Option<u32>,
     #[serde(default, with = "humantime_serde::option")]
     pub first_action_within: Option<Duration>,
-    /// Rollback patches sent for the rollout (an addition to the format).
+    /// Rollback requests the watchdog sent for the rollout that the API server accepted.
     pub rollbacks: Option<u32>,
+    /// PagerDuty trigger events accepted for the rollout, duplicates included.
+    pub triggers: Option<u32>,
+    /// Whether the watchdog verified its rollback.
+    pub verified: Option<bool>,
+}
+
+impl Expectation {
+    /// True when no field is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Expectation::default()
+    }
 }
 
 /// Outcomes a scenario can expect: the daemon's outcomes, plus `undecided` (still open when the
@@ -457,15 +498,42 @@ impl Scenario {
                 ));
             }
         }
+        self.validate_expect()
+    }
+
+    /// The stricter reading: every key is a Deployment of the scenario and every expectation
+    /// checks something, so a typo cannot turn into a check that always passes.
+    fn validate_expect(&self) -> Result<(), (String, String)> {
+        let known = self.deployment_refs();
         for (reference, entry) in &self.expect {
-            check_ref(reference).map_err(|p| (format!("expect.{reference}"), p))?;
-            if let ExpectEntry::InOrder(list) = entry
-                && list.is_empty()
-            {
+            let field = format!("expect.{reference}");
+            check_ref(reference).map_err(|p| (field.clone(), p))?;
+            if !known.contains(reference.as_str()) {
+                let listed: Vec<&str> = known.iter().copied().collect();
                 return Err((
-                    format!("expect.{reference}"),
-                    "an empty list expects nothing".into(),
+                    field,
+                    format!(
+                        "{reference} is not one of the scenario's deployments ({})",
+                        listed.join(", ")
+                    ),
                 ));
+            }
+            match entry {
+                ExpectEntry::Last(e) if e.is_empty() => {
+                    return Err((field, "an empty expectation checks nothing".into()));
+                }
+                ExpectEntry::InOrder(list) if list.is_empty() => {
+                    return Err((field, "an empty list expects nothing".into()));
+                }
+                ExpectEntry::InOrder(list) => {
+                    if let Some(i) = list.iter().position(Expectation::is_empty) {
+                        return Err((
+                            format!("{field}[{i}]"),
+                            "an empty expectation checks nothing".into(),
+                        ));
+                    }
+                }
+                ExpectEntry::Last(_) => {}
             }
         }
         Ok(())
@@ -503,6 +571,29 @@ impl Scenario {
             ));
         }
         Ok(())
+    }
+
+    /// A scenario that is run to be checked must expect something (`--serve` only serves its
+    /// cluster, and needs no expectation).
+    pub fn require_expectations(&self, file: &str) -> Result<(), ScenarioError> {
+        if self.expect.is_empty() {
+            return Err(ScenarioError::Invalid {
+                file: file.to_string(),
+                field: "expect".into(),
+                problem: "missing or empty: a scenario must expect something of at least one \
+                          deployment"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every Deployment the scenario has: those listed under `deployments` and those its
+    /// script creates.
+    pub fn deployment_refs(&self) -> std::collections::BTreeSet<&str> {
+        let listed = self.deployments.iter().map(|d| d.reference.as_str());
+        let created = self.script.iter().filter_map(|e| e.action.created());
+        listed.chain(created).collect()
     }
 
     /// The behaviour table the scenario starts with.
@@ -562,6 +653,14 @@ fn check_behaviour(b: &Behaviour) -> Result<(), (String, String)> {
 }
 
 impl Action {
+    /// The Deployment this event brings into being, if it creates one.
+    pub fn created(&self) -> Option<&str> {
+        match self {
+            Action::Create { deployment, .. } => Some(deployment),
+            _ => None,
+        }
+    }
+
     /// The event's key in the file.
     pub fn name(&self) -> &'static str {
         match self {
@@ -971,9 +1070,104 @@ script:
     }
 
     #[test]
+    fn expectations_are_read_strictly() {
+        let file = |expect: &str| {
+            format!(
+                "name: x\ndeployments: [{{ref: production/app, version: v1}}]\nexpect:\n{expect}"
+            )
+        };
+        let cases = [
+            // A key that is not a Deployment of the scenario: a typo must not pass unchecked.
+            (
+                file("  production/ap: {pages: 0}\n"),
+                "bad.yaml: expect.production/ap: production/ap is not one of the scenario's deployments",
+            ),
+            (
+                file("  production/app: {}\n"),
+                "bad.yaml: expect.production/app: an empty expectation checks nothing",
+            ),
+            (
+                file("  production/app: [{outcome: superseded}, {}]\n"),
+                "bad.yaml: expect.production/app[1]: an empty expectation checks nothing",
+            ),
+            (
+                file("  production/app: []\n"),
+                "bad.yaml: expect.production/app: an empty list expects nothing",
+            ),
+            // A misspelled field is named, in a map and in a list alike.
+            (
+                file("  production/app: {outcome: passed, tiggers: 1}\n"),
+                "bad.yaml: expect.production/app.tiggers: ",
+            ),
+            (
+                file("  production/app:\n    - {outcome: superseded}\n    - {rollback: 1}\n"),
+                "bad.yaml: expect.production/app[1].rollback: ",
+            ),
+            (
+                file("  production/app: {verified: maybe}\n"),
+                "bad.yaml: expect.production/app.verified: ",
+            ),
+            (
+                file("  production/app: passed\n"),
+                "bad.yaml: expect.production/app: ",
+            ),
+        ];
+        for (text, needle) in cases {
+            let msg = error_of(&text);
+            assert!(msg.starts_with(needle), "{needle:?} does not start {msg:?}");
+            if needle.ends_with("tiggers: ") || needle.ends_with("rollback: ") {
+                assert!(msg.contains("unknown field `"), "{msg}");
+                assert!(
+                    msg.contains("`triggers`, `verified`"),
+                    "the known fields: {msg}"
+                );
+            }
+            if text.ends_with("production/app: passed\n") {
+                assert!(
+                    msg.contains("expected a map of expectations, or a list"),
+                    "{msg}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_scenario_that_is_checked_must_expect_something() {
+        for text in [
+            "name: x\ndeployments: [{ref: a/b, version: v1}]\n",
+            "name: x\ndeployments: [{ref: a/b, version: v1}]\nexpect: {}\n",
+        ] {
+            let s = Scenario::parse(text, "f.yaml").expect("a cluster to serve is valid");
+            let err = s
+                .require_expectations("f.yaml")
+                .expect_err("nothing to check")
+                .to_string();
+            assert!(err.starts_with("f.yaml: expect: missing or empty"), "{err}");
+        }
+        let s = Scenario::parse(EXAMPLE, "example.yaml").expect("valid");
+        assert!(s.require_expectations("example.yaml").is_ok());
+    }
+
+    #[test]
+    fn the_new_expectations_parse() {
+        let s = Scenario::parse(
+            "name: x\ndeployments: [{ref: a/b, version: v1}]\nexpect:\n  a/b: {triggers: 1, rollbacks: 0, verified: false}\n",
+            "f",
+        )
+        .expect("valid");
+        let ExpectEntry::Last(e) = &s.expect["a/b"] else {
+            panic!("a map")
+        };
+        assert_eq!(
+            (e.triggers, e.rollbacks, e.verified),
+            (Some(1), Some(0), Some(false))
+        );
+    }
+
+    #[test]
     fn an_expectation_can_be_a_list_in_order() {
         let s = Scenario::parse(
-            "name: x\nexpect:\n  a/b:\n    - {outcome: superseded}\n    - {outcome: passed}\n",
+            "name: x\ndeployments: [{ref: a/b, version: v1}]\nexpect:\n  a/b:\n    - {outcome: superseded}\n    - {outcome: passed}\n",
             "f",
         )
         .expect("valid");

@@ -25,21 +25,48 @@ pub fn spec(reference: &str, version: &str, replicas: i32) -> DeploymentSpec {
     }
 }
 
-/// `kubectl` from PATH plus an older release installed beside it, when present; empty when
-/// kubectl is not installed.
+/// The environment variable that turns a missing peer program into a failure.
+pub const REQUIRE_PEERS: &str = "DEPLOY_WATCHDOG_REQUIRE_PEERS";
+
+/// Whether peers are required (`DEPLOY_WATCHDOG_REQUIRE_PEERS` set to anything but `0`), as
+/// `./scripts/check` does after installing them.
+pub fn peers_required() -> bool {
+    std::env::var(REQUIRE_PEERS).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// An executable named `name` on PATH.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// A peer program the test runs against (kubectl, prometheus): its path, or `None` after
+/// printing `SKIPPED` — unless peers are required, where a missing one fails the test.
+pub fn peer(name: &str, install: &str) -> Option<PathBuf> {
+    if let Some(found) = on_path(name) {
+        return Some(found);
+    }
+    assert!(
+        !peers_required(),
+        "{name} is not on PATH ({install}), and {REQUIRE_PEERS} is set"
+    );
+    println!("SKIPPED: {name} is not on PATH ({install})");
+    None
+}
+
+/// `kubectl` from PATH plus an older release installed beside it, when present (an optional
+/// extra); empty, after printing `SKIPPED`, when kubectl is not installed and peers are not
+/// required.
 pub fn kubectls() -> Vec<PathBuf> {
-    let Ok(out) = Command::new("sh")
-        .arg("-c")
-        .arg("command -v kubectl")
-        .output()
-    else {
+    let Some(path) = peer("kubectl", "apt-get install kubectl") else {
         return Vec::new();
     };
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if path.is_empty() {
-        return Vec::new();
-    }
-    let mut found = vec![PathBuf::from(&path)];
+    let mut found = vec![path.clone()];
     if let Ok(real) = std::fs::canonicalize(&path)
         && let Some(dir) = real.parent()
     {

@@ -102,6 +102,19 @@ mod tests {
         let pid = std::process::id();
         assert!(memory(pid).rss_kib > 0);
         let mark = cpu_mark(pid);
-        assert!(millicores_since(pid, mark, clock_ticks()) >= 0.0);
+        // Real work: 300 ms of busy computing is many clock ticks of CPU time.
+        let until = Instant::now() + std::time::Duration::from_millis(300);
+        let mut x = 1u64;
+        while Instant::now() < until {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        let used = millicores_since(pid, mark, clock_ticks());
+        // About 1000 on an idle core; a loaded machine shares it, but never down to nothing.
+        assert!(
+            used > 0.0,
+            "{used} millicores after 300 ms of work (x = {x})"
+        );
     }
 }

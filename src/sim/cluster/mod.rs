@@ -94,6 +94,20 @@ pub struct TemplateChange {
     pub user_agent: String,
 }
 
+/// A PATCH of a Deployment that the API server accepted (a no-op write included): what a
+/// scenario counts as a rollback when it writes the pod template.
+#[derive(Debug, Clone)]
+pub struct DeploymentPatch {
+    pub at: Instant,
+    pub namespace: String,
+    pub name: String,
+    /// The Deployment's revision when the request arrived: the rollout it acts on.
+    pub revision: Option<i64>,
+    /// Whether the patch writes `spec.template` (a rollback does; a state annotation does not).
+    pub writes_template: bool,
+    pub user_agent: String,
+}
+
 /// The simulated control plane. Cheap to clone; every clone is the same cluster.
 #[derive(Clone)]
 pub struct SimCluster {
@@ -434,6 +448,11 @@ impl SimCluster {
     /// Template changes made through the API, in order.
     pub fn template_changes(&self) -> Vec<TemplateChange> {
         self.shared.lock().template_changes.clone()
+    }
+
+    /// Deployment PATCH requests accepted through the API, in order.
+    pub fn deployment_patches(&self) -> Vec<DeploymentPatch> {
+        self.shared.lock().deployment_patches.clone()
     }
 
     /// Events created through the API (either group), as events.k8s.io/v1 JSON, in order.

@@ -90,6 +90,21 @@ pub fn apply(doc: &Value, ty: PatchType, body: &[u8]) -> Result<Value, ApiError>
     Ok(out)
 }
 
+/// Whether a patch body (JSON patch, merge or strategic merge) writes a Deployment's
+/// `spec.template`, as a rollback does.
+pub fn writes_template(body: &[u8]) -> bool {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(ops)) => ops.iter().any(|op| {
+            op["op"] != "test"
+                && op["path"]
+                    .as_str()
+                    .is_some_and(|p| p == "/spec" || p.starts_with("/spec/template"))
+        }),
+        Ok(doc) => doc.pointer("/spec/template").is_some(),
+        Err(_) => false,
+    }
+}
+
 impl ApiError {
     /// What the API server answers when the JSON patch library refuses a patch (a failed
     /// `test`, a missing path): `NewGenericServerResponse(422, …)`, whose message drops the

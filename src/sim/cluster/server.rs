@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
 use super::discovery;
 use super::error::ApiError;
 use super::list::list;
@@ -25,6 +24,7 @@ use super::store::{Kind, meta_str};
 use super::table::{self, Include};
 use super::watch::{self, WatchRequest};
 use super::write::{create, generate_name, update};
+use super::{DeploymentPatch, Shared};
 
 /// The `MicroTime` fields of the kinds the API server decodes with `metav1.RFC3339Micro`: a
 /// body it cannot decode is a 400 before anything else is looked at.
@@ -360,6 +360,17 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
                 &ua,
                 req.dry_run(),
             )?;
+            if verb == "PATCH" && res.kind == Kind::Deployment && sub.is_none() && !req.dry_run() {
+                let (namespace, name) = super::store::key_of(&old);
+                st.deployment_patches.push(DeploymentPatch {
+                    at: tokio::time::Instant::now(),
+                    namespace,
+                    name,
+                    revision: Some(super::revisions::revision(&old)).filter(|r| *r > 0),
+                    writes_template: patch::writes_template(&req.body),
+                    user_agent: ua.clone(),
+                });
+            }
             respond(StatusCode::OK, &obj)
         }
         "DELETE" => {

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::TemplateChange;
 use super::objects::{now_micro, now_rfc3339};
 use super::pods::PodRuntime;
 use super::store::{Key, Kind, Store, controller_owner, meta_str};
+use super::{DeploymentPatch, TemplateChange};
 use crate::sim::behaviour::Behaviours;
 use crate::sim::changes::ChangeLog;
 
@@ -32,6 +32,7 @@ pub struct State {
     /// Pods whose state changes at a time.
     pub pod_timers: BinaryHeap<Reverse<(Instant, Key)>>,
     pub template_changes: Vec<TemplateChange>,
+    pub deployment_patches: Vec<DeploymentPatch>,
     pub api_events: Vec<Value>,
     pub counts: BTreeMap<String, u64>,
     /// When a pod of (namespace, deployment, version) first showed `CrashLoopBackOff`.
@@ -57,6 +58,7 @@ impl State {
             pod_timers: BinaryHeap::new(),
             deadlines: HashMap::new(),
             template_changes: Vec::new(),
+            deployment_patches: Vec::new(),
             api_events: Vec::new(),
             counts: BTreeMap::new(),
             crashloops: HashMap::new(),
