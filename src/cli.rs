@@ -36,6 +36,9 @@ pub fn check_config(file: &Path) -> u8 {
                 on_off(c.providers.prometheus.is_some()),
                 on_off(c.providers.datadog.is_some()),
             );
+            for w in c.warnings() {
+                eprintln!("warning: {w}");
+            }
             0
         }
         Err(e) => {
@@ -57,6 +60,9 @@ pub async fn run(config_path: &Path, kubeconfig: Option<&Path>) -> u8 {
             return EXIT_BAD_CONFIG;
         }
     };
+    for w in config.warnings() {
+        warn!("{w}");
+    }
     let secrets = match Secrets::load_for(&config) {
         Ok(s) => s,
         Err(e) => {
