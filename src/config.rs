@@ -1263,6 +1263,31 @@ mod tests {
     }
 
     #[test]
+    fn a_window_under_four_scrapes_is_warned_about() {
+        let warnings = |yaml: &str| Config::from_yaml(yaml).expect("valid").warnings();
+        // The defaults: a 4m window over a 1m scrape.
+        assert!(warnings("providers: {prometheus: {}}").is_empty());
+        assert!(
+            warnings("judge: {sample_window: 1m}").is_empty(),
+            "no Prometheus"
+        );
+        let w = warnings("judge: {sample_window: 1m}\nproviders: {prometheus: {}}");
+        assert!(
+            w.len() == 1 && w[0].contains("judge.sample_window 1m holds fewer than two scrapes"),
+            "{w:?}"
+        );
+        let w = warnings("judge: {sample_window: 2m}\nproviders: {prometheus: {}}");
+        assert!(w.len() == 1 && w[0].contains("is under 4 scrapes"), "{w:?}");
+        let w = warnings(
+            "judge: {sample_window: 1m, baseline: {enabled: true, lookback: 30s}}\nproviders: {prometheus: {scrape_interval: 15s}}",
+        );
+        assert!(
+            w.len() == 1 && w[0].starts_with("judge.baseline.lookback 30s"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
     fn naming_a_provider_enables_it_with_its_defaults() {
         let c = Config::from_yaml("providers: {datadog: {}}").expect("valid");
         assert_eq!(c.providers.datadog, Some(DatadogConfig::default()));

@@ -1,7 +1,9 @@
 //! The Prometheus provider against a real Prometheus server (Debian package `prometheus`)
 //! scraping the simulated apps' `/metrics` every second: its default queries return the counts
 //! the apps served, and every scenario ends with the same verdict as with the simulated query
-//! API. `./scripts/check` installs Prometheus when it is missing and sets
+//! API. Then at realistic scrape intervals (15 s and Prometheus' default 1 m), from history
+//! backfilled with `promtool` and queried at chosen times: the shipped queries and sample window
+//! see data in every sample and the judge's verdicts are right. `./scripts/check` installs Prometheus when it is missing and sets
 //! `DEPLOY_WATCHDOG_REQUIRE_PEERS=1`, so there a missing binary fails instead of skipping.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

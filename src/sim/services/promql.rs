@@ -474,8 +474,12 @@ mod tests {
         // The selection is (start, end]: a sample exactly at the start is outside.
         let points = [(0.0, 0.0), (60.0, 60.0)];
         let s = source_of(&points);
-        assert!(query(&s, "increase(m[1m])", 60.0).unwrap().is_empty());
-        assert_eq!(query(&s, "increase(m[2m])", 60.0).unwrap().len(), 1);
+        assert!(
+            query(&s, "increase(m[1m])", 60.0)
+                .expect("valid")
+                .is_empty()
+        );
+        assert_eq!(query(&s, "increase(m[2m])", 60.0).expect("valid").len(), 1);
     }
 
     fn source_of(points: &[(f64, f64)]) -> Vec<Series> {
