@@ -36,7 +36,7 @@ pub fn check_config(file: &Path) -> u8 {
                 on_off(c.providers.prometheus.is_some()),
                 on_off(c.providers.datadog.is_some()),
             );
-            if let Some(warning) = c.silent_warning() {
+            for warning in c.silent_warning().into_iter().chain(c.warnings()) {
                 eprintln!("{}: warning: {warning}", file.display());
             }
             0
@@ -60,6 +60,9 @@ pub async fn run(config_path: &Path, kubeconfig: Option<&Path>) -> u8 {
             return EXIT_BAD_CONFIG;
         }
     };
+    for w in config.warnings() {
+        warn!("{w}");
+    }
     let secrets = match Secrets::load_for(&config) {
         Ok(s) => s,
         Err(e) => {

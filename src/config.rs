@@ -134,7 +134,10 @@ impl Default for JudgeConfig {
         JudgeConfig {
             error_rate_threshold: 0.01,
             min_requests: 20,
-            sample_window: Duration::from_secs(60),
+            // Four scrapes at Prometheus' default 1 m interval: `increase()` has no value
+            // with fewer than two samples in its range, and a late or missed scrape must
+            // not leave a sample empty.
+            sample_window: Duration::from_secs(4 * 60),
             failures_before_rollback: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),
             inconclusive_limit: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
             baseline: BaselineConfig::default(),
@@ -240,6 +243,10 @@ pub struct PrometheusConfig {
     pub errors_query: String,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// How often Prometheus scrapes the apps (its `scrape_interval`, or the ServiceMonitor's
+    /// `interval`): a sample window under 4 of these is warned about.
+    #[serde(with = "humantime_serde")]
+    pub scrape_interval: Duration,
     /// One pair of queries per interval for every rollout watched at once.
     pub grouped: GroupedQueries,
 }
@@ -254,6 +261,7 @@ impl Default for PrometheusConfig {
             errors_query: r#"sum(increase(http_requests_total{namespace="{namespace}",deployment="{name}",code=~"5.."}[{window}]))"#
                 .into(),
             timeout: Duration::from_secs(5),
+            scrape_interval: Duration::from_secs(60),
             grouped: GroupedQueries::default(),
         }
     }
@@ -331,7 +339,9 @@ impl Default for GroupedQueries {
 }
 
 /// The Datadog metrics query API (`POST /api/v2/query/timeseries`), by default on the APM trace
-/// metrics of the Deployment's service.
+/// metrics of the Deployment's service. Trace metrics carry `env`, `service`, `version`,
+/// `resource`, `http.status_code`, `http.status_class` and the Agent's host tags, not the tags of
+/// the pod (`kube_namespace`, `kube_deployment`): the defaults filter on `service` and `env`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatadogConfig {
@@ -343,34 +353,45 @@ pub struct DatadogConfig {
     pub url: Option<String>,
     /// The APM operation of the trace metrics: `trace.<operation>.hits` and `.errors`.
     pub operation: String,
-    /// Adds `env:<env>` to the default queries' scope (`{env_filter}`).
+    /// The `service` tag of a Deployment's traces (its `DD_SERVICE`, or the
+    /// `tags.datadoghq.com/service` label): `{name}` and `{namespace}` are the Deployment's.
+    pub service: String,
+    /// Adds `env:<env>` to the default queries' scope (`{env_filter}`): the `DD_ENV` of the
+    /// watched apps.
     pub env: Option<String>,
-    /// Request count over the sample; `{name}`, `{namespace}`, `{operation}` and
+    /// Request count over the sample; `{name}`, `{namespace}`, `{service_name}`, `{operation}` and
     /// `{env_filter}` (`,env:<env>` or nothing) are filled in. The points are summed.
     pub requests_query: String,
     /// Error count over the sample, same placeholders.
     pub errors_query: String,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// How long Datadog takes to make points queryable: the sample window ends this long
+    /// before now, so its last points are complete.
+    #[serde(with = "humantime_serde")]
+    pub ingestion_delay: Duration,
     /// One request per interval for every rollout watched at once.
     pub grouped: DatadogGrouped,
 }
 
 /// Datadog queries answering for many Deployments at once, one series per Deployment, told
-/// apart by two group tags. Datadog refuses the symbolic scope syntax (`,`, `!`) mixed with
-/// `AND`/`OR`/`NOT`/`IN`, so these use the functional one throughout: `{namespaces}` and
-/// `{names}` are filled with comma-separated lists (`a, b`) of the watched rollouts'
-/// namespaces and names, `{env_and}` with ` AND env:<env>` or nothing, `{operation}` as in the
-/// per-Deployment queries.
+/// apart by their group tags. Datadog refuses the symbolic scope syntax (`,`, `!`) mixed with
+/// `AND`/`OR`/`NOT`/`IN`, so these use the functional one throughout: `{services}`, `{names}`
+/// and `{namespaces}` are filled with comma-separated lists (`a, b`) of the watched rollouts'
+/// services (see [`DatadogConfig::service`]), names and namespaces, a value that is an operator
+/// word (`in`, `not`, `and`, `or`) in double quotes; `{env_and}` with ` AND env:<env>` or
+/// nothing, `{operation}` as in the per-Deployment queries.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatadogGrouped {
     pub enabled: bool,
     pub requests_query: String,
     pub errors_query: String,
-    /// The group tag naming a series' namespace.
+    /// The group tag naming a series' namespace; empty: the series are told apart by
+    /// `name_tag` alone.
     pub namespace_tag: String,
-    /// The group tag naming a series' Deployment.
+    /// The group tag naming a series' Deployment: `service` (its value as
+    /// [`DatadogConfig::service`] makes it) or another tag holding the Deployment's name.
     pub name_tag: String,
 }
 
@@ -378,9 +399,9 @@ impl Default for DatadogGrouped {
     fn default() -> Self {
         DatadogGrouped {
             enabled: true,
-            requests_query: "sum:trace.{operation}.hits{kube_namespace IN ({namespaces}) AND service IN ({names}){env_and}} by {kube_namespace,service}.as_count()".into(),
-            errors_query: "sum:trace.{operation}.errors{kube_namespace IN ({namespaces}) AND service IN ({names}){env_and}} by {kube_namespace,service}.as_count()".into(),
-            namespace_tag: "kube_namespace".into(),
+            requests_query: "sum:trace.{operation}.hits{service IN ({services}){env_and}} by {service}.as_count()".into(),
+            errors_query: "sum:trace.{operation}.errors{service IN ({services}){env_and}} by {service}.as_count()".into(),
+            namespace_tag: String::new(),
             name_tag: "service".into(),
         }
     }
@@ -392,14 +413,14 @@ impl Default for DatadogConfig {
             site: "datadoghq.com".into(),
             url: None,
             operation: "http.request".into(),
+            service: "{name}".into(),
             env: None,
             requests_query:
-                "sum:trace.{operation}.hits{service:{name},kube_namespace:{namespace}{env_filter}}.as_count()"
-                    .into(),
+                "sum:trace.{operation}.hits{service:{service_name}{env_filter}}.as_count()".into(),
             errors_query:
-                "sum:trace.{operation}.errors{service:{name},kube_namespace:{namespace}{env_filter}}.as_count()"
-                    .into(),
+                "sum:trace.{operation}.errors{service:{service_name}{env_filter}}.as_count()".into(),
             timeout: Duration::from_secs(5),
+            ingestion_delay: Duration::from_secs(30),
             grouped: DatadogGrouped::default(),
         }
     }
@@ -741,6 +762,34 @@ otherwise it refuses: {SILENT_REFUSED}"
         })
     }
 
+    /// What is valid but likely to leave the watchdog blind, one sentence each: a window of
+    /// Prometheus samples too short for its scrape interval (`increase()` needs two samples in
+    /// its range; four leave room for a late or missed scrape).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some(p) = &self.providers.prometheus else {
+            return out;
+        };
+        let scrape = p.scrape_interval;
+        let mut windows = vec![("judge.sample_window", self.judge.sample_window)];
+        if self.judge.baseline.enabled {
+            windows.push(("judge.baseline.lookback", self.judge.baseline.lookback));
+        }
+        for (field, window) in windows {
+            let (w, s) = (crate::judge::human(window), crate::judge::human(scrape));
+            if window < scrape * 2 {
+                out.push(format!(
+                    "{field} {w} holds fewer than two scrapes at providers.prometheus.scrape_interval {s}: increase() over it has no value and every Prometheus sample will be empty"
+                ));
+            } else if window < scrape * 4 {
+                out.push(format!(
+                    "{field} {w} is under 4 scrapes at providers.prometheus.scrape_interval {s}: a late or missed scrape leaves a Prometheus sample empty"
+                ));
+            }
+        }
+        out
+    }
+
     /// Checks what types cannot: ranges, relations between fields, URL templates.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field: &str, problem: String| ConfigError::Invalid {
@@ -835,6 +884,7 @@ otherwise it refuses: {SILENT_REFUSED}"
         if let Some(p) = &self.providers.prometheus {
             url_template_ok(&p.url).map_err(|e| bad("providers.prometheus.url", e))?;
             positive("providers.prometheus.timeout", p.timeout)?;
+            positive("providers.prometheus.scrape_interval", p.scrape_interval)?;
             for (field, q) in [
                 ("providers.prometheus.requests_query", &p.requests_query),
                 ("providers.prometheus.errors_query", &p.errors_query),
@@ -847,7 +897,7 @@ otherwise it refuses: {SILENT_REFUSED}"
                 grouped_ok(
                     "providers.prometheus.grouped",
                     [&p.grouped.requests_query, &p.grouped.errors_query],
-                    [
+                    &[
                         ("namespace_label", &p.grouped.namespace_label),
                         ("deployment_label", &p.grouped.deployment_label),
                     ],
@@ -884,6 +934,18 @@ otherwise it refuses: {SILENT_REFUSED}"
                     format!("{env:?} is not a Datadog tag value"),
                 ));
             }
+            let service = fill(&d.service, "namespace", "name", &[]);
+            if service.trim().is_empty()
+                || service.contains([',', '{', '}', ' ', '(', ')', '"', '!'])
+            {
+                return Err(bad(
+                    "providers.datadog.service",
+                    format!(
+                        "{:?} does not make a Datadog tag value of a Deployment's {{name}} and {{namespace}}",
+                        d.service
+                    ),
+                ));
+            }
             for (field, q) in [
                 ("providers.datadog.requests_query", &d.requests_query),
                 ("providers.datadog.errors_query", &d.errors_query),
@@ -893,13 +955,11 @@ otherwise it refuses: {SILENT_REFUSED}"
                 }
             }
             if d.grouped.enabled {
+                // An empty namespace tag tells the series apart by the name tag alone.
                 grouped_ok(
                     "providers.datadog.grouped",
                     [&d.grouped.requests_query, &d.grouped.errors_query],
-                    [
-                        ("namespace_tag", &d.grouped.namespace_tag),
-                        ("name_tag", &d.grouped.name_tag),
-                    ],
+                    &[("name_tag", &d.grouped.name_tag)],
                 )?;
             }
         }
@@ -965,17 +1025,13 @@ pub fn fill(template: &str, namespace: &str, name: &str, extra: &[(&str, &str)])
 /// Checks a provider's grouped settings under `prefix`: the two queries and the two names
 /// telling series apart must not be empty, and the queries answer for every watched rollout
 /// at once, so they cannot name one.
-fn grouped_ok(
-    prefix: &str,
-    queries: [&str; 2],
-    tags: [(&str, &str); 2],
-) -> Result<(), ConfigError> {
+fn grouped_ok(prefix: &str, queries: [&str; 2], tags: &[(&str, &str)]) -> Result<(), ConfigError> {
     let bad = |field: &str, problem: &str| ConfigError::Invalid {
         field: format!("{prefix}.{field}"),
         problem: problem.into(),
     };
     let queries = [("requests_query", queries[0]), ("errors_query", queries[1])];
-    for (field, value) in queries.iter().chain(&tags) {
+    for (field, value) in queries.iter().chain(tags) {
         if value.trim().is_empty() {
             return Err(bad(
                 field,
@@ -984,10 +1040,10 @@ fn grouped_ok(
         }
     }
     for (field, q) in queries {
-        if q.contains("{name}") || q.contains("{namespace}") {
+        if q.contains("{name}") || q.contains("{namespace}") || q.contains("{service_name}") {
             return Err(bad(
                 field,
-                "answers for every watched rollout at once: use {names} and {namespaces}, not {name} or {namespace}",
+                "answers for every watched rollout at once: use {names} and {namespaces} (Datadog: {services}), not {name}, {namespace} or {service_name}",
             ));
         }
     }
@@ -1307,6 +1363,31 @@ mod tests {
             let err = Config::from_yaml(yaml).expect_err(yaml).to_string();
             assert!(err.contains(field), "{yaml}: {err:?} should name {field}");
         }
+    }
+
+    #[test]
+    fn a_window_under_four_scrapes_is_warned_about() {
+        let warnings = |yaml: &str| Config::from_yaml(yaml).expect("valid").warnings();
+        // The defaults: a 4m window over a 1m scrape.
+        assert!(warnings("providers: {prometheus: {}}").is_empty());
+        assert!(
+            warnings("judge: {sample_window: 1m}").is_empty(),
+            "no Prometheus"
+        );
+        let w = warnings("judge: {sample_window: 1m}\nproviders: {prometheus: {}}");
+        assert!(
+            w.len() == 1 && w[0].contains("judge.sample_window 1m holds fewer than two scrapes"),
+            "{w:?}"
+        );
+        let w = warnings("judge: {sample_window: 2m}\nproviders: {prometheus: {}}");
+        assert!(w.len() == 1 && w[0].contains("is under 4 scrapes"), "{w:?}");
+        let w = warnings(
+            "judge: {sample_window: 1m, baseline: {enabled: true, lookback: 30s}}\nproviders: {prometheus: {scrape_interval: 15s}}",
+        );
+        assert!(
+            w.len() == 1 && w[0].starts_with("judge.baseline.lookback 30s"),
+            "{w:?}"
+        );
     }
 
     #[test]

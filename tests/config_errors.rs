@@ -199,8 +199,16 @@ const BAD: &[(&str, &str)] = &[
         "providers.datadog.grouped.requests_query",
     ),
     (
-        "providers: {datadog: {grouped: {namespace_tag: ''}}}",
-        "providers.datadog.grouped.namespace_tag",
+        "providers: {datadog: {service: '{name} x'}}",
+        "providers.datadog.service",
+    ),
+    (
+        "providers: {datadog: {grouped: {requests_query: 'sum:trace.x.hits{service:{service_name}} by {service}.as_count()'}}}",
+        "providers.datadog.grouped.requests_query",
+    ),
+    (
+        "providers: {prometheus: {scrape_interval: 0s}}",
+        "providers.prometheus.scrape_interval",
     ),
     (
         "providers: {datadog: {grouped: {name_tag: ' '}}}",

@@ -79,6 +79,7 @@ fn client(f: &Fixture, keys: (&str, &str), timeout: Duration) -> datadog::Datado
     let cfg = DatadogConfig {
         url: Some(f.dd_url.clone()),
         timeout,
+        ingestion_delay: Duration::ZERO,
         ..DatadogConfig::default()
     };
     datadog::Datadog::new(
@@ -180,6 +181,7 @@ async fn probes_ask_both_providers_and_report_each_in_a_fixed_order() {
     });
     config.providers.datadog = Some(DatadogConfig {
         url: Some(f.dd_url.clone()),
+        ingestion_delay: Duration::ZERO,
         ..DatadogConfig::default()
     });
     let secrets = Secrets {
@@ -223,5 +225,150 @@ fn run_refuses_a_datadog_provider_without_keys_with_exit_2() {
     assert!(
         stderr.contains("secrets.datadog_api_key_file") && stderr.contains("DD_API_KEY"),
         "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn partial_answers_are_unavailable_never_counts() {
+    let f = fixture().await;
+    let dd = client(&f, (API_KEY, APP_KEY), Duration::from_secs(5));
+    let prom = deploy_watchdog::probes::prometheus::Prometheus::new(
+        probes::http_client(),
+        PrometheusConfig {
+            url: f.prom_url.clone(),
+            ..PrometheusConfig::default()
+        },
+    );
+    // Up: v2's 10 % errors are there.
+    for sample in [
+        dd.sample("production", "app", WINDOW).await,
+        prom.sample("production", "app", WINDOW).await,
+    ] {
+        assert!(
+            matches!(sample, ProviderSample::Counts { errors, .. } if errors > 0.0),
+            "{sample:?}"
+        );
+    }
+    // Partial: the answers lack the failed requests' series and say so; read as complete they
+    // would be a clean pass.
+    f.datadog.set_state(ProviderState::Partial);
+    f.prometheus.set_state(ProviderState::Partial);
+    let sample = dd.sample("production", "app", WINDOW).await;
+    assert!(
+        matches!(&sample, ProviderSample::Unavailable(m) if m.starts_with("partial answer")),
+        "datadog: {sample:?}"
+    );
+    let sample = prom.sample("production", "app", WINDOW).await;
+    assert!(
+        matches!(&sample, ProviderSample::Unavailable(m) if m.starts_with("partial answer")),
+        "prometheus: {sample:?}"
+    );
+    let members = [("production".to_string(), "app".to_string())];
+    let grouped = prom
+        .sample_grouped(&PrometheusConfig::default().grouped, &members, WINDOW)
+        .await;
+    assert!(
+        matches!(&grouped, Err(m) if m.starts_with("partial answer")),
+        "{grouped:?}"
+    );
+    let grouped = dd
+        .sample_grouped(&DatadogConfig::default().grouped, &members, WINDOW)
+        .await;
+    assert!(
+        matches!(&grouped, Err(m) if m.starts_with("partial answer")),
+        "{grouped:?}"
+    );
+}
+
+#[tokio::test]
+async fn trace_metrics_are_found_by_service_and_env_never_by_pod_tags() {
+    let f = fixture().await;
+    let with = |requests_query: &str, env: Option<&str>| {
+        let cfg = DatadogConfig {
+            url: Some(f.dd_url.clone()),
+            ingestion_delay: Duration::ZERO,
+            requests_query: requests_query.into(),
+            env: env.map(str::to_string),
+            ..DatadogConfig::default()
+        };
+        datadog::Datadog::new(
+            probes::http_client(),
+            cfg,
+            datadog::Keys {
+                api: API_KEY.into(),
+                app: APP_KEY.into(),
+            },
+        )
+    };
+    let defaults = DatadogConfig::default().requests_query;
+    let sample = with(&defaults, None)
+        .sample("production", "app", WINDOW)
+        .await;
+    assert!(
+        matches!(sample, ProviderSample::Counts { .. }),
+        "{sample:?}"
+    );
+    // Trace metrics carry no kube_namespace: a filter on it finds nothing.
+    let pod_tags =
+        "sum:trace.{operation}.hits{service:{name},kube_namespace:{namespace}}.as_count()";
+    let sample = with(pod_tags, None)
+        .sample("production", "app", WINDOW)
+        .await;
+    assert_eq!(sample, ProviderSample::NoData);
+    // The env the apps report, and no other.
+    f.datadog.set_env("prod");
+    let sample = with(&defaults, Some("prod"))
+        .sample("production", "app", WINDOW)
+        .await;
+    assert!(
+        matches!(sample, ProviderSample::Counts { .. }),
+        "{sample:?}"
+    );
+    let sample = with(&defaults, Some("staging"))
+        .sample("production", "app", WINDOW)
+        .await;
+    assert_eq!(sample, ProviderSample::NoData);
+}
+
+#[tokio::test]
+async fn the_window_ends_before_datadogs_ingestion_delay() {
+    let f = fixture().await;
+    f.datadog.set_ingestion_delay(Duration::from_secs(3));
+    let window = Duration::from_secs(2);
+    // Traffic for longer than the delay and the window together.
+    while f
+        .apps
+        .counts("production", "app", Duration::from_secs(60))
+        .0
+        < 100.0 * 6.0
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let with = |delay: Duration| {
+        datadog::Datadog::new(
+            probes::http_client(),
+            DatadogConfig {
+                url: Some(f.dd_url.clone()),
+                ingestion_delay: delay,
+                ..DatadogConfig::default()
+            },
+            datadog::Keys {
+                api: API_KEY.into(),
+                app: APP_KEY.into(),
+            },
+        )
+    };
+    // Ending now, the whole window is younger than what Datadog has ingested: nothing.
+    let sample = with(Duration::ZERO)
+        .sample("production", "app", window)
+        .await;
+    assert_eq!(sample, ProviderSample::NoData);
+    // Ending the delay before now: the window's traffic, v2's errors included.
+    let sample = with(Duration::from_secs(3))
+        .sample("production", "app", window)
+        .await;
+    assert!(
+        matches!(sample, ProviderSample::Counts { requests, errors } if requests >= 150.0 && errors > 0.0),
+        "{sample:?}"
     );
 }

@@ -48,6 +48,7 @@ async fn fixture() -> Fixture {
 fn cfg(f: &Fixture) -> DatadogConfig {
     DatadogConfig {
         url: Some(f.url.clone()),
+        ingestion_delay: Duration::ZERO,
         ..DatadogConfig::default()
     }
 }

@@ -1,7 +1,9 @@
 //! The Prometheus provider against a real Prometheus server (Debian package `prometheus`)
 //! scraping the simulated apps' `/metrics` every second: its default queries return the counts
 //! the apps served, and every scenario ends with the same verdict as with the simulated query
-//! API. `./scripts/check` installs Prometheus when it is missing and sets
+//! API. Then at realistic scrape intervals (15 s and Prometheus' default 1 m), from history
+//! backfilled with `promtool` and queried at chosen times: the shipped queries and sample window
+//! see data in every sample and the judge's verdicts are right. `./scripts/check` installs Prometheus when it is missing and sets
 //! `DEPLOY_WATCHDOG_REQUIRE_PEERS=1`, so there a missing binary fails instead of skipping.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -354,4 +356,238 @@ async fn verdicts_match_the_simulated_query_api() {
     compare(&bad, &simulated.0, &real.0);
     compare(&good, &simulated.1, &real.1);
     compare(&stopped, &simulated.2, &real.2);
+}
+
+/// A real Prometheus holding `history` (OpenMetrics text) as backfilled blocks, on a loopback
+/// port: the shipped queries are asked of it at chosen times, as if a scrape at a realistic
+/// interval had stored those samples. `None` without `promtool`.
+async fn backfilled(bin: &Path, history: &str) -> Option<RealPrometheus> {
+    let promtool = bin.with_file_name("promtool");
+    if !promtool.exists() {
+        assert!(
+            !std::env::var("DEPLOY_WATCHDOG_REQUIRE_PEERS").is_ok_and(|v| v != "0"),
+            "promtool is not beside {} and DEPLOY_WATCHDOG_REQUIRE_PEERS is set",
+            bin.display()
+        );
+        println!("SKIPPED: promtool is not beside {}", bin.display());
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("history.om");
+    std::fs::write(&input, history).unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(&promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&input)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(&config, "global:\n  scrape_interval: 1m\n").unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(bin)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg("--storage.tsdb.retention.time=30d")
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = RealPrometheus {
+        child,
+        url: format!("http://{addr}"),
+        _dir: dir,
+    };
+    let client = deploy_watchdog::probes::http_client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            server.child.try_wait().unwrap().is_none(),
+            "prometheus exited early"
+        );
+        let ready = client.get(format!("{}/-/ready", server.url)).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            return Some(server);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "prometheus on the backfilled data never got ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One Deployment's history: 200 requests/s, v1 failing `before` of them until `deploy`, then
+/// v2 failing `after`; scraped every `scrape` seconds from `start` to `end` (Unix seconds).
+struct History {
+    name: &'static str,
+    before: f64,
+    after: f64,
+}
+
+fn openmetrics(deployments: &[History], start: i64, deploy: i64, end: i64, scrape: i64) -> String {
+    let rps = 200.0;
+    let mut out = String::from("# TYPE http_requests counter\n");
+    for d in deployments {
+        for (version, ratio, from, to) in [
+            ("v1", d.before, start, deploy),
+            ("v2", d.after, deploy, end),
+        ] {
+            // A counter starts at zero when its first pod starts: the scrape after `from`.
+            for (code, share) in [("200", 1.0 - ratio), ("500", ratio)] {
+                let first = from.div_euclid(scrape) * scrape + scrape;
+                for t in (first..=to).step_by(scrape as usize) {
+                    let value = rps * share * (t - from) as f64;
+                    out.push_str(&format!(
+                        "http_requests_total{{namespace=\"production\",deployment=\"{}\",version=\"{version}\",code=\"{code}\"}} {value:.3} {t}\n",
+                        d.name
+                    ));
+                }
+            }
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// Judges one rollout as the daemon would, with the shipped defaults, from samples asked of
+/// the real Prometheus every `interval` after `deploy` (the rollout complete at once); every
+/// sample must have data.
+async fn judge_with_defaults(
+    provider: &Prometheus,
+    name: &str,
+    deploy: std::time::SystemTime,
+) -> deploy_watchdog::judge::Verdict {
+    use deploy_watchdog::judge::{Judge, Observation, Policy, ProbeRound, Progress, Verdict};
+    let config = deploy_watchdog::config::Config::default();
+    let mut judge = Judge::new(Policy::from_config(&config), Default::default());
+    let mut at = Duration::ZERO;
+    while at <= config.watch.window + config.watch.interval * 2 {
+        let sample = provider
+            .sample_at("production", name, config.judge.sample_window, deploy + at)
+            .await;
+        assert!(
+            matches!(sample, ProviderSample::Counts { requests, .. } if requests >= config.judge.min_requests as f64),
+            "{name}, {}s after the deploy: {sample:?}",
+            at.as_secs()
+        );
+        let observation = Observation {
+            at,
+            progress: Progress::Complete,
+            pod_failure: None,
+            pending: None,
+            probes: Some(ProbeRound {
+                providers: vec![("prometheus".into(), sample)],
+                ..ProbeRound::default()
+            }),
+        };
+        match judge.observe(&observation) {
+            Verdict::Continue => {}
+            verdict => {
+                println!("{name}: {verdict:?} {}s after the deploy", at.as_secs());
+                return verdict;
+            }
+        }
+        at += config.watch.interval;
+    }
+    Verdict::Continue
+}
+
+/// Prometheus' own default scrape interval (1 m) and kube-prometheus-stack's common 15 s: the
+/// shipped queries and sample window see data in every sample, and the judge rolls a release
+/// failing 5 % of requests back and passes one failing 0.2 %. The samples are backfilled a
+/// scrape interval apart rather than scraped in real time (an hour of 1 m scrapes), and asked
+/// at times that fall between scrapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_defaults_judge_right_at_15s_and_60s_scrapes() {
+    use deploy_watchdog::judge::{Finish, Reason, Verdict};
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let Some(bin) = prometheus_binary() else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Twenty minutes of v1, then the deploy 7 s past a whole minute (off every scrape), then
+    // enough v2 for the whole watch window and more; all ending well before now.
+    let start = (now - 3 * 3600).div_euclid(3600) * 3600;
+    let deploy = start + 20 * 60 + 7;
+    let end = deploy + 25 * 60;
+    let deployments = [
+        History {
+            name: "bad",
+            before: 0.001,
+            after: 0.05,
+        },
+        History {
+            name: "good",
+            before: 0.001,
+            after: 0.002,
+        },
+    ];
+    for scrape in [15, 60] {
+        let history = openmetrics(&deployments, start, deploy, end, scrape);
+        let Some(server) = backfilled(&bin, &history).await else {
+            return;
+        };
+        let provider = Prometheus::new(
+            deploy_watchdog::probes::http_client(),
+            PrometheusConfig {
+                url: server.url.clone(),
+                ..PrometheusConfig::default()
+            },
+        );
+        let deployed = std::time::UNIX_EPOCH + Duration::from_secs(deploy as u64);
+        println!("scrape {scrape}s:");
+        let bad = judge_with_defaults(&provider, "bad", deployed).await;
+        assert!(
+            matches!(
+                bad,
+                Verdict::RollBack {
+                    reason: Reason::ErrorRate,
+                    ..
+                }
+            ),
+            "{scrape}s scrape, 5 % errors: {bad:?}"
+        );
+        let good = judge_with_defaults(&provider, "good", deployed).await;
+        assert_eq!(
+            good,
+            Verdict::Finish(Finish::Passed),
+            "{scrape}s scrape, 0.2 % errors"
+        );
+        // The shared round's grouped pair sees both alike.
+        let members = [
+            ("production".to_string(), "bad".to_string()),
+            ("production".to_string(), "good".to_string()),
+        ];
+        let grouped = provider
+            .sample_grouped_at(
+                &PrometheusConfig::default().grouped,
+                &members,
+                deploy_watchdog::config::JudgeConfig::default().sample_window,
+                deployed + Duration::from_secs(10 * 60),
+            )
+            .await
+            .unwrap();
+        for (key, ratio) in [(&members[0], 0.05), (&members[1], 0.002)] {
+            let ProviderSample::Counts { requests, errors } = grouped[key] else {
+                panic!("{scrape}s scrape, grouped {key:?}: {:?}", grouped[key]);
+            };
+            assert!((errors / requests - ratio).abs() < 1e-6, "{key:?}");
+            assert!(
+                (requests - 200.0 * 240.0).abs() < 200.0 * 240.0 * 0.05,
+                "{requests}"
+            );
+        }
+        drop(server);
+    }
 }

@@ -51,6 +51,8 @@ async fn datadog_answers_both_query_apis_with_keys_only() {
         "http://{}",
         datadog.start(shutdown.clone()).await.expect("datadog")
     );
+    // The apps' traces are tagged env:prod, as the queries below ask.
+    datadog.set_env("prod");
     let c = client();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while apps.counts("production", "app", Duration::from_secs(60)).0 < 100.0 {

@@ -1,9 +1,15 @@
 //! The Datadog provider: the requests and errors queries over the sample window, both in one
 //! `POST /api/v2/query/timeseries` (one formula each), their points summed.
 //!
+//! Trace metrics carry `env`, `service` and `version` (and the Agent's host tags), never the
+//! pod's `kube_namespace`: a Deployment is found by its service (`service` in the config, the
+//! Deployment's name by default) and the configured `env`.
+//!
 //! Grouped, one request answers for every watched rollout: the grouped queries name them all
-//! (`kube_namespace IN (…) AND service IN (…)`, grouped `by {kube_namespace,service}`) and the
-//! series are told apart by their group tags.
+//! (`service IN (…)`, grouped `by {service}`) and the series are told apart by their group tags.
+//!
+//! The sample window ends `ingestion_delay` before now: Datadog's latest points are not yet
+//! complete, and a window ending now would count too few requests.
 //!
 //! Datadog limits metric queries per organisation and says so in `X-RateLimit-Remaining` and
 //! `X-RateLimit-Reset` (seconds until the period ends). After a 429, or an answer that used the
@@ -170,6 +176,11 @@ fn series(status: u16, body: &[u8], formulas: usize) -> Result<Vec<Summed>, Stri
             None => "no data in the answer".into(),
         });
     };
+    // Errors beside data: some of it could not be read, and what is missing could be the
+    // errors' series. A partial answer is no evidence at all.
+    if let Some(e) = errors {
+        return Err(format!("partial answer: {e}"));
+    }
     if attributes.series.len() != attributes.values.len() {
         return Err(format!(
             "{} series but {} value lists",
@@ -237,7 +248,11 @@ pub fn parse_grouped(
                     .map(|(_, v)| v.to_string())
             })
         };
-        let (Some(ns), Some(name), Some(v)) = (tag(namespace_tag), tag(name_tag), s.sum) else {
+        let ns = match namespace_tag {
+            "" => Some(String::new()),
+            t => tag(t),
+        };
+        let (Some(ns), Some(name), Some(v)) = (ns, tag(name_tag), s.sum) else {
             continue;
         };
         *out[s.formula].entry((ns, name)).or_default() += v;
@@ -294,6 +309,26 @@ pub fn batches(
 
 /// Between the values of an `IN (…)` list.
 const LIST_SEPARATOR: &str = ", ";
+
+/// An `IN (…)` list of `values`. A value that is one of the scope's operator words (valid
+/// Kubernetes names all) would end the list or change its meaning: it goes in double quotes.
+pub fn list(values: &[&str]) -> String {
+    let quoted = |v: &&str| {
+        if ["in", "not", "and", "or"]
+            .iter()
+            .any(|k| v.eq_ignore_ascii_case(k))
+        {
+            format!("\"{v}\"")
+        } else {
+            v.to_string()
+        }
+    };
+    values
+        .iter()
+        .map(quoted)
+        .collect::<Vec<_>>()
+        .join(LIST_SEPARATOR)
+}
 
 /// What the rate-limit headers of an answer ask of the next call: wait this long, or not.
 pub fn backoff(status: u16, headers: &HeaderMap) -> Option<Duration> {
@@ -359,31 +394,42 @@ impl Datadog {
         )
     }
 
-    /// Fills a query: the Deployment, `{operation}`, both forms of the env filter and `lists`.
+    /// The `service` tag value of a Deployment's traces.
+    pub fn service(&self, namespace: &str, name: &str) -> String {
+        config::fill(&self.cfg.service, namespace, name, &[])
+    }
+
+    /// Fills a query: the Deployment and its service, `{operation}`, both forms of the env
+    /// filter and `lists`.
     fn fill(&self, query: &str, namespace: &str, name: &str, lists: &[(&str, &str)]) -> String {
         let env = self.cfg.env.as_deref();
         let env_filter = env.map(|e| format!(",env:{e}")).unwrap_or_default();
         let env_and = env.map(|e| format!(" AND env:{e}")).unwrap_or_default();
+        let service = self.service(namespace, name);
         let mut extra = vec![
             ("operation", self.cfg.operation.as_str()),
             ("env_filter", env_filter.as_str()),
             ("env_and", env_and.as_str()),
+            ("service_name", service.as_str()),
         ];
         extra.extend_from_slice(lists);
         config::fill(query, namespace, name, &extra)
     }
 
-    /// The two grouped queries for `namespaces` and `names`, lists as `IN (…)` takes them.
+    /// The two grouped queries for `namespaces`, `names` and `services`, lists as `IN (…)`
+    /// takes them.
     pub fn grouped_queries(
         &self,
         g: &DatadogGrouped,
         namespaces: &[&str],
         names: &[&str],
+        services: &[&str],
     ) -> (String, String) {
-        let (namespaces, names) = (namespaces.join(LIST_SEPARATOR), names.join(LIST_SEPARATOR));
+        let (namespaces, names, services) = (list(namespaces), list(names), list(services));
         let lists = [
             ("namespaces", namespaces.as_str()),
             ("names", names.as_str()),
+            ("services", services.as_str()),
         ];
         (
             self.fill(&g.requests_query, "", "", &lists),
@@ -441,7 +487,10 @@ impl Datadog {
                 wait.as_secs_f64()
             ));
         }
-        let now = SystemTime::now();
+        // The window ends early enough for Datadog to have made its last points queryable.
+        let now = SystemTime::now()
+            .checked_sub(self.cfg.ingestion_delay)
+            .unwrap_or(UNIX_EPOCH);
         let names = ["query1", "query2"];
         let body = Request {
             data: RequestData {
@@ -527,11 +576,17 @@ impl Datadog {
         let shapes: Vec<(usize, usize, usize)> = [&g.requests_query, &g.errors_query]
             .iter()
             .map(|q| {
+                // A service list is about as long as the names' (their default template).
                 (
-                    self.fill(q, "", "", &[("namespaces", ""), ("names", "")])
-                        .len(),
+                    self.fill(
+                        q,
+                        "",
+                        "",
+                        &[("namespaces", ""), ("names", ""), ("services", "")],
+                    )
+                    .len(),
                     q.matches("{namespaces}").count(),
-                    q.matches("{names}").count(),
+                    q.matches("{names}").count() + q.matches("{services}").count(),
                 )
             })
             .collect();
@@ -555,7 +610,9 @@ impl Datadog {
         for (batch, answer) in batches.iter().zip(&answers) {
             for &key in batch {
                 let sample = match answer {
-                    Ok([requests, errors]) => member_sample(requests, errors, key),
+                    Ok([requests, errors]) => {
+                        member_sample(requests, errors, &self.series_key(g, key))
+                    }
                     Err(e) => ProviderSample::Unavailable(e.clone()),
                 };
                 out.insert(key.clone(), sample);
@@ -564,7 +621,23 @@ impl Datadog {
         Ok(out)
     }
 
-    /// One grouped request for `batch`: its namespaces and names as lists.
+    /// The group tags' values that name a member's series: its namespace (none when the
+    /// series are told apart by their name tag alone) and, for the `service` tag, its service.
+    fn series_key(&self, g: &DatadogGrouped, (namespace, name): &Key) -> Key {
+        let ns = if g.namespace_tag.is_empty() {
+            String::new()
+        } else {
+            namespace.clone()
+        };
+        let name = if g.name_tag == "service" {
+            self.service(namespace, name)
+        } else {
+            name.clone()
+        };
+        (ns, name)
+    }
+
+    /// One grouped request for `batch`: its namespaces, names and services as lists.
     async fn sample_batch(
         &self,
         g: &DatadogGrouped,
@@ -573,9 +646,11 @@ impl Datadog {
     ) -> Result<[HashMap<Key, f64>; 2], String> {
         let namespaces: BTreeSet<&str> = batch.iter().map(|k| k.0.as_str()).collect();
         let names: BTreeSet<&str> = batch.iter().map(|k| k.1.as_str()).collect();
+        let services: BTreeSet<String> = batch.iter().map(|k| self.service(&k.0, &k.1)).collect();
         let namespaces: Vec<&str> = namespaces.into_iter().collect();
         let names: Vec<&str> = names.into_iter().collect();
-        let (requests, errors) = self.grouped_queries(g, &namespaces, &names);
+        let services: Vec<&str> = services.iter().map(String::as_str).collect();
+        let (requests, errors) = self.grouped_queries(g, &namespaces, &names, &services);
         // Room for two series of a few hundred points per member, never less than one query's.
         let max_body = super::MAX_BODY.max(batch.len() * 16 * 1024);
         let (status, body) = self.post([&requests, &errors], window, max_body).await?;
@@ -661,7 +736,7 @@ mod tests {
                 "{status}: {got:?} should say {want:?}"
             );
             assert!(matches!(&got[1], QueryResult::Failed(_)));
-            let grouped = parse_grouped(status, body, "kube_namespace", "service");
+            let grouped = parse_grouped(status, body, "", "service");
             assert!(
                 matches!(&grouped, Err(m) if m.contains(want)),
                 "grouped, {status}: {grouped:?} should say {want:?}"
@@ -678,6 +753,21 @@ mod tests {
             &parse(200, mismatched, 2)[0],
             QueryResult::Failed(_)
         ));
+    }
+
+    #[test]
+    fn errors_beside_data_are_a_partial_answer_not_counts() {
+        let body = br#"{"data":{"type":"timeseries_response","attributes":{
+            "series":[{"group_tags":["service:web"],"query_index":0}],
+            "times":[1],"values":[[100.0]]}},
+            "errors":"Query timed out before all data could be read: partial results"}"#;
+        for got in parse(200, body, 2) {
+            assert!(
+                matches!(&got, QueryResult::Failed(m) if m.starts_with("partial answer")),
+                "{got:?}"
+            );
+        }
+        assert!(parse_grouped(200, body, "", "service").is_err());
     }
 
     /// A grouped answer as the API gives it: `by {kube_namespace,service}`, two formulas.
@@ -743,15 +833,59 @@ mod tests {
             ..DatadogConfig::default()
         };
         let d = Datadog::new(super::super::http_client(), cfg.clone(), keys.clone());
-        let (requests, errors) = d.grouped_queries(&cfg.grouped, &["ns-0", "ns-1"], &["a", "b.c"]);
+        let (requests, errors) = d.grouped_queries(
+            &cfg.grouped,
+            &["ns-0", "ns-1"],
+            &["a", "b.c"],
+            &["a", "b.c"],
+        );
         assert_eq!(
             requests,
-            "sum:trace.http.request.hits{kube_namespace IN (ns-0, ns-1) AND service IN (a, b.c) AND env:prod} by {kube_namespace,service}.as_count()"
+            "sum:trace.http.request.hits{service IN (a, b.c) AND env:prod} by {service}.as_count()"
         );
         assert!(errors.starts_with("sum:trace.http.request.errors{"));
         let d = Datadog::new(super::super::http_client(), DatadogConfig::default(), keys);
-        let (requests, _) = d.grouped_queries(&cfg.grouped, &["ns"], &["a"]);
+        let (requests, _) = d.grouped_queries(&cfg.grouped, &["ns"], &["a"], &["a"]);
         assert!(requests.contains("IN (a)} by"), "{requests}");
+    }
+
+    #[test]
+    fn in_lists_quote_values_that_are_operator_words() {
+        assert_eq!(
+            list(&["web", "in", "NOT", "and", "or", "orders"]),
+            r#"web, "in", "NOT", "and", "or", orders"#
+        );
+        assert_eq!(list(&[]), "");
+    }
+
+    #[test]
+    fn grouped_series_are_told_apart_by_the_service_alone_by_default() {
+        let keys = Keys {
+            api: "a".into(),
+            app: "b".into(),
+        };
+        let cfg = DatadogConfig {
+            service: "{namespace}-{name}".into(),
+            ..DatadogConfig::default()
+        };
+        let d = Datadog::new(super::super::http_client(), cfg.clone(), keys);
+        assert_eq!(
+            d.series_key(&cfg.grouped, &key("prod", "web")),
+            key("", "prod-web")
+        );
+        let body = br#"{"data":{"type":"timeseries_response","attributes":{
+            "series":[{"group_tags":["service:prod-web"],"query_index":0},
+                      {"group_tags":["service:prod-web"],"query_index":1}],
+            "times":[1],"values":[[100.0],[4.0]]}}}"#;
+        let [requests, errors] = parse_grouped(200, body, "", "service").expect("parses");
+        let k = d.series_key(&cfg.grouped, &key("prod", "web"));
+        assert_eq!(
+            member_sample(&requests, &errors, &k),
+            ProviderSample::Counts {
+                requests: 100.0,
+                errors: 4.0
+            }
+        );
     }
 
     #[test]
@@ -833,19 +967,21 @@ mod tests {
             DatadogConfig::default(),
             keys.clone(),
         );
+        // Only tags trace metrics carry: no kube_namespace.
         assert_eq!(
             d.queries("production", "app").0,
-            "sum:trace.http.request.hits{service:app,kube_namespace:production}.as_count()"
+            "sum:trace.http.request.hits{service:app}.as_count()"
         );
         let cfg = DatadogConfig {
             operation: "web.request".into(),
             env: Some("prod".into()),
+            service: "{namespace}-{name}".into(),
             ..DatadogConfig::default()
         };
         let d = Datadog::new(super::super::http_client(), cfg, keys.clone());
         assert_eq!(
             d.queries("production", "app").1,
-            "sum:trace.web.request.errors{service:app,kube_namespace:production,env:prod}.as_count()"
+            "sum:trace.web.request.errors{service:production-app,env:prod}.as_count()"
         );
         assert_eq!(
             d.endpoint,

@@ -2,7 +2,7 @@
 //! through `/api/v1/query`, for one Deployment or, grouped, for every watched rollout at once.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
@@ -25,6 +25,10 @@ struct Envelope {
     error_type: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    /// Beside data: the answer may be incomplete (Thanos, Mimir and Cortex say so of a
+    /// partial response; Prometheus of series it had to leave out).
+    #[serde(default)]
+    warnings: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,7 +44,24 @@ enum Data {
 struct VectorSample {
     #[serde(default)]
     metric: BTreeMap<String, String>,
-    value: (f64, String),
+    /// A float sample; a native histogram sample has `histogram` instead.
+    #[serde(default)]
+    value: Option<(f64, String)>,
+    #[serde(default)]
+    histogram: Option<serde::de::IgnoredAny>,
+}
+
+impl VectorSample {
+    fn number(&self) -> Result<f64, String> {
+        match (&self.value, &self.histogram) {
+            (Some((_, v)), _) => number(v),
+            (None, Some(_)) => Err(
+                "a native histogram sample, not a number (wrap the query in histogram_count())"
+                    .into(),
+            ),
+            (None, None) => Err("a sample without a value".into()),
+        }
+    }
 }
 
 /// A namespace and a Deployment name.
@@ -68,6 +89,18 @@ fn envelope_data(status: u16, body: &[u8]) -> Result<Option<Data>, String> {
             envelope.error.unwrap_or_default()
         ));
     }
+    // Missing series would read as fewer errors: a partial answer is no evidence at all.
+    if let Some(first) = envelope.warnings.first() {
+        return Err(format!(
+            "partial answer ({} warning{}): {first}",
+            envelope.warnings.len(),
+            if envelope.warnings.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        ));
+    }
     Ok(envelope.data)
 }
 
@@ -88,7 +121,7 @@ pub fn parse(status: u16, body: &[u8]) -> QueryResult {
         Some(Data::Vector(samples)) => {
             let mut sum = 0.0;
             for s in samples {
-                match value(&s.value.1) {
+                match s.number() {
                     Ok(v) => sum += v,
                     Err(e) => return QueryResult::Failed(e),
                 }
@@ -103,29 +136,43 @@ pub fn parse(status: u16, body: &[u8]) -> QueryResult {
     }
 }
 
+/// A grouped query's answer: a sum per (namespace, Deployment), and the pairs with a sample
+/// that is not a number (a native histogram), which have no value.
+#[derive(Debug, Default, PartialEq)]
+pub struct Grouped {
+    pub values: HashMap<Key, f64>,
+    pub unreadable: HashMap<Key, String>,
+}
+
 /// Reads a grouped query's answer: one value per (namespace, Deployment) named by the two
-/// labels, series of the same pair summed. A series without both labels is not ours to count.
+/// labels, series of the same pair summed. A series without both labels is not ours to count;
+/// one that is not a number leaves its own pair without a value, not the whole answer.
 pub fn parse_grouped(
     status: u16,
     body: &[u8],
     namespace_label: &str,
     deployment_label: &str,
-) -> Result<HashMap<Key, f64>, String> {
+) -> Result<Grouped, String> {
     let samples = match envelope_data(status, body)? {
         Some(Data::Vector(samples)) => samples,
         Some(_) => return Err("expected an instant vector".into()),
         None => return Err("no data in the answer".into()),
     };
-    let mut out: HashMap<Key, f64> = HashMap::new();
+    let mut out = Grouped::default();
     for s in samples {
-        let v = number(&s.value.1)?;
         let (Some(ns), Some(name)) = (
             s.metric.get(namespace_label),
             s.metric.get(deployment_label),
         ) else {
             continue;
         };
-        *out.entry((ns.clone(), name.clone())).or_default() += v;
+        let key = (ns.clone(), name.clone());
+        match s.number() {
+            Ok(v) => *out.values.entry(key).or_default() += v,
+            Err(e) => {
+                out.unreadable.insert(key, e);
+            }
+        }
     }
     Ok(out)
 }
@@ -184,11 +231,18 @@ impl Prometheus {
 
     /// Sends one instant query and reads the answer's status and body. A long query (a grouped
     /// one names every watched rollout) goes in a form body, as `promtool` and Grafana send it.
-    async fn fetch(&self, query: &str, max_body: usize) -> Result<(u16, Vec<u8>), String> {
+    async fn fetch(
+        &self,
+        query: &str,
+        at: SystemTime,
+        max_body: usize,
+    ) -> Result<(u16, Vec<u8>), String> {
         let url = format!("{}/api/v1/query", self.cfg.url.trim_end_matches('/'));
+        let time = evaluation_time(at);
         let request = if query.len() > 2048 {
             let body = url::form_urlencoded::Serializer::new(String::new())
                 .append_pair("query", query)
+                .append_pair("time", &time)
                 .finish();
             self.client
                 .post(url)
@@ -198,7 +252,9 @@ impl Prometheus {
                 )
                 .body(body)
         } else {
-            self.client.get(url).query(&[("query", query)])
+            self.client
+                .get(url)
+                .query(&[("query", query), ("time", time.as_str())])
         };
         let response = request
             .timeout(self.cfg.timeout)
@@ -217,20 +273,35 @@ impl Prometheus {
         }
     }
 
-    async fn query(&self, query: &str) -> QueryResult {
-        match self.fetch(query, super::MAX_BODY).await {
+    async fn query(&self, query: &str, at: SystemTime) -> QueryResult {
+        match self.fetch(query, at, super::MAX_BODY).await {
             Ok((status, body)) => parse(status, &body),
             Err(e) => QueryResult::Failed(e),
         }
     }
 
-    /// Requests and errors of every rollout in `members` over `window`, in two queries.
-    /// A member with no requests series has no data; one with no errors series, zero errors.
+    /// Requests and errors of every rollout in `members` over `window` ending now, in two
+    /// queries. A member with no requests series has no data; one with no errors series, zero
+    /// errors.
     pub async fn sample_grouped(
         &self,
         g: &GroupedQueries,
         members: &[Key],
         window: Duration,
+    ) -> Result<HashMap<Key, ProviderSample>, String> {
+        self.sample_grouped_at(g, members, window, SystemTime::now())
+            .await
+    }
+
+    /// As [`Prometheus::sample_grouped`], over `window` ending at `at`: both queries are
+    /// evaluated at that one instant, so the errors are counted over the very samples the
+    /// requests are.
+    pub async fn sample_grouped_at(
+        &self,
+        g: &GroupedQueries,
+        members: &[Key],
+        window: Duration,
+        at: SystemTime,
     ) -> Result<HashMap<Key, ProviderSample>, String> {
         let w = promql_duration(window);
         let mut namespaces: Vec<&str> = members.iter().map(|(ns, _)| ns.as_str()).collect();
@@ -260,24 +331,53 @@ impl Prometheus {
         };
         let (requests_query, errors_query) = (fill(&g.requests_query), fill(&g.errors_query));
         let (requests, errors) = tokio::join!(
-            self.fetch(&requests_query, max_body),
-            self.fetch(&errors_query, max_body)
+            self.fetch(&requests_query, at, max_body),
+            self.fetch(&errors_query, at, max_body)
         );
         let (requests, errors) = (read(requests)?, read(errors)?);
         Ok(members
             .iter()
-            .map(|key| (key.clone(), member_sample(&requests, &errors, key)))
+            .map(|key| {
+                let unreadable = requests
+                    .unreadable
+                    .get(key)
+                    .or_else(|| errors.unreadable.get(key));
+                let sample = match unreadable {
+                    Some(e) => ProviderSample::Unavailable(e.clone()),
+                    None => member_sample(&requests.values, &errors.values, key),
+                };
+                (key.clone(), sample)
+            })
             .collect())
     }
 
-    /// Requests and errors of one Deployment over `window`.
+    /// Requests and errors of one Deployment over `window` ending now.
     pub async fn sample(&self, namespace: &str, name: &str, window: Duration) -> ProviderSample {
+        self.sample_at(namespace, name, window, SystemTime::now())
+            .await
+    }
+
+    /// Requests and errors of one Deployment over `window` ending at `at`, both queries
+    /// evaluated at that one instant.
+    pub async fn sample_at(
+        &self,
+        namespace: &str,
+        name: &str,
+        window: Duration,
+        at: SystemTime,
+    ) -> ProviderSample {
         let w = promql_duration(window);
         let requests = config::fill(&self.cfg.requests_query, namespace, name, &[("window", &w)]);
         let errors = config::fill(&self.cfg.errors_query, namespace, name, &[("window", &w)]);
-        let (requests, errors) = tokio::join!(self.query(&requests), self.query(&errors));
+        let (requests, errors) = tokio::join!(self.query(&requests, at), self.query(&errors, at));
         combine(requests, errors)
     }
+}
+
+/// A query's `time` parameter: Unix seconds with the milliseconds Prometheus keeps.
+pub fn evaluation_time(at: SystemTime) -> String {
+    let ms = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
 /// One member's sample from a grouped answer's requests and errors by (namespace, Deployment):
@@ -361,14 +461,53 @@ mod tests {
             {"metric":{"namespace":"prod","deployment":"web"},"value":[1,"30"]},
             {"metric":{"namespace":"staging","deployment":"web"},"value":[1,"7"]},
             {"metric":{"deployment":"orphan"},"value":[1,"9"]}]}}"#;
-        let m = parse_grouped(200, body, "namespace", "deployment").expect("parses");
+        let m = parse_grouped(200, body, "namespace", "deployment")
+            .expect("parses")
+            .values;
         assert_eq!(m.len(), 2);
         assert_eq!(m[&("prod".into(), "web".into())], 150.0);
         assert_eq!(m[&("staging".into(), "web".into())], 7.0);
         let err = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
         assert!(parse_grouped(400, err, "namespace", "deployment").is_err());
         let words = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"namespace":"a","deployment":"b"},"value":[1,"x"]}]}}"#;
-        assert!(parse_grouped(200, words, "namespace", "deployment").is_err());
+        // A value that is not a number leaves its own pair without one.
+        let g = parse_grouped(200, words, "namespace", "deployment").expect("parses");
+        assert!(g.values.is_empty() && g.unreadable.contains_key(&("a".into(), "b".into())));
+    }
+
+    #[test]
+    fn warnings_make_an_answer_partial_never_a_value() {
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"namespace":"prod","deployment":"web"},"value":[1,"120"]}]},
+            "warnings":["receive series from store: partial response"]}"#;
+        assert!(
+            matches!(parse(200, body), QueryResult::Failed(m) if m.starts_with("partial answer (1 warning): receive series"))
+        );
+        assert!(
+            matches!(parse_grouped(200, body, "namespace", "deployment"), Err(m) if m.starts_with("partial answer"))
+        );
+        // No warnings, or an empty list: complete.
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[]},"warnings":[],"infos":["PromQL info: x"]}"#;
+        assert_eq!(parse(200, body), QueryResult::Empty);
+    }
+
+    #[test]
+    fn a_native_histogram_sample_leaves_only_its_own_deployment_without_a_value() {
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"namespace":"prod","deployment":"web"},"value":[1,"120"]},
+            {"metric":{"namespace":"prod","deployment":"api"},"histogram":[1,{"count":"10","sum":"2.5","buckets":[[0,"0.5","1","10"]]}]}]}}"#;
+        let g = parse_grouped(200, body, "namespace", "deployment").expect("the rest is read");
+        assert_eq!(g.values[&("prod".into(), "web".into())], 120.0);
+        assert!(g.unreadable[&("prod".into(), "api".into())].contains("histogram_count()"));
+        assert!(
+            matches!(parse(200, body), QueryResult::Failed(m) if m.contains("native histogram"))
+        );
+    }
+
+    #[test]
+    fn evaluation_times_carry_milliseconds() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_042);
+        assert_eq!(evaluation_time(at), "1700000000.042");
     }
 
     #[test]

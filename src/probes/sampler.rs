@@ -1,6 +1,6 @@
 //! The error-rate providers asked once per interval for every rollout watched at once: one
 //! grouped Prometheus query pair (`sum by (namespace, deployment)`) and one grouped Datadog
-//! request (`by {kube_namespace,service}`) whatever the number of rollouts, split per rollout. Sessions join while they watch and read each round's
+//! request (`by {service}`) whatever the number of rollouts, split per rollout. Sessions join while they watch and read each round's
 //! samples from a `watch` channel; with no member, nothing is queried.
 
 use std::collections::{BTreeMap, HashMap};

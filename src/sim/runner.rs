@@ -160,6 +160,8 @@ impl Simulation {
         let apps = Apps::new(behaviours.clone(), Arc::new(cluster.clone()));
         let apps_addr = apps.start(shutdown.child_token()).await.map_err(err)?;
         let prometheus = PrometheusSim::new(&apps);
+        let scrape_interval = s.simulation.scrape_interval(config.judge.sample_window);
+        prometheus.set_scrape_interval(scrape_interval);
         let prom_addr = prometheus
             .start(shutdown.child_token())
             .await
@@ -219,6 +221,7 @@ impl Simulation {
                 .prometheus
                 .get_or_insert_with(PrometheusConfig::default);
             p.url = format!("http://{prom_addr}");
+            p.scrape_interval = scrape_interval;
         }
         let (dd_api_key, dd_app_key) = (
             "0SIMULATED0DATADOG0API0KEY000000",
@@ -231,6 +234,21 @@ impl Simulation {
                 .get_or_insert_with(DatadogConfig::default);
             d.url = Some(format!("http://{dd_addr}"));
             datadog.set_api_keys(dd_api_key, dd_app_key);
+            // The apps report the environment the config looks for; Datadog makes points
+            // queryable a quarter of a sample window late, and the daemon waits that long
+            // unless the scenario says otherwise.
+            if let Some(env) = &d.env {
+                datadog.set_env(env);
+            }
+            let delay = config.judge.sample_window / 4;
+            datadog.set_ingestion_delay(delay);
+            let delay_set = named
+                .and_then(|p| p.get("datadog"))
+                .and_then(|d| d.get("ingestion_delay"))
+                .is_some();
+            if !delay_set {
+                d.ingestion_delay = delay;
+            }
         }
         config.notify.pagerduty.url = format!("http://{pd_addr}");
         if s.watchdogs > 1 {

@@ -36,6 +36,28 @@ pub struct Scenario {
     /// Daemon replicas (an addition to the format): more than one elect a leader on a Lease.
     #[serde(default = "one_watchdog")]
     pub watchdogs: u32,
+    /// How the simulated services behave (an addition to the format).
+    #[serde(default)]
+    pub simulation: SimulationSpec,
+}
+
+/// The top-level `simulation:` map.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulationSpec {
+    /// The simulated Prometheus stores each counter this often; default: a quarter of the
+    /// sample window.
+    #[serde(default, with = "humantime_serde::option")]
+    pub scrape_interval: Option<Duration>,
+}
+
+impl SimulationSpec {
+    /// The scrape interval to run with, given the scenario's sample window.
+    pub fn scrape_interval(&self, sample_window: Duration) -> Duration {
+        self.scrape_interval
+            .unwrap_or(sample_window / 4)
+            .max(Duration::from_millis(1))
+    }
 }
 
 fn one_watchdog() -> u32 {
@@ -197,6 +219,9 @@ pub enum ProviderState {
     NoData,
     /// 429 with Retry-After.
     RateLimited,
+    /// A 200 answer flagged partial (Prometheus `warnings`, Datadog `errors`) that lacks the
+    /// series of failed requests: an addition to the format.
+    Partial,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -383,6 +408,16 @@ impl Scenario {
         }
         if self.name.trim().is_empty() {
             return Err(("name".into(), "must not be empty".into()));
+        }
+        if self
+            .simulation
+            .scrape_interval
+            .is_some_and(|d| d < Duration::from_millis(1))
+        {
+            return Err((
+                "simulation.scrape_interval".into(),
+                "must be at least 1ms".into(),
+            ));
         }
         let mut refs = std::collections::BTreeSet::new();
         for (i, d) in self.deployments.iter().enumerate() {

@@ -23,6 +23,8 @@ use crate::sim::scenario::ProviderState;
 /// Requests allowed per rate-limit period, as Datadog announces for metric queries.
 const RATE_LIMIT: u64 = 1600;
 const RATE_PERIOD: u64 = 3600;
+/// The `errors` of a partial answer (state `partial`): some of the data could not be read.
+pub const PARTIAL_ERROR: &str = "Query timed out before all data could be read: partial results";
 
 /// A Datadog-compatible metrics query API over the apps' counters.
 ///
@@ -38,6 +40,10 @@ pub struct DatadogSim {
     used: Arc<Mutex<(u64, u64)>>,
     /// Every request received on the query endpoints, whatever its answer.
     requests: Arc<AtomicU64>,
+    /// The `env` tag of the apps' traces.
+    env: Arc<Mutex<String>>,
+    /// Points younger than this are not queryable yet, in milliseconds.
+    ingestion_delay_ms: Arc<AtomicU64>,
 }
 
 impl DatadogSim {
@@ -49,7 +55,21 @@ impl DatadogSim {
             keys: Arc::default(),
             used: Arc::default(),
             requests: Arc::default(),
+            env: Arc::new(Mutex::new(dq::DEFAULT_ENV.to_string())),
+            ingestion_delay_ms: Arc::default(),
         }
+    }
+
+    /// The apps' traces are tagged `env:<env>` from now on (`none` before, the Agent's
+    /// default).
+    pub fn set_env(&self, env: &str) {
+        *self.env.lock().unwrap_or_else(|e| e.into_inner()) = env.to_string();
+    }
+
+    /// Points become queryable `delay` after their time, as Datadog ingests them.
+    pub fn set_ingestion_delay(&self, delay: std::time::Duration) {
+        self.ingestion_delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Requests received on the query endpoints so far, answered or refused.
@@ -67,7 +87,8 @@ impl DatadogSim {
     }
 
     /// Same states as Prometheus: `down` refuses connections, `error` answers 500, `slow`
-    /// after 30 s, `no_data` an empty answer, `rate_limited` 429 with `X-RateLimit-Remaining: 0`,
+    /// after 30 s, `no_data` an empty answer, `partial` a 200 whose `errors` says part of the
+    /// data is missing (and the failed requests' series are), `rate_limited` 429 with `X-RateLimit-Remaining: 0`,
     /// `X-RateLimit-Reset: 1` and `Retry-After: 1` (a short reset, so a scenario can recover).
     pub fn set_state(&self, state: ProviderState) {
         self.state.set(state);
@@ -113,7 +134,10 @@ impl DatadogSim {
                 tokio::time::sleep(SLOW).await;
                 Ok(())
             }
-            ProviderState::Up | ProviderState::NoData | ProviderState::Down => Ok(()),
+            ProviderState::Up
+            | ProviderState::NoData
+            | ProviderState::Down
+            | ProviderState::Partial => Ok(()),
         }
     }
 
@@ -147,7 +171,9 @@ impl DatadogSim {
         r
     }
     fn run(&self, query: &dq::Query, from: f64, to: f64, interval: f64) -> (Vec<f64>, Vec<Answer>) {
-        let now = self.traffic.clock().now();
+        // Nothing younger than the ingestion delay is known yet.
+        let delay = self.ingestion_delay_ms.load(Ordering::Relaxed) as f64 / 1000.0;
+        let now = self.traffic.clock().now() - delay;
         let buckets = dq::buckets(from, to, interval, now);
         if self.state.get() == ProviderState::NoData {
             return (buckets, Vec::new());
@@ -159,8 +185,13 @@ impl DatadogSim {
             .collect();
         times.sort_by(f64::total_cmp);
         times.dedup();
-        let series = self.traffic.sampled(&Selection::all(), &times);
-        let answers = dq::evaluate(query, &series, &buckets, interval, to, now);
+        let mut series = self.traffic.sampled(&Selection::all(), &times);
+        if self.state.get() == ProviderState::Partial {
+            // The part of the answer that timed out: the failed requests' series.
+            series.retain(|s| s.labels.get("code").is_none_or(|c| !c.starts_with('5')));
+        }
+        let env = self.env.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let answers = dq::evaluate_in(query, &series, &buckets, interval, to, now, &env);
         (buckets, answers)
     }
 }
@@ -351,12 +382,15 @@ async fn v2_timeseries(State(sim): State<DatadogSim>, headers: HeaderMap, body: 
             values.push(a.values);
         }
     }
-    let body = json!({
+    let mut body = json!({
         "data": {
             "id": "0",
             "type": "timeseries_response",
             "attributes": {"series": series, "times": times, "values": values},
         }
     });
+    if sim.state.get() == ProviderState::Partial {
+        body["errors"] = json!(PARTIAL_ERROR);
+    }
     sim.answer(StatusCode::OK, body)
 }

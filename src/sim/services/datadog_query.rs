@@ -7,10 +7,13 @@
 //! `AND`, each `tag:value`, `NOT tag:value`, `tag IN (a, b)` or `tag NOT IN (a, b)`. `OR` and
 //! parenthesised groups are valid Datadog but not simulated: refused, saying so.
 //!
-//! Tags map to the counters' labels: `service` and `kube_deployment` ↔ deployment,
-//! `kube_namespace` ↔ namespace, `version` ↔ version; `env` and any other tag match every
-//! series (the simulation has one environment). With `.as_count()` a bucket holds the requests
-//! counted in it; without, the per-second rate over it, as for Datadog count metrics.
+//! The metrics are APM trace metrics, tagged as Datadog tags them: `service` (the Deployment's
+//! name), `version`, `env` (the one environment of the simulated apps), `http.status_code` and
+//! `http.status_class`. They carry no pod tags (`kube_namespace`, `kube_deployment`, …): a
+//! filter on a tag the metric lacks matches nothing (negated, everything), and grouping by one
+//! gives `tag:N/A`. A value that is an operator word (`in`, `not`, `and`, `or`) must be quoted
+//! in an `IN` list, as Datadog's parser requires. With `.as_count()` a bucket holds the
+//! requests counted in it; without, the per-second rate over it, as for Datadog count metrics.
 
 use std::collections::BTreeMap;
 
@@ -140,7 +143,23 @@ enum Token<'a> {
 fn tokens(scope: &str) -> Vec<Token<'_>> {
     let mut out = Vec::new();
     let mut word_start: Option<usize> = None;
+    let mut quoted = false;
     for (i, c) in scope.char_indices() {
+        // A double-quoted value is one word, whatever it holds.
+        if c == '"' {
+            if quoted {
+                quoted = false;
+                continue;
+            }
+            if word_start.is_none() {
+                word_start = Some(i);
+                quoted = true;
+                continue;
+            }
+        }
+        if quoted {
+            continue;
+        }
         let punctuation = match c {
             '(' => Some(Token::Open),
             ')' => Some(Token::Close),
@@ -160,6 +179,14 @@ fn tokens(scope: &str) -> Vec<Token<'_>> {
         out.push(Token::Word(&scope[start..]));
     }
     out
+}
+
+/// A value without the double quotes around it.
+fn unquoted(value: &str) -> &str {
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value)
 }
 
 /// Datadog takes its boolean operators in either case.
@@ -251,7 +278,12 @@ fn functional_filters(tokens: &[Token<'_>]) -> Result<Vec<TagFilter>, QueryError
             let mut values = Vec::new();
             loop {
                 match rest.first() {
-                    Some(Token::Word(v)) => values.push(v.to_string()),
+                    Some(t @ Token::Word(_)) if is_keyword(t) => {
+                        return Err(invalid(format!(
+                            "unexpected operator {t:?} in the IN list of {word} (quote a value that is an operator word)"
+                        )));
+                    }
+                    Some(Token::Word(v)) => values.push(unquoted(v).to_string()),
                     other => {
                         return Err(invalid(format!(
                             "expected a value in the IN list of {word}, found {other:?}"
@@ -298,12 +330,16 @@ fn functional_filters(tokens: &[Token<'_>]) -> Result<Vec<TagFilter>, QueryError
     }
 }
 
-/// The label a Datadog tag reads, or `None` for a tag every series carries (e.g. `env`).
-fn label_of(tag: &str) -> Option<&'static str> {
+/// The value of a trace metric's tag on a series of the counters, `None` for a tag trace
+/// metrics do not carry.
+fn tag_value(tag: &str, labels: &BTreeMap<String, String>, env: &str) -> Option<String> {
+    let label = |name: &str| labels.get(name).cloned();
     match tag {
-        "service" | "kube_deployment" => Some("deployment"),
-        "kube_namespace" => Some("namespace"),
-        "version" => Some("version"),
+        "service" => label("deployment"),
+        "version" => label("version"),
+        "env" => Some(env.to_string()),
+        "http.status_code" => label("code"),
+        "http.status_class" => label("code").map(|c| format!("{}xx", &c[..1.min(c.len())])),
         _ => None,
     }
 }
@@ -316,13 +352,12 @@ fn value_matches(pattern: &str, value: &str) -> bool {
 }
 
 impl Query {
-    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    fn matches(&self, labels: &BTreeMap<String, String>, env: &str) -> bool {
         self.filters.iter().all(|f| {
-            let Some(label) = label_of(&f.tag) else {
-                return true;
-            };
-            let value = labels.get(label).map(String::as_str).unwrap_or("");
-            f.values.iter().any(|v| value_matches(v, value)) != f.negated
+            // A tag the series lacks has none of the values.
+            let has = tag_value(&f.tag, labels, env)
+                .is_some_and(|value| f.values.iter().any(|v| value_matches(v, &value)));
+            has != f.negated
         })
     }
 
@@ -335,14 +370,11 @@ impl Query {
     }
 
     /// The group tags of a series, e.g. `["version:v1"]`, in the query's order.
-    fn group_tags(&self, labels: &BTreeMap<String, String>) -> Vec<String> {
+    fn group_tags(&self, labels: &BTreeMap<String, String>, env: &str) -> Vec<String> {
         self.group_by
             .iter()
             .map(|tag| {
-                let value = label_of(tag)
-                    .and_then(|l| labels.get(l))
-                    .map(String::as_str)
-                    .unwrap_or("N/A");
+                let value = tag_value(tag, labels, env).unwrap_or_else(|| "N/A".into());
                 format!("{tag}:{value}")
             })
             .collect()
@@ -378,13 +410,29 @@ pub fn evaluate(
     to: f64,
     now: f64,
 ) -> Vec<Answer> {
+    evaluate_in(query, series, buckets, interval, to, now, DEFAULT_ENV)
+}
+
+/// The `env` of the simulated apps' traces when none is set: the Agent's own default.
+pub const DEFAULT_ENV: &str = "none";
+
+/// As [`evaluate`], the apps' traces tagged `env:<env>`.
+pub fn evaluate_in(
+    query: &Query,
+    series: &[Series],
+    buckets: &[f64],
+    interval: f64,
+    to: f64,
+    now: f64,
+    env: &str,
+) -> Vec<Answer> {
     let mut groups: BTreeMap<Vec<String>, Vec<Option<f64>>> = BTreeMap::new();
     for s in series
         .iter()
-        .filter(|s| query.matches(&s.labels) && query.counts(&s.labels))
+        .filter(|s| query.matches(&s.labels, env) && query.counts(&s.labels))
     {
         let values = groups
-            .entry(query.group_tags(&s.labels))
+            .entry(query.group_tags(&s.labels, env))
             .or_insert_with(|| vec![None; buckets.len()]);
         for (slot, &start) in values.iter_mut().zip(buckets) {
             let end = (start + interval).min(to).min(now);
@@ -545,19 +593,62 @@ mod tests {
 
     #[test]
     fn in_lists_match_any_of_their_values() {
-        let labels = |ns: &str, d: &str| {
+        let labels = |v: &str, d: &str| {
             BTreeMap::from([
-                ("namespace".to_string(), ns.to_string()),
+                ("version".to_string(), v.to_string()),
                 ("deployment".to_string(), d.to_string()),
             ])
         };
-        let q = parse("sum:x{kube_namespace IN (a, b) AND service NOT IN (skip, web-*)}")
-            .expect("valid");
-        assert!(q.matches(&labels("a", "app")));
-        assert!(q.matches(&labels("b", "app")));
-        assert!(!q.matches(&labels("c", "app")));
-        assert!(!q.matches(&labels("a", "skip")));
-        assert!(!q.matches(&labels("a", "web-1")));
+        let q = parse("sum:x{version IN (a, b) AND service NOT IN (skip, web-*)}").expect("valid");
+        assert!(q.matches(&labels("a", "app"), DEFAULT_ENV));
+        assert!(q.matches(&labels("b", "app"), DEFAULT_ENV));
+        assert!(!q.matches(&labels("c", "app"), DEFAULT_ENV));
+        assert!(!q.matches(&labels("a", "skip"), DEFAULT_ENV));
+        assert!(!q.matches(&labels("a", "web-1"), DEFAULT_ENV));
+    }
+
+    #[test]
+    fn a_tag_trace_metrics_lack_matches_nothing() {
+        let labels = BTreeMap::from([
+            ("namespace".to_string(), "prod".to_string()),
+            ("deployment".to_string(), "app".to_string()),
+            ("code".to_string(), "500".to_string()),
+        ]);
+        for (scope, matches) in [
+            ("service:app", true),
+            ("service:app,kube_namespace:prod", false),
+            ("kube_namespace IN (prod) AND service IN (app)", false),
+            ("service:app,!kube_namespace:prod", true),
+            ("service:app,env:none", true),
+            ("service:app,env:prod", false),
+            (
+                "service:app,http.status_class:5xx,http.status_code:500",
+                true,
+            ),
+        ] {
+            let q = parse(&format!("sum:trace.http.request.hits{{{scope}}}")).expect(scope);
+            assert_eq!(q.matches(&labels, DEFAULT_ENV), matches, "{scope}");
+        }
+        let q = parse("sum:trace.http.request.hits{*} by {kube_namespace,service}").expect("valid");
+        assert_eq!(
+            q.group_tags(&labels, DEFAULT_ENV),
+            vec!["kube_namespace:N/A".to_string(), "service:app".to_string()]
+        );
+    }
+
+    #[test]
+    fn in_lists_take_operator_words_only_quoted() {
+        for q in [
+            "sum:x{service IN (in, web)}",
+            "sum:x{service IN (web, and)}",
+            "sum:x{service IN (or)}",
+            "sum:x{service NOT IN (not)}",
+        ] {
+            assert!(matches!(parse(q), Err(QueryError::Invalid(_))), "{q}");
+        }
+        let q = parse(r#"sum:x{service IN ("in", web, "OR") AND env:prod}"#).expect("valid");
+        assert_eq!(q.filters[0], filter("service", &["in", "web", "OR"], false));
+        assert_eq!(q.filters[1], filter("env", &["prod"], false));
     }
 
     #[test]

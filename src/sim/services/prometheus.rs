@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::apps::Apps;
 use super::fault::{self, SLOW, Shared, Switch, form_fields};
-use super::promql::{self, PromqlError, Sample};
+use super::promql::{self, Matcher, PromqlError, Sample, Scraped, Source};
+use super::traffic::Series;
 use super::traffic::Traffic;
 use crate::sim::scenario::ProviderState;
 
@@ -25,7 +26,15 @@ pub struct PrometheusSim {
     state: Shared<ProviderState>,
     switch: Switch,
     queries: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// How often the counters are "scraped", in milliseconds.
+    scrape_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// The scrape interval until [`PrometheusSim::set_scrape_interval`] sets one.
+pub const DEFAULT_SCRAPE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// What a partial answer's warning says, as Thanos words a store it could not reach.
+pub const PARTIAL_WARNING: &str = "receive series from store: rpc error: code = Unavailable desc = simulated store unreachable: partial response";
 
 impl PrometheusSim {
     pub fn new(apps: &Apps) -> Self {
@@ -34,6 +43,28 @@ impl PrometheusSim {
             state: Shared::default(),
             switch: Switch::default(),
             queries: std::sync::Arc::default(),
+            scrape_ms: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+                DEFAULT_SCRAPE_INTERVAL.as_millis() as u64,
+            )),
+        }
+    }
+
+    /// Stores the counters every `interval` from now on (at least a millisecond).
+    pub fn set_scrape_interval(&self, interval: std::time::Duration) {
+        let ms = (interval.as_millis() as u64).max(1);
+        self.scrape_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn scrape_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.scrape_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The counters as scraped.
+    fn scraped(&self) -> Scraped<'_> {
+        Scraped {
+            traffic: &self.traffic,
+            interval: self.scrape_interval(),
         }
     }
 
@@ -60,7 +91,9 @@ impl PrometheusSim {
 
     /// `down` refuses connections (and cuts open ones), `error` answers 500, `slow` answers
     /// after 30 s, `no_data` answers success with an empty vector, `rate_limited` answers 429
-    /// with `Retry-After: 1`. Takes effect for the next request.
+    /// with `Retry-After: 1`, `partial` answers success with a warning and without the series
+    /// of failed requests (as Thanos, Mimir or Cortex answer when a store holding them is
+    /// unreachable and partial responses are allowed). Takes effect for the next request.
     pub fn set_state(&self, state: ProviderState) {
         self.state.set(state);
         self.switch.set_up(state != ProviderState::Down);
@@ -68,7 +101,7 @@ impl PrometheusSim {
 
     /// Evaluates a query now, as the HTTP API would (for tests and the runner).
     pub fn evaluate(&self, query: &str) -> Result<Vec<Sample>, PromqlError> {
-        promql::query(&self.traffic, query, self.traffic.clock().now())
+        promql::query(&self.scraped(), query, self.traffic.clock().now())
     }
 }
 
@@ -107,6 +140,7 @@ async fn query(
         }
         ProviderState::Slow => tokio::time::sleep(SLOW).await,
         ProviderState::Up | ProviderState::NoData | ProviderState::Down => {}
+        ProviderState::Partial => {}
     }
     let mut fields = form_fields(raw.unwrap_or_default().as_bytes());
     let is_form = headers
@@ -136,7 +170,11 @@ async fn query(
         },
     };
     let text = field("query").unwrap_or_default();
-    let samples = match promql::query(&sim.traffic, &text, t) {
+    let partial = sim.state.get() == ProviderState::Partial;
+    let scraped = sim.scraped();
+    let unreachable = Unreachable(&scraped);
+    let source: &dyn Source = if partial { &unreachable } else { &scraped };
+    let samples = match promql::query(source, &text, t) {
         Ok(samples) => samples,
         Err(e @ PromqlError::Parse { .. }) => {
             return envelope_error(
@@ -158,7 +196,23 @@ async fn query(
     } else {
         samples
     };
-    axum::Json(vector_response(&samples, t)).into_response()
+    let mut answer = vector_response(&samples, t);
+    if partial {
+        answer["warnings"] = json!([PARTIAL_WARNING]);
+    }
+    axum::Json(answer).into_response()
+}
+
+/// The series a partial answer still holds: every one but those of failed requests, whose
+/// store is the one out of reach.
+struct Unreachable<'a>(&'a Scraped<'a>);
+
+impl Source for Unreachable<'_> {
+    fn select(&self, matchers: &[Matcher], times: &[f64]) -> Vec<Series> {
+        let mut series = self.0.select(matchers, times);
+        series.retain(|s| !s.labels.get("code").is_some_and(|c| c.starts_with('5')));
+        series
+    }
 }
 
 /// Prometheus' success envelope for an instant vector.

@@ -366,7 +366,7 @@ impl Traffic {
         self.tick_at(self.clock.now());
     }
 
-    fn tick_at(&self, now: f64) {
+    pub(crate) fn tick_at(&self, now: f64) {
         let (cluster_seen, behaviour_seen) = {
             let state = self.lock();
             (state.cluster_generation, state.behaviour_generation)
@@ -464,6 +464,11 @@ impl Traffic {
                 reset: Some(now),
             });
         }
+    }
+
+    /// The time of the oldest tick still kept: nothing before it can be read.
+    pub fn oldest(&self) -> Option<f64> {
+        self.lock().ticks.front().copied()
     }
 
     /// The current counters `(key, successes, errors)`: as of the last tick, or zero after a
