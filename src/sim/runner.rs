@@ -33,6 +33,8 @@ pub struct RolloutReport {
     pub first_action_ms: Option<u64>,
     /// Template patches the API server received for this rollout after its deploy.
     pub rollbacks: u32,
+    /// Times the simulated PagerDuty notified on-call for this rollout.
+    pub notified: u32,
     #[serde(skip)]
     pub revision: i64,
     #[serde(skip)]
@@ -233,7 +235,7 @@ impl Simulation {
             }
         }
         let secrets = Secrets {
-            pagerduty_routing_key: Some("R0UTING0KEY0SIMULATED0000000000".into()),
+            pagerduty_routing_key: Some("R0UTING0KEY0SIMULATED00000000000".into()),
             slack_webhook_url: Some(format!(
                 "http://{slack_addr}/services/T0SIM/B0SIM/simulated"
             )),
@@ -334,6 +336,14 @@ impl Simulation {
                 let (ns, n) = split(deployment);
                 self.cluster
                     .set_image(&ns, &n, container.as_deref(), version)
+            }
+            Action::Ack { deployment } => {
+                let (ns, n) = split(deployment);
+                self.pagerduty.acknowledge_open(|event| {
+                    let d = &event["payload"]["custom_details"];
+                    d["namespace"] == ns.as_str() && d["deployment"] == n.as_str()
+                });
+                Ok(())
             }
             Action::RestartWatchdog | Action::KillLeader => Ok(()),
         };
@@ -659,6 +669,9 @@ fn describe(a: &Action) -> String {
             None => format!("kubectl set image {deployment} to {version} (labels unchanged)"),
         },
         Action::KillLeader => "the leading watchdog replica is killed; a replacement starts".into(),
+        Action::Ack { deployment } => {
+            format!("on-call acknowledges the open PagerDuty incidents of {deployment}")
+        }
     }
 }
 
@@ -727,6 +740,7 @@ impl Observer {
                     pages: 0,
                     first_action_ms: None,
                     rollbacks: 0,
+                    notified: 0,
                     revision,
                     settled: false,
                 });
@@ -807,6 +821,7 @@ impl Observer {
         deploys: &[(String, String, Instant)],
     ) -> Vec<RolloutReport> {
         let pages = sim.pagerduty.received();
+        let notifications = sim.pagerduty.notifications();
         let changes = sim.cluster.template_changes();
         let mut out: Vec<RolloutReport> = self.rollouts.values().cloned().collect();
         for r in &mut out {
@@ -827,6 +842,13 @@ impl Observer {
                 .filter_map(|p| p.body["dedup_key"].as_str())
                 .collect();
             r.pages = keys.len() as u32;
+            r.notified = notifications
+                .iter()
+                .filter(|n| {
+                    let d = &n.event["payload"]["custom_details"];
+                    d["namespace"] == ns && d["deployment"] == name && d["revision"] == r.revision
+                })
+                .count() as u32;
             // The deploy that started this rollout: the last one of its version before the action.
             let deployed = deploys
                 .iter()
@@ -964,6 +986,14 @@ fn check_one(
         let got = r.map(|r| r.rollbacks).unwrap_or(0);
         if got != want {
             failures.push(format!("{label}: {got} rollbacks sent, expected {want}"));
+        }
+    }
+    if let Some(want) = e.notified {
+        let got = r.map(|r| r.notified).unwrap_or(0);
+        if got != want {
+            failures.push(format!(
+                "{label}: PagerDuty notified on-call {got} times, expected {want}"
+            ));
         }
     }
     if let Some(within) = e.first_action_within {

@@ -139,6 +139,10 @@ pub enum Action {
     },
     /// Kill the replica holding the leader Lease; a replacement starts (an addition to the format).
     KillLeader,
+    /// On-call acknowledges every open PagerDuty incident of the Deployment.
+    Ack {
+        deployment: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -216,6 +220,8 @@ pub struct Expectation {
     pub first_action_within: Option<Duration>,
     /// Rollback patches sent for the rollout (an addition to the format).
     pub rollbacks: Option<u32>,
+    /// Times the simulated PagerDuty notified on-call for the rollout.
+    pub notified: Option<u32>,
 }
 
 /// Outcomes a scenario can expect: the daemon's outcomes, plus `undecided` (still open when the
@@ -372,7 +378,8 @@ impl Scenario {
                 }
                 Action::Pause { deployment }
                 | Action::Resume { deployment }
-                | Action::Delete { deployment } => Some(deployment),
+                | Action::Delete { deployment }
+                | Action::Ack { deployment } => Some(deployment),
                 Action::SetImage {
                     deployment,
                     version,
@@ -512,6 +519,7 @@ impl Action {
             Action::RestartWatchdog => "restart_watchdog",
             Action::SetImage { .. } => "set_image",
             Action::KillLeader => "kill_leader",
+            Action::Ack { .. } => "ack",
         }
     }
 }
@@ -625,6 +633,12 @@ impl<'de> Deserialize<'de> for ScriptEvent {
                     replicas: f.replicas,
                 }
             }
+            "ack" => {
+                let f: DeploymentField = serde_json::from_value(value).map_err(field)?;
+                Action::Ack {
+                    deployment: f.deployment,
+                }
+            }
             "pause" | "resume" | "delete" => {
                 let f: DeploymentField = serde_json::from_value(value).map_err(field)?;
                 match key.as_str() {
@@ -669,7 +683,7 @@ impl<'de> Deserialize<'de> for ScriptEvent {
             "kill_leader" => Action::KillLeader,
             other => {
                 return Err(D::Error::custom(format!(
-                    "unknown event `{other}` (deploy, app, scale, pause, resume, delete, provider, sink, api, restart_watchdog, kill_leader, set_image)"
+                    "unknown event `{other}` (deploy, app, scale, pause, resume, delete, provider, sink, api, restart_watchdog, kill_leader, set_image, ack)"
                 )));
             }
         };
