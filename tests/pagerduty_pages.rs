@@ -115,7 +115,9 @@ async fn a_page_refused_for_good_does_not_hold_up_the_pages_behind_it() {
         .map(|k| notifier.page(page(k)).expect("queued"))
         .collect();
     let throttled = notifier.page(page("throttled")).expect("queued");
-    let good = notifier.page(page("deploy-watchdog/prod/production/app/2")).expect("queued");
+    let good = notifier
+        .page(page("deploy-watchdog/prod/production/app/2"))
+        .expect("queued");
     let delivered = tokio::time::timeout(Duration::from_secs(10), good).await;
     assert!(
         matches!(delivered, Ok(Ok(()))),

@@ -329,9 +329,7 @@ async fn pagerduty_notifies_only_when_an_incident_opens() {
         }
     };
     let key = "deploy-watchdog/prod/production/app/4";
-    let event = |action: &str| {
-        json!({"routing_key": "0123456789abcdef0123456789abcdef", "event_action": action, "dedup_key": key})
-    };
+    let event = |action: &str| json!({"routing_key": "0123456789abcdef0123456789abcdef", "event_action": action, "dedup_key": key});
     use deploy_watchdog::sim::services::pagerduty::IncidentState;
     // Opens an incident: on-call is notified.
     assert_eq!(send(trigger(key)).await, 202);

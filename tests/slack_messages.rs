@@ -62,7 +62,11 @@ async fn a_hostile_version_from_health_arrives_at_slack_inert() {
         .find(|l| l.contains("Rolled back"))
         .unwrap_or_else(|| panic!("no rollback message in {lines:#?}"));
     // Nothing Slack would render as a mention or a link, in any message.
-    assert_eq!(sim.slack.control_sequences(), Vec::<String>::new(), "{lines:#?}");
+    assert_eq!(
+        sim.slack.control_sequences(),
+        Vec::<String>::new(),
+        "{lines:#?}"
+    );
     // The version shows as written once Slack unescapes it…
     assert!(
         rolled_back.contains(
@@ -76,7 +80,9 @@ async fn a_hostile_version_from_health_arrives_at_slack_inert() {
         "{rolled_back}"
     );
     assert!(
-        lines.iter().any(|l| l.starts_with("Starting production deploy of v1.2.3 to production/app")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("Starting production deploy of v1.2.3 to production/app")),
         "{lines:#?}"
     );
 }

@@ -84,10 +84,9 @@ impl Incidents {
                 return;
             }
             (Some("acknowledge"), Some(IncidentState::Triggered)) => IncidentState::Acknowledged,
-            (
-                Some("resolve"),
-                Some(IncidentState::Triggered | IncidentState::Acknowledged),
-            ) => IncidentState::Resolved,
+            (Some("resolve"), Some(IncidentState::Triggered | IncidentState::Acknowledged)) => {
+                IncidentState::Resolved
+            }
             // A trigger on an open incident goes to its log; an acknowledge or resolve of
             // nothing open changes nothing.
             _ => return,
@@ -203,7 +202,8 @@ pub fn validate(event: &Value) -> Vec<String> {
         // An Events API v2 integration key: 32 letters and digits.
         Some(key) => {
             if key.chars().count() != 32 {
-                errors.push("Length of 'routing_key' is incorrect (should be 32 characters)".into());
+                errors
+                    .push("Length of 'routing_key' is incorrect (should be 32 characters)".into());
             }
             if !key.chars().all(|c| c.is_ascii_alphanumeric()) {
                 errors.push("'routing_key' cannot contain non-alphanumeric characters.".into());
