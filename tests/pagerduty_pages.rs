@@ -120,19 +120,24 @@ async fn a_page_refused_for_good_does_not_hold_up_the_pages_behind_it() {
         .expect("queued");
     let delivered = tokio::time::timeout(Duration::from_secs(10), good).await;
     assert!(
-        matches!(delivered, Ok(Ok(()))),
+        matches!(delivered, Ok(Ok(Ok(())))),
         "the page behind three refused ones was not delivered: {delivered:?}"
     );
     assert!(matches!(
         tokio::time::timeout(Duration::from_secs(1), throttled).await,
-        Ok(Ok(()))
+        Ok(Ok(Ok(())))
     ));
     assert_eq!(
         *accepted.lock().unwrap(),
         vec!["throttled", "deploy-watchdog/prod/production/app/2"],
         "a 429 is retried"
     );
-    drop(refused);
+    for (receipt, status) in refused.into_iter().zip(["401", "404", "413"]) {
+        match receipt.await {
+            Ok(Err(why)) => assert!(why.contains(status), "{why}"),
+            other => panic!("HTTP {status} did not end the page: {other:?}"),
+        }
+    }
     assert_eq!(pages_counted(&registry, "rejected"), 3);
     assert_eq!(notifier.in_flight(), 0);
 }
@@ -154,7 +159,7 @@ async fn the_documented_full_url_and_the_base_both_reach_enqueue() {
         let (notifier, _) = notifier(url, &shutdown);
         let receipt = notifier.page(page(&format!("key-{i}"))).expect("queued");
         let delivered = tokio::time::timeout(Duration::from_secs(5), receipt).await;
-        assert!(matches!(delivered, Ok(Ok(()))), "{url}: {delivered:?}");
+        assert!(matches!(delivered, Ok(Ok(Ok(())))), "{url}: {delivered:?}");
     }
     assert_eq!(accepted.lock().unwrap().len(), 4);
 }
