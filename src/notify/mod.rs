@@ -34,11 +34,14 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A page still being retried when the daemon stops never answers.
 pub type PageReceipt = oneshot::Receiver<Result<(), String>>;
 
+/// A page waiting for the worker, with where to say how it ended.
+type QueuedPage = (PageEvent, oneshot::Sender<Result<(), String>>);
+
 /// Handle to the sinks' queues. Cheap to clone.
 #[derive(Clone)]
 pub struct Notifier {
     /// Unbounded on purpose: a page is never dropped, and there are at most a few per rollout.
-    pages: Option<mpsc::UnboundedSender<(PageEvent, oneshot::Sender<Result<(), String>>)>>,
+    pages: Option<mpsc::UnboundedSender<QueuedPage>>,
     posts: Option<mpsc::Sender<String>>,
     in_flight: Arc<AtomicUsize>,
 }
@@ -162,7 +165,7 @@ fn next_backoff(d: Duration) -> Duration {
 
 async fn page_worker(
     pd: pagerduty::PagerDuty,
-    mut rx: mpsc::UnboundedReceiver<(PageEvent, oneshot::Sender<Result<(), String>>)>,
+    mut rx: mpsc::UnboundedReceiver<QueuedPage>,
     in_flight: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
