@@ -1632,6 +1632,7 @@ mod tests {
         );
         let mut off = Config::default();
         off.notify.pagerduty.enabled = false;
+        off.notify.allow_silent = true;
         assert!(with("short").check(&off).is_ok(), "not paging: not checked");
     }
 
