@@ -1,6 +1,8 @@
 //! The PagerDuty client and its queue against a local Events API: which answers end a page,
 //! which are retried, and that a page refused for good never holds up the pages behind it.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
