@@ -501,7 +501,8 @@ pub struct NotifyConfig {
 pub struct PagerDutyConfig {
     /// Pages only when a routing key is given (environment or file).
     pub enabled: bool,
-    /// Events API v2 base: `https://events.pagerduty.com` (US) or `https://events.eu.pagerduty.com` (EU).
+    /// Events API v2 base: `https://events.pagerduty.com` (US) or `https://events.eu.pagerduty.com`
+    /// (EU), or the full URL (`…/v2/enqueue`).
     pub url: String,
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -983,12 +984,8 @@ otherwise it refuses: {SILENT_REFUSED}"
         if self.version.key.trim().is_empty() && self.version.source != VersionSource::Image {
             return Err(bad("version.key", "must name a label or annotation".into()));
         }
-        url::Url::parse(&self.notify.pagerduty.url).map_err(|e| {
-            bad(
-                "notify.pagerduty.url",
-                format!("{:?} is not a URL: {e}", self.notify.pagerduty.url),
-            )
-        })?;
+        crate::notify::pagerduty::endpoint(&self.notify.pagerduty.url)
+            .map_err(|p| bad("notify.pagerduty.url", p))?;
         Ok(())
     }
 }
@@ -1257,8 +1254,21 @@ impl Secrets {
     }
 
     /// A provider that cannot authenticate is a config error, not a blind watchdog; a watchdog
-    /// that would roll back telling nobody is one too, unless the config accepts it.
+    /// that would roll back telling nobody is one too, unless the config accepts it; so is a
+    /// routing key PagerDuty would refuse every page of.
     pub fn check(&self, config: &Config) -> Result<(), ConfigError> {
+        if config.notify.pagerduty.enabled
+            && let Some(key) = &self.pagerduty_routing_key
+            && !crate::notify::pagerduty::routing_key_ok(key)
+        {
+            // The value itself is a secret: name where it came from, never what it is.
+            return Err(ConfigError::Invalid {
+                field: "secrets.pagerduty_routing_key_file".into(),
+                problem: format!(
+                    "the PagerDuty routing key (from the file or {ENV_PAGERDUTY_ROUTING_KEY}) is not an Events API v2 integration key: those are 32 letters and digits (a service's Integration Key, not a REST API key)"
+                ),
+            });
+        }
         if config.providers.datadog.is_some() {
             for (secret, field, file, env) in [
                 (
@@ -1682,6 +1692,29 @@ mod tests {
             ),
             "http://app.prod.svc/health"
         );
+    }
+
+    #[test]
+    fn a_routing_key_pagerduty_would_refuse_stops_start_up_without_showing_it() {
+        let with = |key: &str| Secrets {
+            pagerduty_routing_key: Some(key.into()),
+            ..Secrets::default()
+        };
+        let config = Config::default();
+        for key in ["u+REST0API0KEY000000", "R0UTING0KEY0SIMULATED0000000000"] {
+            let err = with(key).check(&config).expect_err("refused").to_string();
+            assert!(err.contains("secrets.pagerduty_routing_key_file"), "{err}");
+            assert!(!err.contains(key), "{err}");
+        }
+        assert!(
+            with("0123456789abcdef0123456789abcdef")
+                .check(&config)
+                .is_ok()
+        );
+        let mut off = Config::default();
+        off.notify.pagerduty.enabled = false;
+        off.notify.allow_silent = true;
+        assert!(with("short").check(&off).is_ok(), "not paging: not checked");
     }
 
     #[test]

@@ -140,6 +140,18 @@ const BAD: &[(&str, &str)] = &[
         "notify: {pagerduty: {url: 'events dot pagerduty'}}",
         "notify.pagerduty.url",
     ),
+    (
+        "notify: {pagerduty: {url: 'https://events.pagerduty.com/v2/enqueue/v2/enqueue'}}",
+        "notify.pagerduty.url",
+    ),
+    (
+        "notify: {pagerduty: {url: 'https://events.pagerduty.com/generic/2010-04-15/create_event.json'}}",
+        "notify.pagerduty.url",
+    ),
+    (
+        "notify: {pagerduty: {url: 'mailto:oncall@example.com'}}",
+        "notify.pagerduty.url",
+    ),
     // Selectors, namespaces, smoke checks.
     ("watch: {selector: ''}", "watch.selector"),
     ("watch: {selector: '=true'}", "watch.selector"),

@@ -16,7 +16,7 @@ use deploy_watchdog::sim::scenario::{Action, Scenario};
 use tokio_util::sync::CancellationToken;
 
 /// The runner's routing key and the secret part of its webhook URL.
-const ROUTING_KEY: &str = "R0UTING0KEY0SIMULATED0000000000";
+const ROUTING_KEY: &str = "R0UTING0KEY0SIMULATED00000000000";
 const WEBHOOK_PATH: &str = "T0SIM/B0SIM/simulated";
 
 /// Sinks failing every way while a bad release is rolled back.

@@ -199,7 +199,7 @@ async fn pagerduty_accepts_valid_events_and_explains_invalid_ones() {
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["status"], "invalid event");
     assert_eq!(body["message"], "Event object is invalid");
-    assert_eq!(body["errors"].as_array().map(Vec::len), Some(2), "{body}");
+    assert_eq!(body["errors"].as_array().map(Vec::len), Some(3), "{body}");
     let r = c
         .post(&url)
         .json(&json!({"routing_key": "k", "event_action": "resolve"}))
@@ -296,4 +296,117 @@ async fn slack_answers_like_an_incoming_webhook() {
         slack.texts(),
         vec!["Rolled back v1.2.3 to v1.2.2".to_string()]
     );
+}
+
+/// A trigger event for `dedup_key`, with a routing key of PagerDuty's form.
+fn trigger(dedup_key: &str) -> Value {
+    json!({
+        "routing_key": "0123456789abcdef0123456789abcdef",
+        "event_action": "trigger",
+        "dedup_key": dedup_key,
+        "payload": {"summary": "Rolled back app v1.2.3", "source": "prod", "severity": "error"},
+    })
+}
+
+#[tokio::test]
+async fn pagerduty_notifies_only_when_an_incident_opens() {
+    let pd = PagerDutySim::new();
+    let shutdown = CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    let url = format!(
+        "http://{}/v2/enqueue",
+        pd.start(shutdown.clone()).await.expect("pagerduty")
+    );
+    let c = client();
+    let send = |event: Value| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            c.post(&url)
+                .json(&event)
+                .send()
+                .await
+                .expect("sent")
+                .status()
+                .as_u16()
+        }
+    };
+    let key = "deploy-watchdog/prod/production/app/4";
+    let event = |action: &str| json!({"routing_key": "0123456789abcdef0123456789abcdef", "event_action": action, "dedup_key": key});
+    use deploy_watchdog::sim::services::pagerduty::IncidentState;
+    // Opens an incident: on-call is notified.
+    assert_eq!(send(trigger(key)).await, 202);
+    assert_eq!(pd.incident(key), Some(IncidentState::Triggered));
+    // A trigger on the open incident goes to its log only.
+    assert_eq!(send(trigger(key)).await, 202);
+    assert_eq!(pd.notifications().len(), 1);
+    // Acknowledged (through the API here; on-call in the web app below): still nobody notified.
+    assert_eq!(send(event("acknowledge")).await, 202);
+    assert_eq!(pd.incident(key), Some(IncidentState::Acknowledged));
+    assert_eq!(send(trigger(key)).await, 202);
+    assert_eq!(pd.notifications().len(), 1);
+    // Resolved, a new trigger opens a new incident and notifies.
+    assert_eq!(send(event("resolve")).await, 202);
+    assert_eq!(pd.incident(key), Some(IncidentState::Resolved));
+    assert_eq!(send(trigger(key)).await, 202);
+    assert_eq!(pd.incident(key), Some(IncidentState::Triggered));
+    assert_eq!(pd.notifications().len(), 2);
+    // On-call acknowledges in the web app; another key is an incident of its own.
+    assert_eq!(pd.acknowledge_open(|_| true), 1);
+    assert_eq!(pd.acknowledge_open(|_| true), 0, "nothing open is left");
+    assert_eq!(send(trigger(key)).await, 202);
+    assert_eq!(send(trigger(&format!("{key}/critical"))).await, 202);
+    let notified: Vec<String> = pd
+        .notifications()
+        .into_iter()
+        .map(|n| n.dedup_key)
+        .collect();
+    assert_eq!(notified, vec![key, key, &format!("{key}/critical")]);
+    // A refused event changes nothing.
+    let mut bad = event("resolve");
+    bad["routing_key"] = json!("short");
+    assert_eq!(send(bad).await, 400);
+    assert_eq!(pd.incident(key), Some(IncidentState::Acknowledged));
+}
+
+#[tokio::test]
+async fn pagerduty_refuses_what_the_real_one_refuses() {
+    let pd = PagerDutySim::new();
+    let shutdown = CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    let url = format!(
+        "http://{}/v2/enqueue",
+        pd.start(shutdown.clone()).await.expect("pagerduty")
+    );
+    let c = client();
+    let errors_of = |event: Value| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            let r = c.post(&url).json(&event).send().await.expect("sent");
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.expect("json");
+            (status, body)
+        }
+    };
+    let mut short_key = trigger("k");
+    short_key["routing_key"] = json!("R0UTING0KEY");
+    let (status, body) = errors_of(short_key).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["status"], "invalid event");
+    assert_eq!(
+        body["errors"],
+        json!(["Length of 'routing_key' is incorrect (should be 32 characters)"])
+    );
+    let mut odd_key = trigger("k");
+    odd_key["routing_key"] = json!("0123456789abcdef0123456789abcde+");
+    let (status, body) = errors_of(odd_key).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["errors"],
+        json!(["'routing_key' cannot contain non-alphanumeric characters."])
+    );
+    let (status, body) = errors_of(trigger(&"k".repeat(256))).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["message"], "Event object is invalid");
+    assert_eq!(errors_of(trigger(&"k".repeat(255))).await.0, 202);
+    assert_eq!(pd.notifications().len(), 1);
 }

@@ -1,6 +1,8 @@
 //! Paging and posting, off the rollback's path: each sink has its own queue and worker, and a
 //! sink that is down never delays a decision. A page is retried until PagerDuty accepts it or
-//! the daemon stops; Slack messages are retried a bounded number of times, one a second.
+//! the daemon stops; one PagerDuty refuses for good (a 4xx but 408 and 429) ends at once, so it
+//! never holds up the pages behind it. Slack messages are retried a bounded number of times,
+//! one a second.
 
 pub mod pagerduty;
 pub mod slack;
@@ -28,11 +30,18 @@ const SLACK_BATCH_CHARS: usize = 3_500;
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// How a queued page ended: accepted by PagerDuty, or refused for good with PagerDuty's reason.
+/// A page still being retried when the daemon stops never answers.
+pub type PageReceipt = oneshot::Receiver<Result<(), String>>;
+
+/// A page waiting for the worker, with where to say how it ended.
+type QueuedPage = (PageEvent, oneshot::Sender<Result<(), String>>);
+
 /// Handle to the sinks' queues. Cheap to clone.
 #[derive(Clone)]
 pub struct Notifier {
     /// Unbounded on purpose: a page is never dropped, and there are at most a few per rollout.
-    pages: Option<mpsc::UnboundedSender<(PageEvent, oneshot::Sender<()>)>>,
+    pages: Option<mpsc::UnboundedSender<QueuedPage>>,
     posts: Option<mpsc::Sender<String>>,
     in_flight: Arc<AtomicUsize>,
 }
@@ -51,23 +60,29 @@ impl Notifier {
             &secrets.pagerduty_routing_key,
             config.notify.pagerduty.enabled,
         ) {
-            (Some(key), true) => {
-                let pd = pagerduty::PagerDuty::new(
-                    client.clone(),
-                    &config.notify.pagerduty.url,
-                    key.clone(),
-                    config.notify.pagerduty.timeout,
-                );
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(page_worker(
-                    pd,
-                    rx,
-                    in_flight.clone(),
-                    metrics.clone(),
-                    shutdown.clone(),
-                ));
-                Some(tx)
-            }
+            (Some(key), true) => pagerduty::endpoint(&config.notify.pagerduty.url)
+                // Validated with the config: this is for a config built in code.
+                .inspect_err(|problem| {
+                    tracing::error!(problem, "notify.pagerduty.url is not usable: paging is off")
+                })
+                .ok()
+                .map(|endpoint| {
+                    let pd = pagerduty::PagerDuty::new(
+                        client.clone(),
+                        &endpoint,
+                        key.clone(),
+                        config.notify.pagerduty.timeout,
+                    );
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(page_worker(
+                        pd,
+                        rx,
+                        in_flight.clone(),
+                        metrics.clone(),
+                        shutdown.clone(),
+                    ));
+                    tx
+                }),
             _ => None,
         };
         let posts = match (&secrets.slack_webhook_url, config.notify.slack.enabled) {
@@ -105,8 +120,8 @@ impl Notifier {
         self.pages.is_some()
     }
 
-    /// Queues a PagerDuty event; the receiver resolves once PagerDuty has accepted it.
-    pub fn page(&self, event: PageEvent) -> Option<oneshot::Receiver<()>> {
+    /// Queues a PagerDuty event; the receipt answers once PagerDuty has accepted or refused it.
+    pub fn page(&self, event: PageEvent) -> Option<PageReceipt> {
         let tx = self.pages.as_ref()?;
         let (done, receipt) = oneshot::channel();
         self.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -119,10 +134,15 @@ impl Notifier {
 
     /// Queues a Slack message; when Slack has been down long enough to fill the queue, the
     /// new message is dropped with an error log (pages carry what matters).
+    ///
+    /// `text` is plain text and is escaped here, whole ([`slack::escape`]): the messages carry
+    /// versions, errors and scheduler messages from outside, and the watchdog's own wording uses
+    /// only formatting that needs none of `&`, `<`, `>` (emoji, line breaks), so it arrives as
+    /// written while nothing in it can mention anyone or become a link.
     pub fn post(&self, text: String) {
         if let Some(tx) = &self.posts {
             self.in_flight.fetch_add(1, Ordering::SeqCst);
-            if let Err(e) = tx.try_send(text) {
+            if let Err(e) = tx.try_send(slack::escape(&text)) {
                 self.in_flight.fetch_sub(1, Ordering::SeqCst);
                 tracing::error!(
                     queue = SLACK_QUEUE,
@@ -145,7 +165,7 @@ fn next_backoff(d: Duration) -> Duration {
 
 async fn page_worker(
     pd: pagerduty::PagerDuty,
-    mut rx: mpsc::UnboundedReceiver<(PageEvent, oneshot::Sender<()>)>,
+    mut rx: mpsc::UnboundedReceiver<QueuedPage>,
     in_flight: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -165,13 +185,14 @@ async fn page_worker(
             match pd.send(&event).await {
                 Ok(()) => {
                     tracing::info!(dedup_key = %event.dedup_key, action = ?event.action, "page delivered");
-                    let _ = done.send(());
+                    let _ = done.send(Ok(()));
                     metrics.page(action, "delivered");
                     break;
                 }
                 Err(pagerduty::SendError::Rejected(e)) => {
-                    tracing::error!(dedup_key = %event.dedup_key, error = %e, "page rejected; not retried");
+                    tracing::error!(dedup_key = %event.dedup_key, action, error = %e, "page rejected by PagerDuty; not retried");
                     metrics.page(action, "rejected");
+                    let _ = done.send(Err(e));
                     break;
                 }
                 Err(pagerduty::SendError::Retry(e)) => {

@@ -6,6 +6,23 @@ use std::time::Duration;
 /// queue.
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
+/// Text that Slack shows as written: `&`, `<` and `>` escaped (`&amp;`, `&lt;`, `&gt;`), the
+/// three characters Slack's formatting rules reserve in message text, and only those. A version
+/// an app reports, an error or a scheduler message can then neither mention anyone
+/// (`<!channel>`) nor become a link (`<https://…|click>`).
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Why a post did not go through.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PostError {
@@ -72,5 +89,26 @@ impl Slack {
                 after,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ampersand_and_angle_brackets_are_escaped() {
+        assert_eq!(
+            escape("<!channel> <https://evil.example|click> & <@U0ADMIN>"),
+            "&lt;!channel&gt; &lt;https://evil.example|click&gt; &amp; &lt;@U0ADMIN&gt;"
+        );
+        // Slack's own formatting and everything else pass as written.
+        let ours = "⚠️ *Rolled back* production/app v1.2.3 to v1.2.2 due to error rate 3.4% _over_ 1% `x` :warning:\nnext";
+        assert_eq!(escape(ours), ours);
+        assert_eq!(
+            escape("&amp;"),
+            "&amp;amp;",
+            "text that looks escaped is text too"
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 use super::Session;
 use crate::cluster::record::{self, Decision, Outcome};
@@ -11,11 +11,29 @@ use crate::judge::Reason;
 use crate::notify::{self, PageEvent, Payload, Severity};
 
 impl Session {
+    /// The rollout's PagerDuty dedup key: its pages, and the `resolve` of a degraded rollout
+    /// that recovers, all go to one incident.
+    /// Capped to PagerDuty's 255 characters: cluster names are unbounded and Deployment names
+    /// run to 253 characters, and PagerDuty refuses a longer key.
     pub(super) fn dedup_key(&self) -> String {
-        format!(
+        notify::pagerduty::capped_dedup_key(&format!(
             "deploy-watchdog/{}/{}/{}/{}",
             self.cfg.cluster_name, self.r.namespace, self.r.name, self.r.state.revision
-        )
+        ))
+    }
+
+    /// The key a page of `severity` goes to. PagerDuty adds a trigger on an open incident to
+    /// its log and notifies nobody, so a critical follow-up ("the rollback failed") sent to the
+    /// rollout's incident would reach nobody once on-call has acknowledged the first page: it
+    /// gets an incident of its own, with a key of its own that is just as stable.
+    fn dedup_key_for(&self, severity: Severity) -> String {
+        match severity {
+            Severity::Critical => notify::pagerduty::capped_dedup_key(&format!(
+                "deploy-watchdog/{}/{}/{}/{}/critical",
+                self.cfg.cluster_name, self.r.namespace, self.r.name, self.r.state.revision
+            )),
+            _ => self.dedup_key(),
+        }
     }
 
     pub(super) fn page(&self, severity: Severity, reason: Reason, outcome: Outcome, message: &str) {
@@ -26,9 +44,20 @@ impl Session {
         } else {
             summary
         };
+        let refused = Decision {
+            warning: true,
+            event_reason: "PageRejected",
+            action: "Page",
+            note: summary.clone(),
+            revision: r.state.revision,
+            outcome: None,
+            reason: None,
+            from_version: r.state.from_version.clone(),
+            to_version: r.state.to_version.clone(),
+        };
         let receipt = self.ctx.notifier.page(PageEvent {
             action: notify::Action::Trigger,
-            dedup_key: self.dedup_key(),
+            dedup_key: self.dedup_key_for(severity),
             payload: Some(Payload {
                 summary,
                 source: self.cfg.cluster_name.clone(),
@@ -52,7 +81,9 @@ impl Session {
             }),
         });
         if let Some(receipt) = receipt {
-            // Record delivery, so a restarted process knows whether the page is still owed.
+            // Record delivery, so a restarted process knows whether the page is still owed; a
+            // page refused for good is said where people look: the log and the Deployment's Events.
+            let reference = record::reference(&self.updates.borrow());
             let recorder = self.ctx.recorder.clone();
             let (ns, name) = (r.namespace.clone(), r.name.clone());
             let delivered = BTreeMap::from([(
@@ -61,8 +92,28 @@ impl Session {
             )]);
             tokio::spawn(
                 async move {
-                    if receipt.await.is_err() {
-                        return;
+                    match receipt.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(why)) => {
+                            error!(error = %why, ?severity, "PagerDuty refused the page for good: on-call was not paged");
+                            let d = Decision {
+                                note: format!(
+                                    "PagerDuty refused the page ({why}); on-call was not paged for: {}",
+                                    refused.note
+                                ),
+                                ..refused
+                            };
+                            for _ in 0..5 {
+                                match recorder.event(&reference, &d).await {
+                                    Ok(()) => return,
+                                    Err(e) => warn!(error = %e, "page refusal not recorded; retrying"),
+                                }
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                            return;
+                        }
+                        // The daemon stopped first.
+                        Err(_) => return,
                     }
                     for _ in 0..5 {
                         match recorder.annotate(&ns, &name, &delivered).await {

@@ -40,6 +40,8 @@ pub struct RolloutReport {
     pub verified: bool,
     /// When the deploy that started this rollout played, since the run started.
     pub deployed_at_ms: Option<u64>,
+    /// Times the simulated PagerDuty notified on-call for this rollout.
+    pub notified: u32,
     #[serde(skip)]
     pub revision: i64,
     /// A final outcome was recorded (a rollback sent but not verified is not one).
@@ -270,7 +272,7 @@ impl Simulation {
             }
         }
         let secrets = Secrets {
-            pagerduty_routing_key: Some("R0UTING0KEY0SIMULATED0000000000".into()),
+            pagerduty_routing_key: Some("R0UTING0KEY0SIMULATED00000000000".into()),
             slack_webhook_url: Some(format!(
                 "http://{slack_addr}/services/T0SIM/B0SIM/simulated"
             )),
@@ -371,6 +373,14 @@ impl Simulation {
                 let (ns, n) = split(deployment);
                 self.cluster
                     .set_image(&ns, &n, container.as_deref(), version)
+            }
+            Action::Ack { deployment } => {
+                let (ns, n) = split(deployment);
+                self.pagerduty.acknowledge_open(|event| {
+                    let d = &event["payload"]["custom_details"];
+                    d["namespace"] == ns.as_str() && d["deployment"] == n.as_str()
+                });
+                Ok(())
             }
             Action::RestartWatchdog | Action::KillLeader => Ok(()),
             Action::Controller { running } => {
@@ -776,6 +786,9 @@ fn describe(a: &Action) -> String {
             version,
             ..
         } => format!("create {deployment} at {version}"),
+        Action::Ack { deployment } => {
+            format!("on-call acknowledges the open PagerDuty incidents of {deployment}")
+        }
     }
 }
 
@@ -860,6 +873,7 @@ impl Observer {
                     rollbacks: 0,
                     verified: false,
                     deployed_at_ms: None,
+                    notified: 0,
                     revision,
                     settled: false,
                 });
@@ -947,6 +961,7 @@ impl Observer {
     ) -> Vec<RolloutReport> {
         let pages = sim.pagerduty.received();
         let patches = sim.cluster.deployment_patches();
+        let notifications = sim.pagerduty.notifications();
         let mut out: Vec<RolloutReport> = self.rollouts.values().cloned().collect();
         // The judged rollouts' revisions per Deployment: a rollback request belongs to the
         // latest of them at or below the revision the Deployment was at when it arrived (a
@@ -996,6 +1011,13 @@ impl Observer {
                 .map(|p| p.at)
                 .collect();
             r.rollbacks = rollbacks.len() as u32;
+            r.notified = notifications
+                .iter()
+                .filter(|n| {
+                    let d = &n.event["payload"]["custom_details"];
+                    d["namespace"] == ns && d["deployment"] == name && d["revision"] == r.revision
+                })
+                .count() as u32;
             // The deploy that started this rollout: the last one of its version before the action.
             let deployed = deploys
                 .iter()
@@ -1133,6 +1155,11 @@ fn check_one(
         "rollback requests accepted:",
         text(e.rollbacks),
         r.map_or(0, |r| r.rollbacks).to_string(),
+    );
+    field(
+        "times PagerDuty notified on-call:",
+        text(e.notified),
+        r.map_or(0, |r| r.notified).to_string(),
     );
     field(
         "rollback verified:",

@@ -194,6 +194,10 @@ pub enum Action {
         replicas: i32,
         opted_in: bool,
     },
+    /// On-call acknowledges every open PagerDuty incident of the Deployment.
+    Ack {
+        deployment: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -304,6 +308,8 @@ pub struct Expectation {
     pub first_action_within: Option<Duration>,
     /// Rollback requests the watchdog sent for the rollout that the API server accepted.
     pub rollbacks: Option<u32>,
+    /// Times the simulated PagerDuty notified on-call for the rollout.
+    pub notified: Option<u32>,
     /// PagerDuty trigger events accepted for the rollout, duplicates included.
     pub triggers: Option<u32>,
     /// Whether the watchdog verified its rollback.
@@ -513,7 +519,8 @@ impl Scenario {
                 Action::Pause { deployment }
                 | Action::Resume { deployment }
                 | Action::Delete { deployment }
-                | Action::Undo { deployment } => Some(deployment),
+                | Action::Undo { deployment }
+                | Action::Ack { deployment } => Some(deployment),
                 Action::SetImage {
                     deployment,
                     version,
@@ -714,6 +721,7 @@ impl Action {
             Action::Controller { .. } => "controller",
             Action::Undo { .. } => "undo",
             Action::Create { .. } => "create",
+            Action::Ack { .. } => "ack",
         }
     }
 }
@@ -848,6 +856,12 @@ impl<'de> Deserialize<'de> for ScriptEvent {
                     replicas: f.replicas,
                 }
             }
+            "ack" => {
+                let f: DeploymentField = serde_json::from_value(value).map_err(field)?;
+                Action::Ack {
+                    deployment: f.deployment,
+                }
+            }
             "pause" | "resume" | "delete" => {
                 let f: DeploymentField = serde_json::from_value(value).map_err(field)?;
                 match key.as_str() {
@@ -913,7 +927,7 @@ impl<'de> Deserialize<'de> for ScriptEvent {
             }
             other => {
                 return Err(D::Error::custom(format!(
-                    "unknown event `{other}` (deploy, app, scale, pause, resume, delete, provider, sink, api, restart_watchdog, kill_leader, set_image, controller, undo, create)"
+                    "unknown event `{other}` (deploy, app, scale, pause, resume, delete, provider, sink, api, restart_watchdog, kill_leader, set_image, controller, undo, create, ack)"
                 )));
             }
         };

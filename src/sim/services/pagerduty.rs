@@ -1,9 +1,10 @@
 //! PagerDuty Events API v2 (`POST /v2/enqueue`), validating events the way PagerDuty does and
 //! recording every request.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -12,6 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::fault::Sink;
@@ -23,12 +25,76 @@ const ACTIONS: [&str; 3] = ["trigger", "acknowledge", "resolve"];
 
 /// PagerDuty Events API v2: `POST /v2/enqueue`.
 ///
-/// Any non-empty `routing_key` is accepted (PagerDuty's are 32 characters, but a test key need
-/// not be); a trigger without `dedup_key` gets a generated one, returned in the answer.
+/// Events are checked as PagerDuty checks them, with its messages: a `routing_key` must have
+/// the form of an integration key (32 letters and digits), a `dedup_key` at most 255
+/// characters; a trigger without `dedup_key` gets a generated one, returned in the answer.
+///
+/// Behind the API it keeps PagerDuty's incidents, one per dedup key, and notifies on-call as
+/// PagerDuty does: a trigger opens an incident (or a new one once the last was resolved) and
+/// notifies; a trigger on an incident still open, triggered or acknowledged, is only added to
+/// its log and notifies nobody.
 #[derive(Clone)]
 pub struct PagerDutySim {
     sink: Sink,
     next_key: Arc<AtomicU64>,
+    incidents: Arc<Mutex<Incidents>>,
+}
+
+/// The state of PagerDuty's incident for one dedup key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentState {
+    /// Open, and on-call was notified when it opened.
+    Triggered,
+    /// Open and acknowledged: further triggers notify nobody.
+    Acknowledged,
+    Resolved,
+}
+
+/// One time PagerDuty notified on-call: the trigger that opened an incident.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub at: Instant,
+    pub dedup_key: String,
+    /// The trigger event as received.
+    pub event: Value,
+}
+
+#[derive(Default)]
+struct Incidents {
+    /// By dedup key: the state and the trigger that opened the incident.
+    by_key: BTreeMap<String, (IncidentState, Value)>,
+    notifications: Vec<Notification>,
+}
+
+impl Incidents {
+    /// What an accepted event does to the incident of its key.
+    fn apply(&mut self, dedup_key: &str, event: &Value) {
+        let state = self.by_key.get(dedup_key).map(|(s, _)| *s);
+        let next = match (event["event_action"].as_str(), state) {
+            (Some("trigger"), None | Some(IncidentState::Resolved)) => {
+                self.notifications.push(Notification {
+                    at: Instant::now(),
+                    dedup_key: dedup_key.to_string(),
+                    event: event.clone(),
+                });
+                self.by_key.insert(
+                    dedup_key.to_string(),
+                    (IncidentState::Triggered, event.clone()),
+                );
+                return;
+            }
+            (Some("acknowledge"), Some(IncidentState::Triggered)) => IncidentState::Acknowledged,
+            (Some("resolve"), Some(IncidentState::Triggered | IncidentState::Acknowledged)) => {
+                IncidentState::Resolved
+            }
+            // A trigger on an open incident goes to its log; an acknowledge or resolve of
+            // nothing open changes nothing.
+            _ => return,
+        };
+        if let Some((s, _)) = self.by_key.get_mut(dedup_key) {
+            *s = next;
+        }
+    }
 }
 
 impl Default for PagerDutySim {
@@ -42,6 +108,7 @@ impl PagerDutySim {
         PagerDutySim {
             sink: Sink::default(),
             next_key: Arc::default(),
+            incidents: Arc::default(),
         }
     }
 
@@ -81,6 +148,34 @@ impl PagerDutySim {
         self.keys_of("resolve")
     }
 
+    /// Every time on-call was notified, in order.
+    pub fn notifications(&self) -> Vec<Notification> {
+        self.lock_incidents().notifications.clone()
+    }
+
+    /// The state of the incident of `dedup_key`, if one was ever opened.
+    pub fn incident(&self, dedup_key: &str) -> Option<IncidentState> {
+        self.lock_incidents().by_key.get(dedup_key).map(|(s, _)| *s)
+    }
+
+    /// On-call acknowledges, in PagerDuty's web app, every triggered incident whose opening
+    /// event `matches`; how many.
+    pub fn acknowledge_open(&self, matches: impl Fn(&Value) -> bool) -> usize {
+        let mut incidents = self.lock_incidents();
+        let mut n = 0;
+        for (state, event) in incidents.by_key.values_mut() {
+            if *state == IncidentState::Triggered && matches(event) {
+                *state = IncidentState::Acknowledged;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn lock_incidents(&self) -> std::sync::MutexGuard<'_, Incidents> {
+        self.incidents.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn keys_of(&self, action: &str) -> Vec<String> {
         self.accepted()
             .into_iter()
@@ -102,8 +197,18 @@ pub fn validate(event: &Value) -> Vec<String> {
     if !event.is_object() {
         return vec!["Event object is not a JSON object".into()];
     }
-    if text(&event["routing_key"]).is_none() {
-        errors.push("'routing_key' is missing or blank".into());
+    match event["routing_key"].as_str().map(str::trim) {
+        None | Some("") => errors.push("'routing_key' is missing or blank".into()),
+        // An Events API v2 integration key: 32 letters and digits.
+        Some(key) => {
+            if key.chars().count() != 32 {
+                errors
+                    .push("Length of 'routing_key' is incorrect (should be 32 characters)".into());
+            }
+            if !key.chars().all(|c| c.is_ascii_alphanumeric()) {
+                errors.push("'routing_key' cannot contain non-alphanumeric characters.".into());
+            }
+        }
     }
     let action = text(&event["event_action"]);
     match action.as_deref() {
@@ -222,6 +327,7 @@ fn answer(sim: &PagerDutySim, body: &[u8]) -> (StatusCode, Value) {
             format!("00000000-0000-4000-8000-{n:012x}")
         }
     };
+    sim.lock_incidents().apply(&dedup_key, &event);
     (
         StatusCode::ACCEPTED,
         json!({"status": "success", "message": "Event processed", "dedup_key": dedup_key}),

@@ -57,6 +57,15 @@ impl SlackSim {
         self.sink.log.all()
     }
 
+    /// The mentions and links Slack would render in the messages posted, in order: the
+    /// content of every `<…>` control sequence (see [`control_sequences`]).
+    pub fn control_sequences(&self) -> Vec<String> {
+        self.texts()
+            .iter()
+            .flat_map(|t| control_sequences(t))
+            .collect()
+    }
+
     /// The `text` of every message posted (answered 200), in order.
     pub fn texts(&self) -> Vec<String> {
         self.received()
@@ -65,6 +74,25 @@ impl SlackSim {
             .filter_map(|r| r.body["text"].as_str().map(str::to_string))
             .collect()
     }
+}
+
+/// What Slack reads as a control sequence in message text: every `<…>` span, which it shows as
+/// a mention (`<!channel>`, `<@U123>`, `<#C123>`) or a link (`<https://…|label>`). Text meant
+/// to show as written carries `&lt;`, `&gt;` and `&amp;` instead (Slack's escaping).
+pub fn control_sequences(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('<') {
+        let after = &rest[start + 1..];
+        match after.find('>') {
+            Some(end) => {
+                found.push(after[..end].to_string());
+                rest = &after[end + 1..];
+            }
+            None => break,
+        }
+    }
+    found
 }
 
 /// Slack's answer to a webhook body: status and plain-text code.
