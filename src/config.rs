@@ -1525,6 +1525,9 @@ mod tests {
         }
     }
 
+    /// A routing key of PagerDuty's form: 32 letters and digits.
+    const ROUTING_KEY: &str = "R0UTING0KEY0OF0THIRTY0TWO0CHARS0";
+
     #[test]
     fn datadog_without_keys_is_a_config_error_naming_the_secret() {
         let c = Config::from_yaml("providers: {datadog: {}}").expect("valid");
@@ -1540,7 +1543,7 @@ mod tests {
         let both = Secrets {
             datadog_api_key: Some("k".into()),
             datadog_app_key: Some("a".into()),
-            pagerduty_routing_key: Some("r".into()),
+            pagerduty_routing_key: Some(ROUTING_KEY.into()),
             ..Secrets::default()
         };
         assert!(both.check(&c).is_ok());
@@ -1572,7 +1575,7 @@ mod tests {
             Config::from_yaml("notify: {pagerduty: {enabled: false}, slack: {enabled: false}}")
                 .expect("valid");
         let keys = Secrets {
-            pagerduty_routing_key: Some("r".into()),
+            pagerduty_routing_key: Some(ROUTING_KEY.into()),
             slack_webhook_url: Some("https://hooks.example/x".into()),
             ..Secrets::default()
         };
@@ -1580,7 +1583,7 @@ mod tests {
         assert!(keys.check(&enforce).is_ok());
         for one in [
             Secrets {
-                pagerduty_routing_key: Some("r".into()),
+                pagerduty_routing_key: Some(ROUTING_KEY.into()),
                 ..Secrets::default()
             },
             Secrets {

@@ -59,7 +59,7 @@ fn run_refuses_enforce_without_a_sink_with_exit_2_and_says_what_to_configure() {
         (
             disabled.as_path(),
             &[
-                (SECRET_ENV[0], "R0UTINGKEY"),
+                (SECRET_ENV[0], "R0UTING0KEY0OF0THIRTY0TWO0CHARS0"),
                 (SECRET_ENV[1], "https://hooks.example/x"),
             ][..],
         ),
@@ -83,7 +83,7 @@ fn run_refuses_enforce_without_a_sink_with_exit_2_and_says_what_to_configure() {
             );
         }
         assert!(
-            !stderr.contains("R0UTINGKEY") && !stderr.contains("hooks.example"),
+            !stderr.contains("R0UTING0KEY0OF0THIRTY0TWO0CHARS0") && !stderr.contains("hooks.example"),
             "{stderr}"
         );
     }
@@ -107,7 +107,7 @@ fn one_sink_or_allow_silent_or_dry_run_starts_and_each_sinks_state_is_logged() {
     for (config, env, slack_on) in [
         (
             example.as_path(),
-            &[(SECRET_ENV[0], "R0UTINGKEY")][..],
+            &[(SECRET_ENV[0], "R0UTING0KEY0OF0THIRTY0TWO0CHARS0")][..],
             false,
         ),
         (slack_only.as_path(), &[][..], true),
@@ -131,7 +131,7 @@ fn one_sink_or_allow_silent_or_dry_run_starts_and_each_sinks_state_is_logged() {
             if slack_on { "INFO" } else { "WARN" },
             "{slack}"
         );
-        assert!(!stderr.contains("R0UTINGKEY") && !stderr.contains("hooks.example"));
+        assert!(!stderr.contains("R0UTING0KEY0OF0THIRTY0TWO0CHARS0") && !stderr.contains("hooks.example"));
     }
 }
 
