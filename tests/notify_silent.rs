@@ -83,7 +83,8 @@ fn run_refuses_enforce_without_a_sink_with_exit_2_and_says_what_to_configure() {
             );
         }
         assert!(
-            !stderr.contains("R0UTING0KEY0OF0THIRTY0TWO0CHARS0") && !stderr.contains("hooks.example"),
+            !stderr.contains("R0UTING0KEY0OF0THIRTY0TWO0CHARS0")
+                && !stderr.contains("hooks.example"),
             "{stderr}"
         );
     }
@@ -131,7 +132,10 @@ fn one_sink_or_allow_silent_or_dry_run_starts_and_each_sinks_state_is_logged() {
             if slack_on { "INFO" } else { "WARN" },
             "{slack}"
         );
-        assert!(!stderr.contains("R0UTING0KEY0OF0THIRTY0TWO0CHARS0") && !stderr.contains("hooks.example"));
+        assert!(
+            !stderr.contains("R0UTING0KEY0OF0THIRTY0TWO0CHARS0")
+                && !stderr.contains("hooks.example")
+        );
     }
 }
 
