@@ -439,15 +439,4 @@ mod tests {
         // kubectl reads any of them as a failure.
         assert!(matches!(progress(&reverted), Progress::DeadlineExceeded(_)));
     }
-
-    #[test]
-    fn image_tags() {
-        assert_eq!(
-            image_tag("registry.example.com/prod/app:v1.2.3"),
-            Some("v1.2.3")
-        );
-        assert_eq!(image_tag("localhost:5000/app:v2"), Some("v2"));
-        assert_eq!(image_tag("localhost:5000/app"), None);
-        assert_eq!(image_tag("app:v1@sha256:abc"), Some("v1"));
-    }
 }
