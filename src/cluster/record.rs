@@ -38,7 +38,7 @@ pub const NOTE_LIMIT: usize = 1024;
 /// … or whose `reportingInstance` is longer than this many bytes.
 pub const REPORTING_INSTANCE_LIMIT: usize = 128;
 
-/// How a rollout ended (DESIGN.md's outcomes).
+/// How a rollout ended (README, "How it decides").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {

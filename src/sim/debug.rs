@@ -5,7 +5,7 @@
 //!   many Deployments are rolled out, and the timestamped records (rollback patches, first
 //!   `CrashLoopBackOff` per version, PagerDuty triggers), every time in milliseconds since the
 //!   serve started (`now_ms` is the answer's own time).
-//! - `POST /debug/script`: a JSON list of script events (SCENARIOS.md, `at` ignored), played at
+//! - `POST /debug/script`: a JSON list of script events (the scenario format, `at` ignored), played at
 //!   once; answers `{"at_ms": …}`, the time they were played.
 
 use std::net::SocketAddr;
