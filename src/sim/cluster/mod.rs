@@ -501,11 +501,7 @@ impl SimCluster {
         f(&mut new);
         objects::default_deployment(&mut new);
         if new.get("spec") != dep.get("spec") {
-            let generation = dep
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
-            new["metadata"]["generation"] = json!(generation + 1);
+            write::bump_generation(&dep, &mut new);
         }
         st.write(Kind::Deployment, new);
         drop(st);

@@ -87,11 +87,7 @@ pub fn undo(st: &mut State, ns: &str, name: &str) -> Result<Undone, String> {
     new["spec"]["template"] = template;
     new["metadata"]["annotations"] = Value::Object(annotations);
     // A spec change: the API server bumps the generation.
-    let generation = dep
-        .pointer("/metadata/generation")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    new["metadata"]["generation"] = json!(generation + 1);
+    super::write::bump_generation(&dep, &mut new);
     st.write(Kind::Deployment, new);
     Ok(Undone::RolledBack(target_revision))
 }

@@ -132,6 +132,15 @@ pub fn create(
     Ok((*stored).clone())
 }
 
+/// `new` is `old`'s next generation, as the API server counts one for a change of the spec.
+pub(super) fn bump_generation(old: &Value, new: &mut Value) {
+    let generation = old
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    new["metadata"]["generation"] = json!(generation + 1);
+}
+
 pub fn update(
     st: &mut State,
     res: &Resource,
@@ -198,11 +207,7 @@ pub fn update(
     if matches!(res.kind, Kind::Deployment | Kind::ReplicaSet)
         && (obj.get("spec") != old.get("spec") || annotations_changed)
     {
-        let generation = old
-            .pointer("/metadata/generation")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
-        obj["metadata"]["generation"] = json!(generation + 1);
+        bump_generation(old, &mut obj);
     }
     validate(res, &obj)?;
     if dry {
