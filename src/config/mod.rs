@@ -12,6 +12,7 @@ mod secrets;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod values;
 
 pub use checks::{HealthConfig, SmokeCheck};
 pub use cluster::{
@@ -27,6 +28,7 @@ pub use secrets::{
     ENV_PAGERDUTY_ROUTING_KEY, ENV_SLACK_WEBHOOK_URL, SILENT_REFUSED, SecretFiles, Secrets,
     SinkState,
 };
+pub use values::{DurationLimit, HttpMethod, HttpStatus, UrlTemplate, deadline, fill};
 
 use std::path::Path;
 
@@ -114,11 +116,6 @@ impl Config {
     /// Parses config text (YAML) without environment overrides.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
         Config::from_sources(text, config::FileFormat::Yaml, false)
-    }
-
-    /// Merges a JSON object (a scenario's `config:`) over the defaults.
-    pub fn from_json(value: &serde_json::Value) -> Result<Config, ConfigError> {
-        Config::from_sources(&value.to_string(), config::FileFormat::Json, false)
     }
 
     fn from_sources(
@@ -224,15 +221,4 @@ fn strict_yaml(text: &str, validate: bool) -> Result<(), ConfigError> {
         })?;
     // Values the `config` crate cannot carry (`.nan`, `.inf`) are refused here, by field.
     if validate { config.validate() } else { Ok(()) }
-}
-
-/// Fills `{name}`, `{namespace}` (and any `extra` pairs) into a template.
-pub fn fill(template: &str, namespace: &str, name: &str, extra: &[(&str, &str)]) -> String {
-    let mut out = template
-        .replace("{namespace}", namespace)
-        .replace("{name}", name);
-    for (k, v) in extra {
-        out = out.replace(&format!("{{{k}}}"), v);
-    }
-    out
 }

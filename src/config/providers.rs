@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use super::values::UrlTemplate;
 
 /// Error-rate providers; a provider named here is enabled.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
@@ -17,7 +18,7 @@ pub struct ProvidersConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrometheusConfig {
-    pub url: String,
+    pub url: UrlTemplate,
     /// Request count over the sample; `{namespace}`, `{name}` and `{window}` are filled in.
     pub requests_query: String,
     /// Error count over the sample, same placeholders.
@@ -35,7 +36,7 @@ pub struct PrometheusConfig {
 impl Default for PrometheusConfig {
     fn default() -> Self {
         PrometheusConfig {
-            url: "http://prometheus-server.monitoring.svc.cluster.local".into(),
+            url: UrlTemplate::known("http://prometheus-server.monitoring.svc.cluster.local"),
             requests_query:
                 r#"sum(increase(http_requests_total{namespace="{namespace}",deployment="{name}"}[{window}]))"#
                     .into(),
@@ -131,7 +132,7 @@ pub struct DatadogConfig {
     /// `ddog-gov.com`, `us2.ddog-gov.com`, or another hostname; the API is `https://api.<site>`.
     pub site: String,
     /// Overrides the API base URL derived from `site` (a proxy, a test server).
-    pub url: Option<String>,
+    pub url: Option<UrlTemplate>,
     /// The APM operation of the trace metrics: `trace.<operation>.hits` and `.errors`.
     pub operation: String,
     /// The `service` tag of a Deployment's traces (its `DD_SERVICE`, or the

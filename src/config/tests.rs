@@ -415,3 +415,249 @@ fn secrets_are_not_printed_by_debug() {
     assert!(!shown.contains("DDAPIKEY0123") && !shown.contains("DDAPPKEY0123"));
     assert!(shown.contains("<redacted>"));
 }
+
+/// Every duration field's path and a config that sets it to `{}`, with whatever turns the
+/// field on.
+const DURATION_FIELDS: &[(&str, &str)] = &[
+    ("watch.window", "watch: {window: '{}'}"),
+    ("watch.interval", "watch: {interval: '{}'}"),
+    ("watch.rollout_timeout", "watch: {rollout_timeout: '{}'}"),
+    ("watch.pending_timeout", "watch: {pending_timeout: '{}'}"),
+    ("judge.sample_window", "judge: {sample_window: '{}'}"),
+    (
+        "judge.baseline.lookback",
+        "judge: {baseline: {enabled: true, lookback: '{}'}}",
+    ),
+    ("health.timeout", "health: {timeout: '{}'}"),
+    (
+        "smoke[0].timeout",
+        "smoke: [{name: home, url: 'http://x/', timeout: '{}'}]",
+    ),
+    (
+        "providers.prometheus.timeout",
+        "providers: {prometheus: {timeout: '{}'}}",
+    ),
+    (
+        "providers.prometheus.scrape_interval",
+        "providers: {prometheus: {scrape_interval: '{}'}}",
+    ),
+    (
+        "providers.datadog.timeout",
+        "providers: {datadog: {timeout: '{}'}}",
+    ),
+    (
+        "providers.datadog.ingestion_delay",
+        "providers: {datadog: {ingestion_delay: '{}'}}",
+    ),
+    (
+        "notify.pagerduty.timeout",
+        "notify: {pagerduty: {timeout: '{}'}}",
+    ),
+    ("notify.slack.timeout", "notify: {slack: {timeout: '{}'}}"),
+    (
+        "leader_election.lease_duration",
+        "leader_election: {enabled: true, lease_duration: '{}'}",
+    ),
+    (
+        "leader_election.renew_deadline",
+        "leader_election: {enabled: true, renew_deadline: '{}'}",
+    ),
+    (
+        "leader_election.retry_period",
+        "leader_election: {enabled: true, retry_period: '{}'}",
+    ),
+];
+
+#[test]
+fn every_duration_field_refuses_extreme_values_by_name() {
+    for (field, template) in DURATION_FIELDS {
+        for value in [
+            // Longer than any deadline can be: `now + 500000000000y` overflows the clock.
+            "500000000000y",
+            // Not even a duration: humantime's own overflow.
+            "99999999999999999999999999s",
+            "8d",
+            "-5m",
+            "5 parsecs",
+            "10",
+            "",
+        ] {
+            let yaml = template.replace("{}", value);
+            let err = Config::from_yaml(&yaml).expect_err(&yaml).to_string();
+            assert!(err.contains(field), "{yaml}: {err:?} should name {field}");
+        }
+        let zero = template.replace("{}", "0s");
+        let zero_ok = *field == "providers.datadog.ingestion_delay";
+        assert_eq!(
+            Config::from_yaml(&zero).is_ok(),
+            zero_ok,
+            "{zero}: 0s allowed only where no delay is a delay"
+        );
+    }
+}
+
+#[test]
+fn every_duration_field_has_a_maximum_that_keeps_deadlines_representable() {
+    let c = Config::default();
+    let fields: Vec<String> = c.durations().into_iter().map(|(f, _, _)| f).collect();
+    for (field, _) in DURATION_FIELDS {
+        // smoke checks and providers appear only when configured.
+        let listed = fields.contains(&field.to_string())
+            || field.starts_with("smoke[")
+            || field.starts_with("providers.");
+        assert!(listed, "{field} is not checked");
+    }
+    for (field, d, limit) in c.durations() {
+        assert_eq!(limit.check(d), Ok(()), "default {field}");
+        assert!(
+            tokio::time::Instant::now().checked_add(limit.max).is_some(),
+            "{field}"
+        );
+        let over = limit.max + Duration::from_secs(1);
+        assert!(limit.check(over).is_err(), "{field} {over:?}");
+    }
+}
+
+#[test]
+fn a_deadline_past_the_clock_is_clamped_not_a_panic() {
+    let now = tokio::time::Instant::now();
+    let huge = humantime::parse_duration("500000000000y").expect("humantime reads it");
+    assert!(now.checked_add(huge).is_none(), "the overflow this guards");
+    let d = deadline(now, huge);
+    assert_eq!(d, now + DurationLimit::ROLLOUT.max);
+    assert_eq!(
+        deadline(now, Duration::from_secs(3)),
+        now + Duration::from_secs(3)
+    );
+}
+
+#[test]
+fn urls_methods_and_statuses_are_checked_while_the_file_is_read() {
+    let bad = [
+        ("health: {url: ''}", "health.url"),
+        ("health: {url: 'ftp://x/health'}", "health.url"),
+        ("health: {url: '{name}/health'}", "health.url"),
+        ("health: {expect_status: 0}", "health.expect_status"),
+        ("health: {expect_status: 99}", "health.expect_status"),
+        ("health: {expect_status: 600}", "health.expect_status"),
+        ("health: {expect_status: 70000}", "health.expect_status"),
+        ("health: {expect_status: -1}", "health.expect_status"),
+        (
+            "smoke: [{name: a, url: 'http://x/', method: get}]",
+            "smoke[0].method",
+        ),
+        (
+            "smoke: [{name: a, url: 'http://x/', method: ''}]",
+            "smoke[0].method",
+        ),
+        (
+            "smoke: [{name: a, url: 'http://x/', method: 'GE T'}]",
+            "smoke[0].method",
+        ),
+        (
+            "smoke: [{name: a, url: 'http://x/', method: FROB}]",
+            "smoke[0].method",
+        ),
+        (
+            "smoke: [{name: a, url: 'http://x/', expect_status: 1000}]",
+            "smoke[0].expect_status",
+        ),
+        ("smoke: [{name: a, url: 'mailto:x@y'}]", "smoke[0].url"),
+        (
+            "providers: {prometheus: {url: 'prometheus:9090'}}",
+            "providers.prometheus.url",
+        ),
+        (
+            "providers: {prometheus: {url: ''}}",
+            "providers.prometheus.url",
+        ),
+        (
+            "providers: {datadog: {url: 'file:///etc'}}",
+            "providers.datadog.url",
+        ),
+    ];
+    for (yaml, field) in bad {
+        let err = Config::from_yaml(yaml).expect_err(yaml).to_string();
+        assert!(err.contains(field), "{yaml}: {err:?} should name {field}");
+    }
+    let c = Config::from_yaml(
+        "smoke: [{name: a, url: 'https://{name}.{namespace}.svc/x', method: HEAD, expect_status: 204}]",
+    )
+    .expect("valid");
+    assert_eq!(c.smoke[0].method.get(), &http::Method::HEAD);
+    assert_eq!(c.smoke[0].expect_status, 204);
+    assert_eq!(c.smoke[0].url.fill("prod", "api"), "https://api.prod.svc/x");
+    // Written back as they were read.
+    let again = serde_norway::to_string(&c).expect("serialises");
+    assert_eq!(Config::from_yaml(&again).expect("reads back"), c);
+}
+
+#[test]
+fn the_defaults_written_in_code_are_valid_values() {
+    let c = Config::default();
+    assert!(UrlTemplate::parse(c.health.url.as_str()).is_ok());
+    let p = PrometheusConfig::default();
+    assert!(UrlTemplate::parse(p.url.as_str()).is_ok());
+}
+
+#[test]
+fn numbers_refuse_extreme_values_by_name() {
+    let bad = [
+        (
+            "judge: {error_rate_threshold: 0}",
+            "judge.error_rate_threshold",
+        ),
+        (
+            "judge: {error_rate_threshold: -0.1}",
+            "judge.error_rate_threshold",
+        ),
+        (
+            "judge: {error_rate_threshold: 1}",
+            "judge.error_rate_threshold",
+        ),
+        (
+            "judge: {error_rate_threshold: 1e308}",
+            "judge.error_rate_threshold",
+        ),
+        (
+            "judge: {error_rate_threshold: .nan}",
+            "judge.error_rate_threshold",
+        ),
+        (
+            "judge: {error_rate_threshold: .inf}",
+            "judge.error_rate_threshold",
+        ),
+        (
+            "judge: {error_rate_threshold: ''}",
+            "judge.error_rate_threshold",
+        ),
+        ("judge: {min_requests: -1}", "judge.min_requests"),
+        ("judge: {min_requests: 1e30}", "judge.min_requests"),
+        (
+            "judge: {min_requests: 18446744073709551616}",
+            "judge.min_requests",
+        ),
+        (
+            "judge: {failures_before_rollback: 0}",
+            "judge.failures_before_rollback",
+        ),
+        (
+            "judge: {failures_before_rollback: -1}",
+            "judge.failures_before_rollback",
+        ),
+        (
+            "judge: {failures_before_rollback: 4294967296}",
+            "judge.failures_before_rollback",
+        ),
+        ("judge: {inconclusive_limit: 0}", "judge.inconclusive_limit"),
+        ("judge: {baseline: {factor: .inf}}", "judge.baseline.factor"),
+        ("judge: {baseline: {factor: -2}}", "judge.baseline.factor"),
+        ("cluster_name: ''", "cluster_name"),
+        ("watch: {selector: ''}", "watch.selector"),
+        ("watch: {namespaces: ['']}", "watch.namespaces[0]"),
+    ];
+    for (yaml, field) in bad {
+        let err = Config::from_yaml(yaml).expect_err(yaml).to_string();
+        assert!(err.contains(field), "{yaml}: {err:?} should name {field}");
+    }
+}

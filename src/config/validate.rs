@@ -3,28 +3,90 @@
 use std::time::Duration;
 
 use super::providers::{grouped_ok, site_ok};
-use super::{Config, ConfigError, VersionSource, fill};
+use super::{Config, ConfigError, DurationLimit, VersionSource, fill};
 
 impl Config {
+    /// Every duration field, by its path, with the range it may take. A field that is off
+    /// (the baseline, leader election) is not held to its lower bound.
+    pub fn durations(&self) -> Vec<(String, Duration, DurationLimit)> {
+        use DurationLimit as L;
+        let off = |on: bool, limit: DurationLimit| DurationLimit {
+            zero: limit.zero || !on,
+            ..limit
+        };
+        let (w, j, le) = (&self.watch, &self.judge, &self.leader_election);
+        let mut out: Vec<(String, Duration, DurationLimit)> = [
+            ("watch.window", w.window, L::ROLLOUT),
+            ("watch.interval", w.interval, L::PERIOD),
+            ("watch.rollout_timeout", w.rollout_timeout, L::ROLLOUT),
+            ("watch.pending_timeout", w.pending_timeout, L::ROLLOUT),
+            ("judge.sample_window", j.sample_window, L::SAMPLE),
+            (
+                "judge.baseline.lookback",
+                j.baseline.lookback,
+                off(j.baseline.enabled, L::ROLLOUT),
+            ),
+            ("health.timeout", self.health.timeout, L::TIMEOUT),
+            (
+                "notify.pagerduty.timeout",
+                self.notify.pagerduty.timeout,
+                L::TIMEOUT,
+            ),
+            (
+                "notify.slack.timeout",
+                self.notify.slack.timeout,
+                L::TIMEOUT,
+            ),
+            (
+                "leader_election.lease_duration",
+                le.lease_duration,
+                off(le.enabled, L::LEASE),
+            ),
+            (
+                "leader_election.renew_deadline",
+                le.renew_deadline,
+                off(le.enabled, L::LEASE),
+            ),
+            (
+                "leader_election.retry_period",
+                le.retry_period,
+                off(le.enabled, L::LEASE),
+            ),
+        ]
+        .into_iter()
+        .map(|(f, d, l)| (f.to_string(), d, l))
+        .collect();
+        for (i, s) in self.smoke.iter().enumerate() {
+            out.push((format!("smoke[{i}].timeout"), s.timeout, L::TIMEOUT));
+        }
+        if let Some(p) = &self.providers.prometheus {
+            out.push(("providers.prometheus.timeout".into(), p.timeout, L::TIMEOUT));
+            out.push((
+                "providers.prometheus.scrape_interval".into(),
+                p.scrape_interval,
+                L::PERIOD,
+            ));
+        }
+        if let Some(d) = &self.providers.datadog {
+            out.push(("providers.datadog.timeout".into(), d.timeout, L::TIMEOUT));
+            out.push((
+                "providers.datadog.ingestion_delay".into(),
+                d.ingestion_delay,
+                L::DELAY,
+            ));
+        }
+        out
+    }
+
     /// Checks what types cannot: ranges, relations between fields, URL templates.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field: &str, problem: String| ConfigError::Invalid {
             field: field.into(),
             problem,
         };
-        let positive = |field: &str, d: Duration| {
-            if d.is_zero() {
-                Err(bad(field, "must be longer than 0s".into()))
-            } else {
-                Ok(())
-            }
-        };
-        positive("watch.window", self.watch.window)?;
-        positive("watch.interval", self.watch.interval)?;
-        positive("watch.rollout_timeout", self.watch.rollout_timeout)?;
-        positive("watch.pending_timeout", self.watch.pending_timeout)?;
-        positive("judge.sample_window", self.judge.sample_window)?;
-        positive("health.timeout", self.health.timeout)?;
+        for (field, d, limit) in self.durations() {
+            limit.check(d).map_err(|p| bad(&field, p))?;
+        }
         if self.watch.interval > self.watch.window {
             return Err(bad(
                 "watch.interval",
@@ -48,9 +110,6 @@ impl Config {
                 format!("{} must be 1.0 or more", self.judge.baseline.factor),
             ));
         }
-        if self.judge.baseline.enabled {
-            positive("judge.baseline.lookback", self.judge.baseline.lookback)?;
-        }
         labels_selector_ok(&self.watch.selector).map_err(|p| bad("watch.selector", p))?;
         for (i, ns) in self.watch.namespaces.iter().enumerate() {
             if !is_dns_label(ns) {
@@ -64,8 +123,6 @@ impl Config {
             return Err(bad("cluster_name", "must not be empty".into()));
         }
         if self.health.enabled {
-            url_template_ok(&self.health.url).map_err(|p| bad("health.url", p))?;
-            status_ok(self.health.expect_status).map_err(|p| bad("health.expect_status", p))?;
             for (field, pointer) in [
                 ("health.version_pointer", &self.health.version_pointer),
                 ("health.checks_pointer", &self.health.checks_pointer),
@@ -87,20 +144,8 @@ impl Config {
             if !names.insert(&s.name) {
                 return Err(bad(&field("name"), format!("{:?} is used twice", s.name)));
             }
-            url_template_ok(&s.url).map_err(|p| bad(&field("url"), p))?;
-            status_ok(s.expect_status).map_err(|p| bad(&field("expect_status"), p))?;
-            if http::Method::from_bytes(s.method.as_bytes()).is_err() {
-                return Err(bad(
-                    &field("method"),
-                    format!("{:?} is not an HTTP method", s.method),
-                ));
-            }
-            positive(&field("timeout"), s.timeout)?;
         }
         if let Some(p) = &self.providers.prometheus {
-            url_template_ok(&p.url).map_err(|e| bad("providers.prometheus.url", e))?;
-            positive("providers.prometheus.timeout", p.timeout)?;
-            positive("providers.prometheus.scrape_interval", p.scrape_interval)?;
             for (field, q) in [
                 ("providers.prometheus.requests_query", &p.requests_query),
                 ("providers.prometheus.errors_query", &p.errors_query),
@@ -122,10 +167,6 @@ impl Config {
         }
         if let Some(d) = &self.providers.datadog {
             site_ok(&d.site).map_err(|e| bad("providers.datadog.site", e))?;
-            if let Some(url) = &d.url {
-                url_template_ok(url).map_err(|e| bad("providers.datadog.url", e))?;
-            }
-            positive("providers.datadog.timeout", d.timeout)?;
             let segment = |s: &str| {
                 !s.is_empty()
                     && !s.starts_with('.')
@@ -181,7 +222,6 @@ impl Config {
         }
         let le = &self.leader_election;
         if le.enabled {
-            positive("leader_election.retry_period", le.retry_period)?;
             if le.renew_deadline >= le.lease_duration {
                 return Err(bad(
                     "leader_election.renew_deadline",
@@ -202,25 +242,6 @@ impl Config {
         crate::notify::pagerduty::endpoint(&self.notify.pagerduty.url)
             .map_err(|p| bad("notify.pagerduty.url", p))?;
         Ok(())
-    }
-}
-
-fn url_template_ok(template: &str) -> Result<(), String> {
-    let sample = fill(template, "namespace", "name", &[]);
-    let url = url::Url::parse(&sample).map_err(|e| format!("{template:?} is not a URL: {e}"))?;
-    match url.scheme() {
-        "http" | "https" => Ok(()),
-        other => Err(format!(
-            "{template:?}: scheme {other:?} is not http or https"
-        )),
-    }
-}
-
-fn status_ok(status: u16) -> Result<(), String> {
-    if (100..=599).contains(&status) {
-        Ok(())
-    } else {
-        Err(format!("{status} is not an HTTP status"))
     }
 }
 
