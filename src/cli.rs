@@ -72,6 +72,10 @@ pub async fn run(config_path: &Path, kubeconfig: Option<&Path>) -> u8 {
     };
     log_sinks(&config, &secrets);
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Err(e) = crate::probes::try_http_client() {
+        eprintln!("cannot build the HTTP client for probes and notifications: {e}");
+        return 1;
+    }
     let client = match kube_client(kubeconfig).await {
         Ok(c) => c,
         Err(e) => {

@@ -33,7 +33,6 @@ pub struct Status {
     ready: Arc<AtomicBool>,
     /// The leader Lease can never be had (refused by RBAC, no such namespace).
     cannot_lead: Arc<AtomicBool>,
-    notifier: Arc<std::sync::OnceLock<Notifier>>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -53,11 +52,6 @@ impl Status {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Status {
         self.metrics = Some(metrics);
         self
-    }
-
-    /// Pages and messages queued or being retried.
-    pub fn notifications_in_flight(&self) -> usize {
-        self.notifier.get().map(Notifier::in_flight).unwrap_or(0)
     }
 }
 
@@ -103,7 +97,6 @@ pub async fn run(
         None => Arc::new(Metrics::register(&prometheus::Registry::new())?),
     };
     let notifier = Notifier::start(&config, &secrets, metrics.clone(), shutdown.clone());
-    let _ = status.notifier.set(notifier.clone());
     let identity = identity(&config);
     let probes = Probes::new(&config, &secrets).with_metrics(metrics.clone());
     let sampler = probes.has_providers().then(|| {

@@ -10,7 +10,6 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
-#[cfg(feature = "sim")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod judge;

@@ -10,7 +10,9 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use crate::cluster::record;
-use crate::config::{AnnotationsConfig, Config, Mode, SmokeCheck, VersionSource, fill};
+use crate::config::{
+    AnnotationsConfig, Config, DurationLimit, Mode, SmokeCheck, UrlTemplate, VersionSource, fill,
+};
 
 pub const PREFIX: &str = "deploy-watchdog.io/";
 
@@ -60,6 +62,28 @@ impl std::fmt::Display for BadAnnotation {
     }
 }
 
+/// What a Deployment's annotations ask for, each value parsed and checked on its own: `None`
+/// keeps the daemon's setting.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Overrides {
+    pub mode: Option<Mode>,
+    pub health_url: Option<UrlTemplate>,
+    pub version_source: Option<VersionSource>,
+    pub version_key: Option<String>,
+    pub version_container: Option<String>,
+    pub error_rate_threshold: Option<f64>,
+    pub min_requests: Option<u64>,
+    pub failures_before_rollback: Option<NonZeroU32>,
+    pub window: Option<Duration>,
+    pub interval: Option<Duration>,
+    pub rollout_timeout: Option<Duration>,
+    pub prometheus_requests_query: Option<String>,
+    pub prometheus_errors_query: Option<String>,
+    pub datadog_requests_query: Option<String>,
+    pub datadog_errors_query: Option<String>,
+    pub smoke: Option<Vec<SmokeCheck>>,
+}
+
 /// The config for one Deployment: `base` with its annotations applied, or every problem found.
 pub fn effective(
     base: &Config,
@@ -67,140 +91,259 @@ pub fn effective(
     name: &str,
     annotations: &BTreeMap<String, String>,
 ) -> Result<Config, Vec<BadAnnotation>> {
-    let mut c = base.clone();
     if !base.annotations.enabled {
-        return Ok(c);
+        return Ok(base.clone());
     }
-    let mut bad = Vec::new();
-    for (key, value) in annotations {
-        let Some(short) = key.strip_prefix(PREFIX) else {
-            continue;
-        };
-        if OWN.contains(&key.as_str()) {
-            continue;
-        }
-        let value = value.trim();
-        if let Err(problem) = apply(&mut c, short, value, namespace, name) {
-            bad.push(BadAnnotation {
-                annotation: key.clone(),
-                problem,
-            });
-        }
-    }
-    if bad.is_empty()
-        && let Err(e) = c.validate()
-    {
-        bad.push(BadAnnotation {
-            annotation: format!("{PREFIX}*"),
-            problem: e.to_string(),
-        });
-    }
-    if bad.is_empty() { Ok(c) } else { Err(bad) }
+    Overrides::read(&base.annotations, namespace, name, annotations)?.apply(base)
 }
 
-fn apply(
-    c: &mut Config,
-    key: &str,
-    value: &str,
-    namespace: &str,
-    name: &str,
-) -> Result<(), String> {
-    let duration = |v: &str| -> Result<Duration, String> {
-        humantime::parse_duration(v).map_err(|_| format!("{v:?} is not a duration like 30m"))
-    };
-    match key {
-        "mode" => {
-            c.mode = match value {
-                "enforce" => Mode::Enforce,
-                "dry_run" | "dry-run" | "dryrun" => Mode::DryRun,
-                _ => return Err(format!("{value:?} is not enforce or dry_run")),
+impl Overrides {
+    /// Reads every `deploy-watchdog.io/` override among `annotations`; each bad one is named.
+    pub fn read(
+        allowed: &AnnotationsConfig,
+        namespace: &str,
+        name: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Overrides, Vec<BadAnnotation>> {
+        let mut o = Overrides::default();
+        let mut bad = Vec::new();
+        for (key, value) in annotations {
+            let Some(short) = key.strip_prefix(PREFIX) else {
+                continue;
+            };
+            if OWN.contains(&key.as_str()) {
+                continue;
+            }
+            if let Err(problem) = o.set(allowed, short, value.trim(), namespace, name) {
+                bad.push(BadAnnotation {
+                    annotation: key.clone(),
+                    problem,
+                });
             }
         }
-        "health-url" => {
-            allowed_url(&c.annotations, value, namespace, name)?;
-            c.health.url = value.to_string();
-            c.health.enabled = true;
-        }
-        "version-source" => {
-            c.version.source = match value {
-                "prefer_image" | "prefer-image" => VersionSource::PreferImage,
-                "label" => VersionSource::Label,
-                "image" => VersionSource::Image,
-                "annotation" => VersionSource::Annotation,
-                _ => {
+        if bad.is_empty() { Ok(o) } else { Err(bad) }
+    }
+
+    /// Parses one override into its field.
+    fn set(
+        &mut self,
+        allowed: &AnnotationsConfig,
+        key: &str,
+        value: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), String> {
+        // The field's own range: an annotation may not ask for more than the config file may.
+        let duration = |v: &str, limit: DurationLimit| -> Result<Option<Duration>, String> {
+            let d = humantime::parse_duration(v)
+                .map_err(|e| format!("{v:?} is not a duration like 30m: {e}"))?;
+            limit.check(d)?;
+            Ok(Some(d))
+        };
+        let text = |v: &str| -> Result<Option<String>, String> {
+            if v.is_empty() {
+                Err("must not be empty".into())
+            } else {
+                Ok(Some(v.to_string()))
+            }
+        };
+        match key {
+            "mode" => {
+                self.mode = Some(match value {
+                    "enforce" => Mode::Enforce,
+                    "dry_run" | "dry-run" | "dryrun" => Mode::DryRun,
+                    _ => return Err(format!("{value:?} is not enforce or dry_run")),
+                })
+            }
+            "health-url" => {
+                allowed_url(allowed, value, namespace, name)?;
+                self.health_url = Some(UrlTemplate::parse(value)?);
+            }
+            "version-source" => {
+                self.version_source = Some(match value {
+                    "prefer_image" | "prefer-image" => VersionSource::PreferImage,
+                    "label" => VersionSource::Label,
+                    "image" => VersionSource::Image,
+                    "annotation" => VersionSource::Annotation,
+                    _ => {
+                        return Err(format!(
+                            "{value:?} is not prefer_image, label, image or annotation"
+                        ));
+                    }
+                })
+            }
+            "version-key" => self.version_key = text(value)?,
+            // Empty: the container named like the Deployment, as in the config.
+            "version-container" => {
+                let label = value.len() <= 63
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !value.starts_with('-')
+                    && !value.ends_with('-');
+                if !label {
+                    return Err(format!("{value:?} is not a container name"));
+                }
+                self.version_container = Some(value.to_string());
+            }
+            "error-rate-threshold" => {
+                let t: f64 = value
+                    .parse()
+                    .map_err(|_| format!("{value:?} is not a number"))?;
+                if !(t > 0.0 && t < 1.0) {
                     return Err(format!(
-                        "{value:?} is not prefer_image, label, image or annotation"
+                        "{value} is not a ratio between 0 and 1 (0.01 is 1 %)"
                     ));
                 }
+                self.error_rate_threshold = Some(t);
+            }
+            "min-requests" => {
+                self.min_requests = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("{value:?} is not a whole number"))?,
+                )
+            }
+            "failures-before-rollback" => {
+                self.failures_before_rollback = Some(
+                    value
+                        .parse::<NonZeroU32>()
+                        .map_err(|_| format!("{value:?} is not a whole number from 1"))?,
+                )
+            }
+            "window" => self.window = duration(value, DurationLimit::ROLLOUT)?,
+            "interval" => self.interval = duration(value, DurationLimit::PERIOD)?,
+            "rollout-timeout" => self.rollout_timeout = duration(value, DurationLimit::ROLLOUT)?,
+            "prometheus-requests-query" => self.prometheus_requests_query = text(value)?,
+            "prometheus-errors-query" => self.prometheus_errors_query = text(value)?,
+            "datadog-requests-query" => self.datadog_requests_query = text(value)?,
+            "datadog-errors-query" => self.datadog_errors_query = text(value)?,
+            "smoke" => {
+                let checks: Vec<SmokeCheck> = serde_json::from_str(value)
+                    .map_err(|e| format!("not a JSON list of smoke checks: {e}"))?;
+                for check in &checks {
+                    allowed_url(allowed, &check.url, namespace, name)
+                        .and_then(|()| DurationLimit::TIMEOUT.check(check.timeout))
+                        .map_err(|e| format!("smoke check {:?}: {e}", check.name))?;
+                }
+                self.smoke = Some(checks);
+            }
+            _ => {
+                let known: Vec<&str> = KNOWN.iter().map(|(k, _)| *k).collect();
+                return Err(format!("unknown override (known: {})", known.join(", ")));
             }
         }
-        "version-key" => c.version.key = value.to_string(),
-        "version-container" => c.version.container = value.to_string(),
-        "error-rate-threshold" => {
-            let t: f64 = value
-                .parse()
-                .map_err(|_| format!("{value:?} is not a number"))?;
-            if !(t > 0.0 && t < 1.0) {
-                return Err(format!(
-                    "{value} is not a ratio between 0 and 1 (0.01 is 1 %)"
-                ));
-            }
+        Ok(())
+    }
+
+    /// `base` with these overrides, checked as a whole (an interval longer than the window is
+    /// refused however it came about).
+    pub fn apply(&self, base: &Config) -> Result<Config, Vec<BadAnnotation>> {
+        let mut c = base.clone();
+        let mut bad = Vec::new();
+        let mut refuse = |key: &str, problem: &str| {
+            bad.push(BadAnnotation {
+                annotation: format!("{PREFIX}{key}"),
+                problem: problem.into(),
+            })
+        };
+        if let Some(m) = self.mode {
+            c.mode = m;
+        }
+        if let Some(url) = &self.health_url {
+            c.health.url = url.clone();
+            c.health.enabled = true;
+        }
+        if let Some(s) = self.version_source {
+            c.version.source = s;
+        }
+        if let Some(k) = &self.version_key {
+            c.version.key = k.clone();
+        }
+        if let Some(k) = &self.version_container {
+            c.version.container = k.clone();
+        }
+        if let Some(t) = self.error_rate_threshold {
             c.judge.error_rate_threshold = t;
         }
-        "min-requests" => {
-            c.judge.min_requests = value
-                .parse()
-                .map_err(|_| format!("{value:?} is not a whole number"))?
+        if let Some(n) = self.min_requests {
+            c.judge.min_requests = n;
         }
-        "failures-before-rollback" => {
-            c.judge.failures_before_rollback = value
-                .parse::<NonZeroU32>()
-                .map_err(|_| format!("{value:?} is not a whole number from 1"))?
+        if let Some(n) = self.failures_before_rollback {
+            c.judge.failures_before_rollback = n;
         }
-        "window" => c.watch.window = duration(value)?,
-        "interval" => c.watch.interval = duration(value)?,
-        "rollout-timeout" => c.watch.rollout_timeout = duration(value)?,
-        "prometheus-requests-query" | "prometheus-errors-query" => {
-            let Some(p) = c.providers.prometheus.as_mut() else {
-                return Err("the Prometheus provider is not configured".into());
-            };
-            if value.is_empty() {
-                return Err("must not be empty".into());
-            }
-            if key == "prometheus-requests-query" {
-                p.requests_query = value.to_string();
+        if let Some(d) = self.window {
+            c.watch.window = d;
+        }
+        if let Some(d) = self.interval {
+            c.watch.interval = d;
+        }
+        if let Some(d) = self.rollout_timeout {
+            c.watch.rollout_timeout = d;
+        }
+        for (key, query, datadog, requests) in [
+            (
+                "prometheus-requests-query",
+                &self.prometheus_requests_query,
+                false,
+                true,
+            ),
+            (
+                "prometheus-errors-query",
+                &self.prometheus_errors_query,
+                false,
+                false,
+            ),
+            (
+                "datadog-requests-query",
+                &self.datadog_requests_query,
+                true,
+                true,
+            ),
+            (
+                "datadog-errors-query",
+                &self.datadog_errors_query,
+                true,
+                false,
+            ),
+        ] {
+            let Some(q) = query else { continue };
+            let target = if datadog {
+                c.providers.datadog.as_mut().map(|d| {
+                    if requests {
+                        &mut d.requests_query
+                    } else {
+                        &mut d.errors_query
+                    }
+                })
             } else {
-                p.errors_query = value.to_string();
-            }
-        }
-        "datadog-requests-query" | "datadog-errors-query" => {
-            let Some(d) = c.providers.datadog.as_mut() else {
-                return Err("the Datadog provider is not configured".into());
+                c.providers.prometheus.as_mut().map(|p| {
+                    if requests {
+                        &mut p.requests_query
+                    } else {
+                        &mut p.errors_query
+                    }
+                })
             };
-            if value.is_empty() {
-                return Err("must not be empty".into());
-            }
-            if key == "datadog-requests-query" {
-                d.requests_query = value.to_string();
-            } else {
-                d.errors_query = value.to_string();
+            match target {
+                Some(t) => *t = q.clone(),
+                None if datadog => refuse(key, "the Datadog provider is not configured"),
+                None => refuse(key, "the Prometheus provider is not configured"),
             }
         }
-        "smoke" => {
-            let checks: Vec<SmokeCheck> = serde_json::from_str(value)
-                .map_err(|e| format!("not a JSON list of smoke checks: {e}"))?;
-            for check in &checks {
-                allowed_url(&c.annotations, &check.url, namespace, name)
-                    .map_err(|e| format!("smoke check {:?}: {e}", check.name))?;
-            }
-            c.smoke = checks;
+        if let Some(checks) = &self.smoke {
+            c.smoke = checks.clone();
         }
-        _ => {
-            let known: Vec<&str> = KNOWN.iter().map(|(k, _)| *k).collect();
-            return Err(format!("unknown override (known: {})", known.join(", ")));
+        if bad.is_empty()
+            && let Err(e) = c.validate()
+        {
+            bad.push(BadAnnotation {
+                annotation: format!("{PREFIX}*"),
+                problem: e.to_string(),
+            });
         }
+        if bad.is_empty() { Ok(c) } else { Err(bad) }
     }
-    Ok(())
 }
 
 /// Refuses URLs whose host is not allowed: a Deployment's annotations must not make the
@@ -394,5 +537,171 @@ mod tests {
         let bad = effective(&base(), "ns", "app", &a).expect_err("refused");
         assert_eq!(bad[0].annotation, "deploy-watchdog.io/health-url");
         assert!(bad[0].problem.contains("169.254.169.254"));
+    }
+
+    /// Every override with values it must refuse: zero where zero means nothing, negative,
+    /// huge, overflowing, the wrong unit, empty.
+    const EXTREMES: [(&str, &[&str]); 16] = [
+        ("mode", &["", "0", "-1", "ENFORCE", "yolo"]),
+        (
+            "health-url",
+            &[
+                "",
+                "0",
+                "http://",
+                "ftp://app.ns.svc/",
+                "http://169.254.169.254/",
+            ],
+        ),
+        ("version-source", &["", "0", "git", "IMAGE"]),
+        ("version-key", &["", "   "]),
+        (
+            "version-container",
+            &[
+                "Main",
+                "a b",
+                "-app",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ],
+        ),
+        (
+            "error-rate-threshold",
+            &["", "0", "-0.5", "1", "1e308", "NaN", "inf", "5%", "0,02"],
+        ),
+        (
+            "min-requests",
+            &["", "-1", "1.5", "1e3", "18446744073709551616", "many"],
+        ),
+        (
+            "failures-before-rollback",
+            &["", "0", "-1", "4294967296", "1.5", "three"],
+        ),
+        (
+            "window",
+            &[
+                "",
+                "0s",
+                "-5m",
+                "8d",
+                "500000000000y",
+                "99999999999999999999999s",
+                "30",
+                "5 parsecs",
+            ],
+        ),
+        (
+            "interval",
+            &[
+                "",
+                "0s",
+                "-5m",
+                "2h",
+                "500000000000y",
+                "99999999999999999999999s",
+                "10",
+                "5 parsecs",
+            ],
+        ),
+        (
+            "rollout-timeout",
+            &[
+                "",
+                "0s",
+                "-5m",
+                "8d",
+                "500000000000y",
+                "99999999999999999999999s",
+                "15",
+                "5 parsecs",
+            ],
+        ),
+        ("prometheus-requests-query", &[""]),
+        ("prometheus-errors-query", &[""]),
+        ("datadog-requests-query", &[""]),
+        ("datadog-errors-query", &[""]),
+        (
+            "smoke",
+            &[
+                "",
+                "0",
+                "{}",
+                r#"[{"name":"a"}]"#,
+                r#"[{"name":"a","url":"http://app.ns.svc/","timeout":"500000000000y"}]"#,
+                r#"[{"name":"a","url":"http://app.ns.svc/","timeout":"0s"}]"#,
+                r#"[{"name":"a","url":"http://app.ns.svc/","method":"get"}]"#,
+                r#"[{"name":"a","url":"http://app.ns.svc/","expect_status":0}]"#,
+                r#"[{"name":"a","url":"http://app.ns.svc/","expect_status":70000}]"#,
+            ],
+        ),
+    ];
+
+    #[test]
+    fn every_annotation_refuses_extreme_values_by_name() {
+        let mut with_both = base();
+        with_both.providers.datadog = Some(crate::config::DatadogConfig::default());
+        let names: Vec<&str> = EXTREMES.iter().map(|(k, _)| *k).collect();
+        let known: Vec<&str> = KNOWN.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, known, "every override has its extreme values");
+        for (key, values) in EXTREMES {
+            for value in values {
+                let a = annotations(&[(key, value)]);
+                let bad = effective(&with_both, "ns", "app", &a)
+                    .expect_err(&format!("{key}: {value:?} should be refused"));
+                assert_eq!(
+                    bad.iter()
+                        .map(|b| b.annotation.as_str())
+                        .collect::<Vec<_>>(),
+                    [format!("{PREFIX}{key}")],
+                    "{key}: {value:?}: {bad:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_largest_values_allowed_are_accepted() {
+        let a = annotations(&[
+            ("window", "7d"),
+            ("rollout-timeout", "7d"),
+            ("interval", "1h"),
+            ("min-requests", "18446744073709551615"),
+            ("failures-before-rollback", "4294967295"),
+            ("error-rate-threshold", "0.999"),
+            ("version-container", ""),
+        ]);
+        let c = effective(&base(), "ns", "app", &a).expect("valid");
+        assert_eq!(c.watch.rollout_timeout, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.judge.min_requests, u64::MAX);
+    }
+
+    #[test]
+    fn a_rollout_timeout_past_the_clock_is_refused_naming_it() {
+        let a = annotations(&[("rollout-timeout", "500000000000y")]);
+        let bad = effective(&base(), "ns", "app", &a).expect_err("refused");
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].annotation, "deploy-watchdog.io/rollout-timeout");
+        assert!(
+            bad[0].problem.contains("longer than the maximum, 7days"),
+            "{}",
+            bad[0].problem
+        );
+    }
+
+    #[test]
+    fn overrides_read_into_typed_fields() {
+        let a = annotations(&[
+            ("rollout-timeout", "20m"),
+            ("mode", "dry-run"),
+            (
+                "smoke",
+                r#"[{"name":"s","url":"http://{name}/s","method":"HEAD"}]"#,
+            ),
+        ]);
+        let o = Overrides::read(&AnnotationsConfig::default(), "ns", "app", &a).expect("valid");
+        assert_eq!(o.rollout_timeout, Some(Duration::from_secs(1200)));
+        assert_eq!(o.mode, Some(Mode::DryRun));
+        let smoke = o.smoke.as_deref().unwrap_or_default();
+        assert_eq!(smoke[0].method.get(), &http::Method::HEAD);
+        assert_eq!(o.window, None);
     }
 }

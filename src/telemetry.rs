@@ -59,6 +59,7 @@ pub struct Metrics {
     outcomes: IntCounterVec,
     sessions_active: IntGauge,
     rollbacks_in_progress: IntGauge,
+    notifications_in_flight: IntGauge,
     check_results: IntCounterVec,
     provider_duration: HistogramVec,
     rollback_duration: Histogram,
@@ -129,6 +130,14 @@ impl Metrics {
                 IntGauge::with_opts(opts(
                     "rollbacks_in_progress",
                     "Rollbacks being sent or verified now; shutdown waits for them.",
+                )),
+            )?,
+            notifications_in_flight: add(
+                r,
+                "notifications_in_flight",
+                IntGauge::with_opts(opts(
+                    "notifications_in_flight",
+                    "Pages and Slack messages queued or being retried now.",
                 )),
             )?,
             check_results: add(
@@ -245,6 +254,16 @@ impl Metrics {
     /// Rollbacks being sent or verified now.
     pub fn rollbacks_in_progress(&self) -> i64 {
         self.rollbacks_in_progress.get()
+    }
+
+    /// The gauge of pages and messages queued or being retried, kept by the notifier.
+    pub fn notifications_in_flight_gauge(&self) -> IntGauge {
+        self.notifications_in_flight.clone()
+    }
+
+    /// Pages and messages queued or being retried now.
+    pub fn notifications_in_flight(&self) -> i64 {
+        self.notifications_in_flight.get()
     }
 
     /// Records the time to send a rollback when the timer drops.
@@ -395,7 +414,7 @@ mod tests {
             providers: vec![("prometheus".into(), ProviderSample::NoData)],
         });
         let families = registry.gather();
-        assert_eq!(families.len(), 11);
+        assert_eq!(families.len(), 12);
         for f in &families {
             assert!(f.name().starts_with("deploy_watchdog_"), "{}", f.name());
             assert!(!f.help().is_empty(), "{} has no help", f.name());

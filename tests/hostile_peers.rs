@@ -7,7 +7,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use deploy_watchdog::config::{Config, HealthConfig, PrometheusConfig, SmokeCheck};
+use deploy_watchdog::config::{
+    Config, HealthConfig, HttpMethod, HttpStatus, PrometheusConfig, SmokeCheck,
+};
 use deploy_watchdog::judge::{
     self, HealthSample, Observation, Policy, ProbeRound, Progress, ProviderSample, RolloutFacts,
     SmokeSample, Verdict,
@@ -187,7 +189,7 @@ async fn prometheus_of(peer: Peer) -> ProviderSample {
     let p = Prometheus::new(
         probes::http_client(),
         PrometheusConfig {
-            url: format!("http://{addr}"),
+            url: format!("http://{addr}").parse().expect("a URL"),
             timeout: TIMEOUT,
             ..PrometheusConfig::default()
         },
@@ -267,9 +269,9 @@ async fn hostile_health_endpoints_fail_the_check_within_the_timeout() {
 async fn hostile_smoke_endpoints_fail_the_check_within_the_timeout() {
     let check = |url: String| SmokeCheck {
         name: "home".into(),
-        url,
-        method: "GET".into(),
-        expect_status: 200,
+        url: url.parse().expect("a URL"),
+        method: HttpMethod::GET,
+        expect_status: HttpStatus::OK,
         expect_body_contains: Some("welcome".into()),
         timeout: TIMEOUT,
     };

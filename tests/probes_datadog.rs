@@ -77,7 +77,7 @@ async fn fixture() -> Fixture {
 
 fn client(f: &Fixture, keys: (&str, &str), timeout: Duration) -> datadog::Datadog {
     let cfg = DatadogConfig {
-        url: Some(f.dd_url.clone()),
+        url: Some(f.dd_url.parse().expect("a URL")),
         timeout,
         ingestion_delay: Duration::ZERO,
         ..DatadogConfig::default()
@@ -176,11 +176,11 @@ async fn probes_ask_both_providers_and_report_each_in_a_fixed_order() {
     let f = fixture().await;
     let mut config = Config::default();
     config.providers.prometheus = Some(PrometheusConfig {
-        url: f.prom_url.clone(),
+        url: f.prom_url.parse().expect("a URL"),
         ..PrometheusConfig::default()
     });
     config.providers.datadog = Some(DatadogConfig {
-        url: Some(f.dd_url.clone()),
+        url: Some(f.dd_url.parse().expect("a URL")),
         ingestion_delay: Duration::ZERO,
         ..DatadogConfig::default()
     });
@@ -235,7 +235,7 @@ async fn partial_answers_are_unavailable_never_counts() {
     let prom = deploy_watchdog::probes::prometheus::Prometheus::new(
         probes::http_client(),
         PrometheusConfig {
-            url: f.prom_url.clone(),
+            url: f.prom_url.parse().expect("a URL"),
             ..PrometheusConfig::default()
         },
     );
@@ -285,7 +285,7 @@ async fn trace_metrics_are_found_by_service_and_env_never_by_pod_tags() {
     let f = fixture().await;
     let with = |requests_query: &str, env: Option<&str>| {
         let cfg = DatadogConfig {
-            url: Some(f.dd_url.clone()),
+            url: Some(f.dd_url.parse().expect("a URL")),
             ingestion_delay: Duration::ZERO,
             requests_query: requests_query.into(),
             env: env.map(str::to_string),
@@ -348,7 +348,7 @@ async fn the_window_ends_before_datadogs_ingestion_delay() {
         datadog::Datadog::new(
             probes::http_client(),
             DatadogConfig {
-                url: Some(f.dd_url.clone()),
+                url: Some(f.dd_url.parse().expect("a URL")),
                 ingestion_delay: delay,
                 ..DatadogConfig::default()
             },

@@ -47,7 +47,7 @@ async fn fixture() -> Fixture {
 
 fn cfg(f: &Fixture) -> DatadogConfig {
     DatadogConfig {
-        url: Some(f.url.clone()),
+        url: Some(f.url.parse().expect("a URL")),
         ingestion_delay: Duration::ZERO,
         ..DatadogConfig::default()
     }

@@ -56,7 +56,7 @@ async fn both_queries_of_a_sample_carry_the_same_time() {
     let p = Prometheus::new(
         http_client(),
         PrometheusConfig {
-            url,
+            url: url.parse().expect("a URL"),
             ..PrometheusConfig::default()
         },
     );

@@ -39,7 +39,7 @@ async fn fixture() -> Fixture {
         .expect("prometheus");
     let mut config = Config::default();
     config.providers.prometheus = Some(PrometheusConfig {
-        url: format!("http://{addr}"),
+        url: format!("http://{addr}").parse().expect("a URL"),
         ..PrometheusConfig::default()
     });
     let probes = Probes::new(&config, &Secrets::default());

@@ -187,7 +187,7 @@ async fn with_real_prometheus(
     let mut prometheus = RealPrometheus::start(bin, sim.apps_addr);
     // Enough history before the deploy that every sample window is full.
     prometheus.wait_for_samples(6).await;
-    sim.config.providers.prometheus.as_mut().unwrap().url = prometheus.url.clone();
+    sim.config.providers.prometheus.as_mut().unwrap().url = prometheus.url.parse().expect("a URL");
     let report = match stop_after {
         None => runner::run_in(&sim, s, &file, None).await.unwrap(),
         Some(after) => {
@@ -245,7 +245,7 @@ async fn default_queries_return_the_counts_the_apps_served() {
     let provider = Prometheus::new(
         deploy_watchdog::probes::http_client(),
         PrometheusConfig {
-            url: prometheus.url.clone(),
+            url: prometheus.url.parse().expect("a URL"),
             ..PrometheusConfig::default()
         },
     );
@@ -546,7 +546,7 @@ async fn shipped_defaults_judge_right_at_15s_and_60s_scrapes() {
         let provider = Prometheus::new(
             deploy_watchdog::probes::http_client(),
             PrometheusConfig {
-                url: server.url.clone(),
+                url: server.url.parse().expect("a URL"),
                 ..PrometheusConfig::default()
             },
         );

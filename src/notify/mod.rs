@@ -8,9 +8,9 @@ pub mod pagerduty;
 pub mod slack;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use prometheus::IntGauge;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +43,7 @@ pub struct Notifier {
     /// Unbounded on purpose: a page is never dropped, and there are at most a few per rollout.
     pages: Option<mpsc::UnboundedSender<QueuedPage>>,
     posts: Option<mpsc::Sender<String>>,
-    in_flight: Arc<AtomicUsize>,
+    in_flight: IntGauge,
 }
 
 impl Notifier {
@@ -55,7 +55,7 @@ impl Notifier {
         shutdown: CancellationToken,
     ) -> Notifier {
         let client = crate::probes::http_client();
-        let in_flight = Arc::new(AtomicUsize::new(0));
+        let in_flight = metrics.notifications_in_flight_gauge();
         let pages = match (
             &secrets.pagerduty_routing_key,
             config.notify.pagerduty.enabled,
@@ -107,15 +107,6 @@ impl Notifier {
         }
     }
 
-    /// A notifier with no sinks.
-    pub fn disabled() -> Notifier {
-        Notifier {
-            pages: None,
-            posts: None,
-            in_flight: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-
     pub fn pages_enabled(&self) -> bool {
         self.pages.is_some()
     }
@@ -124,9 +115,9 @@ impl Notifier {
     pub fn page(&self, event: PageEvent) -> Option<PageReceipt> {
         let tx = self.pages.as_ref()?;
         let (done, receipt) = oneshot::channel();
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.in_flight.inc();
         if tx.send((event, done)).is_err() {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.in_flight.dec();
             return None;
         }
         Some(receipt)
@@ -141,9 +132,9 @@ impl Notifier {
     /// written while nothing in it can mention anyone or become a link.
     pub fn post(&self, text: String) {
         if let Some(tx) = &self.posts {
-            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            self.in_flight.inc();
             if let Err(e) = tx.try_send(slack::escape(&text)) {
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.in_flight.dec();
                 tracing::error!(
                     queue = SLACK_QUEUE,
                     full = matches!(e, mpsc::error::TrySendError::Full(_)),
@@ -155,7 +146,7 @@ impl Notifier {
 
     /// Pages and messages queued or being retried.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
+        usize::try_from(self.in_flight.get()).unwrap_or(0)
     }
 }
 
@@ -166,7 +157,7 @@ fn next_backoff(d: Duration) -> Duration {
 async fn page_worker(
     pd: pagerduty::PagerDuty,
     mut rx: mpsc::UnboundedReceiver<QueuedPage>,
-    in_flight: Arc<AtomicUsize>,
+    in_flight: IntGauge,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -207,14 +198,14 @@ async fn page_worker(
                 }
             }
         }
-        in_flight.fetch_sub(1, Ordering::SeqCst);
+        in_flight.dec();
     }
 }
 
 async fn slack_worker(
     slack: slack::Slack,
     mut rx: mpsc::Receiver<String>,
-    in_flight: Arc<AtomicUsize>,
+    in_flight: IntGauge,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -234,7 +225,7 @@ async fn slack_worker(
         for _ in 0..messages {
             metrics.notification(outcome);
         }
-        in_flight.fetch_sub(messages, Ordering::SeqCst);
+        in_flight.sub(i64::try_from(messages).unwrap_or(i64::MAX));
         if shutdown.is_cancelled() {
             return;
         }

@@ -22,8 +22,9 @@ static TLS_PROVIDER: Once = Once::new();
 /// Redirects followed at most; each must stay on the same scheme, host and port.
 const MAX_REDIRECTS: usize = 3;
 
-/// The one HTTP client: rustls (ring), a connect timeout, no redirects to other hosts.
-pub fn http_client() -> reqwest::Client {
+/// The one HTTP client: rustls (ring), a connect timeout, no redirects to other hosts; or why
+/// it cannot be built. `run` asks once at start-up, so a process that runs has one.
+pub fn try_http_client() -> Result<reqwest::Client, reqwest::Error> {
     TLS_PROVIDER.call_once(|| {
         // Another part of the process may have installed it already: that is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -33,7 +34,17 @@ pub fn http_client() -> reqwest::Client {
         .redirect(same_origin_redirects())
         .user_agent(concat!("deploy-watchdog/", env!("CARGO_PKG_VERSION")))
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// The one HTTP client ([`try_http_client`]). Never a client without the same-origin redirect
+/// policy (a default one would carry a routing key or webhook path to another host): building
+/// it fails only without a usable TLS backend, which `run` refuses at start-up, so this cannot
+/// fail in a process that got that far.
+pub fn http_client() -> reqwest::Client {
+    match try_http_client() {
+        Ok(client) => client,
+        Err(e) => panic!("no HTTP client can be built (checked at start-up): {e}"),
+    }
 }
 
 /// Follows a redirect only to the origin first asked: a 307 from a Slack or PagerDuty look-alike

@@ -4,10 +4,8 @@ use crate::config::SmokeCheck;
 use crate::judge::SmokeSample;
 
 pub async fn probe(client: &reqwest::Client, check: &SmokeCheck, url: &str) -> SmokeSample {
-    let method =
-        reqwest::Method::from_bytes(check.method.as_bytes()).unwrap_or(reqwest::Method::GET);
     let response = match client
-        .request(method, url)
+        .request(check.method.get().clone(), url)
         .timeout(check.timeout)
         .send()
         .await

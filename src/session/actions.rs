@@ -8,7 +8,7 @@ use tracing::{info, warn};
 use super::{EndCause, Session};
 use crate::cluster::record::{Decision, Outcome};
 use crate::cluster::{rollback, rollout};
-use crate::config::Mode;
+use crate::config::{self, Mode};
 use crate::judge::{self, Reason};
 use crate::notify::{self, PageEvent, Severity};
 
@@ -265,7 +265,7 @@ impl Session {
         let mut conflicts = 0;
         let mut backoff = Duration::from_millis(200);
         let mut paged_retry = false;
-        let deadline = Instant::now() + self.cfg.watch.rollout_timeout;
+        let deadline = config::deadline(Instant::now(), self.cfg.watch.rollout_timeout);
         let result = loop {
             let result = rollback::execute_judged(
                 &self.ctx.client,
@@ -442,7 +442,7 @@ impl Session {
 
     /// Watches the rollback to completion and checks the version health reports.
     pub(super) async fn verify(&mut self, fingerprint: Option<String>) {
-        let deadline = Instant::now() + self.cfg.watch.rollout_timeout;
+        let deadline = config::deadline(Instant::now(), self.cfg.watch.rollout_timeout);
         let expected = self.r.state.from_version.clone();
         let mut ticks = tokio::time::interval(self.cfg.watch.interval.min(Duration::from_secs(1)));
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -17,8 +17,9 @@ use super::scenario::{
 };
 use super::services::{Apps, ClusterView, DatadogSim, PagerDutySim, PrometheusSim, SlackSim};
 use crate::cluster::record;
-use crate::config::{Config, DatadogConfig, PrometheusConfig, Secrets};
+use crate::config::{Config, ConfigError, DatadogConfig, PrometheusConfig, Secrets, UrlTemplate};
 use crate::daemon;
+use crate::telemetry::Metrics;
 
 /// One rollout as the scenario saw it.
 #[derive(Debug, Clone, Serialize)]
@@ -121,11 +122,17 @@ impl ClusterView for SimCluster {
 /// The daemon config a scenario runs with: its `config:` over the defaults, every URL at the
 /// simulation.
 pub fn daemon_config(s: &Scenario, file: &str) -> Result<Config, RunError> {
-    let value = s.config.clone().unwrap_or_else(|| serde_json::json!({}));
-    Config::from_json(&value).map_err(|source| RunError::Config {
+    let config_error = |source| RunError::Config {
         file: file.into(),
         source,
-    })
+    };
+    // Read as the daemon reads its file: the scenario's `config:` written out as YAML.
+    let yaml = match &s.config {
+        Some(value) => serde_norway::to_string(value)
+            .map_err(|e| config_error(ConfigError::Load(e.to_string())))?,
+        None => String::new(),
+    };
+    Config::from_yaml(&yaml).map_err(config_error)
 }
 
 /// The simulation of one scenario, up and serving.
@@ -176,9 +183,11 @@ impl Simulation {
         let slack_addr = slack.start(shutdown.child_token()).await.map_err(err)?;
 
         let app_base = format!("http://{apps_addr}/apps/{{namespace}}/{{name}}");
-        config.health.url = format!("{app_base}/health");
+        // Every URL here is the simulation's own: `http://` and a socket address.
+        let at = |url: String| UrlTemplate::parse(&url).map_err(|e| err(std::io::Error::other(e)));
+        config.health.url = at(format!("{app_base}/health"))?;
         for check in &mut config.smoke {
-            check.url = format!("{app_base}{}", path_of(&check.url));
+            check.url = at(format!("{app_base}{}", path_of(&check.url)))?;
         }
         // URL-valued annotations the allow-list accepts go to the simulated app too; refused
         // ones stay as written, so a scenario can test the refusal.
@@ -200,7 +209,7 @@ impl Simulation {
                     && checks.iter().all(|c| allowed(&c.url))
                 {
                     for c in &mut checks {
-                        c.url = format!("{app_base}{}", path_of(&c.url));
+                        c.url = at(format!("{app_base}{}", path_of(&c.url)))?;
                     }
                     *value = serde_json::to_string(&checks).unwrap_or_default();
                 }
@@ -222,7 +231,7 @@ impl Simulation {
                 .providers
                 .prometheus
                 .get_or_insert_with(PrometheusConfig::default);
-            p.url = format!("http://{prom_addr}");
+            p.url = at(format!("http://{prom_addr}"))?;
             p.scrape_interval = scrape_interval;
         }
         let (dd_api_key, dd_app_key) = (
@@ -234,7 +243,7 @@ impl Simulation {
                 .providers
                 .datadog
                 .get_or_insert_with(DatadogConfig::default);
-            d.url = Some(format!("http://{dd_addr}"));
+            d.url = Some(at(format!("http://{dd_addr}"))?);
             datadog.set_api_keys(dd_api_key, dd_app_key);
             // The apps report the environment the config looks for; Datadog makes points
             // queryable a quarter of a sample window late, and the daemon waits that long
@@ -431,6 +440,8 @@ fn path_of(url: &str) -> String {
 struct DaemonProcess {
     runtime: Option<tokio::runtime::Runtime>,
     status: daemon::Status,
+    /// The daemon's metrics, as its `/metrics` would show them.
+    metrics: Arc<Metrics>,
     identity: String,
 }
 
@@ -440,7 +451,10 @@ impl DaemonProcess {
             .worker_threads(1)
             .enable_all()
             .build()?;
-        let status = daemon::Status::default();
+        let metrics = Arc::new(
+            Metrics::register(&prometheus::Registry::new()).map_err(std::io::Error::other)?,
+        );
+        let status = daemon::Status::default().with_metrics(metrics.clone());
         let (mut config, secrets, status2) =
             (sim.config.clone(), sim.secrets.clone(), status.clone());
         config.leader_election.identity = identity.clone();
@@ -463,6 +477,7 @@ impl DaemonProcess {
         Ok(DaemonProcess {
             runtime: Some(runtime),
             status,
+            metrics,
             identity,
         })
     }
@@ -514,7 +529,7 @@ impl Replicas {
     fn in_flight(&self) -> usize {
         self.daemons
             .iter()
-            .map(|d| d.status.notifications_in_flight())
+            .map(|d| usize::try_from(d.metrics.notifications_in_flight()).unwrap_or(0))
             .sum()
     }
 

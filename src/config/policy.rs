@@ -1,0 +1,128 @@
+//! What is watched and how it is judged: the watch window, the judge's thresholds, peak hours.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// Namespaces to watch; empty watches all.
+    pub namespaces: Vec<String>,
+    /// Label selector of opted-in Deployments.
+    pub selector: String,
+    /// How long a completed rollout is watched.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How often health, smoke checks and providers are sampled.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A rollout not complete this long after detection fails.
+    #[serde(with = "humantime_serde")]
+    pub rollout_timeout: Duration,
+    /// A new pod Pending this long pages with the scheduler's reason.
+    #[serde(with = "humantime_serde")]
+    pub pending_timeout: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            namespaces: Vec::new(),
+            selector: "deploy-watchdog.io/enabled=true".into(),
+            window: Duration::from_secs(15 * 60),
+            interval: Duration::from_secs(10),
+            rollout_timeout: Duration::from_secs(10 * 60),
+            pending_timeout: Duration::from_secs(2 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JudgeConfig {
+    /// Error ratio above which a sample fails.
+    pub error_rate_threshold: f64,
+    /// A sample with fewer requests is no evidence either way.
+    pub min_requests: u64,
+    /// Span of each error-rate sample.
+    #[serde(with = "humantime_serde")]
+    pub sample_window: Duration,
+    /// Consecutive failures of a check before it rolls back.
+    pub failures_before_rollback: NonZeroU32,
+    /// Consecutive samples without data from any provider before paging "watchdog blind".
+    pub inconclusive_limit: NonZeroU32,
+    pub baseline: BaselineConfig,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        JudgeConfig {
+            error_rate_threshold: 0.01,
+            min_requests: 20,
+            // Four scrapes at Prometheus' default 1 m interval: `increase()` has no value
+            // with fewer than two samples in its range, and a late or missed scrape must
+            // not leave a sample empty.
+            sample_window: Duration::from_secs(4 * 60),
+            failures_before_rollback: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),
+            inconclusive_limit: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
+            baseline: BaselineConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaselineConfig {
+    /// Compare against the error ratio before the rollout.
+    pub enabled: bool,
+    /// How far back the baseline looks from detection.
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
+    /// A failing sample must also exceed `baseline × factor`.
+    pub factor: f64,
+}
+
+impl Default for BaselineConfig {
+    fn default() -> Self {
+        BaselineConfig {
+            enabled: false,
+            lookback: Duration::from_secs(15 * 60),
+            factor: 2.0,
+        }
+    }
+}
+
+/// Deploy windows to avoid (the runbook's 9–11 am and 2–4 pm ET).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeakHoursConfig {
+    /// IANA time zone the windows are in.
+    pub time_zone: String,
+    pub windows: Vec<PeakWindow>,
+    /// Stricter policy for rollouts that start inside a window.
+    pub failures_before_rollback: Option<NonZeroU32>,
+}
+
+impl Default for PeakHoursConfig {
+    fn default() -> Self {
+        PeakHoursConfig {
+            time_zone: "UTC".into(),
+            windows: Vec::new(),
+            failures_before_rollback: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeakWindow {
+    /// `mon` … `sun`; empty means every day.
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// `HH:MM`, local time in `time_zone`.
+    pub start: String,
+    /// `HH:MM`, after `start`.
+    pub end: String,
+}
