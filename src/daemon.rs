@@ -17,11 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cluster::caches::Caches;
-use crate::cluster::record::{Outcome, Recorder, RolloutState};
+use crate::cluster::record::{Recorder, RolloutState};
 use crate::cluster::{leader, rollout};
 use crate::config::{Config, Secrets};
 use crate::judge::Policy;
 use crate::notify::Notifier;
+use crate::phase::Phase;
 use crate::probes::Probes;
 use crate::probes::sampler::Sampler;
 use crate::session::{self, Context, EndCause, Handle, Start};
@@ -383,7 +384,7 @@ impl Detector {
         let first_sight = first_sight_start(&d, revision, state.as_ref());
         let rolled_back = state
             .as_ref()
-            .filter(|s| s.outcome == Some(Outcome::RolledBack))
+            .filter(|s| s.phase.rolled_back())
             .and_then(|s| Some((s.revision, s.judged_template.clone()?)));
 
         if !self.known.contains_key(&k) {
@@ -486,12 +487,11 @@ impl Detector {
         );
         self.ctx.notifier.post(format!("⚠️ {ns}/{name}: {note}."));
         let decision = crate::cluster::record::Decision {
-            warning: true,
-            event_reason: "RollbackUndone",
-            action: "Ignore",
+            event_reason: crate::cluster::record::EventReason::RollbackUndone,
+            action: crate::cluster::record::EventAction::Ignore,
             note,
             revision: rolled_back,
-            outcome: None,
+            phase: None,
             reason: None,
             from_version: from,
             to_version: version,
@@ -533,21 +533,234 @@ fn unrecorded_rollout_in_progress(
     revision > 1 && !recorded && !paused && rollout::rolling_out(d)
 }
 
-/// A watch left open by a previous process, for the Deployment's current revision.
+/// A watch left open by a previous process, for the Deployment's current revision: resumed in
+/// its recorded phase.
 fn resumable(d: &Deployment, revision: i64, state: Option<&RolloutState>) -> Option<Start> {
     let state = state?;
-    if state.settled {
+    let resume = match &state.phase {
         // Decided, but the page may not have reached PagerDuty before the process stopped.
-        return state.page_owed(d).then(|| Start::Resume(state.clone()));
+        Phase::Settled { .. } => state.page_owed(d),
+        Phase::Progressing { .. } | Phase::Watching { .. } | Phase::RollingBack { .. } => {
+            state.revision == revision
+        }
+        // Sent before the restart; the revision it created is the current one.
+        Phase::Verifying { .. } => state.restored_on(d),
+    };
+    resume.then(|| Start::Resume(state.clone()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::cluster::record::{Outcome, PAGE_DELIVERED_ANNOTATION};
+    use crate::judge::Reason;
+
+    /// A Deployment at `revision` running `image`, with the controller's status: `rolling` for a
+    /// rollout still going (old pods left), else complete.
+    fn deployment(revision: i64, image: &str, rolling: bool, paused: bool) -> Deployment {
+        let (replicas, reason) = if rolling {
+            (4, "ReplicaSetUpdated")
+        } else {
+            (3, "NewReplicaSetAvailable")
+        };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app", "namespace": "production",
+                "annotations": {"deployment.kubernetes.io/revision": revision.to_string()}},
+            "spec": {"replicas": 3, "paused": paused, "selector": {},
+                "template": {"spec": {"containers": [{"name": "app", "image": image}]}}},
+            "status": {"replicas": replicas, "updatedReplicas": 3,
+                "conditions": [{"type": "Progressing", "status": "True", "reason": reason}]},
+        }))
+        .unwrap()
     }
-    match state.outcome {
-        None | Some(Outcome::Degraded) if state.revision == revision => {
-            Some(Start::Resume(state.clone()))
+
+    fn fingerprint(d: &Deployment) -> String {
+        rollout::template_fingerprint(&d.spec.as_ref().unwrap().template)
+    }
+
+    fn state(revision: i64, phase: Phase) -> RolloutState {
+        RolloutState {
+            phase,
+            ..RolloutState::detected(revision, Some("v1".into()), Some("v2".into()), None)
         }
-        Some(Outcome::RolledBack) => {
-            // Sent before the restart; the revision it created is the current one.
-            state.restored_on(d).then(|| Start::Resume(state.clone()))
+    }
+
+    fn delivered(mut d: Deployment, revision: i64) -> Deployment {
+        d.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(PAGE_DELIVERED_ANNOTATION.into(), revision.to_string());
+        d
+    }
+
+    #[test]
+    fn each_recorded_phase_resumes_only_where_it_still_applies() {
+        let at2 = deployment(2, "r/app:v2", true, false);
+        let at3 = deployment(3, "r/app:v1", true, false);
+        let watching = Phase::Watching {
+            since: jiff::Timestamp::UNIX_EPOCH,
+            until: None,
+        };
+        let health = Reason::Health;
+        let restored = |mut s: RolloutState| {
+            s.rollback_fingerprint = Some(fingerprint(&at3));
+            s
+        };
+        let paged = |mut s: RolloutState| {
+            s.detail = Some("health failing".into());
+            s
+        };
+        let settled = |outcome| Phase::Settled {
+            outcome,
+            reason: health,
+        };
+        let cases: Vec<(&str, &Deployment, Option<RolloutState>, bool)> = vec![
+            ("nothing recorded", &at2, None, false),
+            (
+                "progressing, same revision",
+                &at2,
+                Some(state(2, Phase::start())),
+                true,
+            ),
+            (
+                "progressing, older revision",
+                &at3,
+                Some(state(2, Phase::start())),
+                false,
+            ),
+            (
+                "watching, same revision",
+                &at2,
+                Some(state(2, watching.clone())),
+                true,
+            ),
+            (
+                "watching, older revision",
+                &at3,
+                Some(state(2, watching)),
+                false,
+            ),
+            (
+                "rolling back, same revision",
+                &at2,
+                Some(state(2, Phase::RollingBack { reason: health })),
+                true,
+            ),
+            (
+                "verifying, the restored template runs",
+                &at3,
+                Some(restored(state(2, Phase::Verifying { reason: health }))),
+                true,
+            ),
+            (
+                "verifying, another template runs",
+                &at2,
+                Some(restored(state(2, Phase::Verifying { reason: health }))),
+                false,
+            ),
+            (
+                "settled, nothing owed",
+                &at2,
+                Some(state(2, settled(Outcome::Passed))),
+                false,
+            ),
+            (
+                "settled rolled back, page owed",
+                &at3,
+                Some(paged(state(2, settled(Outcome::RolledBack)))),
+                true,
+            ),
+            (
+                "settled rolled back, page delivered",
+                &delivered(at3.clone(), 2),
+                Some(paged(state(2, settled(Outcome::RolledBack)))),
+                false,
+            ),
+        ];
+        for (what, d, state, want) in cases {
+            let revision = rollout::revision(d.annotations()).unwrap();
+            let got = resumable(d, revision, state.as_ref());
+            assert_eq!(got.is_some(), want, "{what}");
+            if let (Some(Start::Resume(s)), Some(recorded)) = (got, state) {
+                assert_eq!(s, recorded, "{what}: resumed from another state");
+            }
         }
-        _ => None,
+    }
+
+    #[test]
+    fn only_an_unrecorded_rollout_still_rolling_out_is_judged_at_first_sight() {
+        let rolling = deployment(2, "r/app:v2", true, false);
+        let complete = deployment(2, "r/app:v2", false, false);
+        let paused = deployment(2, "r/app:v2", true, true);
+        let first = deployment(1, "r/app:v1", true, false);
+        let ours = deployment(3, "r/app:v1", true, false);
+        let mut rolled_back = state(
+            2,
+            Phase::Verifying {
+                reason: Reason::Health,
+            },
+        );
+        rolled_back.rollback_fingerprint = Some(fingerprint(&ours));
+        let cases: Vec<(&str, &Deployment, Option<RolloutState>, bool)> = vec![
+            ("rolling out, nothing recorded", &rolling, None, true),
+            ("complete (scaling, a drain)", &complete, None, false),
+            ("paused by a person", &paused, None, false),
+            ("the first revision is a creation", &first, None, false),
+            (
+                "recorded for this revision",
+                &rolling,
+                Some(state(
+                    2,
+                    Phase::Settled {
+                        outcome: Outcome::Passed,
+                        reason: Reason::None,
+                    },
+                )),
+                false,
+            ),
+            (
+                "recorded for an older revision",
+                &rolling,
+                Some(state(
+                    1,
+                    Phase::Settled {
+                        outcome: Outcome::Passed,
+                        reason: Reason::None,
+                    },
+                )),
+                true,
+            ),
+            (
+                "the revision our rollback made",
+                &ours,
+                Some(rolled_back),
+                false,
+            ),
+        ];
+        for (what, d, state, want) in cases {
+            let revision = rollout::revision(d.annotations()).unwrap();
+            assert_eq!(
+                unrecorded_rollout_in_progress(d, revision, state.as_ref()),
+                want,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn first_sight_resumes_a_recorded_watch_before_judging_an_unrecorded_one() {
+        let rolling = deployment(2, "r/app:v2", true, false);
+        let recorded = state(2, Phase::start());
+        assert_eq!(
+            first_sight_start(&rolling, 2, Some(&recorded)),
+            Some((Start::Resume(recorded), true))
+        );
+        assert_eq!(
+            first_sight_start(&rolling, 2, None),
+            Some((Start::Fresh, false))
+        );
+        let complete = deployment(2, "r/app:v2", false, false);
+        assert_eq!(first_sight_start(&complete, 2, None), None);
     }
 }

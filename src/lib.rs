@@ -16,6 +16,7 @@ pub mod judge;
 pub mod notify;
 pub mod overrides;
 pub mod peak;
+pub mod phase;
 pub mod probes;
 pub mod server;
 pub mod session;

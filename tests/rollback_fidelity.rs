@@ -138,19 +138,14 @@ async fn a_recorded_state_with_html_characters_does_not_fail_the_rollback() {
     sim.deploy("production", "app", "v2").unwrap();
     wait_for_revision(&sim, 2).await;
     // What a degraded rollout records: a message quoting '>' and '&'.
-    let state = deploy_watchdog::cluster::record::RolloutState {
-        revision: 2,
-        from_version: Some("v1".into()),
-        to_version: Some("v2".into()),
-        detected_at: jiff::Timestamp::now(),
-        outcome: None,
-        reason: None,
-        rollback_fingerprint: None,
-        settled: false,
-        detail: Some("error rate 3.4 % > 1 % & rising".into()),
-        window_started_at: None,
-        judged_template: None,
-    };
+    let mut state = deploy_watchdog::cluster::record::RolloutState::detected(
+        2,
+        Some("v1".into()),
+        Some("v2".into()),
+        None,
+    );
+    state.paged = Some(deploy_watchdog::judge::Reason::ErrorRate);
+    state.detail = Some("error rate 3.4 % > 1 % & rising".into());
     deploy_watchdog::cluster::record::Recorder::new(client.clone(), "test".into())
         .annotate("production", "app", &state.annotations())
         .await

@@ -438,7 +438,7 @@ pub async fn execute_judged(
         .cloned();
     if let Some(st) = recorded
         .as_deref()
-        .and_then(|r| serde_json::from_str::<super::record::RolloutState>(r).ok())
+        .and_then(super::record::RolloutState::parse)
         && st.revision >= revision
         && st.rollback_fingerprint.is_some()
     {

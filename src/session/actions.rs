@@ -6,11 +6,12 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{info, warn};
 
 use super::{EndCause, Session};
-use crate::cluster::record::{Decision, Outcome};
+use crate::cluster::record::{EventAction, EventReason, Outcome};
 use crate::cluster::{rollback, rollout};
 use crate::config::{self, Mode};
 use crate::judge::{self, Reason};
 use crate::notify::{self, PageEvent, Severity};
+use crate::phase::{Happened, Phase};
 
 impl Session {
     pub(super) async fn detected(&self) {
@@ -26,37 +27,25 @@ impl Session {
             .unwrap_or_default();
         if let Some(stale) = self.change.as_ref().and_then(|c| c.stale.as_ref()) {
             warn!(change = %stale, "version label disagrees with the image; the image is what runs");
-            self.record(Decision {
-                warning: true,
-                event_reason: "VersionLabelStale",
-                action: "Watch",
-                note: format!(
+            self.note(
+                EventReason::VersionLabelStale,
+                EventAction::Watch,
+                format!(
                     "{stale}: the image is what runs, so the rollout is judged as {}",
                     r.to()
                 ),
-                revision: r.state.revision,
-                outcome: None,
-                reason: None,
-                from_version: r.state.from_version.clone(),
-                to_version: r.state.to_version.clone(),
-            });
+            );
         }
-        self.record(Decision {
-            warning: false,
-            event_reason: "RolloutDetected",
-            action: "Watch",
-            note: format!(
+        self.note(
+            EventReason::RolloutDetected,
+            EventAction::Watch,
+            format!(
                 "Watching the rollout of {} (from {}, revision {}){change}",
                 r.to(),
                 r.from(),
                 r.state.revision
             ),
-            revision: r.state.revision,
-            outcome: None,
-            reason: None,
-            from_version: r.state.from_version.clone(),
-            to_version: r.state.to_version.clone(),
-        });
+        );
         let mut start = format!(
             "Starting production deploy of {} to {} (from {}, revision {}{change}); watching it for {}.",
             r.to(),
@@ -70,17 +59,11 @@ impl Session {
             start.push_str(&format!(
                 " ⚠️ Peak hours ({window}): this deploy is inside a window to avoid."
             ));
-            self.record(Decision {
-                warning: true,
-                event_reason: "PeakHours",
-                action: "Watch",
-                note: format!("Rollout of {} started during peak hours ({window})", r.to()),
-                revision: r.state.revision,
-                outcome: None,
-                reason: None,
-                from_version: r.state.from_version.clone(),
-                to_version: r.state.to_version.clone(),
-            });
+            self.note(
+                EventReason::PeakHours,
+                EventAction::Watch,
+                format!("Rollout of {} started during peak hours ({window})", r.to()),
+            );
         }
         self.ctx.notifier.post(start);
     }
@@ -89,47 +72,61 @@ impl Session {
     pub(super) fn report_bad_annotations(&self) {
         for bad in &self.bad_annotations {
             warn!(annotation = %bad.annotation, problem = %bad.problem, "bad annotation; using the daemon's config for this deployment");
-            self.record(Decision {
-                warning: true,
-                event_reason: "BadAnnotation",
-                action: "Configure",
-                note: format!("{bad}; this Deployment is guarded with the daemon's config instead"),
-                revision: self.r.state.revision,
-                outcome: None,
-                reason: None,
-                from_version: self.r.state.from_version.clone(),
-                to_version: self.r.state.to_version.clone(),
-            });
+            self.note(
+                EventReason::BadAnnotation,
+                EventAction::Configure,
+                format!("{bad}; this Deployment is guarded with the daemon's config instead"),
+            );
         }
     }
 
+    /// A pause or its end, while rolling out: a Normal Event, so people see why the rollout
+    /// deadline moved.
+    pub(super) fn paused_or_resumed(&self, paused: bool) {
+        let (reason, note) = if paused {
+            info!("deployment paused; paused time does not count toward the rollout timeout");
+            (
+                EventReason::RolloutPaused,
+                format!(
+                    "Rollout of {} paused: the time it stays paused does not count toward the rollout timeout ({}); the other checks go on",
+                    self.r.to(),
+                    judge::human(self.cfg.watch.rollout_timeout)
+                ),
+            )
+        } else {
+            info!("deployment resumed");
+            (
+                EventReason::RolloutResumed,
+                format!("Rollout of {} resumed", self.r.to()),
+            )
+        };
+        self.note(reason, EventAction::Watch, note);
+    }
+
     pub(super) async fn window_started(&mut self, at: Duration) {
-        let started =
-            self.r.state.detected_at + jiff::SignedDuration::try_from(at).unwrap_or_default();
-        self.r.state.window_started_at = Some(started);
+        let started = self.r.state.detected_at
+            + jiff::SignedDuration::try_from(at + self.judge_offset).unwrap_or_default();
+        let until =
+            started + jiff::SignedDuration::try_from(self.policy.window).unwrap_or_default();
         info!("rollout complete; watch window started");
-        self.save_state().await;
+        self.advance(Happened::Complete { at: started, until })
+            .await;
         let window = judge::human(self.policy.window);
-        self.record(Decision {
-            warning: false,
-            event_reason: "WindowStarted",
-            action: "Watch",
-            note: format!(
+        self.note(
+            EventReason::WindowStarted,
+            EventAction::Watch,
+            format!(
                 "Rollout of {} complete; watching it for {window}",
                 self.r.to()
             ),
-            revision: self.r.state.revision,
-            outcome: None,
-            reason: None,
-            from_version: self.r.state.from_version.clone(),
-            to_version: self.r.state.to_version.clone(),
-        });
+        );
     }
 
+    /// A page while the watch goes on: recorded (not a phase change), so a resumed watch does
+    /// not page for the same problem again.
     pub(super) async fn degraded(&mut self, reason: Reason, message: &str) {
         warn!(%reason, message, "degraded: paging");
-        self.r.state.outcome = Some(Outcome::Degraded);
-        self.r.state.reason = Some(reason);
+        self.r.state.paged = Some(reason);
         self.r.state.detail = Some(message.to_string());
         self.save_state().await;
         self.page(Severity::Error, reason, Outcome::Degraded, message);
@@ -139,10 +136,8 @@ impl Session {
             self.r.to()
         ));
         self.decide(
-            true,
-            "Degraded",
-            "Page",
-            Outcome::Degraded,
+            EventReason::Degraded,
+            EventAction::Page,
             reason,
             message.to_string(),
         );
@@ -150,15 +145,10 @@ impl Session {
 
     pub(super) async fn finish_degraded(&mut self, reason: Reason, message: &str) {
         warn!(%reason, message, "watch ended degraded");
-        self.r.state.outcome = Some(Outcome::Degraded);
-        self.r.state.reason = Some(reason);
-        self.r.state.settled = true;
-        self.save_state().await;
+        self.advance(Happened::EndedDegraded { reason }).await;
         self.decide(
-            true,
-            "Degraded",
-            "Finish",
-            Outcome::Degraded,
+            EventReason::Degraded,
+            EventAction::Finish,
             reason,
             format!("Watch ended degraded: {message}"),
         );
@@ -167,27 +157,22 @@ impl Session {
     pub(super) async fn passed(&mut self) {
         let window = judge::human(self.policy.window);
         info!("passed");
-        if self.r.state.outcome == Some(Outcome::Degraded) {
+        if self.r.state.paged.is_some() {
             self.ctx.notifier.page(PageEvent {
                 action: notify::Action::Resolve,
                 dedup_key: self.dedup_key(),
                 payload: None,
             });
         }
-        self.r.state.outcome = Some(Outcome::Passed);
-        self.r.state.reason = Some(Reason::None);
-        self.r.state.settled = true;
-        self.save_state().await;
+        self.advance(Happened::Passed).await;
         self.ctx.notifier.post(format!(
             "✅ Production deploy of {} to {} complete: healthy for {window}.",
             self.r.to(),
             self.r.key()
         ));
         self.decide(
-            false,
-            "RolloutPassed",
-            "Pass",
-            Outcome::Passed,
+            EventReason::RolloutPassed,
+            EventAction::Pass,
             Reason::None,
             format!("{} passed its {window} watch", self.r.to()),
         );
@@ -205,7 +190,7 @@ impl Session {
             ),
         };
         info!(outcome = outcome.as_str(), "session ended");
-        if self.r.state.outcome == Some(Outcome::Degraded) {
+        if self.r.state.paged.is_some() {
             self.ctx.notifier.page(PageEvent {
                 action: notify::Action::Resolve,
                 dedup_key: self.dedup_key(),
@@ -213,35 +198,30 @@ impl Session {
             });
         }
         // The state annotation now belongs to the newer rollout (or is gone): only an Event.
+        self.advance(Happened::Ended(outcome)).await;
         self.decide(
-            false,
             if cause == EndCause::Deleted {
-                "RolloutDeleted"
+                EventReason::RolloutDeleted
             } else {
-                "RolloutSuperseded"
+                EventReason::RolloutSuperseded
             },
-            "Stop",
-            outcome,
+            EventAction::Stop,
             Reason::None,
             note,
         );
     }
 
-    pub(super) async fn roll_back(&mut self, reason: Reason, message: &str) {
+    /// The judge decided to roll back: in dry-run mode that is the end (a page says what would
+    /// have happened); else the decision is recorded before the rollback is sent, so a new
+    /// process sends it if this one stops first.
+    pub(super) async fn decided_to_roll_back(&mut self, reason: Reason, message: &str) {
         let r = self.r.clone();
-        let _rolling_back = self.ctx.metrics.rolling_back();
         if self.cfg.mode == Mode::DryRun {
             warn!(%reason, message, "would roll back (dry run)");
-            self.r.state.outcome = Some(Outcome::WouldRollBack);
-            self.r.state.reason = Some(reason);
-            self.r.state.settled = true;
-            self.save_state().await;
-            self.page(
-                Severity::Error,
-                reason,
-                Outcome::WouldRollBack,
-                &format!("would roll back (dry run): {message}"),
-            );
+            let what = format!("would roll back (dry run): {message}");
+            self.r.state.detail = Some(what.clone());
+            self.advance(Happened::WouldRollBack { reason }).await;
+            self.page(Severity::Error, reason, Outcome::WouldRollBack, &what);
             self.ctx.notifier.post(format!(
                 "⚠️ Would roll back {} {} to {} due to {message} (dry run: nothing changed)",
                 r.key(),
@@ -249,15 +229,24 @@ impl Session {
                 r.from()
             ));
             self.decide(
-                true,
-                "WouldRollBack",
-                "RollBack",
-                Outcome::WouldRollBack,
+                EventReason::WouldRollBack,
+                EventAction::RollBack,
                 reason,
                 format!("Would roll back (dry run): {message}"),
             );
             return;
         }
+        self.r.state.detail = Some(message.to_string());
+        self.advance(Happened::RollBack { reason }).await;
+    }
+
+    /// The `RollingBack` phase: sends the rollback, retrying a transient refusal until the
+    /// rollout deadline. Returns `false` when stopped.
+    pub(super) async fn roll_back(&mut self, reason: Reason) -> bool {
+        let r = self.r.clone();
+        let message = r.state.detail.clone().unwrap_or_else(|| reason.to_string());
+        let message = message.as_str();
+        let _rolling_back = self.ctx.metrics.rolling_back();
         warn!(%reason, message, "rolling back");
         let mut state = self.r.state.clone();
         let started = Instant::now();
@@ -274,9 +263,11 @@ impl Session {
                 r.state.revision,
                 r.state.judged_template.as_deref(),
                 |plan| {
-                    state = self.r.state.clone();
-                    state.outcome = Some(Outcome::RolledBack);
-                    state.reason = Some(reason);
+                    // Recorded with the rollback, in the same write: the phase and the
+                    // restored template.
+                    state = self
+                        .advanced(Happened::RollbackSent)
+                        .unwrap_or_else(|| self.r.state.clone());
                     state.rollback_fingerprint =
                         Some(rollout::template_fingerprint(&plan.template));
                     state.detail = Some(message.to_string());
@@ -315,7 +306,7 @@ impl Session {
             }
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => return,
+                _ = self.shutdown.cancelled() => return false,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -323,6 +314,7 @@ impl Session {
         drop(timer);
         match result {
             Ok(plan) => {
+                info!(phase = %state.phase, "phase");
                 self.r.state = state;
                 let to = plan
                     .target_version
@@ -347,14 +339,11 @@ impl Session {
                     r.to()
                 ));
                 self.decide(
-                    true,
-                    "RolledBack",
-                    "RollBack",
-                    Outcome::RolledBack,
+                    EventReason::RolledBack,
+                    EventAction::RollBack,
                     reason,
                     format!("Rolled back {} to {to}: {message}", r.to()),
                 );
-                self.verify(self.r.state.rollback_fingerprint.clone()).await;
             }
             Err(
                 e @ (rollback::RollbackError::Superseded { .. }
@@ -374,29 +363,26 @@ impl Session {
                     .await;
             }
             Err(rollback::RollbackError::AlreadyRolledBack { state, .. }) => {
-                info!("this rollout was already rolled back (by a previous leader): verifying it");
+                // The recorded phase is the previous leader's: verifying, or settled.
+                info!(phase = %state.phase, "this rollout was already rolled back (by a previous leader)");
                 self.r.state = *state;
-                self.verify(self.r.state.rollback_fingerprint.clone()).await;
             }
             Err(e) => {
                 warn!(error = %e, category = e.category(), "rollback failed");
-                self.r.state.outcome = Some(Outcome::RollbackFailed);
-                self.r.state.reason = Some(reason);
-                self.r.state.settled = true;
-                self.save_state().await;
                 let what = format!("rollback of {} failed ({e}) after: {message}", r.to());
+                self.r.state.detail = Some(what.clone());
+                self.advance(Happened::RollbackFailed).await;
                 self.page(Severity::Critical, reason, Outcome::RollbackFailed, &what);
                 self.ctx.notifier.post(format!("🔥 {}: {what}", r.key()));
                 self.decide(
-                    true,
-                    "RollbackFailed",
-                    "RollBack",
-                    Outcome::RollbackFailed,
+                    EventReason::RollbackFailed,
+                    EventAction::RollBack,
                     reason,
                     what,
                 );
             }
         }
+        true
     }
 
     /// kubectl's "skipped rollback": the Deployment already runs the template of the revision a
@@ -414,15 +400,13 @@ impl Session {
             target_revision,
             "not rolling back: the deployment already runs the previous revision's template"
         );
-        self.r.state.outcome = Some(Outcome::RolledBack);
-        self.r.state.reason = Some(reason);
         self.r.state.rollback_fingerprint = restored;
         let to = self.r.from().to_string();
         let what = format!(
             "already back on {to} (someone rolled back first; no rollback sent): {message}"
         );
         self.r.state.detail = Some(what.clone());
-        self.save_state().await;
+        self.advance(Happened::RollbackSent).await;
         self.page(Severity::Error, reason, Outcome::RolledBack, &what);
         self.ctx.notifier.post(format!(
             "⚠️ {} {} is already rolled back to {to} (someone ran the rollback first) after {message}",
@@ -430,18 +414,18 @@ impl Session {
             self.r.to()
         ));
         self.decide(
-            true,
-            "RolledBack",
-            "RollBack",
-            Outcome::RolledBack,
+            EventReason::RolledBack,
+            EventAction::RollBack,
             reason,
             format!("{} already rolled back to {to}: {message}", self.r.to()),
         );
-        self.verify(self.r.state.rollback_fingerprint.clone()).await;
     }
 
-    /// Watches the rollback to completion and checks the version health reports.
-    pub(super) async fn verify(&mut self, fingerprint: Option<String>) {
+    /// The `Verifying` phase: watches the rollback to completion and checks the version health
+    /// reports. Returns `false` when stopped.
+    pub(super) async fn verify(&mut self) -> bool {
+        let _rolling_back = self.ctx.metrics.rolling_back();
+        let fingerprint = self.r.state.rollback_fingerprint.clone();
         let deadline = config::deadline(Instant::now(), self.cfg.watch.rollout_timeout);
         let expected = self.r.state.from_version.clone();
         let mut ticks = tokio::time::interval(self.cfg.watch.interval.min(Duration::from_secs(1)));
@@ -450,7 +434,7 @@ impl Session {
         loop {
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => return,
+                _ = self.shutdown.cancelled() => return false,
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = ticks.tick() => {}
             }
@@ -480,7 +464,7 @@ impl Session {
                 (Some(Err(err)), _) => last = format!("health: {err}"),
             }
         }
-        let reason = self.r.state.reason.unwrap_or(Reason::None);
+        let reason = self.r.state.phase.reason().unwrap_or(Reason::None);
         let what = format!(
             "rollback of {} to {} not verified within {}: {last}",
             self.r.to(),
@@ -488,54 +472,54 @@ impl Session {
             judge::human(self.cfg.watch.rollout_timeout)
         );
         warn!(what, "rollback failed verification");
-        self.r.state.outcome = Some(Outcome::RollbackFailed);
-        self.r.state.settled = true;
-        self.save_state().await;
+        self.r.state.detail = Some(what.clone());
+        self.advance(Happened::RollbackFailed).await;
         self.page(Severity::Critical, reason, Outcome::RollbackFailed, &what);
         self.ctx
             .notifier
             .post(format!("🔥 {}: {what}", self.r.key()));
         self.decide(
-            true,
-            "RollbackFailed",
-            "Verify",
-            Outcome::RollbackFailed,
+            EventReason::RollbackFailed,
+            EventAction::Verify,
             reason,
             what,
         );
+        true
     }
 
-    pub(super) async fn verified(&mut self) {
+    pub(super) async fn verified(&mut self) -> bool {
         info!("rollback verified");
-        self.r.state.settled = true;
-        self.save_state().await;
-        let reason = self.r.state.reason.unwrap_or(Reason::None);
+        self.advance(Happened::Verified).await;
+        let reason = self.r.state.phase.reason().unwrap_or(Reason::None);
         let note = format!(
             "Rollback verified: {} runs {} again",
             self.r.key(),
             self.r.from()
         );
         self.decide(
-            false,
-            "RollbackVerified",
-            "Verify",
-            Outcome::RolledBack,
+            EventReason::RollbackVerified,
+            EventAction::Verify,
             reason,
             note,
         );
+        true
     }
 
     /// A page decided before a restart or a leader change may never have reached PagerDuty;
     /// one whose delivery the previous process recorded is not sent again.
     pub(super) fn page_again_if_owed(&self) {
-        let (Some(outcome), Some(detail)) = (self.r.state.outcome, self.r.state.detail.clone())
-        else {
+        let Some(detail) = self.r.state.detail.clone() else {
             return;
         };
         if !self.r.state.page_owed(&self.updates.borrow()) {
             return;
         }
-        let reason = self.r.state.reason.unwrap_or(Reason::None);
+        let (outcome, reason) = match (&self.r.state.phase, self.r.state.paged) {
+            (Phase::Settled { outcome, reason }, _) => (*outcome, *reason),
+            (Phase::Verifying { reason }, _) => (Outcome::RolledBack, *reason),
+            (_, Some(paged)) => (Outcome::Degraded, paged),
+            _ => return,
+        };
         let severity = match outcome {
             Outcome::RollbackFailed => Severity::Critical,
             Outcome::RolledBack | Outcome::WouldRollBack | Outcome::Degraded => Severity::Error,

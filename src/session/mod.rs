@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info};
+use tracing::{Instrument, error, info};
 
 use crate::cluster::caches::{Caches, Subscription};
 use crate::cluster::record::{Outcome, Recorder, RolloutState};
@@ -21,6 +21,7 @@ use crate::judge::{
     self, Finish, Judge, Observation, Policy, ProviderSample, RolloutFacts, Verdict,
 };
 use crate::notify::Notifier;
+use crate::phase::{Happened, Phase};
 use crate::probes::Probes;
 use crate::probes::sampler::{Member, Sampler};
 
@@ -123,22 +124,15 @@ pub fn spawn(
         };
     let state = match start {
         Start::Resume(ref s) => s.clone(),
-        Start::Fresh => RolloutState {
+        Start::Fresh => RolloutState::detected(
             revision,
-            from_version: before.version.clone(),
-            to_version: rollout::deployed_version(&deployment, &cfg.version),
-            detected_at: jiff::Timestamp::now(),
-            outcome: None,
-            reason: None,
-            rollback_fingerprint: None,
-            settled: false,
-            detail: None,
-            window_started_at: None,
-            judged_template: deployment
+            before.version.clone(),
+            rollout::deployed_version(&deployment, &cfg.version),
+            deployment
                 .spec
                 .as_ref()
                 .map(|s| rollout::template_fingerprint(&s.template)),
-        },
+        ),
     };
     let r = Rollout {
         namespace: namespace.clone(),
@@ -171,6 +165,7 @@ pub fn spawn(
         end: end_rx,
         shutdown,
         resumed: start != Start::Fresh,
+        judge_offset: Duration::ZERO,
     };
     tokio::spawn(session.run().instrument(span));
     Handle {
@@ -199,6 +194,9 @@ struct Session {
     end: watch::Receiver<Option<EndCause>>,
     shutdown: CancellationToken,
     resumed: bool,
+    /// Time the Deployment spent paused before the rollout completed: the judge's clock
+    /// ([`Observation::at`]) runs this far behind the time since detection.
+    judge_offset: Duration,
 }
 
 /// What a rollout changed that its versions alone do not say.
@@ -258,24 +256,65 @@ fn change_note(d: &Deployment, cfg: &Config, before: &Before) -> Option<Change> 
 }
 
 impl Session {
+    /// The session: `loop { phase = step(phase) }`. Each step does its phase's work and moves
+    /// the phase on through [`Session::advance`]; a step that returns `false` was stopped
+    /// (shutdown, leadership lost) and leaves the recorded phase for the next process.
     async fn run(mut self) {
         let _watching = self.ctx.metrics.watching();
         if self.resumed {
             self.page_again_if_owed();
-            if self.r.state.settled {
-                return;
-            }
-        }
-        if self.r.state.outcome == Some(Outcome::RolledBack) {
-            // Resumed after the rollback was sent: only the verification is left.
-            let _rolling_back = self.ctx.metrics.rolling_back();
-            self.verify(self.r.state.rollback_fingerprint.clone()).await;
-            return;
-        }
-        if !self.resumed {
+        } else {
             self.report_bad_annotations();
             self.detected().await;
         }
+        loop {
+            let go_on = match self.r.state.phase.clone() {
+                Phase::Progressing { .. } | Phase::Watching { .. } => self.watch().await,
+                Phase::RollingBack { reason } => self.roll_back(reason).await,
+                Phase::Verifying { .. } => self.verify().await,
+                Phase::Settled { .. } => return,
+            };
+            if !go_on {
+                return;
+            }
+        }
+    }
+
+    /// The phase after `happened`, decided by [`Phase::next`], with the record that carries it.
+    /// `None` (and an error logged) for a transition the lifecycle does not have.
+    fn advanced(&self, happened: Happened) -> Option<RolloutState> {
+        match self.r.state.phase.next(happened) {
+            Ok(phase) => Some(RolloutState {
+                phase,
+                ..self.r.state.clone()
+            }),
+            Err(e) => {
+                error!(error = %e, "session bug: transition refused");
+                None
+            }
+        }
+    }
+
+    /// Moves the phase on and records it: the state annotation is what a new process resumes
+    /// from. An ended rollout (superseded, deleted) is not recorded: the annotation belongs to
+    /// the newer rollout, or is gone.
+    async fn advance(&mut self, happened: Happened) {
+        let Some(state) = self.advanced(happened) else {
+            return;
+        };
+        info!(phase = %state.phase, "phase");
+        self.r.state = state;
+        if !matches!(
+            self.r.state.outcome(),
+            Some(Outcome::Superseded | Outcome::Deleted)
+        ) {
+            self.save_state().await;
+        }
+    }
+
+    /// The `Progressing` and `Watching` phases: probes and cluster changes become observations,
+    /// the judge turns them into verdicts. Returns `false` when stopped.
+    async fn watch(&mut self) -> bool {
         let caches = self.ctx.caches.subscribe(&self.r.namespace, &self.r.name);
         let mut shared: Option<Member> = match &self.ctx.sampler {
             Some(s) if self.shares_round() => Some(s.join(&self.r.namespace, &self.r.name)),
@@ -287,11 +326,18 @@ impl Session {
         };
         self.baseline = facts.baseline;
         let mut judge = Judge::new(self.policy.clone(), facts);
-        if let Some(started) = self.r.state.window_started_at {
-            judge.resume_window(self.since_detection(started));
+        match &self.r.state.phase {
+            Phase::Watching { since, .. } => {
+                self.judge_offset = Duration::ZERO;
+                judge.resume_window(self.since_detection(*since));
+            }
+            Phase::Progressing { paused } => {
+                self.judge_offset = paused.until(jiff::Timestamp::now());
+            }
+            _ => {}
         }
-        if self.r.state.outcome == Some(Outcome::Degraded) {
-            judge.already_paged(self.r.state.reason);
+        if self.r.state.paged.is_some() {
+            judge.already_paged(self.r.state.paged);
         }
 
         let mut ticks = tokio::time::interval(self.cfg.watch.interval);
@@ -300,12 +346,12 @@ impl Session {
         loop {
             let probes = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => return,
+                _ = self.shutdown.cancelled() => return false,
                 _ = self.end.changed() => {
                     let cause = *self.end.borrow();
                     if let Some(cause) = cause {
                         self.ended(cause).await;
-                        return;
+                        return true;
                     }
                     continue;
                 }
@@ -340,12 +386,13 @@ impl Session {
                 }
                 changed = self.updates.changed() => {
                     if changed.is_err() {
-                        return;
+                        return false;
                     }
                     None
                 }
                 _ = caches.changed.notified() => None,
             };
+            self.follow_pause().await;
             let obs = self.observe(&caches, probes);
             let was_complete = judge.complete_at().is_some();
             let verdict = judge.observe(&obs);
@@ -356,18 +403,48 @@ impl Session {
                 Verdict::Continue => {}
                 Verdict::Page { reason, message } => self.degraded(reason, &message).await,
                 Verdict::RollBack { reason, message } => {
-                    self.roll_back(reason, &message).await;
-                    return;
+                    self.decided_to_roll_back(reason, &message).await;
+                    return true;
                 }
                 Verdict::Finish(Finish::Passed) => {
                     self.passed().await;
-                    return;
+                    return true;
                 }
                 Verdict::Finish(Finish::Degraded { reason, message }) => {
                     self.finish_degraded(reason, &message).await;
-                    return;
+                    return true;
                 }
             }
+        }
+    }
+
+    /// While rolling out, a pause (`spec.paused`) and its end are recorded: paused time does
+    /// not count toward `rollout_timeout`.
+    async fn follow_pause(&mut self) {
+        let Phase::Progressing { paused } = self.r.state.phase else {
+            return;
+        };
+        let now_paused = self
+            .updates
+            .borrow()
+            .spec
+            .as_ref()
+            .and_then(|s| s.paused)
+            .unwrap_or(false);
+        let at = jiff::Timestamp::now();
+        match (paused.since.is_some(), now_paused) {
+            (false, true) => {
+                self.advance(Happened::Paused { at }).await;
+                self.paused_or_resumed(true);
+            }
+            (true, false) => {
+                self.advance(Happened::Resumed { at }).await;
+                self.paused_or_resumed(false);
+            }
+            _ => {}
+        }
+        if let Phase::Progressing { paused } = self.r.state.phase {
+            self.judge_offset = paused.until(at);
         }
     }
 
@@ -401,7 +478,7 @@ impl Session {
         let pods: Vec<Arc<PodRecord>> = new_set.map(|rs| caches.pods_of(rs)).unwrap_or_default();
         let new_pods: Vec<&PodRecord> = pods.iter().map(|p| p.as_ref()).collect();
         Observation {
-            at: self.since_detection(now),
+            at: self.since_detection(now).saturating_sub(self.judge_offset),
             progress: rollout::rollout_progress(
                 &deployment,
                 new_set.and_then(|rs| rs.metadata.name.as_deref()),

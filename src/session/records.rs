@@ -6,7 +6,7 @@ use std::time::Duration;
 use tracing::{Instrument, error, info, warn};
 
 use super::Session;
-use crate::cluster::record::{self, Decision, Outcome};
+use crate::cluster::record::{self, Decision, EventAction, EventReason, Outcome};
 use crate::judge::Reason;
 use crate::notify::{self, PageEvent, Payload, Severity};
 
@@ -45,12 +45,11 @@ impl Session {
             summary
         };
         let refused = Decision {
-            warning: true,
-            event_reason: "PageRejected",
-            action: "Page",
+            event_reason: EventReason::PageRejected,
+            action: EventAction::Page,
             note: summary.clone(),
             revision: r.state.revision,
-            outcome: None,
+            phase: Some(r.state.phase.clone()),
             reason: None,
             from_version: r.state.from_version.clone(),
             to_version: r.state.to_version.clone(),
@@ -155,28 +154,41 @@ impl Session {
         }
     }
 
+    /// An Event for a decision about the rollout, in the phase it led to. A settled phase is
+    /// counted as the rollout's outcome; a page while watching, or a rollback sent but not yet
+    /// verified, is not one.
     pub(super) fn decide(
         &self,
-        warning: bool,
-        event_reason: &'static str,
-        action: &'static str,
-        outcome: Outcome,
+        event_reason: EventReason,
+        action: EventAction,
         reason: Reason,
         note: String,
     ) {
-        info!(outcome = outcome.as_str(), %reason, note, "decision");
-        // Final outcomes only: a page while degraded, or a rollback sent but not yet verified, is not one.
-        if self.r.state.settled || matches!(outcome, Outcome::Superseded | Outcome::Deleted) {
+        info!(event = event_reason.as_str(), phase = %self.r.state.phase, %reason, note, "decision");
+        if let Some(outcome) = self.r.state.outcome() {
             self.ctx.metrics.outcome(outcome, reason);
         }
         self.record(Decision {
-            warning,
             event_reason,
             action,
             note,
             revision: self.r.state.revision,
-            outcome: Some(outcome),
+            phase: Some(self.r.state.phase.clone()),
             reason: Some(reason),
+            from_version: self.r.state.from_version.clone(),
+            to_version: self.r.state.to_version.clone(),
+        });
+    }
+
+    /// An Event that is not a decision (a rollout detected, a pause, a bad annotation).
+    pub(super) fn note(&self, event_reason: EventReason, action: EventAction, note: String) {
+        self.record(Decision {
+            event_reason,
+            action,
+            note,
+            revision: self.r.state.revision,
+            phase: Some(self.r.state.phase.clone()),
+            reason: None,
             from_version: self.r.state.from_version.clone(),
             to_version: self.r.state.to_version.clone(),
         });

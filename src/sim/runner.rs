@@ -16,9 +16,10 @@ use super::scenario::{
     self, Action, ExpectEntry, Expectation, ExpectedOutcome, ProviderName, Scenario, SinkName,
 };
 use super::services::{Apps, ClusterView, DatadogSim, PagerDutySim, PrometheusSim, SlackSim};
-use crate::cluster::record;
+use crate::cluster::record::{self, EventReason, Outcome};
 use crate::config::{Config, ConfigError, DatadogConfig, PrometheusConfig, Secrets, UrlTemplate};
 use crate::daemon;
+use crate::phase::Phase;
 use crate::telemetry::Metrics;
 
 /// One rollout as the scenario saw it.
@@ -892,30 +893,39 @@ impl Observer {
                     revision,
                     settled: false,
                 });
-            // A final outcome stays final: an interim Event retried late does not reopen it.
-            if let Some(outcome) = s(record::EVENT_OUTCOME)
+            // The rollout's recorded phase, as the Event carries it: settled is final, and an
+            // interim Event retried late does not reopen it.
+            let phase: Option<Phase> = a[record::EVENT_PHASE]
+                .as_str()
+                .and_then(|p| serde_json::from_str(p).ok());
+            if let Some(Phase::Settled { outcome, reason }) = &phase
                 && !entry.settled
             {
-                entry.outcome = outcome;
-                entry.reason = s(record::EVENT_REASON);
-                let interim = matches!(reason.as_str(), "RolledBack")
-                    || (reason == "Degraded" && e["action"] == "Page");
-                entry.settled = !interim;
+                entry.outcome = outcome.as_str().into();
+                entry.reason = Some(reason.as_str().into());
+                entry.settled = true;
             }
-            if reason == "RollbackVerified" {
+            if matches!(
+                phase,
+                Some(Phase::Settled {
+                    outcome: Outcome::RolledBack,
+                    ..
+                })
+            ) {
                 entry.verified = true;
             }
-            let kind = if reason == "WindowStarted" {
-                let window_ms = note
-                    .rsplit("for ")
-                    .next()
-                    .and_then(|w| humantime::parse_duration(w).ok())
-                    .map(|d| d.as_millis() as u64);
-                MomentKind::WindowStarted {
-                    window_ms: window_ms.unwrap_or(0),
-                }
-            } else {
-                MomentKind::Decision
+            let kind = match &phase {
+                Some(Phase::Watching {
+                    since,
+                    until: Some(until),
+                }) if reason == EventReason::WindowStarted.as_str() => MomentKind::WindowStarted {
+                    window_ms: until
+                        .duration_since(*since)
+                        .as_millis()
+                        .try_into()
+                        .unwrap_or(0),
+                },
+                _ => MomentKind::Decision,
             };
             self.say(kind, format!("{deployment}: {reason}: {note}"));
         }
