@@ -184,7 +184,8 @@ pub struct ProbeRound {
 /// Everything seen at one moment of a rollout's watch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
-    /// Time since the rollout was detected.
+    /// Time since the rollout was detected, less the time the Deployment spent paused before
+    /// it completed (paused time does not count toward `rollout_timeout`).
     pub at: Duration,
     pub progress: Progress,
     pub pod_failure: Option<PodFailure>,
@@ -333,12 +334,19 @@ impl Judge {
                 _ => None,
             };
             if let Some(message) = stuck {
-                // Pods waiting for capacity are not fixed by a rollback: stay paged, stop here.
-                if let Some(pending) = self.open.get(&Reason::Pending) {
-                    return Verdict::Finish(Finish::Degraded {
+                // Pods still Pending at the deadline: the release cannot be scheduled (often
+                // its own larger resource requests); the previous version could be. Rolled
+                // back with the scheduler's message; the page at `pending_timeout` went first.
+                if let Some(p) = &obs.pending {
+                    return Verdict::RollBack {
                         reason: Reason::Pending,
-                        message: format!("{message}; {pending}"),
-                    });
+                        message: format!(
+                            "{message}; pod {} Pending for {}: {}",
+                            p.pod,
+                            human(p.pending_for),
+                            p.message
+                        ),
+                    };
                 }
                 return Verdict::RollBack {
                     reason: Reason::RolloutTimeout,

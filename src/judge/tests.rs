@@ -307,7 +307,7 @@ fn crashloop_in_new_replicaset_rolls_back_without_waiting() {
 }
 
 #[test]
-fn rollout_timeout_rolls_back_but_pending_pods_only_page() {
+fn pending_pods_page_at_the_pending_timeout_and_roll_back_at_the_deadline() {
     let progressing = |secs| Observation {
         at: Duration::from_secs(secs),
         progress: Progress::Progressing("Waiting".into()),
@@ -337,14 +337,30 @@ fn rollout_timeout_rolls_back_but_pending_pods_only_page() {
     assert!(
         matches!(
             &vs[1],
-            Verdict::Finish(Finish::Degraded {
+            Verdict::RollBack {
                 reason: Reason::Pending,
-                ..
-            })
+                message,
+            } if message.contains("rollout not complete after 10m") && message.contains("3 Insufficient cpu.")
         ),
         "{vs:?}"
     );
     assert_eq!(vs.len(), 2);
+
+    // Pending at the deadline but not yet for `pending_timeout`: rolled back all the same, the
+    // scheduler's message said.
+    let late = |secs| Observation {
+        pending: Some(PendingPod {
+            pod: "app-y".into(),
+            pending_for: Duration::from_secs(secs - 590),
+            message: "0/3 nodes are available: 3 Insufficient memory.".into(),
+        }),
+        ..progressing(secs)
+    };
+    let vs = judge(&policy(), &facts(), &[progressing(100), late(600)]);
+    assert!(
+        matches!(&vs[..], [Verdict::RollBack { reason: Reason::Pending, message }] if message.contains("Insufficient memory")),
+        "{vs:?}"
+    );
 }
 
 #[test]
