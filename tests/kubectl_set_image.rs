@@ -199,7 +199,7 @@ fn kubectl_set_image_of_a_bad_release_is_judged_by_its_image_and_rolled_back() {
     );
     assert_eq!(
         (
-            &state["reason"],
+            &state["phase"]["reason"],
             &state["to_version"],
             &state["from_version"]
         ),

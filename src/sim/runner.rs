@@ -898,6 +898,12 @@ impl Observer {
             let phase: Option<Phase> = a[record::EVENT_PHASE]
                 .as_str()
                 .and_then(|p| serde_json::from_str(p).ok());
+            // A rollback decided or sent, not yet final: its reason is known already.
+            if let Some(reason) = phase.as_ref().and_then(Phase::reason)
+                && !entry.settled
+            {
+                entry.reason = Some(reason.as_str().into());
+            }
             if let Some(Phase::Settled { outcome, reason }) = &phase
                 && !entry.settled
             {
