@@ -26,6 +26,7 @@ use crate::probes::Probes;
 use crate::probes::sampler::{Member, Sampler};
 
 mod actions;
+mod clock;
 mod records;
 
 /// What every session shares.
@@ -166,6 +167,7 @@ pub fn spawn(
         shutdown,
         resumed: start != Start::Fresh,
         judge_offset: Duration::ZERO,
+        clock: clock::Clock::start(),
     };
     tokio::spawn(session.run().instrument(span));
     Handle {
@@ -197,6 +199,7 @@ struct Session {
     /// Time the Deployment spent paused before the rollout completed: the judge's clock
     /// ([`Observation::at`]) runs this far behind the time since detection.
     judge_offset: Duration,
+    clock: clock::Clock,
 }
 
 /// What a rollout changed that its versions alone do not say.
@@ -332,7 +335,7 @@ impl Session {
                 judge.resume_window(self.since_detection(*since));
             }
             Phase::Progressing { paused } => {
-                self.judge_offset = paused.until(jiff::Timestamp::now());
+                self.judge_offset = paused.until(self.clock.now());
             }
             _ => {}
         }
@@ -431,7 +434,7 @@ impl Session {
             .as_ref()
             .and_then(|s| s.paused)
             .unwrap_or(false);
-        let at = jiff::Timestamp::now();
+        let at = self.clock.now();
         match (paused.since.is_some(), now_paused) {
             (false, true) => {
                 self.advance(Happened::Paused { at }).await;
@@ -444,7 +447,8 @@ impl Session {
             _ => {}
         }
         if let Phase::Progressing { paused } = self.r.state.phase {
-            self.judge_offset = paused.until(at);
+            let judged = clock::judge_time(self.r.state.detected_at, &paused, at);
+            self.judge_offset = self.since_detection(at).saturating_sub(judged);
         }
     }
 
@@ -465,7 +469,7 @@ impl Session {
 
     fn observe(&self, caches: &Subscription, probes: Option<judge::ProbeRound>) -> Observation {
         let deployment = self.updates.borrow().clone();
-        let now = jiff::Timestamp::now();
+        let now = self.clock.now();
         let sets: Vec<Arc<ReplicaSet>> = deployment
             .metadata
             .uid
