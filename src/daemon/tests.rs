@@ -46,6 +46,7 @@ fn delivered(mut d: Deployment, revision: i64) -> Deployment {
 fn each_recorded_phase_resumes_only_where_it_still_applies() {
     let at2 = deployment(2, "r/app:v2", true, false);
     let at3 = deployment(3, "r/app:v1", true, false);
+    let at3_delivered = delivered(at3.clone(), 2);
     let watching = Phase::Watching {
         since: jiff::Timestamp::UNIX_EPOCH,
         until: None,
@@ -121,7 +122,7 @@ fn each_recorded_phase_resumes_only_where_it_still_applies() {
         ),
         (
             "settled rolled back, page delivered",
-            &delivered(at3.clone(), 2),
+            &at3_delivered,
             Some(paged(state(2, settled(Outcome::RolledBack)))),
             false,
         ),

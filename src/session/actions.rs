@@ -104,10 +104,17 @@ impl Session {
     }
 
     pub(super) async fn window_started(&mut self, at: Duration) {
-        let started = self.r.state.detected_at
-            + jiff::SignedDuration::try_from(at + self.judge_offset).unwrap_or_default();
-        let until =
-            started + jiff::SignedDuration::try_from(self.policy.window).unwrap_or_default();
+        let later = |t: jiff::Timestamp, d: Duration| {
+            jiff::SignedDuration::try_from(d)
+                .ok()
+                .and_then(|d| t.checked_add(d).ok())
+                .unwrap_or(t)
+        };
+        let started = later(
+            self.r.state.detected_at,
+            at.saturating_add(self.judge_offset),
+        );
+        let until = later(started, self.policy.window);
         info!("rollout complete; watch window started");
         self.advance(Happened::Complete { at: started, until })
             .await;
