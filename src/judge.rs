@@ -3,13 +3,15 @@
 //! No IO, no clock, no async: time arrives inside each [`Observation`] as "time since the
 //! rollout was detected", so unit and property tests drive every sequence directly.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::{CheckId, Provider};
 use crate::config::Config;
+use crate::probes::error::ProbeError;
 
 /// Why a rollout ended the way it did (README, "How it decides").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -167,8 +169,8 @@ pub enum ProviderSample {
     },
     /// The provider answered but has no series for this Deployment.
     NoData,
-    /// Down, timed out, an error status, rate-limited or an unreadable answer.
-    Unavailable(String),
+    /// Down, timed out, an error status, rate-limited, partial or an unreadable answer.
+    Unavailable(ProbeError),
 }
 
 /// One round of probes at an interval tick.
@@ -177,8 +179,8 @@ pub struct ProbeRound {
     /// `None` when health checking is off.
     pub health: Option<HealthSample>,
     pub smoke: Vec<(String, SmokeSample)>,
-    /// By provider name; empty when no provider is configured.
-    pub providers: Vec<(String, ProviderSample)>,
+    /// By provider; empty when no provider is configured.
+    pub providers: Vec<(Provider, ProviderSample)>,
 }
 
 /// Everything seen at one moment of a rollout's watch.
@@ -228,7 +230,11 @@ pub struct Judge {
     policy: Policy,
     facts: RolloutFacts,
     complete_at: Option<Duration>,
-    failures: BTreeMap<String, (u32, Reason, String)>,
+    failures: BTreeMap<CheckId, (u32, Reason, String)>,
+    /// Each error-rate provider's earlier samples, for pooling small ones.
+    pools: BTreeMap<Provider, Pool>,
+    /// Why each provider had no data in the latest round without any: for the blind page.
+    blind_causes: BTreeMap<Provider, String>,
     inconclusive: u32,
     paged: BTreeSet<Reason>,
     /// Problems paged and still open: reason → message.
@@ -243,6 +249,8 @@ impl Judge {
             facts,
             complete_at: None,
             failures: BTreeMap::new(),
+            pools: BTreeMap::new(),
+            blind_causes: BTreeMap::new(),
             inconclusive: 0,
             paged: BTreeSet::new(),
             open: BTreeMap::new(),
@@ -356,7 +364,7 @@ impl Judge {
         }
 
         if let Some(round) = &obs.probes
-            && let Some(v) = self.judge_round(round, complete)
+            && let Some(v) = self.judge_round(obs.at, round, complete)
         {
             return v;
         }
@@ -380,26 +388,26 @@ impl Judge {
     }
 
     /// Counts each check's consecutive failures; the first to reach the limit rolls back.
-    fn judge_round(&mut self, round: &ProbeRound, complete: bool) -> Option<Verdict> {
-        let mut results: Vec<(String, CheckResult)> = Vec::new();
+    fn judge_round(&mut self, at: Duration, round: &ProbeRound, complete: bool) -> Option<Verdict> {
+        let mut results: Vec<(CheckId, CheckResult)> = Vec::new();
         if let Some(h) = &round.health {
-            results.push(("health".into(), self.health_result(h, complete)));
+            results.push((CheckId::Health, self.health_result(h, complete)));
         }
         for (name, s) in &round.smoke {
             let r = match s {
                 SmokeSample::Passed => Ok(()),
                 SmokeSample::Failed(d) => Err((Reason::Smoke, format!("smoke check {name}: {d}"))),
             };
-            results.push((format!("smoke/{name}"), r));
+            results.push((CheckId::Smoke(name.clone()), r));
         }
-        match self.error_rate_result(&round.providers) {
+        match self.error_rate_result(at, &round.providers) {
             RateResult::Fail(message) => {
                 self.seen_data();
-                results.push(("error_rate".into(), Err((Reason::ErrorRate, message))));
+                results.push((CheckId::ErrorRate, Err((Reason::ErrorRate, message))));
             }
             RateResult::Pass => {
                 self.seen_data();
-                results.push(("error_rate".into(), Ok(())));
+                results.push((CheckId::ErrorRate, Ok(())));
             }
             RateResult::NoEvidence => self.seen_data(),
             RateResult::Inconclusive => self.inconclusive += 1,
@@ -470,58 +478,76 @@ impl Judge {
         }
     }
 
-    fn error_rate_result(&self, providers: &[(String, ProviderSample)]) -> RateResult {
+    /// The error-rate check of one round: each provider's evidence (its sample, pooled with
+    /// earlier ones when small, see [`Pool`]) judged with the confidence bound of [`failing`].
+    fn error_rate_result(
+        &mut self,
+        at: Duration,
+        providers: &[(Provider, ProviderSample)],
+    ) -> RateResult {
         if providers.is_empty() {
             return RateResult::NotConfigured;
         }
+        let policy = &self.policy;
+        let mut failed = None;
         let mut passed = false;
         let mut low_traffic = false;
+        let mut causes = BTreeMap::new();
         for (name, sample) in providers {
-            let ProviderSample::Counts { requests, errors } = sample else {
-                continue;
+            let (requests, errors) = match sample {
+                ProviderSample::Counts { requests, errors } => (*requests, *errors),
+                ProviderSample::NoData => {
+                    causes.insert(*name, "no data".to_string());
+                    continue;
+                }
+                ProviderSample::Unavailable(e) => {
+                    causes.insert(*name, format!("{} ({e})", e.category()));
+                    continue;
+                }
             };
-            let (requests, errors) = (*requests, *errors);
-            // A reset or garbage is no evidence: never a pass, never a failure.
+            // A reset or garbage is no evidence: never a pass, never a failure, never pooled.
             if !(requests.is_finite() && errors.is_finite())
                 || requests < 0.0
                 || errors < 0.0
                 || errors > requests
             {
+                causes.insert(*name, "unusable counts".to_string());
                 continue;
             }
-            if requests < self.policy.min_requests as f64 || requests == 0.0 {
+            let pool = self.pools.entry(*name).or_default();
+            let Some(evidence) = pool.evidence(at, requests, errors, policy) else {
                 low_traffic = true;
                 continue;
-            }
-            let ratio = errors / requests;
-            let threshold = self.policy.error_rate_threshold;
-            let over_baseline = match (self.policy.baseline_factor, self.facts.baseline) {
-                (Some(factor), Some(base)) => ratio > base * factor,
-                _ => true,
             };
-            if ratio > threshold && over_baseline {
-                let baseline = match (self.policy.baseline_factor, self.facts.baseline) {
-                    (Some(factor), Some(base)) => {
-                        format!(", baseline {} × {factor}", percent(base))
-                    }
-                    _ => String::new(),
+            let threshold = policy.error_rate_threshold;
+            let baseline = policy.baseline_factor.zip(self.facts.baseline);
+            if failed.is_none() && failing(&evidence, threshold, baseline) {
+                let baseline = match baseline {
+                    Some((factor, base)) => format!(", baseline {} × {factor}", percent(base)),
+                    None => String::new(),
                 };
-                return RateResult::Fail(format!(
-                    "error rate {} ({} of {} requests in {}) > {}{baseline} ({name})",
-                    percent(ratio),
-                    count(errors),
-                    count(requests),
-                    human(self.policy.sample_window),
+                let span = match evidence.samples {
+                    1 => human(policy.sample_window),
+                    n => format!("{n} samples of {}", human(policy.sample_window)),
+                };
+                failed = Some(format!(
+                    "error rate {} ({} of {} requests in {span}) > {}{baseline} ({name})",
+                    percent(evidence.errors / evidence.requests),
+                    count(evidence.errors),
+                    count(evidence.requests),
                     percent(threshold),
                 ));
             }
             passed = true;
         }
-        if passed {
+        if let Some(message) = failed {
+            RateResult::Fail(message)
+        } else if passed {
             RateResult::Pass
         } else if low_traffic {
             RateResult::NoEvidence
         } else {
+            self.blind_causes = causes;
             RateResult::Inconclusive
         }
     }
@@ -536,9 +562,15 @@ impl Judge {
         if self.inconclusive < self.policy.inconclusive_limit {
             return None;
         }
+        let causes: Vec<String> = self
+            .blind_causes
+            .iter()
+            .map(|(provider, cause)| format!("{provider}: {cause}"))
+            .collect();
         let message = format!(
-            "watchdog blind: no error-rate provider had data for {} consecutive samples",
-            self.inconclusive
+            "watchdog blind: no error-rate provider had data for {} consecutive samples ({})",
+            self.inconclusive,
+            causes.join("; ")
         );
         self.open.insert(Reason::ProviderBlind, message.clone());
         self.paged
@@ -552,6 +584,103 @@ impl Judge {
 
 /// One check in one round: passed, or failed with a reason and the figures.
 type CheckResult = Result<(), (Reason, String)>;
+
+/// z of the one-sided 99 % confidence bound (the standard normal's 0.99 quantile, 2.3263).
+pub const Z_99: f64 = 2.326;
+
+/// A pool reaches back at most this many earlier samples: memory stays bounded for a rollout
+/// with no traffic at all.
+pub const MAX_POOLED: usize = 64;
+
+/// The lower end of the Wilson score interval for `errors` of `requests` with `z`: the smallest
+/// error ratio the counts are consistent with at that confidence (one-sided). Unlike the plain
+/// ratio it accounts for the number of requests: 1 error of 20 gives 0.7 % at 99 %, 20 of 20
+/// gives 79 %, 68 of 2,000 (3.4 %) gives 2.6 %. Unlike the normal approximation it stays
+/// within 0–1 and is sound at a few requests and at ratios near 0 or 1 (Wilson 1927; Brown, Cai
+/// and DasGupta 2001).
+pub fn wilson_lower_bound(errors: f64, requests: f64, z: f64) -> f64 {
+    if requests <= 0.0 {
+        return 0.0;
+    }
+    let p = errors / requests;
+    let z2n = z * z / requests;
+    let centre = p + z2n / 2.0;
+    let spread = z * (p * (1.0 - p) / requests + z2n / (4.0 * requests)).sqrt();
+    ((centre - spread) / (1.0 + z2n)).max(0.0)
+}
+
+/// Pooled counts of one provider: what one error-rate judgement is made on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evidence {
+    pub requests: f64,
+    pub errors: f64,
+    /// How many samples were pooled (1: the sample alone).
+    pub samples: usize,
+}
+
+/// Whether `evidence` shows an error ratio above `threshold` (and above baseline × factor, given
+/// `(factor, baseline)`) with 99 % confidence: the Wilson lower bound is above both.
+pub fn failing(evidence: &Evidence, threshold: f64, baseline: Option<(f64, f64)>) -> bool {
+    let bound = wilson_lower_bound(evidence.errors, evidence.requests, Z_99);
+    bound > threshold && baseline.is_none_or(|(factor, base)| bound > base * factor)
+}
+
+/// One provider's earlier samples kept for pooling: the first valid one, then each later one
+/// whose window does not overlap the last kept (taken at least `sample_window` after it), so no
+/// request is counted twice when samples overlap (`interval` shorter than `sample_window`).
+#[derive(Debug, Clone, Default)]
+struct Pool {
+    /// (taken at, requests, errors), oldest first.
+    kept: VecDeque<(Duration, f64, f64)>,
+}
+
+impl Pool {
+    /// The evidence of a sample taken `at`: the sample alone when it has `min_requests`, else
+    /// pooled with the kept samples before it that do not overlap it, newest first, until the
+    /// pool has `min_requests`; `None` when even all of them have too few. The sample is then
+    /// kept if it does not overlap the last one kept.
+    fn evidence(
+        &mut self,
+        at: Duration,
+        requests: f64,
+        errors: f64,
+        policy: &Policy,
+    ) -> Option<Evidence> {
+        let window = policy.sample_window;
+        let enough = |n: f64| n > 0.0 && n >= policy.min_requests as f64;
+        let mut pooled = Evidence {
+            requests,
+            errors,
+            samples: 1,
+        };
+        if !enough(pooled.requests) {
+            let earlier = self
+                .kept
+                .iter()
+                .rev()
+                .filter(|(taken, ..)| *taken + window <= at);
+            for (_, r, e) in earlier {
+                pooled.requests += r;
+                pooled.errors += e;
+                pooled.samples += 1;
+                if enough(pooled.requests) {
+                    break;
+                }
+            }
+        }
+        if self
+            .kept
+            .back()
+            .is_none_or(|(last, ..)| *last + window <= at)
+        {
+            if self.kept.len() == MAX_POOLED {
+                self.kept.pop_front();
+            }
+            self.kept.push_back((at, requests, errors));
+        }
+        enough(pooled.requests).then_some(pooled)
+    }
+}
 
 enum RateResult {
     NotConfigured,
@@ -606,5 +735,7 @@ pub fn human(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
+#[cfg(test)]
+mod evidence_tests;
 #[cfg(test)]
 mod tests;

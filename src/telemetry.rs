@@ -146,7 +146,7 @@ impl Metrics {
                 IntCounterVec::new(
                     opts(
                         "check_results_total",
-                        "Probe results by check (health, smoke, error_rate) and result (pass, fail, no_data, unavailable, answered).",
+                        "Probe results by check (health, smoke, error_rate) and result (pass, fail; for error_rate answered, no_data or why the provider was unavailable: timeout, connect, rate_limited, http_status, bad_response, partial, request).",
                     ),
                     &["check", "result"],
                 ),
@@ -277,7 +277,10 @@ impl Metrics {
     }
 
     /// Records the time of one provider request with its result label (`answered`,
-    /// `no_data`, `unavailable`): a grouped request answers for many samples at once.
+    /// `no_data`, or why it was unavailable: a [`ProbeError`] category such as `timeout` or
+    /// `rate_limited`): a grouped request answers for many samples at once.
+    ///
+    /// [`ProbeError`]: crate::probes::error::ProbeError
     pub fn provider_request(&self, provider: &str, started: Instant, result: &'static str) {
         // Provider names are the config's fixed set (prometheus, datadog), not user text.
         self.provider_duration
@@ -339,7 +342,7 @@ fn provider_result(sample: &ProviderSample) -> &'static str {
     match sample {
         ProviderSample::Counts { .. } => "answered",
         ProviderSample::NoData => "no_data",
-        ProviderSample::Unavailable(_) => "unavailable",
+        ProviderSample::Unavailable(e) => e.category(),
     }
 }
 
@@ -391,6 +394,7 @@ pub fn encode(registry: &Registry) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::check::Provider;
 
     fn metrics() -> (Registry, Metrics) {
         let registry = Registry::new();
@@ -411,7 +415,7 @@ mod tests {
         m.probe_round(&ProbeRound {
             health: Some(HealthSample::Failed("timed out".into())),
             smoke: vec![("home".into(), SmokeSample::Passed)],
-            providers: vec![("prometheus".into(), ProviderSample::NoData)],
+            providers: vec![(Provider::Prometheus, ProviderSample::NoData)],
         });
         let families = registry.gather();
         assert_eq!(families.len(), 12);

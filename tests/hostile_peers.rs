@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use deploy_watchdog::check::Provider;
 use deploy_watchdog::config::{
     Config, HealthConfig, HttpMethod, HttpStatus, PrometheusConfig, SmokeCheck,
 };
@@ -396,7 +397,7 @@ fn window_of(policy: &Policy, sample: &ProviderSample) -> Vec<Observation> {
             probes: Some(ProbeRound {
                 health: None,
                 smoke: Vec::new(),
-                providers: vec![("prometheus".into(), sample.clone())],
+                providers: vec![(Provider::Prometheus, sample.clone())],
             }),
         })
         .collect()

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use deploy_watchdog::check::ObjectKey;
 use deploy_watchdog::config::{Config, DatadogConfig, PrometheusConfig, Secrets};
 use deploy_watchdog::judge::ProviderSample;
 use deploy_watchdog::probes::{self, Probes, datadog};
@@ -121,7 +122,7 @@ async fn counts_no_data_and_bad_keys() {
 
     let wrong = client(&f, (API_KEY, "wrong"), Duration::from_secs(5));
     assert!(matches!(wrong.sample("production", "app", WINDOW).await,
-            ProviderSample::Unavailable(m) if m == "HTTP 403: Forbidden"),);
+            ProviderSample::Unavailable(m) if m.to_string() == "HTTP 403: Forbidden"),);
 }
 
 #[tokio::test]
@@ -130,14 +131,14 @@ async fn faults_are_unavailable_never_counts() {
     let dd = client(&f, (API_KEY, APP_KEY), Duration::from_millis(500));
     f.datadog.set_state(ProviderState::Error);
     assert!(matches!(dd.sample("production", "app", WINDOW).await,
-        ProviderSample::Unavailable(m) if m.starts_with("HTTP 500")));
+        ProviderSample::Unavailable(m) if m.to_string().starts_with("HTTP 500") && m.category() == "http_status"));
     f.datadog.set_state(ProviderState::Slow);
     assert!(matches!(dd.sample("production", "app", WINDOW).await,
-        ProviderSample::Unavailable(m) if m.contains("timed out")));
+        ProviderSample::Unavailable(m) if m.to_string().contains("timed out") && m.category() == "timeout"));
     f.datadog.set_state(ProviderState::Down);
     assert!(matches!(
         dd.sample("production", "app", WINDOW).await,
-        ProviderSample::Unavailable(_)
+        ProviderSample::Unavailable(m) if m.category() == "connect"
     ));
     // Back up: the port listens again shortly.
     f.datadog.set_state(ProviderState::Up);
@@ -157,13 +158,13 @@ async fn a_rate_limited_client_waits_for_the_reset_before_asking_again() {
     let dd = client(&f, (API_KEY, APP_KEY), Duration::from_secs(5));
     f.datadog.set_state(ProviderState::RateLimited);
     assert!(matches!(dd.sample("production", "app", WINDOW).await,
-        ProviderSample::Unavailable(m) if m.contains("HTTP 429")));
+        ProviderSample::Unavailable(m) if m.to_string().contains("HTTP 429") && m.category() == "rate_limited"));
     // The limit lifts at once on the server, but the client keeps to the announced reset
     // (1 s), and so does every clone of it (the sessions share one client).
     f.datadog.set_state(ProviderState::Up);
     let clone = dd.clone();
     assert!(matches!(clone.sample("production", "app", WINDOW).await,
-        ProviderSample::Unavailable(m) if m.contains("rate limited") && m.contains("next query in")));
+        ProviderSample::Unavailable(m) if m.to_string().contains("rate limited") && m.to_string().contains("next query in") && m.category() == "rate_limited"));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(matches!(
         dd.sample("production", "app", WINDOW).await,
@@ -255,27 +256,27 @@ async fn partial_answers_are_unavailable_never_counts() {
     f.prometheus.set_state(ProviderState::Partial);
     let sample = dd.sample("production", "app", WINDOW).await;
     assert!(
-        matches!(&sample, ProviderSample::Unavailable(m) if m.starts_with("partial answer")),
+        matches!(&sample, ProviderSample::Unavailable(m) if m.to_string().starts_with("partial answer")),
         "datadog: {sample:?}"
     );
     let sample = prom.sample("production", "app", WINDOW).await;
     assert!(
-        matches!(&sample, ProviderSample::Unavailable(m) if m.starts_with("partial answer")),
+        matches!(&sample, ProviderSample::Unavailable(m) if m.to_string().starts_with("partial answer")),
         "prometheus: {sample:?}"
     );
-    let members = [("production".to_string(), "app".to_string())];
+    let members = [ObjectKey::new("production", "app")];
     let grouped = prom
         .sample_grouped(&PrometheusConfig::default().grouped, &members, WINDOW)
         .await;
     assert!(
-        matches!(&grouped, Err(m) if m.starts_with("partial answer")),
+        matches!(&grouped, Err(m) if m.to_string().starts_with("partial answer")),
         "{grouped:?}"
     );
     let grouped = dd
         .sample_grouped(&DatadogConfig::default().grouped, &members, WINDOW)
         .await;
     assert!(
-        matches!(&grouped, Err(m) if m.starts_with("partial answer")),
+        matches!(&grouped, Err(m) if m.to_string().starts_with("partial answer")),
         "{grouped:?}"
     );
 }

@@ -8,6 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use deploy_watchdog::check::{ObjectKey, Provider};
 use deploy_watchdog::config::{Config, DatadogConfig, DatadogGrouped, Secrets};
 use deploy_watchdog::judge::ProviderSample;
 use deploy_watchdog::probes::{self, Probes, datadog};
@@ -17,7 +18,7 @@ use support::ratio;
 use tokio_util::sync::CancellationToken;
 
 /// Eight Deployments in two namespaces.
-fn fleet() -> Vec<(String, String)> {
+fn fleet() -> Vec<ObjectKey> {
     support::fleet(6)
 }
 
@@ -77,13 +78,13 @@ fn client(f: &Fixture) -> datadog::Datadog {
 
 /// The one Datadog sample of each member.
 fn datadog_of(
-    round: &HashMap<(String, String), Vec<(String, ProviderSample)>>,
-) -> HashMap<(String, String), ProviderSample> {
+    round: &HashMap<ObjectKey, Vec<(Provider, ProviderSample)>>,
+) -> HashMap<ObjectKey, ProviderSample> {
     round
         .iter()
         .map(|(key, samples)| {
             assert_eq!(samples.len(), 1, "{key:?}: {samples:?}");
-            assert_eq!(samples[0].0, "datadog");
+            assert_eq!(samples[0].0, Provider::Datadog);
             (key.clone(), samples[0].1.clone())
         })
         .collect()
@@ -95,13 +96,13 @@ async fn one_grouped_request_per_round_answers_for_every_rollout() {
     let probes = probes_with(cfg(&f));
     // Two hundred more rollouts that serve nothing, still within one query.
     let mut members = fleet();
-    members.extend((0..200).map(|i| ("ns-2".to_string(), format!("absent-{i}"))));
+    members.extend((0..200).map(|i| ObjectKey::new("ns-2", format!("absent-{i}"))));
     let round = datadog_of(&probes.error_rates_of(&members, WINDOW).await);
     assert_eq!(round.len(), members.len());
     assert_eq!(f.datadog.requests(), 1, "one request for 208 rollouts");
     for key in &members {
         let sample = &round[key];
-        if key.1.starts_with("absent-") || key.1 == "quiet" {
+        if key.name.starts_with("absent-") || key.name == "quiet" {
             assert_eq!(
                 *sample,
                 ProviderSample::NoData,
@@ -109,7 +110,7 @@ async fn one_grouped_request_per_round_answers_for_every_rollout() {
             );
             continue;
         }
-        let expected = if key.1 == "app-3" { 0.2 } else { 0.0 };
+        let expected = if key.name == "app-3" { 0.2 } else { 0.0 };
         assert!(
             (ratio(sample) - expected).abs() < 1e-9,
             "{key:?}: {sample:?}"
@@ -132,11 +133,11 @@ async fn grouped_counts_equal_each_rollouts_own_request() {
     for _ in 0..20 {
         let (grouped, alone) = tokio::join!(
             probes.error_rates_of(&members, WINDOW),
-            futures::future::join_all(
-                members
-                    .iter()
-                    .map(|(ns, name)| own.sample(ns, name, WINDOW))
-            )
+            futures::future::join_all(members.iter().map(|k| own.sample(
+                &k.namespace,
+                &k.name,
+                WINDOW
+            )))
         );
         let grouped = datadog_of(&grouped);
         let differing: Vec<_> = members
@@ -162,7 +163,9 @@ async fn a_member_list_too_long_for_one_query_goes_in_a_few_requests() {
     let f = fixture().await;
     let probes = probes_with(cfg(&f));
     let mut members = fleet();
-    members.extend((0..3000).map(|i| (format!("ns-{}", 2 + i % 3), format!("absent-{i}"))));
+    members.extend(
+        (0..3000).map(|i| ObjectKey::new(format!("ns-{}", 2 + i % 3), format!("absent-{i}"))),
+    );
     let round = datadog_of(&probes.error_rates_of(&members, WINDOW).await);
     let requests = f.datadog.requests();
     assert!(
@@ -170,11 +173,11 @@ async fn a_member_list_too_long_for_one_query_goes_in_a_few_requests() {
         "{requests} requests for 3008 rollouts"
     );
     assert_eq!(round.len(), members.len());
-    assert!((ratio(&round[&("ns-1".into(), "app-3".into())]) - 0.2).abs() < 1e-9);
+    assert!((ratio(&round[&ObjectKey::new("ns-1", "app-3")]) - 0.2).abs() < 1e-9);
     assert!(
         members
             .iter()
-            .filter(|k| k.1.starts_with("absent-"))
+            .filter(|k| k.name.starts_with("absent-"))
             .all(|k| round[k] == ProviderSample::NoData)
     );
 }
@@ -187,9 +190,9 @@ async fn a_rate_limit_suspends_the_grouped_request_too() {
     f.datadog.set_state(ProviderState::RateLimited);
     let limited = datadog_of(&probes.error_rates_of(&members, WINDOW).await);
     assert!(
-        limited
-            .values()
-            .all(|s| matches!(s, ProviderSample::Unavailable(m) if m.contains("HTTP 429"))),
+        limited.values().all(
+            |s| matches!(s, ProviderSample::Unavailable(m) if m.to_string().contains("HTTP 429"))
+        ),
         "{limited:?}"
     );
     assert_eq!(f.datadog.requests(), 1);
@@ -199,13 +202,13 @@ async fn a_rate_limit_suspends_the_grouped_request_too() {
     let waiting = datadog_of(&probes.error_rates_of(&members, WINDOW).await);
     assert!(
         waiting.values().all(|s| matches!(s,
-            ProviderSample::Unavailable(m) if m.contains("rate limited") && m.contains("next query in"))),
+            ProviderSample::Unavailable(m) if m.to_string().contains("rate limited") && m.to_string().contains("next query in"))),
         "{waiting:?}"
     );
     assert_eq!(f.datadog.requests(), 1, "nothing sent during the wait");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let after = datadog_of(&probes.error_rates_of(&members, WINDOW).await);
-    assert!((ratio(&after[&("ns-1".into(), "app-3".into())]) - 0.2).abs() < 1e-9);
+    assert!((ratio(&after[&ObjectKey::new("ns-1", "app-3")]) - 0.2).abs() < 1e-9);
 }
 
 #[tokio::test]
@@ -221,7 +224,7 @@ async fn without_grouping_each_rollout_gets_its_own_request() {
     let members = fleet();
     let round = datadog_of(&probes.error_rates_of(&members, WINDOW).await);
     assert_eq!(f.datadog.requests(), members.len() as u64);
-    assert!((ratio(&round[&("ns-1".into(), "app-3".into())]) - 0.2).abs() < 1e-9);
+    assert!((ratio(&round[&ObjectKey::new("ns-1", "app-3")]) - 0.2).abs() < 1e-9);
 }
 
 #[tokio::test]
@@ -239,7 +242,7 @@ async fn the_simulated_datadog_refuses_a_query_mixing_both_syntaxes() {
     let round = datadog_of(&probes.error_rates_of(&fleet(), WINDOW).await);
     assert!(
         round.values().all(|s| matches!(s,
-            ProviderSample::Unavailable(m) if m.starts_with("HTTP 400: Error parsing query: symbolic boolean syntax"))),
+            ProviderSample::Unavailable(m) if m.to_string().starts_with("HTTP 400: Error parsing query: symbolic boolean syntax"))),
         "{round:?}"
     );
 }

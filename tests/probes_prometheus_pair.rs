@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::get;
+use deploy_watchdog::check::ObjectKey;
 use deploy_watchdog::config::PrometheusConfig;
 use deploy_watchdog::judge::ProviderSample;
 use deploy_watchdog::probes::{http_client, prometheus::Prometheus};
@@ -80,7 +81,7 @@ async fn both_queries_of_a_sample_carry_the_same_time() {
             "{text}"
         );
 
-        let members = [("production".to_string(), "app".to_string())];
+        let members = [ObjectKey::new("production", "app")];
         let grouped = p
             .sample_grouped(
                 &PrometheusConfig::default().grouped,

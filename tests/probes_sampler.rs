@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use deploy_watchdog::check::{ObjectKey, Provider};
 use deploy_watchdog::config::{Config, PrometheusConfig, Secrets};
 use deploy_watchdog::judge::ProviderSample;
 use deploy_watchdog::probes::Probes;
@@ -15,7 +16,7 @@ use support::ratio;
 use tokio_util::sync::CancellationToken;
 
 /// Twelve Deployments in two namespaces.
-fn fleet() -> Vec<(String, String)> {
+fn fleet() -> Vec<ObjectKey> {
     support::fleet(10)
 }
 
@@ -54,31 +55,34 @@ async fn fixture() -> Fixture {
 async fn one_grouped_pair_per_round_answers_for_every_rollout() {
     let f = fixture().await;
     // Four hundred more rollouts that serve nothing: a query long enough to go as a form POST.
-    let mut members: Vec<(String, String)> = fleet();
-    members.extend((0..400).map(|i| ("ns-2".to_string(), format!("absent-{i}"))));
+    let mut members: Vec<ObjectKey> = fleet();
+    members.extend((0..400).map(|i| ObjectKey::new("ns-2", format!("absent-{i}"))));
     let grouped = f.probes.error_rates_of(&members, WINDOW).await;
     assert_eq!(grouped.len(), members.len());
     assert_eq!(f.prometheus.queries(), 2, "two queries for 412 rollouts");
 
     for key in &members {
-        if key.1.starts_with("absent-") {
+        if key.name.starts_with("absent-") {
             assert_eq!(
                 grouped[key],
-                vec![("prometheus".into(), ProviderSample::NoData)]
+                vec![(Provider::Prometheus, ProviderSample::NoData)]
             );
             continue;
         }
         let samples = &grouped[key];
         assert_eq!(samples.len(), 1);
         let (provider, sample) = &samples[0];
-        assert_eq!(provider, "prometheus");
-        if key.1 == "quiet" {
+        assert_eq!(*provider, Provider::Prometheus);
+        if key.name == "quiet" {
             assert_eq!(*sample, ProviderSample::NoData, "no series is no data");
             continue;
         }
         // The rollout's own queries, asked the same moment, agree.
-        let own = f.probes.error_rates(&key.0, &key.1, WINDOW).await;
-        let expected = if key.1 == "app-3" { 0.2 } else { 0.0 };
+        let own = f
+            .probes
+            .error_rates(&key.namespace, &key.name, WINDOW)
+            .await;
+        let expected = if key.name == "app-3" { 0.2 } else { 0.0 };
         assert!(
             (ratio(sample) - expected).abs() < 1e-9,
             "{key:?}: {sample:?}"
@@ -99,7 +103,7 @@ async fn the_round_asks_nothing_without_members_and_counts_only_its_members() {
 
     let mut members: Vec<_> = fleet()
         .iter()
-        .map(|(ns, name)| sampler.join(ns, name))
+        .map(|k| sampler.join(&k.namespace, &k.name))
         .collect();
     for _ in 0..3 {
         tokio::time::timeout(Duration::from_secs(5), members[0].rounds.changed())
@@ -112,7 +116,7 @@ async fn the_round_asks_nothing_without_members_and_counts_only_its_members() {
     assert!((6..=8).contains(&asked), "{asked} queries in three rounds");
     let app3 = fleet()
         .iter()
-        .position(|(_, n)| n == "app-3")
+        .position(|k| k.name == "app-3")
         .expect("app-3");
     let samples = members[app3].latest().expect("app-3 was asked for");
     assert!((ratio(&samples[0].1) - 0.2).abs() < 1e-9);

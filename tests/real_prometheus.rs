@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use deploy_watchdog::check::{ObjectKey, Provider};
 use deploy_watchdog::config::PrometheusConfig;
 use deploy_watchdog::judge::ProviderSample;
 use deploy_watchdog::probes::prometheus::Prometheus;
@@ -277,8 +278,8 @@ async fn default_queries_return_the_counts_the_apps_served() {
     // and says nothing of a Deployment it has no series for.
     let grouping = PrometheusConfig::default().grouped;
     let members = [
-        ("production".to_string(), "app".to_string()),
-        ("production".to_string(), "absent".to_string()),
+        ObjectKey::new("production", "app"),
+        ObjectKey::new("production", "absent"),
     ];
     let grouped = provider
         .sample_grouped(&grouping, &members, window)
@@ -489,7 +490,7 @@ async fn judge_with_defaults(
             pod_failure: None,
             pending: None,
             probes: Some(ProbeRound {
-                providers: vec![("prometheus".into(), sample)],
+                providers: vec![(Provider::Prometheus, sample)],
                 ..ProbeRound::default()
             }),
         };
@@ -571,8 +572,8 @@ async fn shipped_defaults_judge_right_at_15s_and_60s_scrapes() {
         );
         // The shared round's grouped pair sees both alike.
         let members = [
-            ("production".to_string(), "bad".to_string()),
-            ("production".to_string(), "good".to_string()),
+            ObjectKey::new("production", "bad"),
+            ObjectKey::new("production", "good"),
         ];
         let grouped = provider
             .sample_grouped_at(

@@ -1,4 +1,6 @@
 use super::*;
+use crate::check::Provider;
+use crate::probes::error::ProbeError;
 use proptest::prelude::*;
 
 fn policy() -> Policy {
@@ -29,9 +31,9 @@ fn healthy_health() -> HealthSample {
     }
 }
 
-fn counts(requests: f64, errors: f64) -> Vec<(String, ProviderSample)> {
+fn counts(requests: f64, errors: f64) -> Vec<(Provider, ProviderSample)> {
     vec![(
-        "prometheus".into(),
+        Provider::Prometheus,
         ProviderSample::Counts { requests, errors },
     )]
 }
@@ -47,7 +49,7 @@ fn tick(secs: u64, round: ProbeRound) -> Observation {
     }
 }
 
-fn round(providers: Vec<(String, ProviderSample)>) -> ProbeRound {
+fn round(providers: Vec<(Provider, ProviderSample)>) -> ProbeRound {
     ProbeRound {
         health: Some(healthy_health()),
         smoke: vec![],
@@ -127,8 +129,8 @@ fn low_traffic_does_not_reset_a_failure_streak() {
 fn providers_down_page_blind_and_never_roll_back() {
     let down = || {
         round(vec![(
-            "prometheus".into(),
-            ProviderSample::Unavailable("connection refused".into()),
+            Provider::Prometheus,
+            ProviderSample::Unavailable(ProbeError::Connect("connection refused".into())),
         )])
     };
     let obs: Vec<_> = (1..=10).map(|i| tick(i * 10, down())).collect();
@@ -151,7 +153,7 @@ fn providers_down_page_blind_and_never_roll_back() {
 
 #[test]
 fn blind_to_the_end_of_the_window_is_degraded_and_recovery_passes() {
-    let down = || round(vec![("prometheus".into(), ProviderSample::NoData)]);
+    let down = || round(vec![(Provider::Prometheus, ProviderSample::NoData)]);
     let mut p = policy();
     p.window = Duration::from_secs(100);
     let obs: Vec<_> = (0..=10).map(|i| tick(i * 10, down())).collect();
@@ -177,11 +179,11 @@ fn blind_to_the_end_of_the_window_is_degraded_and_recovery_passes() {
 fn any_provider_with_data_failing_fails_the_check() {
     let providers = vec![
         (
-            "prometheus".to_string(),
-            ProviderSample::Unavailable("HTTP 500".into()),
+            Provider::Prometheus,
+            ProviderSample::Unavailable(ProbeError::status(500, None)),
         ),
         (
-            "datadog".to_string(),
+            Provider::Datadog,
             ProviderSample::Counts {
                 requests: 1000.0,
                 errors: 50.0,
@@ -196,14 +198,14 @@ fn any_provider_with_data_failing_fails_the_check() {
 
     let split = vec![
         (
-            "prometheus".to_string(),
+            Provider::Prometheus,
             ProviderSample::Counts {
                 requests: 1000.0,
                 errors: 1.0,
             },
         ),
         (
-            "datadog".to_string(),
+            Provider::Datadog,
             ProviderSample::Counts {
                 requests: 1000.0,
                 errors: 50.0,
@@ -224,11 +226,11 @@ fn one_provider_with_passing_data_is_not_blind_even_when_the_other_is_down() {
     let mixed = || {
         round(vec![
             (
-                "prometheus".to_string(),
-                ProviderSample::Unavailable("connection refused".into()),
+                Provider::Prometheus,
+                ProviderSample::Unavailable(ProbeError::Connect("connection refused".into())),
             ),
             (
-                "datadog".to_string(),
+                Provider::Datadog,
                 ProviderSample::Counts {
                     requests: 1000.0,
                     errors: 2.0,
@@ -247,10 +249,12 @@ fn one_provider_with_passing_data_is_not_blind_even_when_the_other_is_down() {
     // Both without data (one rate-limited, one empty): blind, never a rollback.
     let none = || {
         round(vec![
-            ("prometheus".to_string(), ProviderSample::NoData),
+            (Provider::Prometheus, ProviderSample::NoData),
             (
-                "datadog".to_string(),
-                ProviderSample::Unavailable("rate limited by Datadog (HTTP 429)".into()),
+                Provider::Datadog,
+                ProviderSample::Unavailable(ProbeError::RateLimited(
+                    "rate limited by Datadog (HTTP 429)".into(),
+                )),
             ),
         ])
     };
@@ -469,8 +473,19 @@ fn any_sample() -> impl Strategy<Value = ProviderSample> {
             requests: r,
             errors: r * frac
         }),
+        // Near the threshold and at low traffic, where the confidence bound and pooling decide.
+        (0.0f64..5000.0, 0.0f64..0.04).prop_map(|(r, frac)| ProviderSample::Counts {
+            requests: r,
+            errors: (r * frac).round()
+        }),
+        (0.0f64..30.0, 0.0f64..0.3).prop_map(|(r, frac)| ProviderSample::Counts {
+            requests: r.round(),
+            errors: (r * frac).round()
+        }),
         Just(ProviderSample::NoData),
-        Just(ProviderSample::Unavailable("down".into())),
+        Just(ProviderSample::Unavailable(ProbeError::Connect(
+            "down".into()
+        ))),
         // More errors than requests at real traffic: garbage, not a failure rate of 150 %.
         (20.0f64..5000.0, 1.01f64..3.0).prop_map(|(r, k)| ProviderSample::Counts {
             requests: r,
@@ -491,7 +506,7 @@ fn any_sample() -> impl Strategy<Value = ProviderSample> {
 }
 
 fn any_round() -> impl Strategy<Value = ProbeRound> {
-    (prop::collection::vec(any_sample(), 0..3), any::<bool>()).prop_map(|(samples, healthy)| {
+    (prop::collection::vec(any_sample(), 0..=2), any::<bool>()).prop_map(|(samples, healthy)| {
         ProbeRound {
             health: Some(if healthy {
                 healthy_health()
@@ -502,7 +517,7 @@ fn any_round() -> impl Strategy<Value = ProbeRound> {
             providers: samples
                 .into_iter()
                 .enumerate()
-                .map(|(i, s)| (format!("p{i}"), s))
+                .map(|(i, s)| (Provider::ALL[i], s))
                 .collect(),
         }
     })
@@ -546,16 +561,37 @@ fn model(p: &Policy, rounds: &[ProbeRound]) -> Vec<(usize, Decided)> {
         LowTraffic,
         Nothing,
     }
-    let evidence = |s: &ProviderSample| match *s {
+    // The score test behind the Wilson bound: the bound is above `t` exactly when the ratio is
+    // above `t` and the squared distance, in requests, exceeds z² t (1 − t).
+    let above = |errors: f64, requests: f64, t: f64| {
+        let ratio = errors / requests;
+        ratio > t && requests * (ratio - t).powi(2) > Z_99 * Z_99 * t * (1.0 - t)
+    };
+    // Per provider: the valid samples kept for pooling, (second, requests, errors).
+    let mut kept: std::collections::HashMap<Provider, Vec<(u64, f64, f64)>> = Default::default();
+    let window = p.sample_window.as_secs();
+    let mut evidence = |i: u64, name: Provider, s: &ProviderSample| match *s {
         ProviderSample::Counts { requests, errors }
             if requests.is_finite()
                 && errors.is_finite()
                 && requests >= 0.0
                 && (0.0..=requests).contains(&errors) =>
         {
-            if requests == 0.0 || requests < p.min_requests as f64 {
+            let kept = kept.entry(name).or_default();
+            let (mut r, mut e) = (requests, errors);
+            for &(_, kr, ke) in kept.iter().rev().filter(|(at, ..)| at + window <= i) {
+                if r > 0.0 && r >= p.min_requests as f64 {
+                    break;
+                }
+                r += kr;
+                e += ke;
+            }
+            if kept.last().is_none_or(|(at, ..)| at + window <= i) {
+                kept.push((i, requests, errors));
+            }
+            if r == 0.0 || r < p.min_requests as f64 {
                 Evidence::LowTraffic
-            } else if errors / requests > p.error_rate_threshold {
+            } else if above(e, r, p.error_rate_threshold) {
                 Evidence::Failing
             } else {
                 Evidence::Passing
@@ -570,7 +606,11 @@ fn model(p: &Policy, rounds: &[ProbeRound]) -> Vec<(usize, Decided)> {
     for (i, round) in rounds.iter().enumerate() {
         let healthy = round.health == Some(healthy_health());
         health_failures = if healthy { 0 } else { health_failures + 1 };
-        let seen: Vec<Evidence> = round.providers.iter().map(|(_, s)| evidence(s)).collect();
+        let seen: Vec<Evidence> = round
+            .providers
+            .iter()
+            .map(|(name, s)| evidence(i as u64, *name, s))
+            .collect();
         if seen.contains(&Evidence::Failing) {
             rate_failures += 1;
             blind_for = 0;
@@ -616,8 +656,13 @@ proptest! {
     fn folding_one_by_one_equals_judging_the_whole_sequence_and_a_plain_model(
         rounds in prop::collection::vec(any_round(), 0..40),
         short in any::<bool>(),
+        pooled in any::<bool>(),
     ) {
-        let p = if short { short_window() } else { policy() };
+        let mut p = if short { short_window() } else { policy() };
+        if pooled {
+            // Every round's sample is disjoint from the one before: small samples pool.
+            p.sample_window = Duration::from_secs(1);
+        }
         let obs: Vec<_> = rounds.iter().cloned().enumerate().map(|(i, r)| tick(i as u64, r)).collect();
         let batch = judge(&p, &facts(), &obs);
         let mut j = Judge::new(p.clone(), facts());
@@ -642,7 +687,7 @@ proptest! {
         samples in prop::collection::vec(
             prop_oneof![
                 Just(ProviderSample::NoData),
-                Just(ProviderSample::Unavailable("HTTP 429".into())),
+                Just(ProviderSample::Unavailable(ProbeError::status(429, None))),
                 Just(ProviderSample::Counts { requests: f64::NAN, errors: 1.0 }),
                 Just(ProviderSample::Counts { requests: 100.0, errors: f64::INFINITY }),
                 Just(ProviderSample::Counts { requests: -100.0, errors: -50.0 }),
@@ -661,7 +706,7 @@ proptest! {
             .filter(|s| low_traffic_too || !matches!(s, ProviderSample::Counts { requests, .. } if (0.0..20.0).contains(requests)))
             .collect();
         let obs: Vec<_> = samples.iter().cloned().enumerate()
-            .map(|(i, s)| tick(i as u64, round(vec![("prometheus".into(), s)])))
+            .map(|(i, s)| tick(i as u64, round(vec![(Provider::Prometheus, s)])))
             .collect();
         let vs = judge(&p, &facts(), &obs);
         prop_assert!(rollbacks(&vs).is_empty());

@@ -24,7 +24,9 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::prometheus::{Key, QueryResult, combine, member_sample};
+use super::error::{ProbeError, read_answer};
+use super::prometheus::{QueryResult, combine, member_sample};
+use crate::check::ObjectKey;
 use crate::config::{self, DatadogConfig, DatadogGrouped};
 use crate::judge::ProviderSample;
 
@@ -157,36 +159,33 @@ impl Errors {
 
 /// Reads an answer to a request of `formulas` formulas into its series, each one's points
 /// summed.
-fn series(status: u16, body: &[u8], formulas: usize) -> Result<Vec<Summed>, String> {
+fn series(status: u16, body: &[u8], formulas: usize) -> Result<Vec<Summed>, ProbeError> {
     let response: Response = match serde_json::from_slice(body) {
         Ok(r) => r,
-        Err(_) if status != 200 => return Err(format!("HTTP {status}")),
-        Err(e) => return Err(format!("unreadable answer: {e}")),
+        Err(_) if status != 200 => return Err(ProbeError::status(status, None)),
+        Err(e) => return Err(ProbeError::BadResponse(format!("unreadable answer: {e}"))),
     };
     let errors = response.errors.map(Errors::text).filter(|e| !e.is_empty());
     if status != 200 {
-        return Err(match errors {
-            Some(e) => format!("HTTP {status}: {e}"),
-            None => format!("HTTP {status}"),
-        });
+        return Err(ProbeError::status(status, errors));
     }
     let Some(attributes) = response.data.and_then(|d| d.attributes) else {
-        return Err(match errors {
+        return Err(ProbeError::BadResponse(match errors {
             Some(e) => format!("error in the answer: {e}"),
             None => "no data in the answer".into(),
-        });
+        }));
     };
     // Errors beside data: some of it could not be read, and what is missing could be the
     // errors' series. A partial answer is no evidence at all.
     if let Some(e) = errors {
-        return Err(format!("partial answer: {e}"));
+        return Err(ProbeError::Partial(format!("partial answer: {e}")));
     }
     if attributes.series.len() != attributes.values.len() {
-        return Err(format!(
+        return Err(ProbeError::BadResponse(format!(
             "{} series but {} value lists",
             attributes.series.len(),
             attributes.values.len()
-        ));
+        )));
     }
     attributes
         .series
@@ -194,10 +193,10 @@ fn series(status: u16, body: &[u8], formulas: usize) -> Result<Vec<Summed>, Stri
         .zip(attributes.values)
         .map(|(series, values)| {
             if series.query_index >= formulas {
-                return Err(format!(
+                return Err(ProbeError::BadResponse(format!(
                     "series for formula {} of {formulas}",
                     series.query_index
-                ));
+                )));
             }
             let sum = values
                 .iter()
@@ -238,8 +237,8 @@ pub fn parse_grouped(
     body: &[u8],
     namespace_tag: &str,
     name_tag: &str,
-) -> Result<[HashMap<Key, f64>; 2], String> {
-    let mut out: [HashMap<Key, f64>; 2] = Default::default();
+) -> Result<[HashMap<ObjectKey, f64>; 2], ProbeError> {
+    let mut out: [HashMap<ObjectKey, f64>; 2] = Default::default();
     for s in series(status, body, 2)? {
         let tag = |name: &str| {
             s.group_tags.iter().find_map(|t| {
@@ -255,7 +254,7 @@ pub fn parse_grouped(
         let (Some(ns), Some(name), Some(v)) = (ns, tag(name_tag), s.sum) else {
             continue;
         };
-        *out[s.formula].entry((ns, name)).or_default() += v;
+        *out[s.formula].entry(ObjectKey::new(ns, name)).or_default() += v;
     }
     Ok(out)
 }
@@ -265,13 +264,13 @@ pub fn parse_grouped(
 /// queries once filled with lists of that many bytes. Members sharing a namespace come
 /// together, so most batches name few namespaces.
 pub fn batches(
-    members: &[Key],
+    members: &[ObjectKey],
     max: usize,
     length: impl Fn(usize, usize) -> usize,
-) -> Vec<Vec<&Key>> {
-    let mut sorted: Vec<&Key> = members.iter().collect();
+) -> Vec<Vec<&ObjectKey>> {
+    let mut sorted: Vec<&ObjectKey> = members.iter().collect();
     sorted.sort_unstable();
-    let mut out: Vec<Vec<&Key>> = Vec::new();
+    let mut out: Vec<Vec<&ObjectKey>> = Vec::new();
     let (mut namespaces, mut names) = (BTreeSet::new(), BTreeSet::new());
     let (mut ns_len, mut names_len) = (0, 0);
     // The length of a list once `value` joins it, separators included.
@@ -285,7 +284,7 @@ pub fn batches(
         }
     };
     for key in sorted {
-        let (ns, name) = (key.0.as_str(), key.1.as_str());
+        let (ns, name) = (key.namespace.as_str(), key.name.as_str());
         let (ns_next, names_next) = (
             grown(&namespaces, ns_len, ns),
             grown(&names, names_len, name),
@@ -459,14 +458,15 @@ impl Datadog {
         }
     }
 
-    fn headers(&self) -> Result<HeaderMap, String> {
+    fn headers(&self) -> Result<HeaderMap, ProbeError> {
         let mut headers = HeaderMap::new();
         for (name, value) in [
             ("dd-api-key", &self.keys.api),
             ("dd-application-key", &self.keys.app),
         ] {
-            let mut v = HeaderValue::from_str(value)
-                .map_err(|_| format!("the {name} secret is not a valid header value"))?;
+            let mut v = HeaderValue::from_str(value).map_err(|_| {
+                ProbeError::Request(format!("the {name} secret is not a valid header value"))
+            })?;
             v.set_sensitive(true);
             headers.insert(name, v);
         }
@@ -480,12 +480,12 @@ impl Datadog {
         queries: [&str; 2],
         window: Duration,
         max_body: usize,
-    ) -> Result<(u16, Vec<u8>), String> {
+    ) -> Result<(u16, Vec<u8>), ProbeError> {
         if let Some(wait) = self.blocked_for() {
-            return Err(format!(
+            return Err(ProbeError::RateLimited(format!(
                 "rate limited by Datadog: next query in {:.1}s",
                 wait.as_secs_f64()
-            ));
+            )));
         }
         // The window ends early enough for Datadog to have made its last points queryable.
         let now = SystemTime::now()
@@ -524,24 +524,20 @@ impl Datadog {
             .timeout(self.cfg.timeout)
             .send()
             .await
-            .map_err(|e| super::describe(&e))?;
+            .map_err(|e| ProbeError::from_request(&e))?;
         let status = response.status().as_u16();
         let wait = backoff(status, response.headers());
         if let Some(wait) = wait {
             self.block_for(wait);
         }
         if status == 429 {
-            return Err(format!(
+            return Err(ProbeError::RateLimited(format!(
                 "rate limited by Datadog (HTTP 429): next query in {:.1}s",
                 wait.unwrap_or(DEFAULT_BACKOFF).as_secs_f64()
-            ));
+            )));
         }
-        match tokio::time::timeout(self.cfg.timeout, super::read_bounded(response, max_body)).await
-        {
-            Ok(Ok(body)) => Ok((status, body)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err("timed out reading the answer".into()),
-        }
+        let body = read_answer(response, self.cfg.timeout, max_body).await?;
+        Ok((status, body))
     }
 
     /// Requests and errors of one Deployment over `window` ending now.
@@ -557,7 +553,7 @@ impl Datadog {
         let mut answers = parse(status, &body, 2).into_iter();
         match (answers.next(), answers.next()) {
             (Some(requests), Some(errors)) => combine(requests, errors),
-            _ => ProviderSample::Unavailable("no answer".into()),
+            _ => ProviderSample::Unavailable(ProbeError::BadResponse("no answer".into())),
         }
     }
 
@@ -569,9 +565,9 @@ impl Datadog {
     pub async fn sample_grouped(
         &self,
         g: &DatadogGrouped,
-        members: &[Key],
+        members: &[ObjectKey],
         window: Duration,
-    ) -> Result<HashMap<Key, ProviderSample>, String> {
+    ) -> Result<HashMap<ObjectKey, ProviderSample>, ProbeError> {
         // A query's length is its text without the lists plus each list as often as it occurs.
         let shapes: Vec<(usize, usize, usize)> = [&g.requests_query, &g.errors_query]
             .iter()
@@ -623,7 +619,8 @@ impl Datadog {
 
     /// The group tags' values that name a member's series: its namespace (none when the
     /// series are told apart by their name tag alone) and, for the `service` tag, its service.
-    fn series_key(&self, g: &DatadogGrouped, (namespace, name): &Key) -> Key {
+    fn series_key(&self, g: &DatadogGrouped, key: &ObjectKey) -> ObjectKey {
+        let (namespace, name) = (&key.namespace, &key.name);
         let ns = if g.namespace_tag.is_empty() {
             String::new()
         } else {
@@ -634,19 +631,22 @@ impl Datadog {
         } else {
             name.clone()
         };
-        (ns, name)
+        ObjectKey::new(ns, name)
     }
 
     /// One grouped request for `batch`: its namespaces, names and services as lists.
     async fn sample_batch(
         &self,
         g: &DatadogGrouped,
-        batch: &[&Key],
+        batch: &[&ObjectKey],
         window: Duration,
-    ) -> Result<[HashMap<Key, f64>; 2], String> {
-        let namespaces: BTreeSet<&str> = batch.iter().map(|k| k.0.as_str()).collect();
-        let names: BTreeSet<&str> = batch.iter().map(|k| k.1.as_str()).collect();
-        let services: BTreeSet<String> = batch.iter().map(|k| self.service(&k.0, &k.1)).collect();
+    ) -> Result<[HashMap<ObjectKey, f64>; 2], ProbeError> {
+        let namespaces: BTreeSet<&str> = batch.iter().map(|k| k.namespace.as_str()).collect();
+        let names: BTreeSet<&str> = batch.iter().map(|k| k.name.as_str()).collect();
+        let services: BTreeSet<String> = batch
+            .iter()
+            .map(|k| self.service(&k.namespace, &k.name))
+            .collect();
         let namespaces: Vec<&str> = namespaces.into_iter().collect();
         let names: Vec<&str> = names.into_iter().collect();
         let services: Vec<&str> = services.iter().map(String::as_str).collect();
@@ -732,13 +732,13 @@ mod tests {
         for (status, body, want) in cases {
             let got = parse(status, body, 2);
             assert!(
-                matches!(&got[0], QueryResult::Failed(m) if m.contains(want)),
+                matches!(&got[0], QueryResult::Failed(m) if m.to_string().contains(want)),
                 "{status}: {got:?} should say {want:?}"
             );
             assert!(matches!(&got[1], QueryResult::Failed(_)));
             let grouped = parse_grouped(status, body, "", "service");
             assert!(
-                matches!(&grouped, Err(m) if m.contains(want)),
+                matches!(&grouped, Err(m) if m.to_string().contains(want)),
                 "grouped, {status}: {grouped:?} should say {want:?}"
             );
         }
@@ -763,7 +763,7 @@ mod tests {
             "errors":"Query timed out before all data could be read: partial results"}"#;
         for got in parse(200, body, 2) {
             assert!(
-                matches!(&got, QueryResult::Failed(m) if m.starts_with("partial answer")),
+                matches!(&got, QueryResult::Failed(m) if m.to_string().starts_with("partial answer")),
                 "{got:?}"
             );
         }
@@ -782,8 +782,8 @@ mod tests {
         "times":[1700000000000,1700000010000],
         "values":[[100.0,50.0],[7.0,null],[30.0,10.0],[2.0,3.0],[null,null],[9.0,9.0]]}}}"#;
 
-    fn key(ns: &str, name: &str) -> Key {
-        (ns.into(), name.into())
+    fn key(ns: &str, name: &str) -> ObjectKey {
+        ObjectKey::new(ns, name)
     }
 
     #[test]
@@ -819,7 +819,7 @@ mod tests {
     fn a_grouped_series_of_a_formula_not_asked_for_is_an_error() {
         let body = br#"{"data":{"attributes":{"series":[{"query_index":2}],"values":[[1.0]]}}}"#;
         let err = parse_grouped(200, body, "kube_namespace", "service").expect_err("refused");
-        assert!(err.contains("formula 2 of 2"), "{err}");
+        assert!(err.to_string().contains("formula 2 of 2"), "{err}");
     }
 
     #[test]
@@ -890,16 +890,16 @@ mod tests {
 
     #[test]
     fn long_member_lists_are_split_into_few_batches_that_fit() {
-        let members: Vec<Key> = (0..2000)
-            .map(|i| (format!("ns-{}", i % 3), format!("rollout-number-{i}")))
+        let members: Vec<ObjectKey> = (0..2000)
+            .map(|i| ObjectKey::new(format!("ns-{}", i % 3), format!("rollout-number-{i}")))
             .collect();
         let length = |ns: usize, names: usize| 100 + ns + names;
         let all = batches(&members, MAX_GROUPED_QUERY, length);
         assert!(all.len() > 1 && all.len() <= 10, "{}", all.len());
         assert_eq!(all.iter().map(Vec::len).sum::<usize>(), members.len());
         for b in &all {
-            let mut ns: Vec<&str> = b.iter().map(|k| k.0.as_str()).collect();
-            let mut names: Vec<&str> = b.iter().map(|k| k.1.as_str()).collect();
+            let mut ns: Vec<&str> = b.iter().map(|k| k.namespace.as_str()).collect();
+            let mut names: Vec<&str> = b.iter().map(|k| k.name.as_str()).collect();
             ns.dedup();
             names.sort_unstable();
             names.dedup();

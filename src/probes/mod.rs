@@ -2,6 +2,7 @@
 //! whatever goes wrong becomes part of the observation (a failed check, or "inconclusive").
 
 pub mod datadog;
+pub mod error;
 pub mod health;
 pub mod prometheus;
 pub mod sampler;
@@ -11,8 +12,10 @@ use std::collections::HashMap;
 use std::sync::Once;
 use std::time::Duration;
 
+use crate::check::{ObjectKey, Provider};
 use crate::config::{self, Config, Secrets};
 use crate::judge::ProbeRound;
+use error::ProbeError;
 
 /// Bodies above this are cut off: a health endpoint or a provider cannot exhaust our memory.
 pub const MAX_BODY: usize = 1 << 20;
@@ -114,18 +117,21 @@ async fn bounded<T>(
 
 /// A sample that did not come within its bound.
 fn sample_timed_out() -> crate::judge::ProviderSample {
-    crate::judge::ProviderSample::Unavailable("timed out".into())
+    crate::judge::ProviderSample::Unavailable(ProbeError::Timeout("timed out".into()))
 }
 
-/// The samples of the providers configured, by name, in a fixed order.
+/// The samples of the providers configured, in a fixed order.
 fn named(
     prometheus: Option<crate::judge::ProviderSample>,
     datadog: Option<crate::judge::ProviderSample>,
-) -> Vec<(String, crate::judge::ProviderSample)> {
-    [("prometheus", prometheus), ("datadog", datadog)]
-        .into_iter()
-        .filter_map(|(name, sample)| Some((name.to_string(), sample?)))
-        .collect()
+) -> Vec<(Provider, crate::judge::ProviderSample)> {
+    [
+        (Provider::Prometheus, prometheus),
+        (Provider::Datadog, datadog),
+    ]
+    .into_iter()
+    .filter_map(|(provider, sample)| Some((provider, sample?)))
+    .collect()
 }
 
 /// Replaces anything that looks like a URL with `<url>`: a redirect target or a URL spelled
@@ -155,7 +161,7 @@ pub fn scrub_urls(text: &str) -> String {
 }
 
 /// A grouped request's samples of every member, or why there are none.
-type GroupedAnswer = Result<HashMap<prometheus::Key, crate::judge::ProviderSample>, String>;
+type GroupedAnswer = Result<HashMap<ObjectKey, crate::judge::ProviderSample>, ProbeError>;
 
 /// Every probe of one Deployment, configured once.
 #[derive(Clone)]
@@ -231,13 +237,13 @@ impl Probes {
     /// One provider's sample, timed into `metrics`.
     async fn timed(
         &self,
-        provider: &'static str,
+        provider: Provider,
         sample: impl std::future::Future<Output = crate::judge::ProviderSample>,
     ) -> crate::judge::ProviderSample {
         let started = std::time::Instant::now();
         let sample = sample.await;
         if let Some(m) = &self.metrics {
-            m.provider_sample(provider, started, &sample);
+            m.provider_sample(provider.as_str(), started, &sample);
         }
         sample
     }
@@ -287,7 +293,7 @@ impl Probes {
         namespace: &str,
         name: &str,
         window: Duration,
-    ) -> Vec<(String, crate::judge::ProviderSample)> {
+    ) -> Vec<(Provider, crate::judge::ProviderSample)> {
         // Every provider at once, each bounded by its own timeout; the answers in a fixed order.
         let (prometheus, datadog) = tokio::join!(
             self.prometheus_sample(namespace, name, window),
@@ -309,7 +315,7 @@ impl Probes {
             p.sample(namespace, name, window),
             sample_timed_out,
         );
-        Some(self.timed("prometheus", sample).await)
+        Some(self.timed(Provider::Prometheus, sample).await)
     }
 
     /// Datadog's counts for one Deployment, if Datadog is configured.
@@ -325,7 +331,7 @@ impl Probes {
             d.sample(namespace, name, window),
             sample_timed_out,
         );
-        Some(self.timed("datadog", sample).await)
+        Some(self.timed(Provider::Datadog, sample).await)
     }
 
     /// Every provider's counts over `window` ending now, for each of `members`: each provider
@@ -333,9 +339,9 @@ impl Probes {
     /// sample per member.
     pub async fn error_rates_of(
         &self,
-        members: &[prometheus::Key],
+        members: &[ObjectKey],
         window: Duration,
-    ) -> HashMap<prometheus::Key, Vec<(String, crate::judge::ProviderSample)>> {
+    ) -> HashMap<ObjectKey, Vec<(Provider, crate::judge::ProviderSample)>> {
         use crate::judge::ProviderSample;
         let providers = &self.config.providers;
         let prometheus_grouping = providers.prometheus.as_ref().and_then(|p| p.grouping());
@@ -345,17 +351,24 @@ impl Probes {
                 return None;
             };
             let answer = p.sample_grouped(g, members, window);
-            Some(self.timed_grouped("prometheus", p.timeout(), answer).await)
+            Some(
+                self.timed_grouped(Provider::Prometheus, p.timeout(), answer)
+                    .await,
+            )
         };
         let datadog = async {
             let (Some(d), Some(g)) = (&self.datadog, datadog_grouping) else {
                 return None;
             };
             let answer = d.sample_grouped(g, members, window);
-            Some(self.timed_grouped("datadog", d.timeout(), answer).await)
+            Some(
+                self.timed_grouped(Provider::Datadog, d.timeout(), answer)
+                    .await,
+            )
         };
         // A provider that cannot group is asked once per member, as a session alone would.
-        let one_by_one = futures::future::join_all(members.iter().map(|(ns, name)| async move {
+        let one_by_one = futures::future::join_all(members.iter().map(|key| async move {
+            let (ns, name) = (key.namespace.as_str(), key.name.as_str());
             let prometheus = async {
                 match prometheus_grouping {
                     None => self.prometheus_sample(ns, name, window).await,
@@ -371,7 +384,7 @@ impl Probes {
             tokio::join!(prometheus, datadog)
         }));
         let (prometheus, datadog, one_by_one) = tokio::join!(prometheus, datadog, one_by_one);
-        let of = |grouped: &Option<GroupedAnswer>, key: &prometheus::Key| match grouped {
+        let of = |grouped: &Option<GroupedAnswer>, key: &ObjectKey| match grouped {
             Some(Ok(m)) => Some(m.get(key).cloned().unwrap_or(ProviderSample::NoData)),
             Some(Err(e)) => Some(ProviderSample::Unavailable(e.clone())),
             None => None,
@@ -393,19 +406,21 @@ impl Probes {
     /// provider's own message wins) and timed into `metrics` as one observation.
     async fn timed_grouped(
         &self,
-        provider: &'static str,
+        provider: Provider,
         limit: Duration,
         answer: impl std::future::Future<Output = GroupedAnswer>,
     ) -> GroupedAnswer {
         let started = std::time::Instant::now();
-        let answer = bounded(limit, answer, || Err("timed out".into())).await;
+        let answer = bounded(limit, answer, || {
+            Err(ProbeError::Timeout("timed out".into()))
+        })
+        .await;
         if let Some(m) = &self.metrics {
-            let result = if answer.is_ok() {
-                "answered"
-            } else {
-                "unavailable"
+            let result = match &answer {
+                Ok(_) => "answered",
+                Err(e) => e.category(),
             };
-            m.provider_request(provider, started, result);
+            m.provider_request(provider.as_str(), started, result);
         }
         answer
     }

@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
+use super::error::{ProbeError, read_answer};
+use crate::check::ObjectKey;
 use crate::config::{self, GroupedQueries, PrometheusConfig};
 use crate::judge::ProviderSample;
 
@@ -52,46 +54,44 @@ struct VectorSample {
 }
 
 impl VectorSample {
-    fn number(&self) -> Result<f64, String> {
+    fn number(&self) -> Result<f64, ProbeError> {
         match (&self.value, &self.histogram) {
             (Some((_, v)), _) => number(v),
-            (None, Some(_)) => Err(
+            (None, Some(_)) => Err(ProbeError::BadResponse(
                 "a native histogram sample, not a number (wrap the query in histogram_count())"
                     .into(),
-            ),
-            (None, None) => Err("a sample without a value".into()),
+            )),
+            (None, None) => Err(ProbeError::BadResponse("a sample without a value".into())),
         }
     }
 }
-
-/// A namespace and a Deployment name.
-pub type Key = (String, String);
 
 /// What one query answered: a sum, nothing, or why not.
 #[derive(Debug, Clone, PartialEq)]
 pub enum QueryResult {
     Value(f64),
     Empty,
-    Failed(String),
+    Failed(ProbeError),
 }
 
 /// The data of a successful answer, or why there is none.
-fn envelope_data(status: u16, body: &[u8]) -> Result<Option<Data>, String> {
+fn envelope_data(status: u16, body: &[u8]) -> Result<Option<Data>, ProbeError> {
     let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(e) => e,
-        Err(_) if status != 200 => return Err(format!("HTTP {status}")),
-        Err(e) => return Err(format!("unreadable answer: {e}")),
+        Err(_) if status != 200 => return Err(ProbeError::status(status, None)),
+        Err(e) => return Err(ProbeError::BadResponse(format!("unreadable answer: {e}"))),
     };
     if envelope.status != "success" {
-        return Err(format!(
-            "HTTP {status}: {}: {}",
+        let explanation = format!(
+            "{}: {}",
             envelope.error_type.unwrap_or_default(),
             envelope.error.unwrap_or_default()
-        ));
+        );
+        return Err(ProbeError::status(status, Some(explanation)));
     }
     // Missing series would read as fewer errors: a partial answer is no evidence at all.
     if let Some(first) = envelope.warnings.first() {
-        return Err(format!(
+        return Err(ProbeError::Partial(format!(
             "partial answer ({} warning{}): {first}",
             envelope.warnings.len(),
             if envelope.warnings.len() == 1 {
@@ -99,14 +99,14 @@ fn envelope_data(status: u16, body: &[u8]) -> Result<Option<Data>, String> {
             } else {
                 "s"
             }
-        ));
+        )));
     }
     Ok(envelope.data)
 }
 
-fn number(s: &str) -> Result<f64, String> {
+fn number(s: &str) -> Result<f64, ProbeError> {
     s.parse::<f64>()
-        .map_err(|_| format!("value {s:?} is not a number"))
+        .map_err(|_| ProbeError::BadResponse(format!("value {s:?} is not a number")))
 }
 
 /// Reads a query response body: pure, for tests and fuzzing.
@@ -131,8 +131,10 @@ pub fn parse(status: u16, body: &[u8]) -> QueryResult {
         Some(Data::Scalar((_, v))) => {
             value(&v).map_or_else(QueryResult::Failed, QueryResult::Value)
         }
-        Some(_) => QueryResult::Failed("expected an instant vector".into()),
-        None => QueryResult::Failed("no data in the answer".into()),
+        Some(_) => {
+            QueryResult::Failed(ProbeError::BadResponse("expected an instant vector".into()))
+        }
+        None => QueryResult::Failed(ProbeError::BadResponse("no data in the answer".into())),
     }
 }
 
@@ -140,8 +142,8 @@ pub fn parse(status: u16, body: &[u8]) -> QueryResult {
 /// that is not a number (a native histogram), which have no value.
 #[derive(Debug, Default, PartialEq)]
 pub struct Grouped {
-    pub values: HashMap<Key, f64>,
-    pub unreadable: HashMap<Key, String>,
+    pub values: HashMap<ObjectKey, f64>,
+    pub unreadable: HashMap<ObjectKey, ProbeError>,
 }
 
 /// Reads a grouped query's answer: one value per (namespace, Deployment) named by the two
@@ -152,11 +154,13 @@ pub fn parse_grouped(
     body: &[u8],
     namespace_label: &str,
     deployment_label: &str,
-) -> Result<Grouped, String> {
+) -> Result<Grouped, ProbeError> {
     let samples = match envelope_data(status, body)? {
         Some(Data::Vector(samples)) => samples,
-        Some(_) => return Err("expected an instant vector".into()),
-        None => return Err("no data in the answer".into()),
+        Some(_) => {
+            return Err(ProbeError::BadResponse("expected an instant vector".into()));
+        }
+        None => return Err(ProbeError::BadResponse("no data in the answer".into())),
     };
     let mut out = Grouped::default();
     for s in samples {
@@ -166,7 +170,7 @@ pub fn parse_grouped(
         ) else {
             continue;
         };
-        let key = (ns.clone(), name.clone());
+        let key = ObjectKey::new(ns.clone(), name.clone());
         match s.number() {
             Ok(v) => *out.values.entry(key).or_default() += v,
             Err(e) => {
@@ -236,7 +240,7 @@ impl Prometheus {
         query: &str,
         at: SystemTime,
         max_body: usize,
-    ) -> Result<(u16, Vec<u8>), String> {
+    ) -> Result<(u16, Vec<u8>), ProbeError> {
         let url = format!("{}/api/v1/query", self.cfg.url.trim_end_matches('/'));
         let time = evaluation_time(at);
         let request = if query.len() > 2048 {
@@ -260,17 +264,13 @@ impl Prometheus {
             .timeout(self.cfg.timeout)
             .send()
             .await
-            .map_err(|e| super::describe(&e))?;
+            .map_err(|e| ProbeError::from_request(&e))?;
         let status = response.status().as_u16();
         if status == 429 {
-            return Err("rate limited (HTTP 429)".into());
+            return Err(ProbeError::RateLimited("rate limited (HTTP 429)".into()));
         }
-        match tokio::time::timeout(self.cfg.timeout, super::read_bounded(response, max_body)).await
-        {
-            Ok(Ok(body)) => Ok((status, body)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err("timed out reading the answer".into()),
-        }
+        let body = read_answer(response, self.cfg.timeout, max_body).await?;
+        Ok((status, body))
     }
 
     async fn query(&self, query: &str, at: SystemTime) -> QueryResult {
@@ -286,9 +286,9 @@ impl Prometheus {
     pub async fn sample_grouped(
         &self,
         g: &GroupedQueries,
-        members: &[Key],
+        members: &[ObjectKey],
         window: Duration,
-    ) -> Result<HashMap<Key, ProviderSample>, String> {
+    ) -> Result<HashMap<ObjectKey, ProviderSample>, ProbeError> {
         self.sample_grouped_at(g, members, window, SystemTime::now())
             .await
     }
@@ -299,13 +299,13 @@ impl Prometheus {
     pub async fn sample_grouped_at(
         &self,
         g: &GroupedQueries,
-        members: &[Key],
+        members: &[ObjectKey],
         window: Duration,
         at: SystemTime,
-    ) -> Result<HashMap<Key, ProviderSample>, String> {
+    ) -> Result<HashMap<ObjectKey, ProviderSample>, ProbeError> {
         let w = promql_duration(window);
-        let mut namespaces: Vec<&str> = members.iter().map(|(ns, _)| ns.as_str()).collect();
-        let mut names: Vec<&str> = members.iter().map(|(_, n)| n.as_str()).collect();
+        let mut namespaces: Vec<&str> = members.iter().map(|k| k.namespace.as_str()).collect();
+        let mut names: Vec<&str> = members.iter().map(|k| k.name.as_str()).collect();
         namespaces.sort_unstable();
         namespaces.dedup();
         names.sort_unstable();
@@ -325,7 +325,7 @@ impl Prometheus {
         };
         // Room for one series per member and some to spare, never less than one query's.
         let max_body = super::MAX_BODY.max(members.len() * 1024);
-        let read = |answer: Result<(u16, Vec<u8>), String>| {
+        let read = |answer: Result<(u16, Vec<u8>), ProbeError>| {
             let (status, body) = answer?;
             parse_grouped(status, &body, &g.namespace_label, &g.deployment_label)
         };
@@ -383,11 +383,11 @@ pub fn evaluation_time(at: SystemTime) -> String {
 /// One member's sample from a grouped answer's requests and errors by (namespace, Deployment):
 /// absent from the requests is no data, absent from the errors zero errors, as [`combine`].
 pub fn member_sample(
-    requests: &HashMap<Key, f64>,
-    errors: &HashMap<Key, f64>,
-    key: &Key,
+    requests: &HashMap<ObjectKey, f64>,
+    errors: &HashMap<ObjectKey, f64>,
+    key: &ObjectKey,
 ) -> ProviderSample {
-    let value = |m: &HashMap<Key, f64>| {
+    let value = |m: &HashMap<ObjectKey, f64>| {
         m.get(key)
             .map_or(QueryResult::Empty, |v| QueryResult::Value(*v))
     };
@@ -428,9 +428,11 @@ mod tests {
     #[test]
     fn errors_and_garbage_are_failures_not_values() {
         let err = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
-        assert!(matches!(parse(400, err), QueryResult::Failed(m) if m.contains("bad_data")));
         assert!(
-            matches!(parse(502, b"<html>bad gateway</html>"), QueryResult::Failed(m) if m == "HTTP 502")
+            matches!(parse(400, err), QueryResult::Failed(m) if m.to_string().contains("bad_data"))
+        );
+        assert!(
+            matches!(parse(502, b"<html>bad gateway</html>"), QueryResult::Failed(m) if m.to_string() == "HTTP 502" && m.category() == "http_status")
         );
         let words = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"lots"]}]}}"#;
         assert!(matches!(parse(200, words), QueryResult::Failed(_)));
@@ -465,14 +467,14 @@ mod tests {
             .expect("parses")
             .values;
         assert_eq!(m.len(), 2);
-        assert_eq!(m[&("prod".into(), "web".into())], 150.0);
-        assert_eq!(m[&("staging".into(), "web".into())], 7.0);
+        assert_eq!(m[&ObjectKey::new("prod", "web")], 150.0);
+        assert_eq!(m[&ObjectKey::new("staging", "web")], 7.0);
         let err = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
         assert!(parse_grouped(400, err, "namespace", "deployment").is_err());
         let words = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"namespace":"a","deployment":"b"},"value":[1,"x"]}]}}"#;
         // A value that is not a number leaves its own pair without one.
         let g = parse_grouped(200, words, "namespace", "deployment").expect("parses");
-        assert!(g.values.is_empty() && g.unreadable.contains_key(&("a".into(), "b".into())));
+        assert!(g.values.is_empty() && g.unreadable.contains_key(&ObjectKey::new("a", "b")));
     }
 
     #[test]
@@ -481,10 +483,10 @@ mod tests {
             {"metric":{"namespace":"prod","deployment":"web"},"value":[1,"120"]}]},
             "warnings":["receive series from store: partial response"]}"#;
         assert!(
-            matches!(parse(200, body), QueryResult::Failed(m) if m.starts_with("partial answer (1 warning): receive series"))
+            matches!(parse(200, body), QueryResult::Failed(m) if m.to_string().starts_with("partial answer (1 warning): receive series") && m.category() == "partial")
         );
         assert!(
-            matches!(parse_grouped(200, body, "namespace", "deployment"), Err(m) if m.starts_with("partial answer"))
+            matches!(parse_grouped(200, body, "namespace", "deployment"), Err(m) if m.to_string().starts_with("partial answer"))
         );
         // No warnings, or an empty list: complete.
         let body = br#"{"status":"success","data":{"resultType":"vector","result":[]},"warnings":[],"infos":["PromQL info: x"]}"#;
@@ -497,10 +499,14 @@ mod tests {
             {"metric":{"namespace":"prod","deployment":"web"},"value":[1,"120"]},
             {"metric":{"namespace":"prod","deployment":"api"},"histogram":[1,{"count":"10","sum":"2.5","buckets":[[0,"0.5","1","10"]]}]}]}}"#;
         let g = parse_grouped(200, body, "namespace", "deployment").expect("the rest is read");
-        assert_eq!(g.values[&("prod".into(), "web".into())], 120.0);
-        assert!(g.unreadable[&("prod".into(), "api".into())].contains("histogram_count()"));
+        assert_eq!(g.values[&ObjectKey::new("prod", "web")], 120.0);
         assert!(
-            matches!(parse(200, body), QueryResult::Failed(m) if m.contains("native histogram"))
+            g.unreadable[&ObjectKey::new("prod", "api")]
+                .to_string()
+                .contains("histogram_count()")
+        );
+        assert!(
+            matches!(parse(200, body), QueryResult::Failed(m) if m.to_string().contains("native histogram"))
         );
     }
 

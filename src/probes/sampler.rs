@@ -12,19 +12,19 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::Probes;
-use super::prometheus::Key;
+use crate::check::{ObjectKey, Provider};
 use crate::judge::ProviderSample;
 
 /// Every provider's sample for each rollout of one round.
 #[derive(Debug, Default)]
 pub struct Round {
-    samples: HashMap<Key, Vec<(String, ProviderSample)>>,
+    samples: HashMap<ObjectKey, Vec<(Provider, ProviderSample)>>,
 }
 
 impl Round {
     /// The samples for one rollout; `None` when it was not a member when the round was asked
     /// (it joined while the round was out): absent is not "no data".
-    pub fn samples(&self, key: &Key) -> Option<&Vec<(String, ProviderSample)>> {
+    pub fn samples(&self, key: &ObjectKey) -> Option<&Vec<(Provider, ProviderSample)>> {
         self.samples.get(key)
     }
 }
@@ -32,13 +32,13 @@ impl Round {
 /// Shared between the sampler's task and its members.
 struct Inner {
     /// Rollouts and how many sessions of each are members.
-    members: Mutex<BTreeMap<Key, usize>>,
+    members: Mutex<BTreeMap<ObjectKey, usize>>,
     joined: Notify,
     rounds: watch::Sender<Arc<Round>>,
 }
 
 impl Inner {
-    fn members(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, usize>> {
+    fn members(&self) -> std::sync::MutexGuard<'_, BTreeMap<ObjectKey, usize>> {
         self.members.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -52,14 +52,14 @@ pub struct Sampler {
 /// A session's membership; dropping it leaves.
 pub struct Member {
     inner: Arc<Inner>,
-    key: Key,
+    key: ObjectKey,
     /// A new value each round.
     pub rounds: watch::Receiver<Arc<Round>>,
 }
 
 impl Member {
     /// This rollout's samples of the latest round, if it was asked for in it.
-    pub fn latest(&self) -> Option<Vec<(String, ProviderSample)>> {
+    pub fn latest(&self) -> Option<Vec<(Provider, ProviderSample)>> {
         self.rounds.borrow().samples(&self.key).cloned()
     }
 }
@@ -96,7 +96,7 @@ impl Sampler {
 
     /// Joins the round for `namespace/name`.
     pub fn join(&self, namespace: &str, name: &str) -> Member {
-        let key = (namespace.to_string(), name.to_string());
+        let key = ObjectKey::new(namespace, name);
         *self.inner.members().entry(key.clone()).or_default() += 1;
         self.inner.joined.notify_one();
         let mut rounds = self.inner.rounds.subscribe();
@@ -125,7 +125,7 @@ async fn run(
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let members: Vec<Key> = inner.members().keys().cloned().collect();
+        let members: Vec<ObjectKey> = inner.members().keys().cloned().collect();
         if members.is_empty() {
             // Idle: nothing is asked until a rollout is watched, then at once.
             tokio::select! {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
+use deploy_watchdog::check::ObjectKey;
 use deploy_watchdog::sim::behaviour::{AppKey, Behaviour, Behaviours};
 use deploy_watchdog::sim::scenario::DeploymentSpec;
 use deploy_watchdog::sim::services::{Apps, ClusterView};
@@ -111,12 +112,12 @@ pub fn simulate_json(
 
 /// `apps` Deployments `app-<i>` over the namespaces `ns-0` and `ns-1` in turn, then
 /// `ns-0/web.v2` (a dot in a name) and `ns-1/quiet`.
-pub fn fleet(apps: usize) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = (0..apps)
-        .map(|i| (format!("ns-{}", i % 2), format!("app-{i}")))
+pub fn fleet(apps: usize) -> Vec<ObjectKey> {
+    let mut out: Vec<ObjectKey> = (0..apps)
+        .map(|i| ObjectKey::new(format!("ns-{}", i % 2), format!("app-{i}")))
         .collect();
-    out.push(("ns-0".into(), "web.v2".into()));
-    out.push(("ns-1".into(), "quiet".into()));
+    out.push(ObjectKey::new("ns-0", "web.v2"));
+    out.push(ObjectKey::new("ns-1", "quiet"));
     out
 }
 
@@ -134,6 +135,9 @@ impl ClusterView for Fleet {
     }
     fn deployments(&self) -> Vec<(String, String)> {
         fleet(self.0)
+            .into_iter()
+            .map(|k| (k.namespace, k.name))
+            .collect()
     }
 }
 
