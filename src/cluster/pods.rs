@@ -314,7 +314,11 @@ impl PodDiagnosis {
         let key = (pod.name.clone(), c.name.clone());
         // A pod created after the rollout began has all its restarts in it; an older one
         // (a ReplicaSet taken up again) counts from the restarts it had when first seen.
-        let new_pod = pod.created.is_some_and(|t| t >= self.began);
+        // Creation times have whole seconds: one created in the second the rollout was
+        // detected is this rollout's.
+        let new_pod = pod
+            .created
+            .is_some_and(|t| t >= self.began - jiff::SignedDuration::from_secs(1));
         let base = if new_pod {
             0
         } else {
