@@ -27,7 +27,7 @@ const OWN: [&str; 5] = [
 ];
 
 /// Every override and what it sets.
-pub const KNOWN: [(&str, &str); 16] = [
+pub const KNOWN: [(&str, &str); 17] = [
     ("mode", "enforce or dry_run"),
     ("health-url", "the health endpoint URL"),
     ("version-source", "prefer_image, label, image or annotation"),
@@ -42,6 +42,7 @@ pub const KNOWN: [(&str, &str); 16] = [
     ("window", "a duration, e.g. 30m"),
     ("interval", "a duration, e.g. 10s"),
     ("rollout-timeout", "a duration, e.g. 15m"),
+    ("pod-grace", "a duration, e.g. 2m"),
     ("prometheus-requests-query", "a PromQL query"),
     ("prometheus-errors-query", "a PromQL query"),
     ("datadog-requests-query", "a Datadog metrics query"),
@@ -77,6 +78,7 @@ pub struct Overrides {
     pub window: Option<Duration>,
     pub interval: Option<Duration>,
     pub rollout_timeout: Option<Duration>,
+    pub pod_grace: Option<Duration>,
     pub prometheus_requests_query: Option<String>,
     pub prometheus_errors_query: Option<String>,
     pub datadog_requests_query: Option<String>,
@@ -214,6 +216,7 @@ impl Overrides {
             "window" => self.window = duration(value, DurationLimit::ROLLOUT)?,
             "interval" => self.interval = duration(value, DurationLimit::PERIOD)?,
             "rollout-timeout" => self.rollout_timeout = duration(value, DurationLimit::ROLLOUT)?,
+            "pod-grace" => self.pod_grace = duration(value, DurationLimit::DELAY)?,
             "prometheus-requests-query" => self.prometheus_requests_query = text(value)?,
             "prometheus-errors-query" => self.prometheus_errors_query = text(value)?,
             "datadog-requests-query" => self.datadog_requests_query = text(value)?,
@@ -280,6 +283,9 @@ impl Overrides {
         }
         if let Some(d) = self.rollout_timeout {
             c.watch.rollout_timeout = d;
+        }
+        if let Some(d) = self.pod_grace {
+            c.watch.pod_grace = d;
         }
         for (key, query, datadog, requests) in [
             (

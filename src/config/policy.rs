@@ -24,6 +24,10 @@ pub struct WatchConfig {
     /// A new pod Pending this long pages with the scheduler's reason.
     #[serde(with = "humantime_serde")]
     pub pending_timeout: Duration,
+    /// How long a possibly transient pod state (one restart, a transient image pull error,
+    /// `CreateContainerConfigError`) may last before it fails the rollout.
+    #[serde(with = "humantime_serde")]
+    pub pod_grace: Duration,
 }
 
 impl Default for WatchConfig {
@@ -35,6 +39,7 @@ impl Default for WatchConfig {
             interval: Duration::from_secs(10),
             rollout_timeout: Duration::from_secs(10 * 60),
             pending_timeout: Duration::from_secs(2 * 60),
+            pod_grace: Duration::from_secs(90),
         }
     }
 }

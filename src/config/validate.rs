@@ -20,6 +20,7 @@ impl Config {
             ("watch.interval", w.interval, L::PERIOD),
             ("watch.rollout_timeout", w.rollout_timeout, L::ROLLOUT),
             ("watch.pending_timeout", w.pending_timeout, L::ROLLOUT),
+            ("watch.pod_grace", w.pod_grace, L::DELAY),
             ("judge.sample_window", j.sample_window, L::SAMPLE),
             (
                 "judge.baseline.lookback",

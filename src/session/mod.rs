@@ -152,6 +152,7 @@ pub fn spawn(
         policy.failures_before_rollback = n.get();
     }
     let change = change_note(&deployment, &cfg, &before);
+    let cfg_pod_grace = cfg.watch.pod_grace;
     let session = Session {
         change,
         probes: ctx.probes.reconfigured(&cfg),
@@ -160,6 +161,7 @@ pub fn spawn(
         peak,
         bad_annotations: bad,
         baseline: None,
+        pods: std::sync::Mutex::new(pods::PodDiagnosis::new(detected_at, cfg_pod_grace)),
         ctx,
         r,
         updates: updates_rx,
@@ -191,6 +193,8 @@ struct Session {
     bad_annotations: Vec<crate::overrides::BadAnnotation>,
     /// The error ratio before the rollout, when the baseline rule is on.
     baseline: Option<f64>,
+    /// What the pod diagnosis remembers between observations.
+    pods: std::sync::Mutex<pods::PodDiagnosis>,
     r: Rollout,
     updates: watch::Receiver<Arc<Deployment>>,
     end: watch::Receiver<Option<EndCause>>,
@@ -488,7 +492,11 @@ impl Session {
                 new_set.and_then(|rs| rs.metadata.name.as_deref()),
                 self.r.state.detected_at,
             ),
-            pod_failure: pods::failure(new_pods.iter().copied()),
+            pod_failure: self
+                .pods
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .failure(new_pods.iter().copied(), now),
             pending: pods::pending(new_pods.iter().copied(), now),
             probes,
         }

@@ -28,6 +28,9 @@ pub enum PodMode {
     Pending,
     /// Running but not ready until `ready_after` has passed.
     SlowStart,
+    /// Running and ready, then OOMKilled (exit 137) once shortly after: restarted at once (no
+    /// back-off on a first restart), it runs and is ready again.
+    OomOnce,
 }
 
 /// What the simulated `/health` endpoint of a version answers.
@@ -70,6 +73,13 @@ pub struct Behaviour {
     /// Path → status for smoke checks; a path not listed answers 200.
     #[serde(default)]
     pub routes: BTreeMap<String, u16>,
+    /// For `image_pull_error`, `config_error` and `pending`: the cause goes away this long after
+    /// each pod is created, and the pod then starts normally. Never by default.
+    #[serde(default, with = "humantime_serde::option")]
+    pub recovers_after: Option<Duration>,
+    /// The kubelet's message for `image_pull_error`; by default the image does not exist.
+    #[serde(default)]
+    pub image_pull_message: Option<String>,
 }
 
 pub fn default_pending_reason() -> String {
@@ -90,6 +100,8 @@ impl Default for Behaviour {
             error_ratio: 0.0,
             health: HealthBehaviour::default(),
             routes: BTreeMap::new(),
+            recovers_after: None,
+            image_pull_message: None,
         }
     }
 }

@@ -1214,5 +1214,8 @@ fn check_one(
 
 /// Whether a behaviour leaves pods un-ready (for the human timeline's hints).
 pub fn never_ready(mode: PodMode) -> bool {
-    !matches!(mode, PodMode::Running | PodMode::SlowStart)
+    !matches!(
+        mode,
+        PodMode::Running | PodMode::SlowStart | PodMode::OomOnce
+    )
 }

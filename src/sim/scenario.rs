@@ -660,6 +660,29 @@ fn check_ref(reference: &str) -> Result<(), String> {
 }
 
 fn check_behaviour(b: &Behaviour) -> Result<(), (String, String)> {
+    use super::behaviour::PodMode;
+    if b.recovers_after.is_some()
+        && !matches!(
+            b.pods,
+            PodMode::ImagePullError | PodMode::ConfigError | PodMode::Pending
+        )
+    {
+        return Err((
+            "recovers_after".into(),
+            "applies only to pods: image_pull_error, config_error or pending".into(),
+        ));
+    }
+    if let Some(m) = &b.image_pull_message {
+        if b.pods != PodMode::ImagePullError {
+            return Err((
+                "image_pull_message".into(),
+                "applies only to pods: image_pull_error".into(),
+            ));
+        }
+        if m.trim().is_empty() {
+            return Err(("image_pull_message".into(), "must not be empty".into()));
+        }
+    }
     if !(0.0..=1.0).contains(&b.error_ratio) || b.error_ratio.is_nan() {
         return Err((
             "error_ratio".into(),

@@ -16,13 +16,32 @@ pub enum Position {
     Last,
 }
 
+/// What the extra container is to the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// In `containers`, beside the app container.
+    #[default]
+    Container,
+    /// A native sidecar: in `initContainers` with `restartPolicy: Always`; started before the
+    /// app container and running beside it.
+    Native,
+    /// An init container: runs to completion before the app container starts.
+    Init,
+}
+
 /// One extra container: `istio-proxy` (a known sidecar with its usual image) or
-/// `{name, image, position}`.
+/// `{name, image, position, kind, fails_to_start}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sidecar {
     pub name: String,
     pub image: String,
     pub position: Position,
+    pub kind: Kind,
+    /// Its first starts that exit with an error (a proxy or agent that cannot reach its
+    /// control plane yet, a migration that waits for its database); the kubelet restarts it as
+    /// any container.
+    pub fails_to_start: u32,
 }
 
 /// The image a known sidecar runs when the scenario names none.
@@ -45,6 +64,10 @@ struct Full {
     image: Option<String>,
     #[serde(default)]
     position: Position,
+    #[serde(default)]
+    kind: Kind,
+    #[serde(default)]
+    fails_to_start: u32,
 }
 
 impl<'de> Deserialize<'de> for Sidecar {
@@ -54,6 +77,8 @@ impl<'de> Deserialize<'de> for Sidecar {
                 name,
                 image: None,
                 position: Position::Last,
+                kind: Kind::Container,
+                fails_to_start: 0,
             },
             v @ serde_json::Value::Object(_) => {
                 serde_json::from_value(v).map_err(|e| D::Error::custom(e.to_string()))?
@@ -80,6 +105,8 @@ impl<'de> Deserialize<'de> for Sidecar {
             name: full.name,
             image,
             position: full.position,
+            kind: full.kind,
+            fails_to_start: full.fails_to_start,
         })
     }
 }
@@ -119,19 +146,30 @@ pub fn check(sidecars: &[Sidecar], app: &str, field: &str) -> Result<(), (String
 /// The pod template's `containers`: the app container `app` with the sidecars around it.
 pub fn containers(app: serde_json::Value, sidecars: &[Sidecar]) -> Vec<serde_json::Value> {
     let container = |s: &Sidecar| serde_json::json!({"name": s.name, "image": s.image});
-    let mut out: Vec<serde_json::Value> = sidecars
-        .iter()
-        .filter(|s| s.position == Position::First)
-        .map(container)
-        .collect();
-    out.push(app);
-    out.extend(
+    let beside = |p: Position| {
         sidecars
             .iter()
-            .filter(|s| s.position == Position::Last)
-            .map(container),
-    );
+            .filter(move |s| s.kind == Kind::Container && s.position == p)
+            .map(container)
+    };
+    let mut out: Vec<serde_json::Value> = beside(Position::First).collect();
+    out.push(app);
+    out.extend(beside(Position::Last));
     out
+}
+
+/// The pod template's `initContainers`, in the order listed (empty: none).
+pub fn init_containers(sidecars: &[Sidecar]) -> Vec<serde_json::Value> {
+    sidecars
+        .iter()
+        .filter_map(|s| match s.kind {
+            Kind::Container => None,
+            Kind::Init => Some(serde_json::json!({"name": s.name, "image": s.image})),
+            Kind::Native => Some(
+                serde_json::json!({"name": s.name, "image": s.image, "restartPolicy": "Always"}),
+            ),
+        })
+        .collect()
 }
 
 /// `registry/app:v1` with its tag replaced by `tag` (`kubectl set image` keeps the repository).
@@ -165,6 +203,24 @@ mod tests {
     }
 
     #[test]
+    fn init_containers_and_native_sidecars_go_to_init_containers_in_order() {
+        let s: Vec<Sidecar> = serde_norway::from_str(
+            "[{name: migrate, image: 'r/m:1', kind: init}, {name: istio-proxy, kind: native, fails_to_start: 1}, fluent-bit]",
+        )
+        .unwrap();
+        assert_eq!(s[1].fails_to_start, 1);
+        let init = init_containers(&s);
+        assert_eq!(
+            init[0],
+            serde_json::json!({"name": "migrate", "image": "r/m:1"})
+        );
+        assert_eq!(init[1]["restartPolicy"], "Always");
+        let c = containers(serde_json::json!({"name": "app"}), &s);
+        let names: Vec<&str> = c.iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["app", "fluent-bit"]);
+    }
+
+    #[test]
     fn an_unknown_sidecar_without_an_image_is_an_error() {
         let e = serde_norway::from_str::<Vec<Sidecar>>("[shipper]").unwrap_err();
         assert!(e.to_string().contains("image: missing"), "{e}");
@@ -179,6 +235,8 @@ mod tests {
             name: n.into(),
             image: "i:1".into(),
             position: Position::Last,
+            kind: Kind::Container,
+            fails_to_start: 0,
         };
         assert!(check(&[s("istio-proxy")], "app", "f").is_ok());
         assert!(check(&[s("app")], "app", "f").is_err());

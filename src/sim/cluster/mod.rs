@@ -171,6 +171,7 @@ impl SimCluster {
         let (ns, name) = (spec.namespace().to_string(), spec.name().to_string());
         let mut dep = deployment_object(spec);
         let mut st = self.shared.lock();
+        note_failing_starts(&mut st, spec);
         dep["metadata"]["uid"] = json!(st.store.next_uid());
         dep["metadata"]["creationTimestamp"] = json!(objects::now_rfc3339());
         if let Some(old) = st.store.get(Kind::Deployment, &ns, &name) {
@@ -221,6 +222,7 @@ impl SimCluster {
             });
         }
         let mut dep = deployment_object(spec);
+        note_failing_starts(&mut st, spec);
         dep["metadata"]["uid"] = json!(st.store.next_uid());
         dep["metadata"]["creationTimestamp"] = json!(objects::now_rfc3339());
         st.write(Kind::Deployment, dep);
@@ -517,6 +519,23 @@ fn no_such(namespace: &str, name: &str) -> SimError {
     }
 }
 
+/// Remembers which of a Deployment's extra containers fail their first starts (the kubelet
+/// reads it when it runs the pods).
+fn note_failing_starts(st: &mut State, spec: &DeploymentSpec) {
+    let fails: std::collections::HashMap<String, u32> = spec
+        .sidecars
+        .iter()
+        .filter(|s| s.fails_to_start > 0)
+        .map(|s| (s.name.clone(), s.fails_to_start))
+        .collect();
+    let key = (spec.namespace().to_string(), spec.name().to_string());
+    if fails.is_empty() {
+        st.failing_starts.remove(&key);
+    } else {
+        st.failing_starts.insert(key, fails);
+    }
+}
+
 /// A Deployment as a scenario describes it, defaulted as the API server stores it (without
 /// uid, creation time or status).
 fn deployment_object(spec: &DeploymentSpec) -> Value {
@@ -541,6 +560,10 @@ fn deployment_object(spec: &DeploymentSpec) -> Value {
         },
         "status": {},
     });
+    let init = crate::sim::sidecars::init_containers(&spec.sidecars);
+    if !init.is_empty() {
+        dep["spec"]["template"]["spec"]["initContainers"] = json!(init);
+    }
     set_version(&mut dep, ns, name, &spec.version);
     if !spec.paused {
         dep["spec"].as_object_mut().map(|m| m.remove("paused"));

@@ -102,6 +102,7 @@ fn create_pod(
         .to_string();
     let behaviour = st.behaviours.lookup(ns, deployment, &version);
     st.ip_seq += 1;
+    let uid = st.store.next_uid();
     let since = if st.backdate && behaviour.pods == PodMode::Running {
         now - std::time::Duration::from_secs(10)
     } else {
@@ -110,6 +111,9 @@ fn create_pod(
     let rt = PodRuntime {
         namespace: ns.into(),
         deployment: deployment.into(),
+        pod: name.clone(),
+        uid: uid.clone(),
+        container: main_name.clone(),
         version,
         image: main_image,
         mode: behaviour.pods,
@@ -123,13 +127,13 @@ fn create_pod(
             st.ip_seq & 255
         ),
         node: format!("node-{}", 1 + st.ip_seq % 3),
+        extras: extras(st, ns, deployment, &template, &main_name),
     };
     let mut spec = template.get("spec").cloned().unwrap_or(json!({}));
     if behaviour.pods != PodMode::Pending {
         spec["nodeName"] = json!(rt.node);
     }
     spec["enableServiceLinks"] = json!(true);
-    let uid = st.store.next_uid();
     let mut metadata = template.get("metadata").cloned().unwrap_or(json!({}));
     metadata["name"] = json!(name);
     metadata["generateName"] = json!(format!("{rs_name}-"));
@@ -143,7 +147,7 @@ fn create_pod(
     let (state, next) = pods::evaluate(&rt, &behaviour, now);
     let created = metadata["creationTimestamp"].as_str().unwrap_or_default();
     let mut status = pods::render_status(&rt, &main_name, &state, created);
-    pods::add_sidecar_statuses(&mut status, &spec["containers"], &main_name, &state);
+    pods::add_extra_statuses(&mut status, &rt, &state);
     st.note_pod_state(&rt, &state, now);
     rt.last = Some(state);
     let key = (ns.to_string(), name.clone());
@@ -156,6 +160,64 @@ fn create_pod(
         st.scheduler_event(ns, &name, &uid, &behaviour.pending_reason);
     }
     st.pods.insert(key, rt);
+}
+
+/// The pod's containers other than the app's, from its template, with the starts each fails
+/// as its Deployment's scenario says.
+fn extras(
+    st: &State,
+    ns: &str,
+    deployment: &str,
+    template: &Value,
+    main: &str,
+) -> Vec<pods::Extra> {
+    let fails = |name: &str| {
+        st.failing_starts
+            .get(&(ns.to_string(), deployment.to_string()))
+            .and_then(|m| m.get(name))
+            .copied()
+            .unwrap_or(0)
+    };
+    let list = |path: &str| {
+        template
+            .pointer(path)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let text = |c: &Value, k: &str| {
+        c.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut out = Vec::new();
+    for c in list("/spec/initContainers") {
+        let name = text(&c, "name");
+        out.push(pods::Extra {
+            fails: fails(&name),
+            image: text(&c, "image"),
+            kind: if c.get("restartPolicy").and_then(Value::as_str) == Some("Always") {
+                pods::ExtraKind::Native
+            } else {
+                pods::ExtraKind::Init
+            },
+            name,
+        });
+    }
+    for c in list("/spec/containers") {
+        let name = text(&c, "name");
+        if name == main {
+            continue;
+        }
+        out.push(pods::Extra {
+            fails: fails(&name),
+            image: text(&c, "image"),
+            kind: pods::ExtraKind::Sidecar,
+            name,
+        });
+    }
+    out
 }
 
 pub fn delete_pod(st: &mut State, ns: &str, name: &str) {
@@ -192,7 +254,7 @@ pub fn refresh_pod(st: &mut State, ns: &str, name: &str, now: Instant) {
         .unwrap_or_default()
         .to_string();
     let mut status = pods::render_status(rt, &container, &state, &created);
-    pods::add_sidecar_statuses(&mut status, &pod["spec"]["containers"], &container, &state);
+    pods::add_extra_statuses(&mut status, rt, &state);
     if let Some(rt) = st.pods.get(&key).cloned()
         && matches!(
             state.container,

@@ -43,6 +43,8 @@ pub struct State {
     pub backdate: bool,
     /// Hash collisions seen per Deployment, reported in `status.collisionCount`.
     pub collisions: HashMap<Key, u32>,
+    /// Per Deployment, the containers (by name) beside the app that fail their first starts.
+    pub failing_starts: HashMap<Key, HashMap<String, u32>>,
 }
 
 impl State {
@@ -66,6 +68,7 @@ impl State {
             name_seq: 0,
             backdate: false,
             collisions: HashMap::new(),
+            failing_starts: HashMap::new(),
         }
     }
 
