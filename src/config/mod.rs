@@ -5,6 +5,7 @@
 
 mod checks;
 mod cluster;
+mod env;
 mod notify;
 mod policy;
 mod providers;
@@ -101,8 +102,6 @@ pub enum ConfigError {
     Invalid { field: String, problem: String },
 }
 
-const ENV_PREFIX: &str = "DEPLOY_WATCHDOG";
-
 impl Config {
     /// Reads a YAML file, applies `DEPLOY_WATCHDOG__…` overrides from the environment, validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -110,50 +109,36 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
-        Config::from_sources(&text, config::FileFormat::Yaml, true)
+        // A variable that is not Unicode cannot name a field or hold a value: it is no override.
+        Config::from_text(
+            &text,
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
     }
 
     /// Parses config text (YAML) without environment overrides.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        Config::from_sources(text, config::FileFormat::Yaml, false)
+        Config::from_text(text, std::iter::empty())
     }
 
-    fn from_sources(
+    /// Parses the YAML once, lays the environment's overrides over it, and reads it with exact
+    /// types (`min_requests: 1.5` is an error, not 1), naming the field of any error.
+    fn from_text(
         text: &str,
-        format: config::FileFormat,
-        env: bool,
+        env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        if format == config::FileFormat::Yaml {
-            // Environment overrides may repair what the file alone gets wrong.
-            let overridden = env
-                && std::env::vars_os()
-                    .any(|(k, _)| k.to_string_lossy().starts_with("DEPLOY_WATCHDOG__"));
-            strict_yaml(text, !overridden)?;
+        let mut value: serde_norway::Value =
+            serde_norway::from_str(text).map_err(|e| ConfigError::Load(e.to_string()))?;
+        env::overlay(&mut value, env)?;
+        if value.is_null() {
+            value = serde_norway::Value::Mapping(serde_norway::Mapping::new());
         }
-        let mut builder = config::Config::builder();
-        if !text.trim().is_empty() {
-            builder = builder.add_source(config::File::from_str(text, format));
-        }
-        if env {
-            builder = builder.add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .prefix_separator("__")
-                    .separator("__")
-                    .list_separator(",")
-                    .with_list_parse_key("watch.namespaces")
-                    .try_parsing(true),
-            );
-        }
-        let merged = builder
-            .build()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
-        let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
-            let field = e.path().to_string();
-            ConfigError::Invalid {
-                field,
+        let config: Config =
+            serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Invalid {
+                field: e.path().to_string(),
                 problem: e.into_inner().to_string(),
-            }
-        })?;
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -203,22 +188,4 @@ otherwise it refuses: {SILENT_REFUSED}"
         }
         out
     }
-}
-
-/// Reads the file's own YAML with exact types before the `config` crate merges it: that crate
-/// coerces (`min_requests: 1.5` becomes 1, `enabled: 2` becomes true) and reports some type
-/// errors without the field's path.
-fn strict_yaml(text: &str, validate: bool) -> Result<(), ConfigError> {
-    let value: serde_norway::Value =
-        serde_norway::from_str(text).map_err(|e| ConfigError::Load(e.to_string()))?;
-    if value.is_null() {
-        return Ok(());
-    }
-    let config: Config =
-        serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Invalid {
-            field: e.path().to_string(),
-            problem: e.into_inner().to_string(),
-        })?;
-    // Values the `config` crate cannot carry (`.nan`, `.inf`) are refused here, by field.
-    if validate { config.validate() } else { Ok(()) }
 }
