@@ -4,11 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_deploy-watchdog"))
@@ -210,39 +207,50 @@ fn the_systemd_units_command_and_config_pass_check_config() {
     assert!(unit.contains("RestartPreventExitStatus=2"));
 }
 
-/// Kills the child when the test ends, however it ends.
-struct Process(Child);
+/// `run` against the simulated cluster `simulate --serve` stands up: built with the simulation only.
+#[cfg(feature = "sim")]
+mod served {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::path::Path;
+    use std::process::{Child, Stdio};
+    use std::time::{Duration, Instant};
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+    use super::*;
 
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
+    /// Kills the child when the test ends, however it ends.
+    struct Process(Child);
 
-fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(t) = f() {
-            return t;
+    impl Drop for Process {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
-}
 
-const SCENARIO: &str = r#"
+    fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        Some((status, body))
+    }
+
+    fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(t) = f() {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    const SCENARIO: &str = r#"
 name: metrics-while-serving
 description: "A release with 5% errors, deployed once the daemon has synced."
 duration: 60s
@@ -260,116 +268,117 @@ expect:
   production/app: {outcome: rolled_back, reason: error_rate}
 "#;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
 
-fn set_listen(config: &Path, port: u16) {
-    let mut c: serde_json::Value =
-        serde_norway::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
-    c["server"] = serde_json::json!({"listen": format!("127.0.0.1:{port}")});
-    std::fs::write(config, serde_norway::to_string(&c).unwrap()).unwrap();
-}
+    fn set_listen(config: &Path, port: u16) {
+        let mut c: serde_json::Value =
+            serde_norway::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+        c["server"] = serde_json::json!({"listen": format!("127.0.0.1:{port}")});
+        std::fs::write(config, serde_norway::to_string(&c).unwrap()).unwrap();
+    }
 
-#[test]
-fn metrics_health_and_readiness_are_served_while_run_guards_a_simulated_cluster() {
-    let dir = tempfile::tempdir().unwrap();
-    let (scenario, kubeconfig, config) = (
-        dir.path().join("scenario.yaml"),
-        dir.path().join("kubeconfig.yaml"),
-        dir.path().join("watchdog.yaml"),
-    );
-    std::fs::write(&scenario, SCENARIO).unwrap();
-    let _sim = Process(
-        bin()
-            .args(["simulate", "--serve"])
-            .arg(&scenario)
-            .arg("--write-kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--write-config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("the simulated cluster", Duration::from_secs(20), || {
-        (kubeconfig.exists() && config.exists()).then_some(())
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let port = free_port();
-    set_listen(&config, port);
-    let log = dir.path().join("run.log");
-    let run = Process(
-        bin()
-            .args(["run", "--log-format", "json", "--config"])
-            .arg(&config)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    #[test]
+    fn metrics_health_and_readiness_are_served_while_run_guards_a_simulated_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let (scenario, kubeconfig, config) = (
+            dir.path().join("scenario.yaml"),
+            dir.path().join("kubeconfig.yaml"),
+            dir.path().join("watchdog.yaml"),
+        );
+        std::fs::write(&scenario, SCENARIO).unwrap();
+        let _sim = Process(
+            bin()
+                .args(["simulate", "--serve"])
+                .arg(&scenario)
+                .arg("--write-kubeconfig")
+                .arg(&kubeconfig)
+                .arg("--write-config")
+                .arg(&config)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for("the simulated cluster", Duration::from_secs(20), || {
+            (kubeconfig.exists() && config.exists()).then_some(())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let port = free_port();
+        set_listen(&config, port);
+        let log = dir.path().join("run.log");
+        let run = Process(
+            bin()
+                .args(["run", "--log-format", "json", "--config"])
+                .arg(&config)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
 
-    wait_for("/healthz", Duration::from_secs(20), || {
-        http_get(port, "/healthz").filter(|(s, _)| *s == 200)
-    });
-    wait_for("/readyz 200", Duration::from_secs(5), || {
-        http_get(port, "/readyz").filter(|(s, _)| *s == 200)
-    });
-    let metrics = wait_for("the rollback in /metrics", Duration::from_secs(30), || {
-        http_get(port, "/metrics").map(|(_, b)| b).filter(|b| {
+        wait_for("/healthz", Duration::from_secs(20), || {
+            http_get(port, "/healthz").filter(|(s, _)| *s == 200)
+        });
+        wait_for("/readyz 200", Duration::from_secs(5), || {
+            http_get(port, "/readyz").filter(|(s, _)| *s == 200)
+        });
+        let metrics = wait_for("the rollback in /metrics", Duration::from_secs(30), || {
+            http_get(port, "/metrics").map(|(_, b)| b).filter(|b| {
             b.contains(r#"deploy_watchdog_rollout_outcomes_total{outcome="rolled_back",reason="error_rate"} 1"#)
         })
-    });
-    for expected in [
-        "# HELP deploy_watchdog_rollouts_detected_total ",
-        "deploy_watchdog_rollouts_detected_total 1",
-        r#"deploy_watchdog_check_results_total{check="error_rate",result="answered"}"#,
-        r#"deploy_watchdog_check_results_total{check="health",result="pass"}"#,
-        r#"deploy_watchdog_provider_request_duration_seconds_count{provider="prometheus",result="answered"}"#,
-        "deploy_watchdog_rollback_duration_seconds_count 1",
-        r#"deploy_watchdog_pages_total{action="trigger",result="delivered"}"#,
-        r#"deploy_watchdog_notifications_total{result="delivered"}"#,
-        "deploy_watchdog_watches_active ",
-        "deploy_watchdog_rollbacks_in_progress ",
-        r#"deploy_watchdog_build_info{version=""#,
-    ] {
+        });
+        for expected in [
+            "# HELP deploy_watchdog_rollouts_detected_total ",
+            "deploy_watchdog_rollouts_detected_total 1",
+            r#"deploy_watchdog_check_results_total{check="error_rate",result="answered"}"#,
+            r#"deploy_watchdog_check_results_total{check="health",result="pass"}"#,
+            r#"deploy_watchdog_provider_request_duration_seconds_count{provider="prometheus",result="answered"}"#,
+            "deploy_watchdog_rollback_duration_seconds_count 1",
+            r#"deploy_watchdog_pages_total{action="trigger",result="delivered"}"#,
+            r#"deploy_watchdog_notifications_total{result="delivered"}"#,
+            "deploy_watchdog_watches_active ",
+            "deploy_watchdog_rollbacks_in_progress ",
+            r#"deploy_watchdog_build_info{version=""#,
+        ] {
+            assert!(
+                metrics.contains(expected),
+                "{expected} missing in:\n{metrics}"
+            );
+        }
+        assert!(!metrics.contains("production/app") && !metrics.contains(r#""app""#));
+
+        // SIGTERM drains and exits 0.
+        let mut run = run;
+        let killed = Command::new("kill")
+            .args(["-TERM", &run.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = wait_for("run to exit", Duration::from_secs(30), || {
+            run.0.try_wait().unwrap()
+        });
+        assert_eq!(status.code(), Some(0));
+
+        // One JSON line per decision, with the rollout's identity, the reason and the figures.
+        let log = std::fs::read_to_string(&log).unwrap();
+        let decision: serde_json::Value = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["message"] == "decision" && l["outcome"] == "rolled_back")
+            .unwrap_or_else(|| panic!("no rolled_back decision line in:\n{log}"));
+        assert_eq!(decision["span"]["namespace"], "production", "{decision}");
+        assert_eq!(decision["span"]["deployment"], "app", "{decision}");
+        assert!(decision["span"]["revision"].is_number(), "{decision}");
+        assert_eq!(decision["reason"], "error_rate", "{decision}");
         assert!(
-            metrics.contains(expected),
-            "{expected} missing in:\n{metrics}"
+            decision["note"].as_str().unwrap().contains(" > 1 %"),
+            "{decision}"
         );
     }
-    assert!(!metrics.contains("production/app") && !metrics.contains(r#""app""#));
-
-    // SIGTERM drains and exits 0.
-    let mut run = run;
-    let killed = Command::new("kill")
-        .args(["-TERM", &run.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = wait_for("run to exit", Duration::from_secs(30), || {
-        run.0.try_wait().unwrap()
-    });
-    assert_eq!(status.code(), Some(0));
-
-    // One JSON line per decision, with the rollout's identity, the reason and the figures.
-    let log = std::fs::read_to_string(&log).unwrap();
-    let decision: serde_json::Value = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["message"] == "decision" && l["outcome"] == "rolled_back")
-        .unwrap_or_else(|| panic!("no rolled_back decision line in:\n{log}"));
-    assert_eq!(decision["span"]["namespace"], "production", "{decision}");
-    assert_eq!(decision["span"]["deployment"], "app", "{decision}");
-    assert!(decision["span"]["revision"].is_number(), "{decision}");
-    assert_eq!(decision["reason"], "error_rate", "{decision}");
-    assert!(
-        decision["note"].as_str().unwrap().contains(" > 1 %"),
-        "{decision}"
-    );
 }
