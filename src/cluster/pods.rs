@@ -745,7 +745,7 @@ mod tests {
                 ]
             }
         }))
-        .unwrap();
+        .expect("a pod");
         let r = PodRecord::from(&pod);
         let kinds: Vec<_> = r
             .containers
