@@ -6,6 +6,7 @@
 //! `/healthz` and `/readyz`; [`systemd`] speaks sd_notify. [`sim`] is the simulated cluster and the
 //! scenario runner behind `simulate` and `demo`.
 
+pub mod baseline;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -19,6 +19,7 @@ fn facts() -> RolloutFacts {
     RolloutFacts {
         expected_version: Some("v1.2.3".into()),
         baseline: None,
+        checks: Default::default(),
     }
 }
 

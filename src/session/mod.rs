@@ -268,7 +268,18 @@ impl Session {
             self.page_again_if_owed();
         } else {
             self.report_bad_annotations();
+            // Before anything else: the new pods are about to take a share of the traffic.
+            let deployment = self.updates.borrow().clone();
+            let checks = crate::baseline::ask(
+                &self.ctx.client,
+                &self.probes,
+                &deployment,
+                self.r.state.from_version.clone(),
+            )
+            .await;
+            self.r.state.baseline = Some(Box::new(checks));
             self.detected().await;
+            self.report_unusable_checks();
         }
         loop {
             let go_on = match self.r.state.phase.clone() {
@@ -326,6 +337,13 @@ impl Session {
         let facts = RolloutFacts {
             expected_version: self.r.state.to_version.clone(),
             baseline: self.baseline().await,
+            checks: self
+                .r
+                .state
+                .baseline
+                .as_deref()
+                .cloned()
+                .unwrap_or_default(),
         };
         self.baseline = facts.baseline;
         let mut judge = Judge::new(self.policy.clone(), facts);
