@@ -57,7 +57,7 @@ pub enum Start {
     /// A rollout just detected.
     Fresh,
     /// A new process picks up a watch recorded on the Deployment.
-    Resume(RolloutState),
+    Resume(Box<RolloutState>),
 }
 
 /// The handle the detector keeps.
@@ -124,7 +124,7 @@ pub fn spawn(
             Err(bad) => (ctx.config.clone(), bad),
         };
     let state = match start {
-        Start::Resume(ref s) => s.clone(),
+        Start::Resume(ref s) => RolloutState::clone(s),
         Start::Fresh => RolloutState::detected(
             revision,
             before.version.clone(),

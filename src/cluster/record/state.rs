@@ -43,7 +43,8 @@ pub struct RolloutState {
     /// still runs it, and once rolled back, a revision that brings it back again (someone's
     /// `kubectl rollout undo` after ours) is not fought.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub judged_template: Option<String>,    /// What each check showed on the previous version before the deploy, so a resumed watch
+    pub judged_template: Option<String>,
+    /// What each check showed on the previous version before the deploy, so a resumed watch
     /// judges by the same baseline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Box<crate::baseline::Baseline>>,
