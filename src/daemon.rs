@@ -546,7 +546,7 @@ fn resumable(d: &Deployment, revision: i64, state: Option<&RolloutState>) -> Opt
         // Sent before the restart; the revision it created is the current one.
         Phase::Verifying { .. } => state.restored_on(d),
     };
-    resume.then(|| Start::Resume(state.clone()))
+    resume.then(|| Start::Resume(Box::new(state.clone())))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::baseline::Baseline;
 use crate::check::{CheckId, Provider};
 use crate::config::Config;
 use crate::probes::error::ProbeError;
@@ -110,6 +111,8 @@ pub struct RolloutFacts {
     pub expected_version: Option<String>,
     /// Error ratio before the rollout, when the baseline rule is on and a provider answered.
     pub baseline: Option<f64>,
+    /// What the other checks showed on the previous version before the deploy.
+    pub checks: Baseline,
 }
 
 /// Rollout progress as `kubectl rollout status` reads it.
@@ -239,6 +242,11 @@ pub struct Judge {
     paged: BTreeSet<Reason>,
     /// Problems paged and still open: reason → message.
     open: BTreeMap<Reason, String>,
+    /// Consecutive rounds whose health answer showed a dependency down that was already down
+    /// before the deploy.
+    known_down: u32,
+    /// A page decided in a round that is sent with the next verdict that has room for it.
+    page_due: Option<Verdict>,
     done: bool,
 }
 
@@ -254,6 +262,8 @@ impl Judge {
             inconclusive: 0,
             paged: BTreeSet::new(),
             open: BTreeMap::new(),
+            known_down: 0,
+            page_due: None,
             done: false,
         }
     }
@@ -371,6 +381,9 @@ impl Judge {
         if let Some(v) = page {
             return v;
         }
+        if let Some(v) = self.page_due.take() {
+            return v;
+        }
         if let Some(v) = self.blind_page() {
             return v;
         }
@@ -390,13 +403,31 @@ impl Judge {
     /// Counts each check's consecutive failures; the first to reach the limit rolls back.
     fn judge_round(&mut self, at: Duration, round: &ProbeRound, complete: bool) -> Option<Verdict> {
         let mut results: Vec<(CheckId, CheckResult)> = Vec::new();
-        if let Some(h) = &round.health {
-            results.push((CheckId::Health, self.health_result(h, complete)));
+        // A check that failed on the previous version too is left out (see `baseline`).
+        if let Some(h) = &round.health
+            && self.facts.checks.health_unusable().is_none()
+        {
+            let (result, known) = self.health_result(h, complete);
+            results.push((CheckId::Health, result));
+            let answered_as = match h {
+                HealthSample::Answered { version, .. } => version.clone(),
+                HealthSample::Failed(_) => None,
+            };
+            self.dependencies_known_down(known, answered_as);
         }
         for (name, s) in &round.smoke {
+            if self.facts.checks.smoke_unusable(name).is_some() {
+                continue;
+            }
             let r = match s {
                 SmokeSample::Passed => Ok(()),
-                SmokeSample::Failed(d) => Err((Reason::Smoke, format!("smoke check {name}: {d}"))),
+                SmokeSample::Failed(d) => Err((
+                    Reason::Smoke,
+                    format!(
+                        "smoke check {name}: {d} ({})",
+                        self.facts.checks.compared(&CheckId::Smoke(name.clone()))
+                    ),
+                )),
             };
             results.push((CheckId::Smoke(name.clone()), r));
         }
@@ -446,35 +477,114 @@ impl Judge {
         verdict
     }
 
-    fn health_result(&self, h: &HealthSample, complete: bool) -> CheckResult {
+    /// The health check's result, and, when it answered, the dependency checks failing now that
+    /// were already failing on the previous version (not the release's: never a rollback).
+    fn health_result(
+        &self,
+        h: &HealthSample,
+        complete: bool,
+    ) -> (CheckResult, Option<Vec<(String, String)>>) {
+        let checks = &self.facts.checks;
         match h {
-            HealthSample::Failed(d) => Err((Reason::Health, format!("health: {d}"))),
+            HealthSample::Failed(d) => (
+                Err((
+                    Reason::Health,
+                    format!("health: {d} ({})", checks.compared(&CheckId::Health)),
+                )),
+                None,
+            ),
             HealthSample::Answered {
                 version,
                 failing_checks,
             } => {
-                if let Some((name, value)) = failing_checks.first() {
-                    let more = match failing_checks.len() {
+                let (known, new): (Vec<_>, Vec<_>) = failing_checks
+                    .iter()
+                    .cloned()
+                    .partition(|(name, _)| checks.dependency_down(name).is_some());
+                if let Some((name, value)) = new.first() {
+                    let more = match new.len() {
                         1 => String::new(),
                         n => format!(" (and {} more)", n - 1),
                     };
-                    return Err((
-                        Reason::DependencyCheck,
-                        format!("health: dependency check {name} is {value:?}, not ok{more}"),
-                    ));
+                    let compared = checks.compared(&CheckId::Dependency(name.clone()));
+                    return (
+                        Err((
+                            Reason::DependencyCheck,
+                            format!(
+                                "health: dependency check {name} is {value:?}, not ok ({compared}){more}"
+                            ),
+                        )),
+                        Some(known),
+                    );
                 }
-                // Mixed versions are expected until the rollout completes.
-                if complete
-                    && let (Some(expected), Some(seen)) = (&self.facts.expected_version, version)
-                    && expected != seen
-                {
-                    return Err((
-                        Reason::VersionMismatch,
-                        format!("health: version {seen} reported, {expected} deployed"),
-                    ));
-                }
-                Ok(())
+                (
+                    self.version_result(version.as_deref(), complete),
+                    Some(known),
+                )
             }
+        }
+    }
+
+    /// Mixed versions are expected until the rollout completes.
+    fn version_result(&self, version: Option<&str>, complete: bool) -> CheckResult {
+        if complete
+            && let (Some(expected), Some(seen)) = (&self.facts.expected_version, version)
+            && expected != seen
+        {
+            return Err((
+                Reason::VersionMismatch,
+                format!("health: version {seen} reported, {expected} deployed"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A dependency down before the deploy and still down is a separate incident: paged once it
+    /// persists for `failures_before_rollback` rounds, open until it recovers, never a rollback.
+    fn dependencies_known_down(
+        &mut self,
+        known: Option<Vec<(String, String)>>,
+        answered_as: Option<String>,
+    ) {
+        let Some(known) = known else {
+            // The health endpoint did not answer: nothing learnt about the dependencies.
+            return;
+        };
+        if known.is_empty() {
+            self.known_down = 0;
+            self.open.remove(&Reason::DependencyCheck);
+            return;
+        }
+        self.known_down += 1;
+        if self.known_down < self.policy.failures_before_rollback {
+            return;
+        }
+        let checks = &self.facts.checks;
+        // Until the rollout completes the answer may come from a pod of the previous version.
+        let new = answered_as
+            .as_deref()
+            .or(self.facts.expected_version.as_deref())
+            .unwrap_or("the new version");
+        let down: Vec<String> = known
+            .iter()
+            .map(|(name, value)| {
+                format!(
+                    "{name}: {value} on {new} and {} on {} before the deploy",
+                    checks.dependency_down(name).unwrap_or_default(),
+                    checks.previous()
+                )
+            })
+            .collect();
+        let message = format!(
+            "{} → not rolled back: a dependency down before the deploy is a separate incident",
+            down.join("; ")
+        );
+        self.open.insert(Reason::DependencyCheck, message.clone());
+        if self.paged.insert(Reason::DependencyCheck) {
+            self.page_due = Some(Verdict::Page {
+                reason: Reason::DependencyCheck,
+                message,
+            });
         }
     }
 

@@ -7,6 +7,7 @@
 //! scenario runner behind `simulate` and `demo`.
 
 pub mod check;
+pub mod baseline;
 pub mod cli;
 pub mod cluster;
 pub mod config;

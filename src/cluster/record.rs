@@ -100,6 +100,8 @@ pub enum EventReason {
     VersionLabelStale,
     PeakHours,
     BadAnnotation,
+    /// A check failed on the previous version too: left out of the verdict.
+    CheckUnusable,
     RolloutPaused,
     RolloutResumed,
     WindowStarted,
@@ -123,6 +125,7 @@ impl EventReason {
             EventReason::VersionLabelStale => "VersionLabelStale",
             EventReason::PeakHours => "PeakHours",
             EventReason::BadAnnotation => "BadAnnotation",
+            EventReason::CheckUnusable => "CheckUnusable",
             EventReason::RolloutPaused => "RolloutPaused",
             EventReason::RolloutResumed => "RolloutResumed",
             EventReason::WindowStarted => "WindowStarted",

@@ -132,7 +132,7 @@ fn each_recorded_phase_resumes_only_where_it_still_applies() {
         let got = resumable(d, revision, state.as_ref());
         assert_eq!(got.is_some(), want, "{what}");
         if let (Some(Start::Resume(s)), Some(recorded)) = (got, state) {
-            assert_eq!(s, recorded, "{what}: resumed from another state");
+            assert_eq!(*s, recorded, "{what}: resumed from another state");
         }
     }
 }
@@ -203,7 +203,7 @@ fn first_sight_resumes_a_recorded_watch_before_judging_an_unrecorded_one() {
     let recorded = state(2, Phase::start());
     assert_eq!(
         first_sight_start(&rolling, 2, Some(&recorded)),
-        Some((Start::Resume(recorded), true))
+        Some((Start::Resume(Box::new(recorded)), true))
     );
     assert_eq!(
         first_sight_start(&rolling, 2, None),

@@ -21,6 +21,7 @@ fn facts() -> RolloutFacts {
     RolloutFacts {
         expected_version: Some("v1.2.3".into()),
         baseline: None,
+        checks: Default::default(),
     }
 }
 

@@ -103,6 +103,22 @@ impl Session {
         self.note(reason, EventAction::Watch, note);
     }
 
+    /// Each check that failed on the previous version too: left out of the verdict, with a
+    /// Warning Event and a Slack note saying how to make it usable.
+    pub(super) fn report_unusable_checks(&self) {
+        let Some(baseline) = &self.r.state.baseline else {
+            return;
+        };
+        for (check, why) in baseline.unusable() {
+            let note = baseline.left_out_note(&check, why, self.r.to());
+            warn!(%check, why, "check failed on the previous version too; left out of the verdict");
+            self.ctx
+                .notifier
+                .post(format!("ℹ️ {}: {note}", self.r.key()));
+            self.note(EventReason::CheckUnusable, EventAction::Configure, note);
+        }
+    }
+
     pub(super) async fn window_started(&mut self, at: Duration) {
         let later = |t: jiff::Timestamp, d: Duration| {
             jiff::SignedDuration::try_from(d)
@@ -458,13 +474,24 @@ impl Session {
                     continue;
                 }
             }
-            match (
-                self.ctx
-                    .probes
-                    .reported_version(&self.r.namespace, &self.r.name)
-                    .await,
-                &expected,
-            ) {
+            // A health endpoint that failed on the previous version before the deploy cannot
+            // tell whether it runs again: the rollout's completion is the verification.
+            let health_usable = self
+                .r
+                .state
+                .baseline
+                .as_ref()
+                .is_none_or(|b| b.health_unusable().is_none());
+            let reported = match health_usable {
+                true => {
+                    self.ctx
+                        .probes
+                        .reported_version(&self.r.namespace, &self.r.name)
+                        .await
+                }
+                false => None,
+            };
+            match (reported, &expected) {
                 (None, _) | (_, None) => return self.verified().await,
                 (Some(Ok(v)), Some(e)) if &v == e => return self.verified().await,
                 (Some(Ok(v)), Some(e)) => last = format!("health reports {v}, expected {e}"),

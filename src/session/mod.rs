@@ -57,7 +57,7 @@ pub enum Start {
     /// A rollout just detected.
     Fresh,
     /// A new process picks up a watch recorded on the Deployment.
-    Resume(RolloutState),
+    Resume(Box<RolloutState>),
 }
 
 /// The handle the detector keeps.
@@ -124,7 +124,7 @@ pub fn spawn(
             Err(bad) => (ctx.config.clone(), bad),
         };
     let state = match start {
-        Start::Resume(ref s) => s.clone(),
+        Start::Resume(ref s) => RolloutState::clone(s),
         Start::Fresh => RolloutState::detected(
             revision,
             before.version.clone(),
@@ -272,7 +272,18 @@ impl Session {
             self.page_again_if_owed();
         } else {
             self.report_bad_annotations();
+            // Before anything else: the new pods are about to take a share of the traffic.
+            let deployment = self.updates.borrow().clone();
+            let checks = crate::baseline::ask(
+                &self.ctx.client,
+                &self.probes,
+                &deployment,
+                self.r.state.from_version.clone(),
+            )
+            .await;
+            self.r.state.baseline = Some(Box::new(checks));
             self.detected().await;
+            self.report_unusable_checks();
         }
         loop {
             let go_on = match self.r.state.phase.clone() {
@@ -330,6 +341,13 @@ impl Session {
         let facts = RolloutFacts {
             expected_version: self.r.state.to_version.clone(),
             baseline: self.baseline().await,
+            checks: self
+                .r
+                .state
+                .baseline
+                .as_deref()
+                .cloned()
+                .unwrap_or_default(),
         };
         self.baseline = facts.baseline;
         let mut judge = Judge::new(self.policy.clone(), facts);

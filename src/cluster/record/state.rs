@@ -44,6 +44,10 @@ pub struct RolloutState {
     /// `kubectl rollout undo` after ours) is not fought.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judged_template: Option<String>,
+    /// What each check showed on the previous version before the deploy, so a resumed watch
+    /// judges by the same baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Box<crate::baseline::Baseline>>,
 }
 
 /// The state annotation as version 1 wrote it.
@@ -109,6 +113,7 @@ impl From<StateV1> for RolloutState {
             rollback_fingerprint: v1.rollback_fingerprint,
             detail: v1.detail,
             judged_template: v1.judged_template,
+            baseline: None,
         }
     }
 }
@@ -139,6 +144,7 @@ impl RolloutState {
             rollback_fingerprint: None,
             detail: None,
             judged_template,
+            baseline: None,
         }
     }
 
@@ -242,6 +248,7 @@ mod tests {
             rollback_fingerprint: None,
             detail: Some("error rate 3.4 % > 1 % & rising <fast>".into()),
             judged_template: None,
+            baseline: None,
         }
     }
 
