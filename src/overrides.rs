@@ -16,7 +16,8 @@ pub const PREFIX: &str = "deploy-watchdog.io/";
 
 /// Our own bookkeeping annotations (every one the daemon writes on a Deployment), and the
 /// opt-in key should it be set as an annotation too: not overrides.
-const OWN: [&str; 5] = [
+const OWN: [&str; 6] = [
+    crate::gitops::owner::PAUSED,
     record::STATE_ANNOTATION,
     record::STATE_DIGEST_ANNOTATION,
     record::VERDICT_ANNOTATION,
@@ -25,8 +26,9 @@ const OWN: [&str; 5] = [
 ];
 
 /// Every override and what it sets.
-pub const KNOWN: [(&str, &str); 16] = [
+pub const KNOWN: [(&str, &str); 17] = [
     ("mode", "enforce or dry_run"),
+    ("gitops", "pause, page_only or off"),
     ("health-url", "the health endpoint URL"),
     ("version-source", "prefer_image, label, image or annotation"),
     ("version-key", "the label or annotation holding the version"),
@@ -116,6 +118,7 @@ fn apply(
                 _ => return Err(format!("{value:?} is not enforce or dry_run")),
             }
         }
+        "gitops" => c.gitops.mode = crate::gitops::GitopsMode::parse(value)?,
         "health-url" => {
             allowed_url(&c.annotations, value, namespace, name)?;
             c.health.url = value.to_string();

@@ -67,6 +67,7 @@ pub struct Metrics {
     watch_restarts: IntCounterVec,
     leader_election_failures: IntCounterVec,
     build_info: IntGaugeVec,
+    gitops_paused: IntGaugeVec,
 }
 
 fn add<C: prometheus::core::Collector + Clone + 'static>(
@@ -130,6 +131,17 @@ impl Metrics {
                     "rollbacks_in_progress",
                     "Rollbacks being sent or verified now; shutdown waits for them.",
                 )),
+            )?,
+            gitops_paused: add(
+                r,
+                "gitops_paused_owners",
+                IntGaugeVec::new(
+                    opts(
+                        "gitops_paused_owners",
+                        "GitOps owners (Argo CD Applications, Flux Kustomizations and HelmReleases) whose sync this daemon paused and has not resumed, by kind.",
+                    ),
+                    &["kind"],
+                ),
             )?,
             check_results: add(
                 r,
@@ -240,6 +252,11 @@ impl Metrics {
     /// Counts a rollback in progress until the guard drops.
     pub fn rolling_back(&self) -> GaugeGuard {
         GaugeGuard::new(self.rollbacks_in_progress.clone())
+    }
+
+    /// Counts a paused GitOps owner of `kind` until the guard drops.
+    pub fn gitops_paused(&self, kind: &'static str) -> GaugeGuard {
+        GaugeGuard::new(self.gitops_paused.with_label_values(&[kind]))
     }
 
     /// Rollbacks being sent or verified now.

@@ -46,10 +46,11 @@ impl Session {
             event_reason: "RolloutDetected",
             action: "Watch",
             note: format!(
-                "Watching the rollout of {} (from {}, revision {}){change}",
+                "Watching the rollout of {} (from {}, revision {}){change}{}",
                 r.to(),
                 r.from(),
-                r.state.revision
+                r.state.revision,
+                self.gitops_note()
             ),
             revision: r.state.revision,
             outcome: None,
@@ -258,6 +259,20 @@ impl Session {
             );
             return;
         }
+        let Some(paused) = self.gitops_before_undo(reason, message).await else {
+            return;
+        };
+        let paused_note = paused
+            .as_ref()
+            .map(|p| {
+                format!(
+                    "; paused {} so Git does not re-apply {} (resumes when Git moves on; by hand: {})",
+                    p.describe(),
+                    r.to(),
+                    p.manual_resume()
+                )
+            })
+            .unwrap_or_default();
         warn!(%reason, message, "rolling back");
         let mut state = self.r.state.clone();
         let started = Instant::now();
@@ -333,7 +348,7 @@ impl Session {
                     Severity::Error,
                     reason,
                     Outcome::RolledBack,
-                    &format!("rolled back to {to}: {message}"),
+                    &format!("rolled back to {to}: {message}{paused_note}"),
                 );
                 let change = self
                     .change
@@ -342,10 +357,13 @@ impl Session {
                     .map(|c| format!(" ({})", c.describe(to == r.to())))
                     .unwrap_or_default();
                 self.ctx.notifier.post(format!(
-                    "⚠️ Rolled back {} {}{change} to {to} due to {message}",
+                    "⚠️ Rolled back {} {}{change} to {to} due to {message}{paused_note}",
                     r.key(),
                     r.to()
                 ));
+                if let Some(p) = paused.clone() {
+                    self.keep_paused(p);
+                }
                 self.decide(
                     true,
                     "RolledBack",
@@ -363,6 +381,9 @@ impl Session {
                 // The watch had not reported the newer rollout yet (or the controller has not
                 // numbered it yet); its own session judges it.
                 info!(error = %e, "not rolling back: a newer rollout started");
+                if let Some(p) = &paused {
+                    self.unpause(p).await;
+                }
                 self.ended(EndCause::Superseded).await;
             }
             Err(rollback::RollbackError::AlreadyRestored {
@@ -370,16 +391,26 @@ impl Session {
                 fingerprint,
                 ..
             }) => {
+                if let Some(p) = paused {
+                    self.r.state.rollback_fingerprint = fingerprint.clone();
+                    self.keep_paused(p);
+                }
                 self.already_rolled_back(reason, message, target_revision, fingerprint)
                     .await;
             }
             Err(rollback::RollbackError::AlreadyRolledBack { state, .. }) => {
                 info!("this rollout was already rolled back (by a previous leader): verifying it");
                 self.r.state = *state;
+                if let Some(p) = paused {
+                    self.keep_paused(p);
+                }
                 self.verify(self.r.state.rollback_fingerprint.clone()).await;
             }
             Err(e) => {
                 warn!(error = %e, category = e.category(), "rollback failed");
+                if let Some(p) = &paused {
+                    self.unpause(p).await;
+                }
                 self.r.state.outcome = Some(Outcome::RollbackFailed);
                 self.r.state.reason = Some(reason);
                 self.r.state.settled = true;

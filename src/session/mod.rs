@@ -25,6 +25,7 @@ use crate::probes::Probes;
 use crate::probes::sampler::{Member, Sampler};
 
 mod actions;
+mod gitops;
 mod records;
 
 /// What every session shares.

@@ -43,6 +43,8 @@ pub struct State {
     pub backdate: bool,
     /// Hash collisions seen per Deployment, reported in `status.collisionCount`.
     pub collisions: HashMap<Key, u32>,
+    /// Deployments under a simulated GitOps controller.
+    pub gitops: Vec<super::gitops::Managed>,
 }
 
 impl State {
@@ -66,6 +68,7 @@ impl State {
             name_seq: 0,
             backdate: false,
             collisions: HashMap::new(),
+            gitops: Vec::new(),
         }
     }
 
