@@ -141,7 +141,10 @@ mod tests {
         assert_eq!(c.mode, GitopsMode::PageOnly);
         let c: GitopsConfig =
             serde_json::from_str(r#"{"mode": "off", "argocd_namespace": "gitops"}"#).unwrap();
-        assert_eq!((c.mode, c.argocd_namespace.as_str()), (GitopsMode::Off, "gitops"));
+        assert_eq!(
+            (c.mode, c.argocd_namespace.as_str()),
+            (GitopsMode::Off, "gitops")
+        );
         let e = serde_json::from_str::<GitopsConfig>(r#""later""#).unwrap_err();
         assert!(e.to_string().contains("\"later\" is not pause"), "{e}");
         let e = serde_json::from_str::<GitopsConfig>(r#"{"mdoe": "off"}"#).unwrap_err();

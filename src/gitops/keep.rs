@@ -164,7 +164,10 @@ impl Keeper {
                 "the pause was undone"
             };
             warn!(what, "the rollback did not hold under GitOps");
-            let note = format!("The rollback did not hold past {}'s sync period ({period}): {what}", p.owner);
+            let note = format!(
+                "The rollback did not hold past {}'s sync period ({period}): {what}",
+                p.owner
+            );
             self.event(true, "GitOpsPauseLost", note.clone());
             self.notifier
                 .post(format!("🔥 {}: {note}.", p.record.deployment));

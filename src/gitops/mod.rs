@@ -118,6 +118,21 @@ impl Paused {
         };
         format!("{} ({how})", self.owner)
     }
+    /// The annotations the pause put on the Deployment itself (none when it paused the owner).
+    pub fn deployment_annotations(&self) -> std::collections::BTreeMap<String, String> {
+        let patch = owner::pause_patch(self.method, &self.record);
+        match (
+            self.method.patches_deployment(),
+            patch.pointer("/metadata/annotations"),
+        ) {
+            (true, Some(Value::Object(m))) => m
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect(),
+            _ => Default::default(),
+        }
+    }
+
     /// The command that resumes it by hand.
     pub fn manual_resume(&self) -> String {
         owner::manual_resume(&self.owner, self.method, &self.namespace, &self.name)
@@ -189,7 +204,8 @@ pub async fn get(
     namespace: &str,
     name: &str,
 ) -> Result<Value, GitopsError> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &api_resource(kind));
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &api_resource(kind));
     match call("get", Some(kind), namespace, name, api.get(name)).await {
         Ok(obj) => Ok(serde_json::to_value(obj).unwrap_or(Value::Null)),
         Err(GitopsError::NotFound { .. }) => {
@@ -239,15 +255,27 @@ async fn patch(
         Some(kind) => {
             let api: Api<DynamicObject> =
                 Api::namespaced_with(client.clone(), namespace, &api_resource(kind));
-            call("patch", Some(kind), namespace, name, api.patch(name, &params, &Patch::Merge(body)))
-                .await
-                .map(|_| ())
+            call(
+                "patch",
+                Some(kind),
+                namespace,
+                name,
+                api.patch(name, &params, &Patch::Merge(body)),
+            )
+            .await
+            .map(|_| ())
         }
         None => {
             let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-            call("patch", None, namespace, name, api.patch(name, &params, &Patch::Merge(body)))
-                .await
-                .map(|_| ())
+            call(
+                "patch",
+                None,
+                namespace,
+                name,
+                api.patch(name, &params, &Patch::Merge(body)),
+            )
+            .await
+            .map(|_| ())
         }
     }
 }
@@ -264,12 +292,11 @@ async fn read_target(client: &Client, p: &Paused) -> Result<Value, GitopsError> 
 }
 
 /// Finds the Deployment's owner and, in `pause` mode, pauses its sync so a rollback sticks.
-pub async fn prepare(
-    client: &Client,
-    cfg: &GitopsConfig,
-    deployment: &Deployment,
-) -> Prepared {
-    let (namespace, name) = (deployment.namespace().unwrap_or_default(), deployment.name_any());
+pub async fn prepare(client: &Client, cfg: &GitopsConfig, deployment: &Deployment) -> Prepared {
+    let (namespace, name) = (
+        deployment.namespace().unwrap_or_default(),
+        deployment.name_any(),
+    );
     if cfg.mode == GitopsMode::Off {
         return Prepared::Unmanaged;
     }
@@ -304,8 +331,7 @@ pub async fn prepare(
         }
         Err(e) => return stop(&owner, format!("cannot read {owner}: {e}")),
     };
-    if owner.found_by == FoundBy::InstanceLabel
-        && !owner::lists_deployment(&obj, &namespace, &name)
+    if owner.found_by == FoundBy::InstanceLabel && !owner::lists_deployment(&obj, &namespace, &name)
     {
         return Prepared::Unmanaged;
     }
@@ -403,7 +429,14 @@ async fn parent_would_undo(
                 plural: "applicationsets".into(),
             },
         );
-        let obj = call("get", Some(OwnerKind::Application), &owner.namespace, set, api.get(set)).await?;
+        let obj = call(
+            "get",
+            Some(OwnerKind::Application),
+            &owner.namespace,
+            set,
+            api.get(set),
+        )
+        .await?;
         let obj = serde_json::to_value(obj).unwrap_or(Value::Null);
         if !ignores_sync_policy(&obj, &owner.name) {
             return Ok(Some((
@@ -444,8 +477,13 @@ async fn parent_would_undo(
                     == Some(true);
                 if self_heals {
                     return Ok(Some((
-                        format!("its parent Application {ns}/{name} (app of apps) self-heals and would put {owner}'s automated sync back"),
-                        format!("add to Application {ns}/{name}: spec.ignoreDifferences: [{{group: argoproj.io, kind: Application, name: {}, jsonPointers: [/spec/syncPolicy/automated]}}] and syncOptions: [RespectIgnoreDifferences=true]", owner.name),
+                        format!(
+                            "its parent Application {ns}/{name} (app of apps) self-heals and would put {owner}'s automated sync back"
+                        ),
+                        format!(
+                            "add to Application {ns}/{name}: spec.ignoreDifferences: [{{group: argoproj.io, kind: Application, name: {}, jsonPointers: [/spec/syncPolicy/automated]}}] and syncOptions: [RespectIgnoreDifferences=true]",
+                            owner.name
+                        ),
                     )));
                 }
             }

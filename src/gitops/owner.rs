@@ -32,7 +32,12 @@ impl OwnerKind {
                 "Kustomization",
                 "kustomizations",
             ),
-            OwnerKind::HelmRelease => ("helm.toolkit.fluxcd.io", "v2", "HelmRelease", "helmreleases"),
+            OwnerKind::HelmRelease => (
+                "helm.toolkit.fluxcd.io",
+                "v2",
+                "HelmRelease",
+                "helmreleases",
+            ),
         }
     }
     /// The metric label.
@@ -73,7 +78,13 @@ pub struct Owner {
 
 impl std::fmt::Display for Owner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}/{}", self.kind.product(), self.namespace, self.name)
+        write!(
+            f,
+            "{} {}/{}",
+            self.kind.product(),
+            self.namespace,
+            self.name
+        )
     }
 }
 
@@ -197,8 +208,8 @@ pub struct PauseRecord {
 }
 
 /// The revision an owner has seen from Git: Argo CD `status.sync.revision`, Flux Kustomization
-/// `status.lastAppliedRevision`, HelmRelease `metadata.generation` (its parent applies each
-/// commit's values to its spec, also while it is suspended).
+/// `status.lastAppliedRevision`, a digest of the HelmRelease's spec (its parent applies each
+/// commit's chart and values to it, also while it is suspended).
 pub fn revision(kind: OwnerKind, obj: &Value) -> Option<String> {
     match kind {
         OwnerKind::Application => obj
@@ -209,11 +220,23 @@ pub fn revision(kind: OwnerKind, obj: &Value) -> Option<String> {
             .pointer("/status/lastAppliedRevision")
             .and_then(Value::as_str)
             .map(str::to_string),
-        OwnerKind::HelmRelease => obj
-            .pointer("/metadata/generation")
-            .and_then(Value::as_i64)
-            .map(|g| format!("generation {g}")),
+        OwnerKind::HelmRelease => {
+            // The spec as Git gives it: our own `suspend` left out.
+            let mut spec = obj.get("spec")?.clone();
+            spec.as_object_mut()?.remove("suspend");
+            Some(format!(
+                "spec {:016x}",
+                fnv1a64(spec.to_string().as_bytes())
+            ))
+        }
     }
+}
+
+/// FNV-1a: a stable digest of a HelmRelease's spec, compared across processes.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The merge patch that pauses, given the owner as read.
@@ -313,9 +336,9 @@ pub fn manual_resume(owner: &Owner, method: Method, namespace: &str, name: &str)
             "kubectl -n {} annotate applications.argoproj.io {} {SKIP_RECONCILE}- {PAUSED}-",
             owner.namespace, owner.name
         ),
-        Method::FluxReconcileDisabled => format!(
-            "kubectl -n {namespace} annotate deployment/{name} {FLUX_RECONCILE}- {PAUSED}-"
-        ),
+        Method::FluxReconcileDisabled => {
+            format!("kubectl -n {namespace} annotate deployment/{name} {FLUX_RECONCILE}- {PAUSED}-")
+        }
         Method::FluxSuspend => format!(
             "flux -n {} resume helmrelease {}",
             owner.namespace, owner.name
@@ -348,7 +371,10 @@ mod tests {
         // Apps in any namespace.
         let a = map(&[(TRACKING_ID, "team_payments:apps/Deployment:payments/api")]);
         let o = discover(&cfg, "payments", "api", &l, &a).unwrap();
-        assert_eq!((o.namespace.as_str(), o.name.as_str()), ("team", "payments"));
+        assert_eq!(
+            (o.namespace.as_str(), o.name.as_str()),
+            ("team", "payments")
+        );
     }
 
     #[test]
@@ -405,12 +431,25 @@ mod tests {
     }
 
     #[test]
+    fn a_helm_release_moves_on_with_its_spec_not_with_our_suspend() {
+        let before = json!({"metadata": {"generation": 4}, "spec": {"values": {"tag": "v1"}}});
+        let suspended = json!({"metadata": {"generation": 5}, "spec": {"values": {"tag": "v1"}, "suspend": true}});
+        let next = json!({"metadata": {"generation": 6}, "spec": {"values": {"tag": "v2"}, "suspend": true}});
+        let r = |o: &Value| revision(OwnerKind::HelmRelease, o);
+        assert_eq!(r(&before), r(&suspended));
+        assert_ne!(r(&before), r(&next));
+    }
+
+    #[test]
     fn the_pause_holds_only_while_its_mark_is_there() {
         let on = json!({"metadata": {"annotations": {FLUX_RECONCILE: "disabled"}}});
         assert!(holds(Method::FluxReconcileDisabled, &on));
         assert!(!holds(Method::FluxReconcileDisabled, &json!({})));
         let app = json!({"spec": {"syncPolicy": {"automated": {"selfHeal": true}}}});
         assert!(!holds(Method::ArgoAutomatedOff, &app));
-        assert!(holds(Method::FluxSuspend, &json!({"spec": {"suspend": true}})));
+        assert!(holds(
+            Method::FluxSuspend,
+            &json!({"spec": {"suspend": true}})
+        ));
     }
 }

@@ -273,6 +273,10 @@ impl Session {
                 )
             })
             .unwrap_or_default();
+        let keep_on_deployment = paused
+            .as_ref()
+            .map(crate::gitops::Paused::deployment_annotations)
+            .unwrap_or_default();
         warn!(%reason, message, "rolling back");
         let mut state = self.r.state.clone();
         let started = Instant::now();
@@ -295,7 +299,11 @@ impl Session {
                     state.rollback_fingerprint =
                         Some(rollout::template_fingerprint(&plan.template));
                     state.detail = Some(message.to_string());
-                    state.annotations()
+                    let mut annotations = state.annotations();
+                    // kubectl's undo replaces the Deployment's annotations with the old
+                    // ReplicaSet's: a pause written on the Deployment rides in the same patch.
+                    annotations.extend(keep_on_deployment.clone());
+                    annotations
                 },
             )
             .await;

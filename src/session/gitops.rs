@@ -39,7 +39,11 @@ impl Session {
             Prepared::Unmanaged => Some(None),
             Prepared::NotRunning { owner, why } => {
                 warn!(%owner, why, "GitOps owner named but not re-applying: rolling back as usual");
-                self.note("GitOpsOwnerInactive", true, format!("Rolling back without a pause: {why}"));
+                self.note(
+                    "GitOpsOwnerInactive",
+                    true,
+                    format!("Rolling back without a pause: {why}"),
+                );
                 Some(None)
             }
             Prepared::Paused(p) => {
@@ -68,10 +72,19 @@ impl Session {
                 self.r.state.settled = true;
                 self.save_state().await;
                 self.page(Severity::Error, reason, Outcome::Degraded, &what);
-                self.ctx
-                    .notifier
-                    .post(format!("🚨 Paged on-call: {} {}: {what}", self.r.key(), self.r.to()));
-                self.decide(true, "GitOpsNotRolledBack", "Page", Outcome::Degraded, reason, what);
+                self.ctx.notifier.post(format!(
+                    "🚨 Paged on-call: {} {}: {what}",
+                    self.r.key(),
+                    self.r.to()
+                ));
+                self.decide(
+                    true,
+                    "GitOpsNotRolledBack",
+                    "Page",
+                    Outcome::Degraded,
+                    reason,
+                    what,
+                );
                 None
             }
         }

@@ -300,7 +300,9 @@ impl SimCluster {
         let managed = self.shared.lock().gitops.clone();
         for (i, mut m) in managed.into_iter().enumerate() {
             let apply = match m.spec.clone() {
-                GitopsSpec::Argocd(a) => self.argo(&mut m, &a.application, a.self_heal_timeout, now),
+                GitopsSpec::Argocd(a) => {
+                    self.argo(&mut m, &a.application, a.self_heal_timeout, now)
+                }
                 GitopsSpec::Flux(f) => {
                     if now < m.next_sync {
                         false
@@ -356,7 +358,8 @@ impl SimCluster {
         let live = self.live_version(m);
         let in_sync = live.as_deref() == Some(m.git_version.as_str());
         let revision = sha(&m.deployment, m.commit);
-        let status = json!({"status": if in_sync { "Synced" } else { "OutOfSync" }, "revision": revision});
+        let status =
+            json!({"status": if in_sync { "Synced" } else { "OutOfSync" }, "revision": revision});
         if app.pointer("/status/sync") != Some(&status) {
             app["status"]["sync"] = status;
             if let Some(rs) = app
@@ -408,7 +411,11 @@ impl SimCluster {
             ),
             _ => ("lastAttemptedRevision", format!("1.0.{}", m.commit - 1)),
         };
-        if obj.pointer(&format!("/status/{field}")).and_then(Value::as_str) != Some(&revision) {
+        if obj
+            .pointer(&format!("/status/{field}"))
+            .and_then(Value::as_str)
+            != Some(&revision)
+        {
             obj["status"][field] = json!(revision);
             obj["status"]["observedGeneration"] = obj["metadata"]["generation"].clone();
             self.write_custom(kind, &obj, false);
