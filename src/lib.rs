@@ -2,7 +2,8 @@
 //!
 //! The modules follow the data flow: [`cluster`] detects rollouts and acts on the cluster,
 //! [`probes`] observe, [`judge`] decides (pure), [`session`] runs one rollout's watch,
-//! [`notify`] pages and posts, [`telemetry`] records and [`server`] serves `/metrics`,
+//! [`notify`] pages and posts, [`gitops`] keeps a rollback under Argo CD or Flux from being
+//! re-applied, [`telemetry`] records and [`server`] serves `/metrics`,
 //! `/healthz` and `/readyz`; [`systemd`] speaks sd_notify. [`sim`] is the simulated cluster and the
 //! scenario runner behind `simulate` and `demo`.
 
@@ -14,6 +15,7 @@ pub mod config;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gitops;
 pub mod judge;
 pub mod notify;
 pub mod overrides;

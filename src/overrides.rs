@@ -18,7 +18,8 @@ pub const PREFIX: &str = "deploy-watchdog.io/";
 
 /// Our own bookkeeping annotations (every one the daemon writes on a Deployment), and the
 /// opt-in key should it be set as an annotation too: not overrides.
-const OWN: [&str; 5] = [
+const OWN: [&str; 6] = [
+    crate::gitops::owner::PAUSED,
     record::STATE_ANNOTATION,
     record::STATE_DIGEST_ANNOTATION,
     record::VERDICT_ANNOTATION,
@@ -27,8 +28,9 @@ const OWN: [&str; 5] = [
 ];
 
 /// Every override and what it sets.
-pub const KNOWN: [(&str, &str); 17] = [
+pub const KNOWN: [(&str, &str); 18] = [
     ("mode", "enforce or dry_run"),
+    ("gitops", "pause, page_only or off"),
     ("health-url", "the health endpoint URL"),
     ("version-source", "prefer_image, label, image or annotation"),
     ("version-key", "the label or annotation holding the version"),
@@ -68,6 +70,7 @@ impl std::fmt::Display for BadAnnotation {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Overrides {
     pub mode: Option<Mode>,
+    pub gitops: Option<crate::gitops::GitopsMode>,
     pub health_url: Option<UrlTemplate>,
     pub version_source: Option<VersionSource>,
     pub version_key: Option<String>,
@@ -157,6 +160,7 @@ impl Overrides {
                     _ => return Err(format!("{value:?} is not enforce or dry_run")),
                 })
             }
+            "gitops" => self.gitops = Some(crate::gitops::GitopsMode::parse(value)?),
             "health-url" => {
                 allowed_url(allowed, value, namespace, name)?;
                 self.health_url = Some(UrlTemplate::parse(value)?);
@@ -252,6 +256,9 @@ impl Overrides {
         };
         if let Some(m) = self.mode {
             c.mode = m;
+        }
+        if let Some(g) = self.gitops {
+            c.gitops.mode = g;
         }
         if let Some(url) = &self.health_url {
             c.health.url = url.clone();

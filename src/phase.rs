@@ -116,6 +116,9 @@ pub enum Happened {
     RollbackSent,
     /// The rollback was refused for good, or not verified in time.
     RollbackFailed,
+    /// The rollback was not sent because it would not stick (a GitOps owner above would undo
+    /// it): paged instead.
+    RollbackWithheld,
     /// The Deployment runs the previous version again.
     Verified,
     /// The window ended with nothing open.
@@ -197,6 +200,10 @@ impl Phase {
                     reason: *reason,
                 })
             }
+            (P::RollingBack { reason }, H::RollbackWithheld) => Some(P::Settled {
+                outcome: Outcome::Degraded,
+                reason: *reason,
+            }),
             (P::Verifying { reason }, H::Verified) => Some(P::Settled {
                 outcome: Outcome::RolledBack,
                 reason: *reason,

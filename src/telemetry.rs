@@ -68,6 +68,7 @@ pub struct Metrics {
     watch_restarts: IntCounterVec,
     leader_election_failures: IntCounterVec,
     build_info: IntGaugeVec,
+    gitops_paused: IntGaugeVec,
 }
 
 fn add<C: prometheus::core::Collector + Clone + 'static>(
@@ -139,6 +140,17 @@ impl Metrics {
                     "notifications_in_flight",
                     "Pages and Slack messages queued or being retried now.",
                 )),
+            )?,
+            gitops_paused: add(
+                r,
+                "gitops_paused_owners",
+                IntGaugeVec::new(
+                    opts(
+                        "gitops_paused_owners",
+                        "GitOps owners (Argo CD Applications, Flux Kustomizations and HelmReleases) whose sync this daemon paused and has not resumed, by kind.",
+                    ),
+                    &["kind"],
+                ),
             )?,
             check_results: add(
                 r,
@@ -249,6 +261,11 @@ impl Metrics {
     /// Counts a rollback in progress until the guard drops.
     pub fn rolling_back(&self) -> GaugeGuard {
         GaugeGuard::new(self.rollbacks_in_progress.clone())
+    }
+
+    /// Counts a paused GitOps owner of `kind` until the guard drops.
+    pub fn gitops_paused(&self, kind: &'static str) -> GaugeGuard {
+        GaugeGuard::new(self.gitops_paused.with_label_values(&[kind]))
     }
 
     /// Rollbacks being sent or verified now.

@@ -606,6 +606,7 @@ async fn an_undo_to_the_current_template_is_skipped_by_both() {
             sidecars: Vec::new(),
             strategy: Default::default(),
             progress_deadline: None,
+            gitops: None,
         });
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig.yaml");
@@ -700,6 +701,7 @@ async fn the_simulated_undo_leaves_what_kubectl_undo_leaves() {
                 annotations: BTreeMap::from([("team".to_string(), "payments".to_string())]),
                 strategy: Default::default(),
                 progress_deadline: None,
+                gitops: None,
                 sidecars: Vec::new(),
             });
             let dir = tempfile::tempdir().unwrap();

@@ -31,6 +31,7 @@ fn spec(reference: &str, version: &str, replicas: i32, opted_in: bool) -> Deploy
         sidecars: Vec::new(),
         strategy: Default::default(),
         progress_deadline: None,
+        gitops: None,
     }
 }
 

@@ -115,6 +115,18 @@ pub enum EventReason {
     RollbackVerified,
     RollbackUndone,
     PageRejected,
+    /// A GitOps owner's sync was paused before the rollback.
+    GitOpsPaused,
+    /// The owner named on the Deployment does not re-apply it (no automated sync, suspended).
+    GitOpsOwnerInactive,
+    /// The rollback was withheld: the owner (or one above it) would undo it.
+    GitOpsNotRolledBack,
+    /// The paused sync and the rollback held through the owner's next sync.
+    GitOpsPauseHeld,
+    /// The pause or the rollback did not hold.
+    GitOpsPauseLost,
+    /// The owner's sync was restored as it was.
+    GitOpsResumed,
 }
 
 impl EventReason {
@@ -139,6 +151,12 @@ impl EventReason {
             EventReason::RollbackVerified => "RollbackVerified",
             EventReason::RollbackUndone => "RollbackUndone",
             EventReason::PageRejected => "PageRejected",
+            EventReason::GitOpsPaused => "GitOpsPaused",
+            EventReason::GitOpsOwnerInactive => "GitOpsOwnerInactive",
+            EventReason::GitOpsNotRolledBack => "GitOpsNotRolledBack",
+            EventReason::GitOpsPauseHeld => "GitOpsPauseHeld",
+            EventReason::GitOpsPauseLost => "GitOpsPauseLost",
+            EventReason::GitOpsResumed => "GitOpsResumed",
         }
     }
 
@@ -154,6 +172,9 @@ impl EventReason {
                 | EventReason::RolloutSuperseded
                 | EventReason::RolloutDeleted
                 | EventReason::RollbackVerified
+                | EventReason::GitOpsPaused
+                | EventReason::GitOpsPauseHeld
+                | EventReason::GitOpsResumed
         )
     }
 }
@@ -170,6 +191,8 @@ pub enum EventAction {
     RollBack,
     Verify,
     Ignore,
+    /// Pausing or resuming a GitOps owner's sync.
+    GitOps,
 }
 
 impl EventAction {
@@ -184,6 +207,7 @@ impl EventAction {
             EventAction::RollBack => "RollBack",
             EventAction::Verify => "Verify",
             EventAction::Ignore => "Ignore",
+            EventAction::GitOps => "GitOps",
         }
     }
 }

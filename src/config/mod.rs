@@ -65,6 +65,8 @@ pub struct Config {
     pub annotations: AnnotationsConfig,
     pub leader_election: LeaderElectionConfig,
     pub server: ServerConfig,
+    /// Deployments applied by Argo CD or Flux.
+    pub gitops: crate::gitops::GitopsConfig,
 }
 
 impl Default for Config {
@@ -84,6 +86,7 @@ impl Default for Config {
             annotations: AnnotationsConfig::default(),
             leader_election: LeaderElectionConfig::default(),
             server: ServerConfig::default(),
+            gitops: crate::gitops::GitopsConfig::default(),
         }
     }
 }

@@ -40,10 +40,11 @@ impl Session {
             EventReason::RolloutDetected,
             EventAction::Watch,
             format!(
-                "Watching the rollout of {} (from {}, revision {}){change}",
+                "Watching the rollout of {} (from {}, revision {}){change}{}",
                 r.to(),
                 r.from(),
-                r.state.revision
+                r.state.revision,
+                self.gitops_note()
             ),
         );
         let mut start = format!(
@@ -270,6 +271,24 @@ impl Session {
         let message = r.state.detail.clone().unwrap_or_else(|| reason.to_string());
         let message = message.as_str();
         let _rolling_back = self.ctx.metrics.rolling_back();
+        let Some(paused) = self.gitops_before_undo(reason, message).await else {
+            return true;
+        };
+        let paused_note = paused
+            .as_ref()
+            .map(|p| {
+                format!(
+                    "; paused {} so Git does not re-apply {} (resumes when Git moves on; by hand: {})",
+                    p.describe(),
+                    r.to(),
+                    p.manual_resume()
+                )
+            })
+            .unwrap_or_default();
+        let keep_on_deployment = paused
+            .as_ref()
+            .map(crate::gitops::Paused::deployment_annotations)
+            .unwrap_or_default();
         warn!(%reason, message, "rolling back");
         let mut state = self.r.state.clone();
         let started = Instant::now();
@@ -294,7 +313,11 @@ impl Session {
                     state.rollback_fingerprint =
                         Some(rollout::template_fingerprint(&plan.template));
                     state.detail = Some(message.to_string());
-                    state.annotations()
+                    let mut annotations = state.annotations();
+                    // kubectl's undo replaces the Deployment's annotations with the old
+                    // ReplicaSet's: a pause written on the Deployment rides in the same patch.
+                    annotations.extend(keep_on_deployment.clone());
+                    annotations
                 },
             )
             .await;
@@ -348,7 +371,7 @@ impl Session {
                     Severity::Error,
                     reason,
                     Outcome::RolledBack,
-                    &format!("rolled back to {to}: {message}"),
+                    &format!("rolled back to {to}: {message}{paused_note}"),
                 );
                 let change = self
                     .change
@@ -357,10 +380,13 @@ impl Session {
                     .map(|c| format!(" ({})", c.describe(to == r.to())))
                     .unwrap_or_default();
                 self.ctx.notifier.post(format!(
-                    "⚠️ Rolled back {} {}{change} to {to} due to {message}",
+                    "⚠️ Rolled back {} {}{change} to {to} due to {message}{paused_note}",
                     r.key(),
                     r.to()
                 ));
+                if let Some(p) = paused.clone() {
+                    self.keep_paused(p);
+                }
                 self.decide(
                     EventReason::RolledBack,
                     EventAction::RollBack,
@@ -375,6 +401,9 @@ impl Session {
                 // The watch had not reported the newer rollout yet (or the controller has not
                 // numbered it yet); its own session judges it.
                 info!(error = %e, "not rolling back: a newer rollout started");
+                if let Some(p) = &paused {
+                    self.unpause(p).await;
+                }
                 self.ended(EndCause::Superseded).await;
             }
             Err(rollback::RollbackError::AlreadyRestored {
@@ -382,6 +411,10 @@ impl Session {
                 fingerprint,
                 ..
             }) => {
+                if let Some(p) = paused {
+                    self.r.state.rollback_fingerprint = fingerprint.clone();
+                    self.keep_paused(p);
+                }
                 self.already_rolled_back(reason, message, target_revision, fingerprint)
                     .await;
             }
@@ -389,9 +422,15 @@ impl Session {
                 // The recorded phase is the previous leader's: verifying, or settled.
                 info!(phase = %state.phase, "this rollout was already rolled back (by a previous leader)");
                 self.r.state = *state;
+                if let Some(p) = paused {
+                    self.keep_paused(p);
+                }
             }
             Err(e) => {
                 warn!(error = %e, category = e.category(), "rollback failed");
+                if let Some(p) = &paused {
+                    self.unpause(p).await;
+                }
                 let what = format!("rollback of {} failed ({e}) after: {message}", r.to());
                 self.r.state.detail = Some(what.clone());
                 self.advance(Happened::RollbackFailed).await;

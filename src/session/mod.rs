@@ -27,6 +27,7 @@ use crate::probes::sampler::{Member, Sampler};
 
 mod actions;
 mod clock;
+mod gitops;
 mod records;
 
 /// What every session shares.

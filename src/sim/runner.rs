@@ -217,6 +217,9 @@ impl Simulation {
             }
             cluster.add_deployment(&d);
         }
+        for plural in &s.simulation.forbidden {
+            cluster.forbid_everywhere(plural);
+        }
         config
             .annotations
             .allowed_hosts
@@ -263,6 +266,24 @@ impl Simulation {
             }
         }
         config.notify.pagerduty.url = format!("http://{pd_addr}");
+        // The daemon is told Argo CD's self-heal timeout, as an operator would configure it.
+        let heal_set = s
+            .config
+            .as_ref()
+            .and_then(|c| c.get("gitops"))
+            .and_then(|g| g.get("argocd_self_heal_timeout"))
+            .is_some();
+        let heal = s
+            .deployments
+            .iter()
+            .filter_map(|d| match &d.gitops {
+                Some(scenario::GitopsSpec::Argocd(a)) => Some(a.self_heal_timeout),
+                _ => None,
+            })
+            .max();
+        if let (false, Some(heal)) = (heal_set, heal) {
+            config.gitops.argocd_self_heal_timeout = heal;
+        }
         if s.watchdogs > 1 {
             let configured = s
                 .config
@@ -397,6 +418,14 @@ impl Simulation {
                 self.cluster.set_controller_running(*running);
                 Ok(())
             }
+            Action::GitCommit {
+                deployment,
+                version,
+            } => {
+                let (ns, n) = split(deployment);
+                self.cluster.git_commit(&ns, &n, version);
+                Ok(())
+            }
             Action::Undo { deployment } => {
                 let (ns, n) = split(deployment);
                 self.cluster.undo(&ns, &n).map(|undone| {
@@ -419,6 +448,7 @@ impl Simulation {
                 annotations: BTreeMap::new(),
                 strategy: scenario::Strategy::default(),
                 progress_deadline: None,
+                gitops: None,
                 sidecars: Vec::new(),
             }),
         };
@@ -596,6 +626,8 @@ impl Replicas {
 /// How long a run goes on after its last script event, and after its replicas are back and one
 /// leads, before it may end early: time for the daemon to act on what it just saw.
 const SETTLE: Duration = Duration::from_millis(300);
+/// Sync periods of a GitOps controller a rollback must hold before a run may end early.
+const GITOPS_HOLD: u32 = 3;
 
 /// How long the daemon may take to sync before the script starts anyway.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -662,6 +694,14 @@ pub async fn run_in(
             {
                 deploys.push((deployment.clone(), version.clone(), now));
             }
+            if let Action::GitCommit {
+                deployment,
+                version,
+            } = &ev.action
+            {
+                // The GitOps controller rolls it out at its next sync.
+                deploys.push((deployment.clone(), version.clone(), now));
+            }
             if let Action::SetImage { deployment, .. } = &ev.action {
                 // A rollout of whatever the app container runs now (unchanged when only a
                 // sidecar's image changed).
@@ -710,6 +750,14 @@ pub async fn run_in(
             None
         };
         let steady = steady_since.is_some_and(|t| now - t >= SETTLE);
+        // Under a GitOps controller a rollback must hold for several of its sync periods before
+        // the run may end: a controller that re-applies Git needs that long to show it.
+        let held = sim.cluster.gitops_period().is_none_or(|period| {
+            sim.cluster
+                .deployment_patches()
+                .last()
+                .is_none_or(|p| now - p.at >= period * GITOPS_HOLD)
+        });
         let all_seen = deploys.iter().all(|(d, v, at)| {
             obs.rollouts
                 .values()
@@ -723,6 +771,7 @@ pub async fn run_in(
             && obs.rollouts.values().all(|r| r.settled)
             && daemon.in_flight() == 0
             && steady
+            && held
             && now - started > script.last().map(|e| e.at).unwrap_or_default() + SETTLE
         {
             break;
@@ -797,6 +846,10 @@ fn describe(a: &Action) -> String {
         Action::Controller { running: true } => "the deployment controller starts again".into(),
         Action::Controller { running: false } => "the deployment controller stops".into(),
         Action::Undo { deployment } => format!("someone runs kubectl rollout undo on {deployment}"),
+        Action::GitCommit {
+            deployment,
+            version,
+        } => format!("a commit puts {version} in Git for {deployment}"),
         Action::Create {
             deployment,
             version,
@@ -1082,12 +1135,14 @@ fn check(s: &Scenario, rollouts: &[RolloutReport], sim: &Simulation) -> Vec<Stri
             .collect();
         let (ns, name) = reference.split_once('/').unwrap_or_default();
         let final_version = sim.cluster.current_version(ns, name);
+        let paused = sim.cluster.gitops_paused(ns, name);
         match entry {
             ExpectEntry::Last(e) => check_one(
                 reference,
                 e,
                 mine.last().copied(),
                 &final_version,
+                paused,
                 &mine,
                 &mut failures,
             ),
@@ -1108,6 +1163,7 @@ fn check(s: &Scenario, rollouts: &[RolloutReport], sim: &Simulation) -> Vec<Stri
                         e,
                         mine.get(i).copied(),
                         &final_version,
+                        paused,
                         &mine,
                         &mut failures,
                     );
@@ -1118,11 +1174,14 @@ fn check(s: &Scenario, rollouts: &[RolloutReport], sim: &Simulation) -> Vec<Stri
     failures
 }
 
+// One row per expectation field; grouping them would only hide which is which.
+#[allow(clippy::too_many_arguments)]
 fn check_one(
     label: &str,
     e: &Expectation,
     r: Option<&RolloutReport>,
     final_version: &Option<String>,
+    gitops_paused: bool,
     all: &[&RolloutReport],
     failures: &mut Vec<String>,
 ) {
@@ -1196,6 +1255,11 @@ fn check_one(
         "rollback verified:",
         e.verified.map(|v| v.to_string()),
         r.is_some_and(|r| r.verified).to_string(),
+    );
+    field(
+        "GitOps sync paused at the end:",
+        e.gitops_paused.map(|v| v.to_string()),
+        gitops_paused.to_string(),
     );
     if let Some(within) = e.first_action_within {
         match r.and_then(|r| r.first_action_ms) {

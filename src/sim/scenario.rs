@@ -49,6 +49,10 @@ pub struct SimulationSpec {
     /// sample window.
     #[serde(default, with = "humantime_serde::option")]
     pub scrape_interval: Option<Duration>,
+    /// Resources (plurals, e.g. `applications`) the watchdog's ServiceAccount may not use in
+    /// any namespace: every request on them is refused with 403, as RBAC does.
+    #[serde(default)]
+    pub forbidden: Vec<String>,
 }
 
 impl SimulationSpec {
@@ -91,6 +95,77 @@ pub struct DeploymentSpec {
     /// (600 s) when absent.
     #[serde(default, with = "humantime_serde::option")]
     pub progress_deadline: Option<Duration>,
+    /// The GitOps controller that manages the Deployment (an addition to the format).
+    #[serde(default)]
+    pub gitops: Option<GitopsSpec>,
+}
+
+/// `gitops:` of a Deployment: which GitOps controller the simulation runs for it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "GitopsFields")]
+pub enum GitopsSpec {
+    Argocd(ArgoSpec),
+    Flux(FluxSpec),
+}
+
+/// `gitops:` as written: a map with exactly one of `argocd` and `flux`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GitopsFields {
+    #[serde(default)]
+    argocd: Option<ArgoSpec>,
+    #[serde(default)]
+    flux: Option<FluxSpec>,
+}
+
+impl TryFrom<GitopsFields> for GitopsSpec {
+    type Error = String;
+    fn try_from(f: GitopsFields) -> Result<Self, String> {
+        match (f.argocd, f.flux) {
+            (Some(a), None) => Ok(GitopsSpec::Argocd(a)),
+            (None, Some(fl)) => Ok(GitopsSpec::Flux(fl)),
+            _ => Err("names exactly one of argocd and flux".into()),
+        }
+    }
+}
+
+/// An Argo CD Application with automated sync.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgoSpec {
+    /// `NS/NAME` of the Application.
+    pub application: String,
+    #[serde(default = "yes")]
+    pub self_heal: bool,
+    /// How long after a drift self-heal re-applies Git (Argo CD's default: 5s).
+    #[serde(default = "five_seconds", with = "humantime_serde")]
+    pub self_heal_timeout: Duration,
+    /// The ApplicationSet that generates the Application and re-applies its sync policy (it
+    /// has no `ignoreApplicationDifferences`).
+    #[serde(default)]
+    pub application_set: Option<String>,
+}
+
+/// A Flux Kustomization or HelmRelease (exactly one).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FluxSpec {
+    /// `NS/NAME` of the Kustomization that applies the Deployment.
+    #[serde(default)]
+    pub kustomization: Option<String>,
+    /// `NS/NAME` of the HelmRelease whose chart renders the Deployment (drift detection on).
+    #[serde(default)]
+    pub helmrelease: Option<String>,
+    /// `spec.interval`.
+    #[serde(default = "one_minute", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+fn one_minute() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// A Deployment's update strategy (`spec.strategy.type`).
@@ -179,6 +254,11 @@ pub enum Action {
     },
     /// Kill the replica holding the leader Lease; a replacement starts (an addition to the format).
     KillLeader,
+    /// The version in Git changes; the Deployment's GitOps controller applies it at its next sync.
+    GitCommit {
+        deployment: String,
+        version: String,
+    },
     /// The deployment controller stops (a controller-manager failover) or starts again.
     Controller {
         running: bool,
@@ -314,6 +394,8 @@ pub struct Expectation {
     pub triggers: Option<u32>,
     /// Whether the watchdog verified its rollback.
     pub verified: Option<bool>,
+    /// Whether the run ends with the Deployment's GitOps sync paused by the watchdog.
+    pub gitops_paused: Option<bool>,
 }
 
 impl Expectation {
@@ -447,6 +529,9 @@ impl Scenario {
                 ));
             }
             super::sidecars::check(&d.sidecars, d.name(), &format!("deployments[{i}].sidecars"))?;
+            if let Some(g) = &d.gitops {
+                check_gitops(g).map_err(|(f, p)| (format!("deployments[{i}].gitops.{f}"), p))?;
+            }
             if let Some(deadline) = d.progress_deadline
                 && (deadline < Duration::from_secs(1) || deadline.subsec_nanos() != 0)
             {
@@ -512,6 +597,28 @@ impl Scenario {
                         return Err((
                             format!("{field}.scale.replicas"),
                             "must be 0 or more".into(),
+                        ));
+                    }
+                    Some(deployment)
+                }
+                Action::GitCommit {
+                    deployment,
+                    version,
+                } => {
+                    let managed = self
+                        .deployments
+                        .iter()
+                        .any(|d| &d.reference == deployment && d.gitops.is_some());
+                    if !managed {
+                        return Err((
+                            format!("{field}.git_commit.deployment"),
+                            format!("{deployment} has no `gitops` controller to apply a commit"),
+                        ));
+                    }
+                    if version.is_empty() {
+                        return Err((
+                            format!("{field}.git_commit.version"),
+                            "must not be empty".into(),
                         ));
                     }
                     Some(deployment)
@@ -652,6 +759,52 @@ impl Scenario {
     }
 }
 
+fn check_gitops(g: &GitopsSpec) -> Result<(), (String, String)> {
+    let at_least = |field: &str, d: Duration, min: Duration| {
+        if d < min {
+            Err((
+                field.to_string(),
+                format!("must be at least {}", humantime::format_duration(min)),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match g {
+        GitopsSpec::Argocd(a) => {
+            check_ref(&a.application).map_err(|p| ("argocd.application".into(), p))?;
+            if let Some(set) = &a.application_set
+                && (set.is_empty() || set.contains('/'))
+            {
+                return Err((
+                    "argocd.application_set".into(),
+                    format!("{set:?} must be a name (the Application's namespace is its own)"),
+                ));
+            }
+            at_least(
+                "argocd.self_heal_timeout",
+                a.self_heal_timeout,
+                Duration::from_millis(10),
+            )
+        }
+        GitopsSpec::Flux(f) => {
+            match (&f.kustomization, &f.helmrelease) {
+                (Some(r), None) => {
+                    check_ref(r).map_err(|p| ("flux.kustomization".to_string(), p))?
+                }
+                (None, Some(r)) => check_ref(r).map_err(|p| ("flux.helmrelease".to_string(), p))?,
+                _ => {
+                    return Err((
+                        "flux".into(),
+                        "names exactly one of kustomization and helmrelease".into(),
+                    ));
+                }
+            }
+            at_least("flux.interval", f.interval, Duration::from_millis(10))
+        }
+    }
+}
+
 fn check_ref(reference: &str) -> Result<(), String> {
     match reference.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok(()),
@@ -742,6 +895,7 @@ impl Action {
             Action::SetImage { .. } => "set_image",
             Action::KillLeader => "kill_leader",
             Action::Controller { .. } => "controller",
+            Action::GitCommit { .. } => "git_commit",
             Action::Undo { .. } => "undo",
             Action::Create { .. } => "create",
             Action::Ack { .. } => "ack",
@@ -933,6 +1087,13 @@ impl<'de> Deserialize<'de> for ScriptEvent {
                     running: matches!(f.state, ControllerState::Up),
                 }
             }
+            "git_commit" => {
+                let f: DeployFields = serde_json::from_value(value).map_err(field)?;
+                Action::GitCommit {
+                    deployment: f.deployment,
+                    version: f.version,
+                }
+            }
             "undo" => {
                 let f: DeploymentField = serde_json::from_value(value).map_err(field)?;
                 Action::Undo {
@@ -950,7 +1111,7 @@ impl<'de> Deserialize<'de> for ScriptEvent {
             }
             other => {
                 return Err(D::Error::custom(format!(
-                    "unknown event `{other}` (deploy, app, scale, pause, resume, delete, provider, sink, api, restart_watchdog, kill_leader, set_image, controller, undo, create, ack)"
+                    "unknown event `{other}` (deploy, app, scale, pause, resume, delete, provider, sink, api, restart_watchdog, kill_leader, set_image, controller, undo, create, ack, git_commit)"
                 )));
             }
         };
@@ -1218,6 +1379,37 @@ script:
         }
         let s = Scenario::parse(EXAMPLE, "example.yaml").expect("valid");
         assert!(s.require_expectations("example.yaml").is_ok());
+    }
+
+    #[test]
+    fn gitops_fields_parse_and_bad_ones_are_named() {
+        let s = Scenario::parse(
+            "name: x\ndeployments:\n  - {ref: a/b, version: v1, gitops: {argocd: {application: argocd/b, self_heal_timeout: 500ms}}}\n  - {ref: a/c, version: v1, gitops: {flux: {helmrelease: a/c, interval: 1s}}}\nscript:\n  - {at: 1s, git_commit: {deployment: a/b, version: v2}}\nexpect:\n  a/b: {gitops_paused: true}\n",
+            "f",
+        )
+        .expect("valid");
+        let Some(GitopsSpec::Argocd(a)) = &s.deployments[0].gitops else {
+            panic!("argocd")
+        };
+        assert_eq!(
+            (a.self_heal, a.self_heal_timeout),
+            (true, Duration::from_millis(500))
+        );
+        assert!(matches!(s.deployments[1].gitops, Some(GitopsSpec::Flux(_))));
+        let both = error_of(
+            "name: x\ndeployments: [{ref: a/b, version: v1, gitops: {flux: {kustomization: f/k, helmrelease: a/b}}}]\nexpect: {a/b: {pages: 0}}\n",
+        );
+        assert!(
+            both.contains("deployments[0].gitops.flux") && both.contains("exactly one"),
+            "{both}"
+        );
+        let unmanaged = error_of(
+            "name: x\ndeployments: [{ref: a/b, version: v1}]\nscript: [{at: 1s, git_commit: {deployment: a/b, version: v2}}]\nexpect: {a/b: {pages: 0}}\n",
+        );
+        assert!(
+            unmanaged.contains("script[0].git_commit.deployment"),
+            "{unmanaged}"
+        );
     }
 
     #[test]

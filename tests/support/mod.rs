@@ -23,6 +23,7 @@ pub fn spec(reference: &str, version: &str, replicas: i32) -> DeploymentSpec {
         sidecars: Vec::new(),
         strategy: Default::default(),
         progress_deadline: None,
+        gitops: None,
     }
 }
 

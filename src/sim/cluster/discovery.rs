@@ -144,11 +144,84 @@ pub const RESOURCES: [Resource; 7] = [
     ),
 ];
 
+/// A custom resource of a GitOps controller, as its CRD defines it.
+const fn custom(
+    kind: Kind,
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    kind_name: &'static str,
+    short_names: &'static [&'static str],
+) -> Resource {
+    Resource {
+        kind,
+        group,
+        version,
+        plural,
+        singular,
+        kind_name,
+        namespaced: true,
+        short_names,
+        in_all: false,
+        has_status: true,
+    }
+}
+
+/// The GitOps custom resources, served only while their CRDs are installed.
+pub const CUSTOM: [Resource; 4] = [
+    custom(
+        Kind::Application,
+        "argoproj.io",
+        "v1alpha1",
+        "applications",
+        "application",
+        "Application",
+        &["app", "apps"],
+    ),
+    custom(
+        Kind::ApplicationSet,
+        "argoproj.io",
+        "v1alpha1",
+        "applicationsets",
+        "applicationset",
+        "ApplicationSet",
+        &["appset", "appsets"],
+    ),
+    custom(
+        Kind::Kustomization,
+        "kustomize.toolkit.fluxcd.io",
+        "v1",
+        "kustomizations",
+        "kustomization",
+        "Kustomization",
+        &["ks"],
+    ),
+    custom(
+        Kind::HelmRelease,
+        "helm.toolkit.fluxcd.io",
+        "v2",
+        "helmreleases",
+        "helmrelease",
+        "HelmRelease",
+        &["hr"],
+    ),
+];
+
 pub fn find(group: &str, version: &str, plural: &str) -> Option<Resource> {
     RESOURCES
         .iter()
+        .chain(CUSTOM.iter())
         .copied()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The served version of a custom resource group, when `installed` lists it.
+fn custom_version(group: &str, installed: &[&str]) -> Option<&'static str> {
+    CUSTOM
+        .iter()
+        .find(|r| r.group == group && installed.contains(&r.group))
+        .map(|r| r.version)
 }
 
 /// The resource that serves `kind` in its canonical (storage) group.
@@ -169,22 +242,35 @@ pub fn core_versions() -> Value {
 
 const GROUPS: [&str; 3] = ["apps", "events.k8s.io", "coordination.k8s.io"];
 
-pub fn group_list() -> Value {
-    let groups: Vec<Value> = GROUPS.iter().map(|g| group(g)).collect();
+/// The served groups: the built-in ones, then the custom groups `installed`.
+pub fn group_list(installed: &[&str]) -> Value {
+    let mut groups: Vec<Value> = GROUPS.iter().map(|g| group(g, installed)).collect();
+    let mut custom: Vec<&str> = CUSTOM
+        .iter()
+        .map(|r| r.group)
+        .filter(|g| installed.contains(g))
+        .collect();
+    custom.dedup();
+    groups.extend(custom.iter().map(|g| group(g, installed)));
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-pub fn group(name: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{name}/v1"), "version": "v1"});
+pub fn group(name: &str, installed: &[&str]) -> Value {
+    let version = custom_version(name, installed).unwrap_or("v1");
+    let gv = json!({"groupVersion": format!("{name}/{version}"), "version": version});
     json!({"kind": "APIGroup", "apiVersion": "v1", "name": name, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
-pub fn is_group(name: &str) -> bool {
-    GROUPS.contains(&name)
+pub fn is_group(name: &str, installed: &[&str]) -> bool {
+    GROUPS.contains(&name) || custom_version(name, installed).is_some()
 }
 
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    if version != "v1" || !(group.is_empty() || is_group(group)) {
+pub fn resource_list(group: &str, version: &str, installed: &[&str]) -> Option<Value> {
+    let served = match custom_version(group, installed) {
+        Some(v) => v == version,
+        None => version == "v1" && (group.is_empty() || GROUPS.contains(&group)),
+    };
+    if !served {
         return None;
     }
     let verbs = json!([
@@ -198,7 +284,11 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         "watch"
     ]);
     let mut list = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group) {
+    for r in RESOURCES
+        .iter()
+        .chain(CUSTOM.iter())
+        .filter(|r| r.group == group)
+    {
         let mut entry = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
             "kind": r.kind_name, "verbs": verbs, "storageVersionHash": format!("{:x}", super::objects::fnv1a32(r.plural.as_bytes()))});
         if !r.short_names.is_empty() {

@@ -22,6 +22,7 @@ mod controller;
 mod discovery;
 mod error;
 mod events;
+mod gitops;
 mod list;
 mod object;
 mod objects;
@@ -140,6 +141,7 @@ impl SimCluster {
             api.epoch = Some(epoch.clone());
             tokio::spawn(server::serve(self.shared.clone(), listener, epoch));
         }
+        tokio::spawn(gitops::run(self.clone(), shutdown.child_token()));
         tokio::spawn(run_controller(self.shared.clone(), shutdown));
         Ok(addr)
     }
@@ -207,6 +209,7 @@ impl SimCluster {
         }
         st.backdate = false;
         drop(st);
+        self.add_gitops(spec);
         self.shared.notify.notify_one();
     }
 
@@ -414,6 +417,11 @@ impl SimCluster {
         (st.changes.generation(), st.changes.since(generation))
     }
 
+    /// From now on every request on `plural` is refused with 403 Forbidden in every namespace.
+    pub fn forbid_everywhere(&self, plural: &str) {
+        self.forbid(plural, "*");
+    }
+
     /// Every Deployment as (namespace, name).
     pub fn deployments(&self) -> Vec<(String, String)> {
         self.shared.lock().store.keys(Kind::Deployment)
@@ -565,6 +573,9 @@ fn deployment_object(spec: &DeploymentSpec) -> Value {
         dep["spec"]["template"]["spec"]["initContainers"] = json!(init);
     }
     set_version(&mut dep, ns, name, &spec.version);
+    if let Some(g) = &spec.gitops {
+        gitops::mark(&mut dep, g);
+    }
     if !spec.paused {
         dep["spec"].as_object_mut().map(|m| m.remove("paused"));
     }

@@ -15,6 +15,24 @@ pub enum Kind {
     Event,
     Lease,
     Namespace,
+    /// Argo CD's `Application` (a custom resource, served when its CRD is installed).
+    Application,
+    /// Argo CD's `ApplicationSet`.
+    ApplicationSet,
+    /// Flux's `Kustomization`.
+    Kustomization,
+    /// Flux's `HelmRelease`.
+    HelmRelease,
+}
+
+impl Kind {
+    /// Argo CD's and Flux's kinds: custom resources, not built in.
+    pub fn is_custom(self) -> bool {
+        matches!(
+            self,
+            Kind::Application | Kind::ApplicationSet | Kind::Kustomization | Kind::HelmRelease
+        )
+    }
 }
 
 /// Watch event type on the wire.

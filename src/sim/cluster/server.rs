@@ -150,6 +150,8 @@ async fn handle(AxState(shared): AxState<Arc<Shared>>, request: Request) -> Resp
 fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiError> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
+    let installed = shared.api().crds.clone();
+    let installed: Vec<&str> = installed.iter().map(String::as_str).collect();
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return ok(discovery::version()),
         ["healthz" | "readyz" | "livez"] => return Ok((StatusCode::OK, "ok").into_response()),
@@ -160,15 +162,17 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
                 .map(ok)
                 .unwrap_or_else(|| Err(ApiError::path_not_found()));
         }
-        ["apis"] => return ok(discovery::group_list()),
-        ["apis", g] if discovery::is_group(g) => return ok(discovery::group(g)),
+        ["apis"] => return ok(discovery::group_list(&installed)),
+        ["apis", g] if discovery::is_group(g, &installed) => {
+            return ok(discovery::group(g, &installed));
+        }
         ["api", v] => {
-            return discovery::resource_list("", v)
+            return discovery::resource_list("", v, &installed)
                 .map(ok)
                 .unwrap_or_else(|| Err(ApiError::path_not_found()));
         }
         ["apis", g, v] => {
-            return discovery::resource_list(g, v)
+            return discovery::resource_list(g, v, &installed)
                 .map(ok)
                 .unwrap_or_else(|| Err(ApiError::path_not_found()));
         }
@@ -186,7 +190,9 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
         [plural, tail @ ..] => (*plural, None, tail.first().copied(), tail.get(1).copied()),
         [] => return Err(ApiError::path_not_found()),
     };
-    let res = discovery::find(group, version, plural).ok_or_else(ApiError::path_not_found)?;
+    let res = discovery::find(group, version, plural)
+        .filter(|r| !r.kind.is_custom() || installed.contains(&r.group))
+        .ok_or_else(ApiError::path_not_found)?;
     let scalable = matches!(res.kind, Kind::Deployment | Kind::ReplicaSet);
     if sub.is_some_and(|s| s != "status" && !(s == "scale" && scalable)) {
         return Err(ApiError::path_not_found());
@@ -222,7 +228,7 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
         .api()
         .forbidden
         .iter()
-        .any(|(p, n)| p == res.plural && *n == ns_str)
+        .any(|(p, n)| p == res.plural && (*n == ns_str || n == "*"))
     {
         let rbac_verb = match verb {
             "GET" => "get",

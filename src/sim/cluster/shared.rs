@@ -28,7 +28,10 @@ pub struct ApiControl {
     pub down: bool,
     /// (resource plural, namespace) pairs the daemon's ServiceAccount may not touch: requests
     /// get 403 Forbidden, as RBAC answers a namespace the chart grants nothing in.
+    /// A namespace of `*` forbids the resource everywhere.
     pub forbidden: Vec<(String, String)>,
+    /// API groups of the custom resources whose CRDs are installed (e.g. `argoproj.io`).
+    pub crds: Vec<String>,
     /// (resource plural, delay): every request on that resource is answered that much later.
     pub latency: Vec<(String, std::time::Duration)>,
 }

@@ -45,6 +45,8 @@ pub struct State {
     pub collisions: HashMap<Key, u32>,
     /// Per Deployment, the containers (by name) beside the app that fail their first starts.
     pub failing_starts: HashMap<Key, HashMap<String, u32>>,
+    /// Deployments under a simulated GitOps controller.
+    pub gitops: Vec<super::gitops::Managed>,
 }
 
 impl State {
@@ -69,6 +71,7 @@ impl State {
             backdate: false,
             collisions: HashMap::new(),
             failing_starts: HashMap::new(),
+            gitops: Vec::new(),
         }
     }
 

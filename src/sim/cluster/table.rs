@@ -85,6 +85,9 @@ fn columns(kind: Kind) -> Vec<Value> {
             col("Holder", "string", 0),
             col("Age", "string", 0),
         ],
+        Kind::Application | Kind::ApplicationSet | Kind::Kustomization | Kind::HelmRelease => {
+            vec![col("Name", "string", 0), col("Age", "string", 0)]
+        }
     }
 }
 
@@ -302,6 +305,9 @@ fn cells(kind: Kind, v: &Value) -> Vec<Value> {
         }
         Kind::Namespace => vec![json!(name), json!(s(v, "/status/phase")), json!(age)],
         Kind::Lease => vec![json!(name), json!(s(v, "/spec/holderIdentity")), json!(age)],
+        Kind::Application | Kind::ApplicationSet | Kind::Kustomization | Kind::HelmRelease => {
+            vec![json!(name), json!(age)]
+        }
     }
 }
 

@@ -204,7 +204,8 @@ pub fn update(
     let annotations_changed = res.kind == Kind::Deployment
         && sub != Some("status")
         && annotations_of(&obj) != annotations_of(old);
-    if matches!(res.kind, Kind::Deployment | Kind::ReplicaSet)
+    // A custom resource with a status subresource counts spec changes too.
+    if (matches!(res.kind, Kind::Deployment | Kind::ReplicaSet) || res.kind.is_custom())
         && (obj.get("spec") != old.get("spec") || annotations_changed)
     {
         bump_generation(old, &mut obj);
