@@ -554,7 +554,7 @@ mod tests {
 
     /// Every override with values it must refuse: zero where zero means nothing, negative,
     /// huge, overflowing, the wrong unit, empty.
-    const EXTREMES: [(&str, &[&str]); 16] = [
+    const EXTREMES: [(&str, &[&str]); 17] = [
         ("mode", &["", "0", "-1", "ENFORCE", "yolo"]),
         (
             "health-url",
@@ -625,6 +625,18 @@ mod tests {
                 "500000000000y",
                 "99999999999999999999999s",
                 "15",
+                "5 parsecs",
+            ],
+        ),
+        (
+            "pod-grace",
+            &[
+                "",
+                "-5m",
+                "2h",
+                "500000000000y",
+                "99999999999999999999999s",
+                "90",
                 "5 parsecs",
             ],
         ),
