@@ -6,6 +6,7 @@
 //! `/healthz` and `/readyz`; [`systemd`] speaks sd_notify. [`sim`] is the simulated cluster and the
 //! scenario runner behind `simulate` and `demo`.
 
+pub mod backoff;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -22,4 +23,5 @@ pub mod session;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod systemd;
+pub mod tasks;
 pub mod telemetry;

@@ -229,7 +229,7 @@ impl Session {
 
     pub(super) async fn roll_back(&mut self, reason: Reason, message: &str) {
         let r = self.r.clone();
-        let _rolling_back = self.ctx.metrics.rolling_back();
+        let _rolling_back = self.rolling_back();
         if self.cfg.mode == Mode::DryRun {
             warn!(%reason, message, "would roll back (dry run)");
             self.r.state.outcome = Some(Outcome::WouldRollBack);
@@ -263,7 +263,9 @@ impl Session {
         let started = Instant::now();
         let timer = self.ctx.metrics.rollback_timer();
         let mut conflicts = 0;
-        let mut backoff = Duration::from_millis(200);
+        let mut backoffs =
+            crate::backoff::Policy::new(Duration::from_millis(200), Duration::from_secs(5)).start();
+        let mut backoff = backoffs.next_wait();
         let mut paged_retry = false;
         let deadline = config::deadline(Instant::now(), self.cfg.watch.rollout_timeout);
         let result = loop {
@@ -318,7 +320,7 @@ impl Session {
                 _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = backoffs.next_wait();
         };
         drop(timer);
         match result {

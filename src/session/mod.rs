@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::pods::PodRecord;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info};
+use tracing::info;
 
-use crate::cluster::caches::{Caches, Subscription};
+use crate::cluster::caches::{self, Caches, SetRecord, Subscription};
 use crate::cluster::record::{Outcome, Recorder, RolloutState};
 use crate::cluster::{pods, rollout};
 use crate::config::Config;
@@ -26,6 +26,9 @@ use crate::probes::sampler::{Member, Sampler};
 
 mod actions;
 mod records;
+mod supervised;
+
+pub use supervised::Supervised;
 
 /// What every session shares.
 pub struct Context {
@@ -40,6 +43,10 @@ pub struct Context {
     pub caches: Caches,
     /// The providers' shared round, when any provider is configured.
     pub sampler: Option<Sampler>,
+    /// Every task the daemon runs: sessions are supervised, Events' retries tracked.
+    pub tasks: crate::tasks::Tasks,
+    /// One token per rollback being sent or verified: a drain waits for them.
+    pub rollbacks: tokio_util::task::TaskTracker,
 }
 
 /// Why the detector ended a session early.
@@ -101,7 +108,8 @@ pub struct Before {
     pub images: Vec<(String, String)>,
 }
 
-/// Spawns a session for `deployment`'s current revision.
+/// Spawns a session for `deployment`'s current revision, supervised: a session that panics is
+/// restarted from the state recorded on the Deployment ([`Supervised`]).
 pub fn spawn(
     ctx: Arc<Context>,
     deployment: Arc<Deployment>,
@@ -109,9 +117,53 @@ pub fn spawn(
     start: Start,
     shutdown: CancellationToken,
 ) -> Handle {
+    let tasks = ctx.tasks.clone();
+    let (handle, session) = supervised(ctx, deployment, before, start, shutdown.clone());
+    tasks.supervise(crate::tasks::Task::Session, session, shutdown);
+    handle
+}
+
+/// A session for `deployment`'s current revision, not started: the detector's handle, and the
+/// task that runs it (and runs it again after a panic) under [`crate::tasks::Tasks::supervise`].
+pub fn supervised(
+    ctx: Arc<Context>,
+    deployment: Arc<Deployment>,
+    before: Before,
+    start: Start,
+    shutdown: CancellationToken,
+) -> (Handle, Supervised) {
     let revision = rollout::revision(deployment.annotations()).unwrap_or(0);
     let (updates, updates_rx) = watch::channel(deployment.clone());
     let (end, end_rx) = watch::channel(None);
+    let handle = Handle {
+        revision,
+        updates,
+        end,
+    };
+    let session = Supervised {
+        ctx,
+        deployment,
+        revision,
+        before,
+        start,
+        updates: updates_rx,
+        end: end_rx,
+        shutdown,
+    };
+    (handle, session)
+}
+
+/// One run of a session: built afresh from `start` for each run.
+fn build(
+    ctx: Arc<Context>,
+    deployment: Arc<Deployment>,
+    before: &Before,
+    start: &Start,
+    updates_rx: watch::Receiver<Arc<Deployment>>,
+    end_rx: watch::Receiver<Option<EndCause>>,
+    shutdown: CancellationToken,
+) -> (Session, tracing::Span) {
+    let revision = rollout::revision(deployment.annotations()).unwrap_or(0);
     let namespace = deployment.namespace().unwrap_or_default();
     let name = deployment.name_any();
     let (cfg, bad) =
@@ -122,7 +174,7 @@ pub fn spawn(
             Err(bad) => (ctx.config.clone(), bad),
         };
     let state = match start {
-        Start::Resume(ref s) => s.clone(),
+        Start::Resume(s) => s.clone(),
         Start::Fresh => RolloutState {
             revision,
             from_version: before.version.clone(),
@@ -156,7 +208,7 @@ pub fn spawn(
     {
         policy.failures_before_rollback = n.get();
     }
-    let change = change_note(&deployment, &cfg, &before);
+    let change = change_note(&deployment, &cfg, before);
     let session = Session {
         change,
         probes: ctx.probes.reconfigured(&cfg),
@@ -170,14 +222,9 @@ pub fn spawn(
         updates: updates_rx,
         end: end_rx,
         shutdown,
-        resumed: start != Start::Fresh,
+        resumed: *start != Start::Fresh,
     };
-    tokio::spawn(session.run().instrument(span));
-    Handle {
-        revision,
-        updates,
-        end,
-    }
+    (session, span)
 }
 
 struct Session {
@@ -268,7 +315,7 @@ impl Session {
         }
         if self.r.state.outcome == Some(Outcome::RolledBack) {
             // Resumed after the rollback was sent: only the verification is left.
-            let _rolling_back = self.ctx.metrics.rolling_back();
+            let _rolling_back = self.rolling_back();
             self.verify(self.r.state.rollback_fingerprint.clone()).await;
             return;
         }
@@ -297,6 +344,7 @@ impl Session {
         let mut ticks = tokio::time::interval(self.cfg.watch.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut round: Option<futures::future::BoxFuture<'static, judge::ProbeRound>> = None;
+        let mut template = rollout::TemplateKeyOf::default();
         loop {
             let probes = tokio::select! {
                 biased;
@@ -346,7 +394,7 @@ impl Session {
                 }
                 _ = caches.changed.notified() => None,
             };
-            let obs = self.observe(&caches, probes);
+            let obs = self.observe(&caches, probes, &mut template);
             let was_complete = judge.complete_at().is_some();
             let verdict = judge.observe(&obs);
             if !was_complete && let Some(at) = judge.complete_at() {
@@ -371,6 +419,17 @@ impl Session {
         }
     }
 
+    /// Counts a rollback in progress (the metric, and the token a drain waits for) until the
+    /// guard drops.
+    fn rolling_back(
+        &self,
+    ) -> (
+        crate::telemetry::GaugeGuard,
+        tokio_util::task::task_tracker::TaskTrackerToken,
+    ) {
+        (self.ctx.metrics.rolling_back(), self.ctx.rollbacks.token())
+    }
+
     fn since_detection(&self, t: jiff::Timestamp) -> Duration {
         let d = t.duration_since(self.r.state.detected_at);
         Duration::try_from(d).unwrap_or_default()
@@ -386,18 +445,22 @@ impl Session {
             && self.cfg.judge.sample_window == daemon.judge.sample_window
     }
 
-    fn observe(&self, caches: &Subscription, probes: Option<judge::ProbeRound>) -> Observation {
+    fn observe(
+        &self,
+        caches: &Subscription,
+        probes: Option<judge::ProbeRound>,
+        template: &mut rollout::TemplateKeyOf,
+    ) -> Observation {
         let deployment = self.updates.borrow().clone();
         let now = jiff::Timestamp::now();
-        let sets: Vec<Arc<ReplicaSet>> = deployment
+        // The index answers by controller UID: these are the ones `rollout::owned` would keep.
+        let sets: Vec<Arc<SetRecord>> = deployment
             .metadata
             .uid
             .as_deref()
             .map(|uid| caches.replica_sets_of(uid))
             .unwrap_or_default();
-        // The index answers by controller UID: these are the ones `rollout::owned` would keep.
-        let owned: Vec<&ReplicaSet> = sets.iter().map(|s| s.as_ref()).collect();
-        let new_set = rollout::new_replica_set(&deployment, &owned);
+        let new_set = caches::new_replica_set(template.get(&deployment), &sets).map(|s| &s.set);
         let pods: Vec<Arc<PodRecord>> = new_set.map(|rs| caches.pods_of(rs)).unwrap_or_default();
         let new_pods: Vec<&PodRecord> = pods.iter().map(|p| p.as_ref()).collect();
         Observation {
