@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
@@ -99,20 +98,19 @@ pub async fn run(config_path: &Path, kubeconfig: Option<&Path>) -> u8 {
         }
     };
     let status = daemon::Status::default().with_metrics(metrics.clone());
-    let draining = Arc::new(AtomicBool::new(false));
-    let (drain, stop, stop_server) = (
-        CancellationToken::new(),
-        CancellationToken::new(),
-        CancellationToken::new(),
-    );
+    // One root token stops everything. A signal cancels `drain` (`/readyz` turns false); the
+    // daemon's `stop` follows once the rollbacks in flight are done; the server stops last.
+    let root = CancellationToken::new();
+    let drain = root.child_token();
+    let stop = root.child_token();
     tokio::spawn(signals(drain.clone()));
     info!(version = env!("CARGO_PKG_VERSION"), listen = %server.local_addr(), "starting");
     let endpoints = Endpoints {
         registry,
         status: status.clone(),
-        draining: draining.clone(),
+        draining: drain.clone(),
     };
-    let server = tokio::spawn(server.serve(endpoints, stop_server.clone()));
+    let server = tokio::spawn(server.serve(endpoints, root.clone()));
     let notify = Notify::from_env();
     tokio::spawn(systemd_notifications(
         notify.clone(),
@@ -120,19 +118,23 @@ pub async fn run(config_path: &Path, kubeconfig: Option<&Path>) -> u8 {
         stop.clone(),
     ));
 
-    let mut daemon = tokio::spawn(daemon::run(config, secrets, client, stop.clone(), status));
+    let mut daemon = tokio::spawn(daemon::run(
+        config,
+        secrets,
+        client,
+        stop.clone(),
+        status.clone(),
+    ));
     let result = tokio::select! {
         r = &mut daemon => r,
         _ = drain.cancelled() => {
-            draining.store(true, Ordering::SeqCst);
             notify.send("STOPPING=1");
-            finish_rollbacks(&metrics).await;
+            finish_rollbacks(&status).await;
             stop.cancel();
             (&mut daemon).await
         }
     };
-    stop.cancel();
-    stop_server.cancel();
+    root.cancel();
     match server.await {
         Ok(Err(e)) => error!(error = %e, "metrics server"),
         Err(e) => error!(error = %e, "metrics server task"),
@@ -178,23 +180,20 @@ const DRAIN_BOUND: Duration = Duration::from_secs(25);
 
 /// Waits until no rollback is being sent or verified, at most [`DRAIN_BOUND`]. A verification
 /// cut short is resumed by the next process from the state recorded on the Deployment.
-async fn finish_rollbacks(metrics: &Metrics) {
-    let deadline = tokio::time::Instant::now() + DRAIN_BOUND;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        let n = metrics.rollbacks_in_progress();
-        if n == 0 {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            warn!(
-                rollbacks = n,
-                "drain bound reached with rollbacks in flight; the next process resumes them"
-            );
-            return;
-        }
-        info!(rollbacks = n, "draining: waiting for rollbacks in flight");
-        tick.tick().await;
+async fn finish_rollbacks(status: &daemon::Status) {
+    let n = status.rollbacks_in_flight();
+    if n == 0 {
+        return;
+    }
+    info!(rollbacks = n, "draining: waiting for rollbacks in flight");
+    if tokio::time::timeout(DRAIN_BOUND, status.rollbacks_done())
+        .await
+        .is_err()
+    {
+        warn!(
+            rollbacks = status.rollbacks_in_flight(),
+            "drain bound reached with rollbacks in flight; the next process resumes them"
+        );
     }
 }
 

@@ -26,6 +26,7 @@ use crate::phase::Phase;
 use crate::probes::Probes;
 use crate::probes::sampler::Sampler;
 use crate::session::{self, Context, EndCause, Handle, Start};
+use crate::tasks::{Task, Tasks};
 use crate::telemetry::{Metrics, MetricsError};
 
 /// What the outside sees of a running daemon.
@@ -35,6 +36,8 @@ pub struct Status {
     /// The leader Lease can never be had (refused by RBAC, no such namespace).
     cannot_lead: Arc<AtomicBool>,
     metrics: Option<Arc<Metrics>>,
+    /// One token per rollback being sent or verified.
+    rollbacks: tokio_util::task::TaskTracker,
 }
 
 impl Status {
@@ -53,6 +56,19 @@ impl Status {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Status {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Rollbacks being sent or verified now.
+    pub fn rollbacks_in_flight(&self) -> usize {
+        self.rollbacks.len()
+    }
+
+    /// Returns once no rollback is being sent or verified; rollbacks may still start meanwhile
+    /// (a drain stops the daemon after this).
+    pub async fn rollbacks_done(&self) {
+        self.rollbacks.close();
+        self.rollbacks.wait().await;
+        self.rollbacks.reopen();
     }
 }
 
@@ -85,7 +101,11 @@ struct Known {
     session: Option<Handle>,
 }
 
-/// Runs until `shutdown`.
+/// How long a stopping daemon waits for its tasks (a leader releasing its Lease, Events being
+/// written) before it returns anyway.
+const STOP_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs until `shutdown`; then waits, a bounded time, for every task it started to end.
 pub async fn run(
     config: Config,
     secrets: Secrets,
@@ -97,6 +117,29 @@ pub async fn run(
         Some(m) => m,
         None => Arc::new(Metrics::register(&prometheus::Registry::new())?),
     };
+    let tasks = Tasks::new(metrics.clone());
+    let result = detect(config, secrets, client, shutdown, status, metrics, &tasks).await;
+    if tokio::time::timeout(STOP_BOUND, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            tasks = tasks.len(),
+            "tasks still running after the stop bound; stopping anyway"
+        );
+    }
+    result
+}
+
+async fn detect(
+    config: Config,
+    secrets: Secrets,
+    client: Client,
+    shutdown: CancellationToken,
+    status: Status,
+    metrics: Arc<Metrics>,
+    tasks: &Tasks,
+) -> Result<(), DaemonError> {
     let notifier = Notifier::start(&config, &secrets, metrics.clone(), shutdown.clone());
     let identity = identity(&config);
     let probes = Probes::new(&config, &secrets).with_metrics(metrics.clone());
@@ -118,6 +161,8 @@ pub async fn run(
         caches: Caches::new(client.clone(), metrics.clone()),
         sampler,
         metrics,
+        tasks: tasks.clone(),
+        rollbacks: status.rollbacks.clone(),
     });
 
     // Without an election this process leads from the start.
@@ -134,13 +179,16 @@ pub async fn run(
             retry_period: le.retry_period,
         };
         info!(%identity, lease = %le.lease_name, %namespace, "standing for leader");
-        tokio::spawn(leader::run(
-            Api::namespaced(client.clone(), &namespace),
-            election,
-            leading_tx,
-            leader::ElectionHealth::new(ctx.metrics.clone(), status.cannot_lead.clone()),
-            shutdown.clone(),
-        ));
+        tasks.spawn(
+            Task::Leader,
+            leader::run(
+                Api::namespaced(client.clone(), &namespace),
+                election,
+                leading_tx,
+                leader::ElectionHealth::new(ctx.metrics.clone(), status.cannot_lead.clone()),
+                shutdown.clone(),
+            ),
+        );
     }
 
     let cfg = watcher::Config::default().labels(&config.watch.selector);
@@ -498,7 +546,7 @@ impl Detector {
         };
         let recorder = self.ctx.recorder.clone();
         let reference = crate::cluster::record::reference(d);
-        tokio::spawn(async move {
+        self.ctx.tasks.spawn(Task::Record, async move {
             if let Err(e) = recorder.event(&reference, &decision).await {
                 warn!(error = %e, "event not recorded");
             }
@@ -535,7 +583,11 @@ fn unrecorded_rollout_in_progress(
 
 /// A watch left open by a previous process, for the Deployment's current revision: resumed in
 /// its recorded phase.
-fn resumable(d: &Deployment, revision: i64, state: Option<&RolloutState>) -> Option<Start> {
+pub(crate) fn resumable(
+    d: &Deployment,
+    revision: i64,
+    state: Option<&RolloutState>,
+) -> Option<Start> {
     let state = state?;
     let resume = match &state.phase {
         // Decided, but the page may not have reached PagerDuty before the process stopped.

@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod baseline;
+pub mod backoff;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -27,4 +28,5 @@ pub mod session;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod systemd;
+pub mod tasks;
 pub mod telemetry;

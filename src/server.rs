@@ -3,8 +3,6 @@
 //! draining). One small server, serving until its `CancellationToken` is cancelled.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -36,8 +34,8 @@ pub enum ServerError {
 pub struct Endpoints {
     pub registry: Registry,
     pub status: Status,
-    /// Set when shutdown begins: `/readyz` turns false.
-    pub draining: Arc<AtomicBool>,
+    /// Cancelled when shutdown begins: `/readyz` turns false.
+    pub draining: CancellationToken,
 }
 
 impl Endpoints {
@@ -51,7 +49,7 @@ impl Endpoints {
     }
 
     fn ready(&self) -> bool {
-        self.status.ready() && !self.draining.load(Ordering::SeqCst)
+        self.status.ready() && !self.draining.is_cancelled()
     }
 }
 
@@ -106,7 +104,7 @@ async fn healthz() -> &'static str {
 async fn readyz(State(e): State<Endpoints>) -> impl IntoResponse {
     if e.ready() {
         (StatusCode::OK, "ready\n")
-    } else if e.draining.load(Ordering::SeqCst) {
+    } else if e.draining.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else {
         (
@@ -136,7 +134,7 @@ mod tests {
         let metrics = crate::telemetry::Metrics::register(&registry).unwrap();
         metrics.detected();
         let status = Status::default();
-        let draining = Arc::new(AtomicBool::new(false));
+        let draining = CancellationToken::new();
         let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .unwrap();
@@ -155,7 +153,7 @@ mod tests {
         assert_eq!(get(addr, "/readyz").await.0, 503);
         status.set_ready();
         assert_eq!(get(addr, "/readyz").await.0, 200);
-        draining.store(true, Ordering::SeqCst);
+        draining.cancel();
         assert_eq!(get(addr, "/readyz").await, (503, "draining\n".into()));
         let (code, body) = get(addr, "/metrics").await;
         assert_eq!(code, 200);

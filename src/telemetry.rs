@@ -67,6 +67,7 @@ pub struct Metrics {
     notifications: IntCounterVec,
     watch_restarts: IntCounterVec,
     leader_election_failures: IntCounterVec,
+    task_panics: IntCounterVec,
     build_info: IntGaugeVec,
     gitops_paused: IntGaugeVec,
 }
@@ -226,6 +227,17 @@ impl Metrics {
                     &["operation", "category"],
                 ),
             )?,
+            task_panics: add(
+                r,
+                "task_panics_total",
+                IntCounterVec::new(
+                    opts(
+                        "task_panics_total",
+                        "Tasks that panicked, by task (session, record, leader, page). A session that panics is restarted from the state recorded on its Deployment.",
+                    ),
+                    &["task"],
+                ),
+            )?,
             build_info: add(
                 r,
                 "build_info",
@@ -345,6 +357,11 @@ impl Metrics {
     /// A watch failed and restarts with backoff (`deployments`, `replicasets`, `pods`).
     pub fn watch_restart(&self, kind: &str) {
         self.watch_restarts.with_label_values(&[kind]).inc();
+    }
+
+    /// A task panicked (`task`: a [`crate::tasks::Task`] name).
+    pub fn task_panic(&self, task: &str) {
+        self.task_panics.with_label_values(&[task]).inc();
     }
 
     /// A failed leader-election attempt (`operation`: acquire or renew).

@@ -1,7 +1,8 @@
 //! ReplicaSets and Pods of the namespaces where rollouts are watched: one pair of watches per
 //! namespace, shared by every rollout watched there, started by the first and stopped with the
 //! last. Objects are kept stripped to what the judge reads: ReplicaSets without managedFields or
-//! status, pods as a [`PodRecord`].
+//! status and with their template's key instead of the template ([`SetRecord`]), pods as a
+//! [`PodRecord`].
 //!
 //! Objects are indexed by their controller's UID, so a session reads its Deployment's
 //! ReplicaSets and its new ReplicaSet's pods without scanning the namespace, and a change wakes
@@ -56,14 +57,46 @@ trait Indexed {
     fn owner(&self) -> Option<&str>;
 }
 
-impl Indexed for ReplicaSet {
+/// A ReplicaSet as the index keeps it: stripped, its pod template replaced by the template's
+/// key ([`super::rollout::template_key`]), computed once here rather than on every wake of
+/// every session that looks for its Deployment's new ReplicaSet.
+#[derive(Debug, Clone)]
+pub struct SetRecord {
+    /// The ReplicaSet without its template.
+    pub set: ReplicaSet,
+    /// The key of its template; `None` without one.
+    pub template: Option<u64>,
+}
+
+impl From<ReplicaSet> for SetRecord {
+    fn from(mut set: ReplicaSet) -> SetRecord {
+        let template = set
+            .spec
+            .as_mut()
+            .and_then(|s| s.template.take())
+            .map(|t| super::rollout::template_key(&t));
+        SetRecord { set, template }
+    }
+}
+
+impl Indexed for SetRecord {
     fn name(&self) -> &str {
-        self.metadata.name.as_deref().unwrap_or_default()
+        self.set.metadata.name.as_deref().unwrap_or_default()
     }
 
     fn owner(&self) -> Option<&str> {
-        controller_uid(self)
+        controller_uid(&self.set)
     }
+}
+
+/// The ReplicaSet among `sets` whose template is the Deployment's (`template`, its key): the
+/// oldest, as the controller picks ([`super::rollout::new_replica_set`] on full objects).
+pub fn new_replica_set(template: Option<u64>, sets: &[Arc<SetRecord>]) -> Option<&SetRecord> {
+    let template = template?;
+    sets.iter()
+        .map(Arc::as_ref)
+        .filter(|s| s.template == Some(template))
+        .min_by_key(|s| s.set.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
 impl Indexed for PodRecord {
@@ -159,7 +192,7 @@ fn read<K>(index: &Shared<K>) -> std::sync::RwLockReadGuard<'_, OwnerIndex<K>> {
 
 /// One namespace's ReplicaSets and Pods, and who to wake on a change.
 struct Namespace {
-    sets: Shared<ReplicaSet>,
+    sets: Shared<SetRecord>,
     pods: Shared<PodRecord>,
     subscribers: Arc<Subscribers>,
     /// Stops both watches when the last subscription is dropped.
@@ -202,7 +235,7 @@ pub struct Subscription {
 
 impl Subscription {
     /// The ReplicaSets whose controller is the object with `uid` (the Deployment).
-    pub fn replica_sets_of(&self, uid: &str) -> Vec<Arc<ReplicaSet>> {
+    pub fn replica_sets_of(&self, uid: &str) -> Vec<Arc<SetRecord>> {
         read(&self.namespace.sets).owned_by(uid)
     }
 
@@ -273,7 +306,7 @@ impl Caches {
     fn start(&self, namespace: &str) -> Namespace {
         let stop = CancellationToken::new();
         let subscribers = Arc::new(Subscribers::default());
-        let sets: Shared<ReplicaSet> = Arc::default();
+        let sets: Shared<SetRecord> = Arc::default();
         let pods: Shared<PodRecord> = Arc::default();
         let span = tracing::info_span!("namespace_watch", %namespace);
         // A pod's owner is found through its ReplicaSet, so the pod task reads the set index.
@@ -384,10 +417,10 @@ fn controller_of<K: Resource>(o: &K, kind: &str) -> Option<String> {
 
 /// The Deployment a pod belongs to: its ReplicaSet's controller, else the ReplicaSet's name
 /// less the `-<pod-template-hash>` suffix the Deployment controller gives it.
-fn deployment_of_pod(pod: &Pod, sets: &OwnerIndex<ReplicaSet>) -> Option<String> {
+fn deployment_of_pod(pod: &Pod, sets: &OwnerIndex<SetRecord>) -> Option<String> {
     let rs = controller_of(pod, "ReplicaSet")?;
     if let Some(set) = sets.objects.get(&rs)
-        && let Some(d) = controller_of(set.as_ref(), "Deployment")
+        && let Some(d) = controller_of(&set.set, "Deployment")
     {
         return Some(d);
     }
@@ -410,8 +443,8 @@ pub fn strip_deployment(d: &mut k8s_openapi::api::apps::v1::Deployment) {
     strip_meta(&mut d.metadata);
 }
 
-/// The judge reads a ReplicaSet's owner, labels, creation time and template; its status and
-/// annotations are the Deployment's business.
+/// The judge reads a ReplicaSet's owner, labels, creation time and template (kept as its key,
+/// [`SetRecord`]); its status and annotations are the Deployment's business.
 fn strip_replica_set(rs: &mut ReplicaSet) {
     strip_meta(&mut rs.metadata);
     rs.metadata.annotations = None;
@@ -446,7 +479,7 @@ mod tests {
 
     #[test]
     fn a_pod_belongs_to_the_deployment_its_replica_set_names_in_its_suffix() {
-        let sets = OwnerIndex::<ReplicaSet>::default();
+        let sets = OwnerIndex::<SetRecord>::default();
         assert_eq!(
             deployment_of_pod(&pod("web-api-5d8f7c", "5d8f7c"), &sets).as_deref(),
             Some("web-api")
@@ -457,7 +490,7 @@ mod tests {
 
     #[test]
     fn a_pod_belongs_to_the_controller_of_its_replica_set_when_the_set_is_known() {
-        let mut sets = OwnerIndex::<ReplicaSet>::default();
+        let mut sets = OwnerIndex::<SetRecord>::default();
         let mut rs = ReplicaSet::default();
         rs.metadata.name = Some("custom-name".into());
         rs.metadata.namespace = Some("prod".into());

@@ -340,3 +340,6 @@ async fn release(api: &Api<Lease>, e: &Election) {
         _ => warn!(identity = %e.identity, "lease not released; it will expire"),
     }
 }
+
+#[cfg(test)]
+mod tests;

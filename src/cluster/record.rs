@@ -115,6 +115,8 @@ pub enum EventReason {
     RollbackVerified,
     RollbackUndone,
     PageRejected,
+    /// A session stopped on an internal error; it resumes from the recorded state.
+    SessionPanicked,
     /// A GitOps owner's sync was paused before the rollback.
     GitOpsPaused,
     /// The owner named on the Deployment does not re-apply it (no automated sync, suspended).
@@ -151,6 +153,7 @@ impl EventReason {
             EventReason::RollbackVerified => "RollbackVerified",
             EventReason::RollbackUndone => "RollbackUndone",
             EventReason::PageRejected => "PageRejected",
+            EventReason::SessionPanicked => "SessionPanicked",
             EventReason::GitOpsPaused => "GitOpsPaused",
             EventReason::GitOpsOwnerInactive => "GitOpsOwnerInactive",
             EventReason::GitOpsNotRolledBack => "GitOpsNotRolledBack",
@@ -193,6 +196,8 @@ pub enum EventAction {
     Ignore,
     /// Pausing or resuming a GitOps owner's sync.
     GitOps,
+    /// Restarting a session.
+    Restart,
 }
 
 impl EventAction {
@@ -208,6 +213,7 @@ impl EventAction {
             EventAction::Verify => "Verify",
             EventAction::Ignore => "Ignore",
             EventAction::GitOps => "GitOps",
+            EventAction::Restart => "Restart",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! revisions, the new ReplicaSet, progress, the deployed version.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -84,6 +85,13 @@ fn prune_empty(v: serde_json::Value) -> serde_json::Value {
 /// A stable fingerprint of a template, ignoring the hash label: recognises our own rollback
 /// after a restart without listing ReplicaSets.
 pub fn template_fingerprint(t: &PodTemplateSpec) -> String {
+    format!("{:016x}", template_key(t))
+}
+
+/// [`template_fingerprint`] as a number: two templates [`equal_ignore_hash`] have the same key.
+/// Computed once when a ReplicaSet or a Deployment comes in, so finding a Deployment's new
+/// ReplicaSet compares numbers instead of serialising both templates on every wake.
+pub fn template_key(t: &PodTemplateSpec) -> u64 {
     let canonical = strip_hash(t).to_string();
     // FNV-1a 64: stable across processes and versions, unlike std's hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -91,7 +99,25 @@ pub fn template_fingerprint(t: &PodTemplateSpec) -> String {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{h:016x}")
+    h
+}
+
+/// The key of a Deployment's template, computed once per object the session is given.
+#[derive(Default)]
+pub struct TemplateKeyOf {
+    of: Option<Arc<Deployment>>,
+    key: Option<u64>,
+}
+
+impl TemplateKeyOf {
+    /// `d`'s template key; recomputed only when `d` is another object than last time.
+    pub fn get(&mut self, d: &Arc<Deployment>) -> Option<u64> {
+        if !self.of.as_ref().is_some_and(|of| Arc::ptr_eq(of, d)) {
+            self.key = d.spec.as_ref().map(|s| template_key(&s.template));
+            self.of = Some(d.clone());
+        }
+        self.key
+    }
 }
 
 /// Whether the Deployment's template is the one with `fingerprint` (e.g. the one a rollback

@@ -270,7 +270,7 @@ impl Session {
         let r = self.r.clone();
         let message = r.state.detail.clone().unwrap_or_else(|| reason.to_string());
         let message = message.as_str();
-        let _rolling_back = self.ctx.metrics.rolling_back();
+        let _rolling_back = self.rolling_back();
         let Some(paused) = self.gitops_before_undo(reason, message).await else {
             return true;
         };
@@ -294,7 +294,9 @@ impl Session {
         let started = Instant::now();
         let timer = self.ctx.metrics.rollback_timer();
         let mut conflicts = 0;
-        let mut backoff = Duration::from_millis(200);
+        let mut backoffs =
+            crate::backoff::Policy::new(Duration::from_millis(200), Duration::from_secs(5)).start();
+        let mut backoff = backoffs.next_wait();
         let mut paged_retry = false;
         let deadline = config::deadline(Instant::now(), self.cfg.watch.rollout_timeout);
         let result = loop {
@@ -355,7 +357,7 @@ impl Session {
                 _ = self.shutdown.cancelled() => return false,
                 _ = tokio::time::sleep(backoff) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = backoffs.next_wait();
         };
         drop(timer);
         match result {
@@ -486,7 +488,7 @@ impl Session {
     /// The `Verifying` phase: watches the rollback to completion and checks the version health
     /// reports. Returns `false` when stopped.
     pub(super) async fn verify(&mut self) -> bool {
-        let _rolling_back = self.ctx.metrics.rolling_back();
+        let _rolling_back = self.rolling_back();
         let fingerprint = self.r.state.rollback_fingerprint.clone();
         let deadline = config::deadline(Instant::now(), self.cfg.watch.rollout_timeout);
         let expected = self.r.state.from_version.clone();

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cluster::pods::PodRecord;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info};
+use tracing::{error, info};
 
-use crate::cluster::caches::{Caches, Subscription};
+use crate::cluster::caches::{self, Caches, SetRecord, Subscription};
 use crate::cluster::record::{Outcome, Recorder, RolloutState};
 use crate::cluster::{pods, rollout};
 use crate::config::Config;
@@ -29,6 +29,9 @@ mod actions;
 mod clock;
 mod gitops;
 mod records;
+mod supervised;
+
+pub use supervised::Supervised;
 
 /// What every session shares.
 pub struct Context {
@@ -43,6 +46,10 @@ pub struct Context {
     pub caches: Caches,
     /// The providers' shared round, when any provider is configured.
     pub sampler: Option<Sampler>,
+    /// Every task the daemon runs: sessions are supervised, Events' retries tracked.
+    pub tasks: crate::tasks::Tasks,
+    /// One token per rollback being sent or verified: a drain waits for them.
+    pub rollbacks: tokio_util::task::TaskTracker,
 }
 
 /// Why the detector ended a session early.
@@ -104,7 +111,8 @@ pub struct Before {
     pub images: Vec<(String, String)>,
 }
 
-/// Spawns a session for `deployment`'s current revision.
+/// Spawns a session for `deployment`'s current revision, supervised: a session that panics is
+/// restarted from the state recorded on the Deployment ([`Supervised`]).
 pub fn spawn(
     ctx: Arc<Context>,
     deployment: Arc<Deployment>,
@@ -112,9 +120,53 @@ pub fn spawn(
     start: Start,
     shutdown: CancellationToken,
 ) -> Handle {
+    let tasks = ctx.tasks.clone();
+    let (handle, session) = supervised(ctx, deployment, before, start, shutdown.clone());
+    tasks.supervise(crate::tasks::Task::Session, session, shutdown);
+    handle
+}
+
+/// A session for `deployment`'s current revision, not started: the detector's handle, and the
+/// task that runs it (and runs it again after a panic) under [`crate::tasks::Tasks::supervise`].
+pub fn supervised(
+    ctx: Arc<Context>,
+    deployment: Arc<Deployment>,
+    before: Before,
+    start: Start,
+    shutdown: CancellationToken,
+) -> (Handle, Supervised) {
     let revision = rollout::revision(deployment.annotations()).unwrap_or(0);
     let (updates, updates_rx) = watch::channel(deployment.clone());
     let (end, end_rx) = watch::channel(None);
+    let handle = Handle {
+        revision,
+        updates,
+        end,
+    };
+    let session = Supervised {
+        ctx,
+        deployment,
+        revision,
+        before,
+        start,
+        updates: updates_rx,
+        end: end_rx,
+        shutdown,
+    };
+    (handle, session)
+}
+
+/// One run of a session: built afresh from `start` for each run.
+fn build(
+    ctx: Arc<Context>,
+    deployment: Arc<Deployment>,
+    before: &Before,
+    start: &Start,
+    updates_rx: watch::Receiver<Arc<Deployment>>,
+    end_rx: watch::Receiver<Option<EndCause>>,
+    shutdown: CancellationToken,
+) -> (Session, tracing::Span) {
+    let revision = rollout::revision(deployment.annotations()).unwrap_or(0);
     let namespace = deployment.namespace().unwrap_or_default();
     let name = deployment.name_any();
     let (cfg, bad) =
@@ -125,7 +177,7 @@ pub fn spawn(
             Err(bad) => (ctx.config.clone(), bad),
         };
     let state = match start {
-        Start::Resume(ref s) => RolloutState::clone(s),
+        Start::Resume(s) => RolloutState::clone(s),
         Start::Fresh => RolloutState::detected(
             revision,
             before.version.clone(),
@@ -152,7 +204,7 @@ pub fn spawn(
     {
         policy.failures_before_rollback = n.get();
     }
-    let change = change_note(&deployment, &cfg, &before);
+    let change = change_note(&deployment, &cfg, before);
     let cfg_pod_grace = cfg.watch.pod_grace;
     let session = Session {
         change,
@@ -168,16 +220,11 @@ pub fn spawn(
         updates: updates_rx,
         end: end_rx,
         shutdown,
-        resumed: start != Start::Fresh,
+        resumed: *start != Start::Fresh,
         judge_offset: Duration::ZERO,
         clock: clock::Clock::start(),
     };
-    tokio::spawn(session.run().instrument(span));
-    Handle {
-        revision,
-        updates,
-        end,
-    }
+    (session, span)
 }
 
 struct Session {
@@ -369,6 +416,7 @@ impl Session {
         let mut ticks = tokio::time::interval(self.cfg.watch.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut round: Option<futures::future::BoxFuture<'static, judge::ProbeRound>> = None;
+        let mut template = rollout::TemplateKeyOf::default();
         loop {
             let probes = tokio::select! {
                 biased;
@@ -419,7 +467,7 @@ impl Session {
                 _ = caches.changed.notified() => None,
             };
             self.follow_pause().await;
-            let obs = self.observe(&caches, probes);
+            let obs = self.observe(&caches, probes, &mut template);
             let was_complete = judge.complete_at().is_some();
             let verdict = judge.observe(&obs);
             if !was_complete && let Some(at) = judge.complete_at() {
@@ -475,6 +523,17 @@ impl Session {
         }
     }
 
+    /// Counts a rollback in progress (the metric, and the token a drain waits for) until the
+    /// guard drops.
+    fn rolling_back(
+        &self,
+    ) -> (
+        crate::telemetry::GaugeGuard,
+        tokio_util::task::task_tracker::TaskTrackerToken,
+    ) {
+        (self.ctx.metrics.rolling_back(), self.ctx.rollbacks.token())
+    }
+
     fn since_detection(&self, t: jiff::Timestamp) -> Duration {
         let d = t.duration_since(self.r.state.detected_at);
         Duration::try_from(d).unwrap_or_default()
@@ -490,18 +549,22 @@ impl Session {
             && self.cfg.judge.sample_window == daemon.judge.sample_window
     }
 
-    fn observe(&self, caches: &Subscription, probes: Option<judge::ProbeRound>) -> Observation {
+    fn observe(
+        &self,
+        caches: &Subscription,
+        probes: Option<judge::ProbeRound>,
+        template: &mut rollout::TemplateKeyOf,
+    ) -> Observation {
         let deployment = self.updates.borrow().clone();
         let now = self.clock.now();
-        let sets: Vec<Arc<ReplicaSet>> = deployment
+        // The index answers by controller UID: these are the ones `rollout::owned` would keep.
+        let sets: Vec<Arc<SetRecord>> = deployment
             .metadata
             .uid
             .as_deref()
             .map(|uid| caches.replica_sets_of(uid))
             .unwrap_or_default();
-        // The index answers by controller UID: these are the ones `rollout::owned` would keep.
-        let owned: Vec<&ReplicaSet> = sets.iter().map(|s| s.as_ref()).collect();
-        let new_set = rollout::new_replica_set(&deployment, &owned);
+        let new_set = caches::new_replica_set(template.get(&deployment), &sets).map(|s| &s.set);
         let pods: Vec<Arc<PodRecord>> = new_set.map(|rs| caches.pods_of(rs)).unwrap_or_default();
         let new_pods: Vec<&PodRecord> = pods.iter().map(|p| p.as_ref()).collect();
         Observation {

@@ -9,6 +9,11 @@ use super::Session;
 use crate::cluster::record::{self, Decision, EventAction, EventReason, Outcome};
 use crate::judge::Reason;
 use crate::notify::{self, PageEvent, Payload, Severity};
+use crate::tasks::Task;
+
+/// Recording how a page ended (its refusal as an Event, its delivery as an annotation).
+const RECEIPT_BACKOFF: crate::backoff::Policy =
+    crate::backoff::Policy::new(Duration::from_millis(500), Duration::from_secs(2));
 
 impl Session {
     /// The rollout's PagerDuty dedup key: its pages, and the `resolve` of a degraded rollout
@@ -89,8 +94,10 @@ impl Session {
                 record::PAGE_DELIVERED_ANNOTATION.to_string(),
                 r.state.revision.to_string(),
             )]);
-            tokio::spawn(
+            self.ctx.tasks.spawn(
+                Task::Record,
                 async move {
+                    let mut backoff = RECEIPT_BACKOFF.start();
                     match receipt.await {
                         Ok(Ok(())) => {}
                         Ok(Err(why)) => {
@@ -107,7 +114,7 @@ impl Session {
                                     Ok(()) => return,
                                     Err(e) => warn!(error = %e, "page refusal not recorded; retrying"),
                                 }
-                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                tokio::time::sleep(backoff.next_wait()).await;
                             }
                             return;
                         }
@@ -119,7 +126,7 @@ impl Session {
                             Ok(()) => return,
                             Err(e) => warn!(error = %e, "page delivery not recorded; retrying"),
                         }
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        tokio::time::sleep(backoff.next_wait()).await;
                     }
                 }
                 .in_current_span(),
@@ -131,7 +138,8 @@ impl Session {
     /// process resumes from.
     pub(super) async fn save_state(&self) {
         let annotations = self.r.state.annotations();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff =
+            crate::backoff::Policy::new(Duration::from_millis(100), Duration::from_secs(1)).start();
         for attempt in 1..=4 {
             match self
                 .ctx
@@ -146,9 +154,8 @@ impl Session {
                 Err(_) => {
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.next_wait()) => {}
                     }
-                    backoff *= 2;
                 }
             }
         }
@@ -199,9 +206,14 @@ impl Session {
         let recorder = self.ctx.recorder.clone();
         let reference = record::reference(&self.updates.borrow());
         let shutdown = self.shutdown.clone();
-        tokio::spawn(
+        self.ctx.tasks.spawn(
+            Task::Record,
             async move {
-                let mut backoff = Duration::from_millis(200);
+                let mut backoff = crate::backoff::Policy::new(
+                    Duration::from_millis(200),
+                    Duration::from_secs(10),
+                )
+                .start();
                 for _ in 0..10 {
                     match recorder.event(&reference, &d).await {
                         Ok(()) => return,
@@ -209,9 +221,8 @@ impl Session {
                     }
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(backoff.next_wait()) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
             .in_current_span(),
