@@ -34,6 +34,8 @@ pub struct Status {
     /// The leader Lease can never be had (refused by RBAC, no such namespace).
     cannot_lead: Arc<AtomicBool>,
     metrics: Option<Arc<Metrics>>,
+    /// The rollouts watched, for the status page.
+    board: crate::status::Board,
 }
 
 impl Status {
@@ -52,6 +54,11 @@ impl Status {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Status {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// The live picture of the rollouts this process watches.
+    pub fn board(&self) -> &crate::status::Board {
+        &self.board
     }
 }
 
@@ -117,6 +124,7 @@ pub async fn run(
         caches: Caches::new(client.clone(), metrics.clone()),
         sampler,
         metrics,
+        board: status.board.clone(),
     });
 
     // Without an election this process leads from the start.

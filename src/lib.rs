@@ -21,5 +21,6 @@ pub mod server;
 pub mod session;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod status;
 pub mod systemd;
 pub mod telemetry;

@@ -25,6 +25,7 @@ use crate::probes::Probes;
 use crate::probes::sampler::{Member, Sampler};
 
 mod actions;
+mod live;
 mod records;
 
 /// What every session shares.
@@ -40,6 +41,8 @@ pub struct Context {
     pub caches: Caches,
     /// The providers' shared round, when any provider is configured.
     pub sampler: Option<Sampler>,
+    /// Where the session publishes its rollout for the status page.
+    pub board: crate::status::Board,
 }
 
 /// Why the detector ended a session early.
@@ -157,7 +160,22 @@ pub fn spawn(
         policy.failures_before_rollback = n.get();
     }
     let change = change_note(&deployment, &cfg, &before);
+    let live = {
+        let mut v = crate::status::view_of_state(&namespace, &name, &r.state);
+        v.threshold = Some(policy.error_rate_threshold);
+        v.window_seconds = Some(policy.window.as_secs());
+        v.gitops_owner = crate::status::gitops_owner(&deployment.metadata);
+        live::Live::start(
+            &ctx.board,
+            v,
+            ctx.recorder.clone(),
+            namespace.clone(),
+            name.clone(),
+            shutdown.clone(),
+        )
+    };
     let session = Session {
+        live,
         change,
         probes: ctx.probes.reconfigured(&cfg),
         policy,
@@ -199,6 +217,8 @@ struct Session {
     end: watch::Receiver<Option<EndCause>>,
     shutdown: CancellationToken,
     resumed: bool,
+    /// Its view on the status board and its live record.
+    live: live::Live,
 }
 
 /// What a rollout changed that its versions alone do not say.
@@ -352,10 +372,17 @@ impl Session {
             if !was_complete && let Some(at) = judge.complete_at() {
                 self.window_started(at).await;
             }
+            let rolling_back = matches!(verdict, Verdict::RollBack { .. });
+            self.live_observed(
+                &caches,
+                obs.probes.as_ref(),
+                judge.complete_at().is_some() && !rolling_back,
+            );
             match verdict {
                 Verdict::Continue => {}
                 Verdict::Page { reason, message } => self.degraded(reason, &message).await,
                 Verdict::RollBack { reason, message } => {
+                    self.quiesce_live().await;
                     self.roll_back(reason, &message).await;
                     return;
                 }

@@ -131,6 +131,7 @@ impl Session {
     /// Writes the state annotation, trying a few times over about a second: it is what a new
     /// process resumes from.
     pub(super) async fn save_state(&self) {
+        self.publish_state();
         let annotations = self.r.state.annotations();
         let mut backoff = Duration::from_millis(100);
         for attempt in 1..=4 {
@@ -165,6 +166,7 @@ impl Session {
         note: String,
     ) {
         info!(outcome = outcome.as_str(), %reason, note, "decision");
+        self.publish_decision(event_reason, warning, outcome, reason, &note);
         // Final outcomes only: a page while degraded, or a rollback sent but not yet verified, is not one.
         if self.r.state.settled || matches!(outcome, Outcome::Superseded | Outcome::Deleted) {
             self.ctx.metrics.outcome(outcome, reason);

@@ -1,0 +1,258 @@
+//! What a session shows while it watches: its view on the status board, and the live record
+//! (each check's latest value) on the Deployment for `status`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug};
+
+use super::Session;
+use crate::cluster::caches::Subscription;
+use crate::cluster::record::{Outcome, Recorder};
+use crate::cluster::rollout;
+use crate::judge::{ProbeRound, Reason};
+use crate::status::live::{Cadence, LIVE_ANNOTATION, Latest, LiveRecord, VERSION};
+use crate::status::{self, PodsView, RatePoint, VerdictView, board};
+
+/// A session's live state.
+pub(super) struct Live {
+    entry: board::Entry,
+    latest: Latest,
+    cadence: Cadence,
+    /// The latest record to write; a task of its own writes it, so a slow API server never
+    /// holds back the watch.
+    record: watch::Sender<Option<LiveRecord>>,
+    /// Held by the writer while it writes: a rollback waits for it (see [`Session::quiesce_live`]).
+    gate: Arc<Mutex<()>>,
+    /// No record is written any more: a rollback is under way.
+    paused: bool,
+}
+
+impl Live {
+    pub(super) fn start(
+        board: &status::Board,
+        view: status::RolloutView,
+        recorder: Recorder,
+        namespace: String,
+        name: String,
+        shutdown: CancellationToken,
+    ) -> Live {
+        let (record, rx) = watch::channel(None);
+        let gate = Arc::new(Mutex::new(()));
+        tokio::spawn(
+            write_records(recorder, namespace, name, rx, gate.clone(), shutdown).in_current_span(),
+        );
+        Live {
+            entry: board.entry(view),
+            latest: Latest::default(),
+            cadence: Cadence::default(),
+            record,
+            gate,
+            paused: false,
+        }
+    }
+}
+
+/// Writes each new record, the latest only; a failed write is retried by the next record or
+/// a few times for the last one.
+async fn write_records(
+    recorder: Recorder,
+    namespace: String,
+    name: String,
+    mut rx: watch::Receiver<Option<LiveRecord>>,
+    gate: Arc<Mutex<()>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+        // The gate first, then the value: a rollback that withdrew the record and took the
+        // gate is never followed by a write of the withdrawn value.
+        let _writing = gate.lock().await;
+        let Some(record) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let json = serde_json::to_string(&record).unwrap_or_default();
+        let annotations = BTreeMap::from([(LIVE_ANNOTATION.to_string(), json)]);
+        for attempt in 0..3 {
+            match recorder.annotate(&namespace, &name, &annotations).await {
+                Ok(()) => break,
+                Err(e) => debug!(error = %e, attempt, "live record not written"),
+            }
+            if rx.has_changed().unwrap_or(false) {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+}
+
+impl Session {
+    /// After each observation: the checks, the chart and the pods on the board, and the live
+    /// record when [`Cadence`] says so.
+    pub(super) fn live_observed(
+        &mut self,
+        caches: &Subscription,
+        round: Option<&ProbeRound>,
+        complete: bool,
+    ) {
+        let now = jiff::Timestamp::now();
+        let at = self.since_detection(now).as_secs_f64();
+        if let Some(round) = round {
+            self.live.latest.update(round, now);
+        }
+        let ratio = round
+            .filter(|r| !r.providers.is_empty())
+            .and_then(|_| self.live.latest.error_ratio(1));
+        let checks = self.live.latest.checks(
+            &self.policy,
+            self.baseline,
+            self.r.state.to_version.as_deref(),
+        );
+        let pods = self.pods_view(caches);
+        let baseline = self.baseline;
+        let checks_at = self.live.latest.at;
+        let state = self.r.state.clone();
+        let live_checks = checks.clone();
+        self.live.entry.update(|v| {
+            v.phase = status::phase_of(&state).to_string();
+            v.window_started_at = state.window_started_at;
+            v.checks = live_checks;
+            v.checks_at = checks_at;
+            v.pods = Some(pods);
+            v.baseline = baseline;
+            if let Some(ratio) = ratio {
+                board::push_point(&mut v.error_rate, RatePoint { t: at, ratio });
+            }
+        });
+        let instant = tokio::time::Instant::now();
+        if complete && self.live.cadence.due(&checks, instant) {
+            self.write_live(checks, instant);
+        }
+    }
+
+    /// Before a rollback: no more live records, and none being written. The rollback's patch
+    /// tests the Deployment's generation, which every annotation change raises.
+    pub(super) async fn quiesce_live(&mut self) {
+        self.live.paused = true;
+        self.live.record.send_replace(None);
+        drop(self.live.gate.lock().await);
+    }
+
+    fn write_live(&mut self, checks: Vec<status::CheckView>, instant: tokio::time::Instant) {
+        if self.live.paused {
+            return;
+        }
+        let record = LiveRecord {
+            version: VERSION,
+            revision: self.r.state.revision,
+            at: self.live.latest.at.unwrap_or_else(jiff::Timestamp::now),
+            window_seconds: self.policy.window.as_secs(),
+            checks: checks.clone(),
+        };
+        self.live.cadence.written(checks, instant);
+        self.live.record.send_replace(Some(record));
+    }
+
+    fn pods_view(&self, caches: &Subscription) -> PodsView {
+        let deployment = self.updates.borrow().clone();
+        let sets = deployment
+            .metadata
+            .uid
+            .as_deref()
+            .map(|uid| caches.replica_sets_of(uid))
+            .unwrap_or_default();
+        let owned: Vec<&k8s_openapi::api::apps::v1::ReplicaSet> =
+            sets.iter().map(|s| s.as_ref()).collect();
+        let new_set = rollout::new_replica_set(&deployment, &owned);
+        let ready = |rs: &k8s_openapi::api::apps::v1::ReplicaSet| {
+            rs.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+        };
+        let new_name = new_set.and_then(|rs| rs.metadata.name.clone());
+        PodsView {
+            new_ready: new_set.map(ready).unwrap_or(0),
+            new_desired: deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1),
+            old_ready: owned
+                .iter()
+                .filter(|rs| rs.metadata.name != new_name)
+                .map(|rs| ready(rs))
+                .sum(),
+            restarts: new_set
+                .map(|rs| {
+                    caches
+                        .pods_of(rs)
+                        .iter()
+                        .flat_map(|p| p.containers.iter().map(|c| c.restarts))
+                        .sum()
+                })
+                .unwrap_or(0),
+        }
+    }
+
+    /// The record changed (a decision, the window, the rollback verified): the board follows.
+    pub(super) fn publish_state(&self) {
+        let state = self.r.state.clone();
+        self.live.entry.update(|v| {
+            v.phase = status::phase_of(&state).to_string();
+            v.window_started_at = state.window_started_at;
+            v.outcome = state.outcome.map(|o| o.as_str().to_string());
+            v.reason = state.reason.map(|r| r.as_str().to_string());
+            v.detail = state.detail.clone();
+        });
+    }
+
+    /// A decision: the board's recent verdicts and the rollout's last action.
+    pub(super) fn publish_decision(
+        &self,
+        event_reason: &str,
+        warning: bool,
+        outcome: Outcome,
+        reason: Reason,
+        note: &str,
+    ) {
+        let now = jiff::Timestamp::now();
+        let settled = self.r.state.settled;
+        self.live.entry.update(|v| {
+            v.last_action = Some(status::ActionView {
+                at: Some(now),
+                reason: event_reason.to_string(),
+                note: note.to_string(),
+                warning,
+            });
+            v.outcome = Some(outcome.as_str().to_string());
+            v.reason = Some(reason.as_str().to_string());
+            if matches!(outcome, Outcome::Superseded | Outcome::Deleted) || settled {
+                v.phase = outcome.as_str().to_string();
+            }
+            if v.detail.is_none() {
+                v.detail = Some(note.to_string());
+            }
+        });
+        self.live.entry.verdict(VerdictView {
+            namespace: self.r.namespace.clone(),
+            name: self.r.name.clone(),
+            revision: self.r.state.revision,
+            from_version: self.r.state.from_version.clone(),
+            to_version: self.r.state.to_version.clone(),
+            outcome: outcome.as_str().to_string(),
+            reason: Some(reason.as_str().to_string()),
+            note: note.to_string(),
+            at: Some(now),
+        });
+    }
+}
