@@ -29,7 +29,10 @@ fn text_logs_to_a_pipe_have_no_escape_codes() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("WARN"), "some log lines: {stderr}");
-    assert!(!stderr.contains('\x1b'), "escape codes in a pipe: {stderr:?}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "escape codes in a pipe: {stderr:?}"
+    );
 }
 
 #[test]

@@ -260,11 +260,23 @@ fn status_shows_the_rollouts_the_daemon_recorded_and_the_page_draws_them() {
         );
         tmux(
             &socket,
-            &["new-session", "-d", "-s", "w", "-x", "200", "-y", "60", &command],
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                "w",
+                "-x",
+                "200",
+                "-y",
+                "60",
+                &command,
+            ],
         );
-        wait_for("the first frame of status -w", Duration::from_secs(20), || {
-            tmux(&socket, &["capture-pane", "-p", "-t", "w"]).contains("No rollouts recorded")
-        });
+        wait_for(
+            "the first frame of status -w",
+            Duration::from_secs(20),
+            || tmux(&socket, &["capture-pane", "-p", "-t", "w"]).contains("No rollouts recorded"),
+        );
     }
 
     deploy(kc, "good", "v2");
@@ -289,7 +301,10 @@ fn status_shows_the_rollouts_the_daemon_recorded_and_the_page_draws_them() {
         .find(|b| b.starts_with("production/good"))
         .unwrap();
     assert!(good.contains(" left of 1m 30s"), "{good}");
-    assert!(good.contains("pods     new 2/2 ready, old 0 ready"), "{good}");
+    assert!(
+        good.contains("pods     new 2/2 ready, old 0 ready"),
+        "{good}"
+    );
     assert!(good.contains("(want ≤ 1 % over ≥ 20 requests)"), "{good}");
     assert!(good.contains("last     WindowStarted"), "{good}");
     let app = text
@@ -297,16 +312,22 @@ fn status_shows_the_rollouts_the_daemon_recorded_and_the_page_draws_them() {
         .find(|b| b.starts_with("production/app"))
         .unwrap();
     assert!(app.contains("production/app  v1 → v2  revision 2"), "{app}");
-    assert!(app.contains("last     RolledBack"), "{app}");
     assert!(
-        text.contains("RECENT VERDICTS") && text.contains("production/app  revision 2  v1 → v2  rolled_back  error_rate"),
+        app.contains("last     RollbackVerified") && app.contains("✗ error rate (prometheus)"),
+        "{app}"
+    );
+    assert!(
+        text.contains("RECENT VERDICTS")
+            && text.contains("production/app  revision 2  v1 → v2  rolled_back  error_rate"),
         "{text}"
     );
 
     // One Deployment, as JSON: the shape of /api/v1/rollouts.
-    let json: Value =
-        serde_json::from_str(&run(kc, &["status", "-n", "production", "app", "-o", "json"]))
-            .unwrap();
+    let json: Value = serde_json::from_str(&run(
+        kc,
+        &["status", "-n", "production", "app", "-o", "json"],
+    ))
+    .unwrap();
     assert_eq!(json["rollouts"].as_array().unwrap().len(), 1, "{json}");
     let r = &json["rollouts"][0];
     assert_eq!(
@@ -331,7 +352,8 @@ fn status_shows_the_rollouts_the_daemon_recorded_and_the_page_draws_them() {
     let history = run(kc, &["history", "-n", "production"]);
     assert!(
         history.contains("production/app\n")
-            && history.contains("revision 2  v1 → v2  rolled_back  error_rate: Rolled back v2 to v1"),
+            && history
+                .contains("revision 2  v1 → v2  rolled_back  error_rate: Rolled back v2 to v1"),
         "{history}"
     );
 
@@ -417,11 +439,19 @@ fn status_shows_the_rollouts_the_daemon_recorded_and_the_page_draws_them() {
     std::thread::sleep(Duration::from_millis(3500));
     let _ = piped.kill();
     let mut frames = String::new();
-    piped.stdout.take().unwrap().read_to_string(&mut frames).unwrap();
+    piped
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut frames)
+        .unwrap();
     let _ = piped.wait();
     assert!(!frames.contains('\x1b'), "{frames:?}");
     // The time left counts down: more than one frame.
-    assert!(frames.matches("production/good  v1 → v2").count() >= 2, "{frames}");
+    assert!(
+        frames.matches("production/good  v1 → v2").count() >= 2,
+        "{frames}"
+    );
 
     if tmux_ok {
         let mut screen = String::new();
@@ -432,9 +462,18 @@ fn status_shows_the_rollouts_the_daemon_recorded_and_the_page_draws_them() {
         let coloured = tmux(&socket, &["capture-pane", "-p", "-e", "-t", "w"]);
         tmux(&socket, &["kill-server"]);
         std::fs::write(artifacts.join("status-watch.txt"), &screen).unwrap();
-        assert!(!screen.contains("No rollouts recorded"), "redrawn, not appended: {screen}");
-        assert!(screen.contains("production/good  v1 → v2  revision 2  watching"), "{screen}");
-        assert!(coloured.contains("\x1b["), "colour on a terminal: {coloured:?}");
+        assert!(
+            !screen.contains("No rollouts recorded"),
+            "redrawn, not appended: {screen}"
+        );
+        assert!(
+            screen.contains("production/good  v1 → v2  revision 2  watching"),
+            "{screen}"
+        );
+        assert!(
+            coloured.contains("\x1b["),
+            "colour on a terminal: {coloured:?}"
+        );
     }
 
     // The status page in a real browser.
@@ -464,7 +503,10 @@ fn status_shows_the_rollouts_the_daemon_recorded_and_the_page_draws_them() {
     };
     let dom = browser(&["--dump-dom"]);
     std::fs::write(artifacts.join("status-page.html"), &dom).unwrap();
-    assert!(dom.contains(r#"data-loaded="true""#), "the page's script ran: {dom}");
+    assert!(
+        dom.contains(r#"data-loaded="true""#),
+        "the page's script ran: {dom}"
+    );
     let card = dom
         .split("<section")
         .find(|c| c.contains(r#"data-key="production/app""#))
@@ -473,12 +515,22 @@ fn status_shows_the_rollouts_the_daemon_recorded_and_the_page_draws_them() {
     assert!(card.contains("rolled_back (error_rate)"), "{card}");
     assert!(card.contains("error rate"), "its reason: {card}");
     assert!(card.contains(r#"<svg class="chart""#), "its chart: {card}");
-    assert!(card.contains(r#"class="series""#) && card.contains(r#"class="threshold""#), "{card}");
+    assert!(
+        card.contains(r#"class="series""#) && card.contains(r#"class="threshold""#),
+        "{card}"
+    );
     assert!(!card.contains(r#"data-points="0""#), "{card}");
-    assert!(dom.contains(r#"data-outcome="rolled_back""#), "recent verdicts: {dom}");
+    assert!(
+        dom.contains(r#"data-outcome="rolled_back""#),
+        "recent verdicts: {dom}"
+    );
     let shot = artifacts.join("status-page.png");
     let _ = std::fs::remove_file(&shot);
     browser(&[&format!("--screenshot={}", shot.display())]);
     let png = std::fs::read(&shot).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
 }

@@ -147,6 +147,19 @@ impl Session {
         drop(self.live.gate.lock().await);
     }
 
+    /// After a rollback (sent and verified, or given up): the values it was decided on.
+    pub(super) fn write_final_live(&mut self) {
+        self.live.paused = false;
+        let checks = self.live.latest.checks(
+            &self.policy,
+            self.baseline,
+            self.r.state.to_version.as_deref(),
+        );
+        if !checks.is_empty() {
+            self.write_live(checks, tokio::time::Instant::now());
+        }
+    }
+
     fn write_live(&mut self, checks: Vec<status::CheckView>, instant: tokio::time::Instant) {
         if self.live.paused {
             return;
@@ -162,8 +175,13 @@ impl Session {
         self.live.record.send_replace(Some(record));
     }
 
+    /// The pods, from the Deployment's own counts (the caches keep no ReplicaSet status): the
+    /// up-to-date replicas that are ready, the other ready ones, and the new pods' restarts.
     fn pods_view(&self, caches: &Subscription) -> PodsView {
         let deployment = self.updates.borrow().clone();
+        let status = deployment.status.clone().unwrap_or_default();
+        let ready = status.ready_replicas.unwrap_or(0);
+        let new_ready = status.updated_replicas.unwrap_or(0).min(ready);
         let sets = deployment
             .metadata
             .uid
@@ -172,35 +190,24 @@ impl Session {
             .unwrap_or_default();
         let owned: Vec<&k8s_openapi::api::apps::v1::ReplicaSet> =
             sets.iter().map(|s| s.as_ref()).collect();
-        let new_set = rollout::new_replica_set(&deployment, &owned);
-        let ready = |rs: &k8s_openapi::api::apps::v1::ReplicaSet| {
-            rs.status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0)
-        };
-        let new_name = new_set.and_then(|rs| rs.metadata.name.clone());
+        let restarts = rollout::new_replica_set(&deployment, &owned)
+            .map(|rs| {
+                caches
+                    .pods_of(rs)
+                    .iter()
+                    .flat_map(|p| p.containers.iter().map(|c| c.restarts))
+                    .sum()
+            })
+            .unwrap_or(0);
         PodsView {
-            new_ready: new_set.map(ready).unwrap_or(0),
+            new_ready,
             new_desired: deployment
                 .spec
                 .as_ref()
                 .and_then(|s| s.replicas)
                 .unwrap_or(1),
-            old_ready: owned
-                .iter()
-                .filter(|rs| rs.metadata.name != new_name)
-                .map(|rs| ready(rs))
-                .sum(),
-            restarts: new_set
-                .map(|rs| {
-                    caches
-                        .pods_of(rs)
-                        .iter()
-                        .flat_map(|p| p.containers.iter().map(|c| c.restarts))
-                        .sum()
-                })
-                .unwrap_or(0),
+            old_ready: ready - new_ready,
+            restarts,
         }
     }
 

@@ -384,6 +384,7 @@ impl Session {
                 Verdict::RollBack { reason, message } => {
                     self.quiesce_live().await;
                     self.roll_back(reason, &message).await;
+                    self.write_final_live();
                     return;
                 }
                 Verdict::Finish(Finish::Passed) => {
