@@ -3,7 +3,8 @@
 //! The modules follow the data flow: [`cluster`] detects rollouts and acts on the cluster,
 //! [`probes`] observe, [`judge`] decides (pure), [`session`] runs one rollout's watch,
 //! [`notify`] pages and posts, [`telemetry`] records and [`server`] serves `/metrics`,
-//! `/healthz` and `/readyz`; [`systemd`] speaks sd_notify. [`sim`] is the simulated cluster and the
+//! `/healthz`, `/readyz` and [`status`]'s page; [`status`] is also `deploy-watchdog status`;
+//! [`systemd`] speaks sd_notify. [`sim`] is the simulated cluster and the
 //! scenario runner behind `simulate` and `demo`.
 
 pub mod cli;
