@@ -57,7 +57,8 @@ impl Live {
 }
 
 /// Writes each new record, the latest only; a failed write is retried by the next record or
-/// a few times for the last one.
+/// a few times for the last one. A newer record (or the record withdrawn for a rollback) drops
+/// the write under way: an API server that hangs never holds back a rollback.
 async fn write_records(
     recorder: Recorder,
     namespace: String,
@@ -66,11 +67,16 @@ async fn write_records(
     gate: Arc<Mutex<()>>,
     shutdown: CancellationToken,
 ) {
+    // A newer record arrived during a write: taken at once.
+    let mut newer_seen = false;
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = rx.changed() => if changed.is_err() { return },
+        if !newer_seen {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = rx.changed() => if changed.is_err() { return },
+            }
         }
+        newer_seen = false;
         // The gate first, then the value: a rollback that withdrew the record and took the
         // gate is never followed by a write of the withdrawn value.
         let _writing = gate.lock().await;
@@ -80,12 +86,22 @@ async fn write_records(
         let json = serde_json::to_string(&record).unwrap_or_default();
         let annotations = BTreeMap::from([(LIVE_ANNOTATION.to_string(), json)]);
         for attempt in 0..3 {
-            match recorder.annotate(&namespace, &name, &annotations).await {
-                Ok(()) => break,
-                Err(e) => debug!(error = %e, attempt, "live record not written"),
-            }
-            if rx.has_changed().unwrap_or(false) {
-                break;
+            // Once the session has ended (the sender is gone) its last record is still written.
+            let newer = async {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = newer => {
+                    newer_seen = true;
+                    break;
+                }
+                written = recorder.annotate(&namespace, &name, &annotations) => match written {
+                    Ok(()) => break,
+                    Err(e) => debug!(error = %e, attempt, "live record not written"),
+                },
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
