@@ -153,7 +153,7 @@ pub async fn report(client: &Client, scope: &Scope, history: usize) -> Result<Re
             v.name.clone(),
         )
     });
-    report.recent.sort_by(|a, b| b.at.cmp(&a.at));
+    report.recent.sort_by_key(|v| std::cmp::Reverse(v.at));
     Ok(report)
 }
 
