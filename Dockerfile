@@ -11,10 +11,12 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 # The simulated cluster (feature `sim`) stays out of the production image.
 RUN cargo build --release --locked --no-default-features \
- && install -D -m 0755 target/release/deploy-watchdog /out/deploy-watchdog
+ && install -D -m 0755 target/release/deploy-watchdog /out/deploy-watchdog \
+ && ln -s deploy-watchdog /out/kubectl-watchdog
 
 FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /out/deploy-watchdog /usr/local/bin/deploy-watchdog
+# /usr/local/bin/kubectl-watchdog: the same binary as a kubectl plugin (`kubectl watchdog status`).
+COPY --from=build /out/ /usr/local/bin/
 COPY config/deploy-watchdog.yaml /etc/deploy-watchdog/config.yaml
 USER 65532:65532
 EXPOSE 9464

@@ -38,6 +38,8 @@ pub struct Status {
     metrics: Option<Arc<Metrics>>,
     /// One token per rollback being sent or verified.
     rollbacks: tokio_util::task::TaskTracker,
+    /// The rollouts watched, for the status page.
+    board: crate::status::Board,
 }
 
 impl Status {
@@ -69,6 +71,11 @@ impl Status {
         self.rollbacks.close();
         self.rollbacks.wait().await;
         self.rollbacks.reopen();
+    }
+
+    /// The live picture of the rollouts this process watches.
+    pub fn board(&self) -> &crate::status::Board {
+        &self.board
     }
 }
 
@@ -163,6 +170,7 @@ async fn detect(
         metrics,
         tasks: tasks.clone(),
         rollbacks: status.rollbacks.clone(),
+        board: status.board.clone(),
     });
 
     // Without an election this process leads from the start.

@@ -4,12 +4,13 @@
 //! [`probes`] observe, [`judge`] decides (pure), [`session`] runs one rollout's watch,
 //! [`notify`] pages and posts, [`gitops`] keeps a rollback under Argo CD or Flux from being
 //! re-applied, [`telemetry`] records and [`server`] serves `/metrics`,
-//! `/healthz` and `/readyz`; [`systemd`] speaks sd_notify. [`sim`] is the simulated cluster and the
+//! `/healthz`, `/readyz` and [`status`]'s page; [`status`] is also `deploy-watchdog status`;
+//! [`systemd`] speaks sd_notify. [`sim`] is the simulated cluster and the
 //! scenario runner behind `simulate` and `demo`.
 
-pub mod check;
-pub mod baseline;
 pub mod backoff;
+pub mod baseline;
+pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod server;
 pub mod session;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod status;
 pub mod systemd;
 pub mod tasks;
 pub mod telemetry;

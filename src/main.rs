@@ -38,6 +38,10 @@ enum Command {
     },
     /// Validate a config file (exit 2 when it is not usable).
     CheckConfig { file: PathBuf },
+    /// The rollouts the watchdog watches and what it decided, read from the cluster.
+    Status(deploy_watchdog::status::cli::StatusArgs),
+    /// The last verdicts of each Deployment, read from its Events.
+    History(deploy_watchdog::status::cli::HistoryArgs),
     /// Run scenario files against the simulated cluster.
     #[cfg(feature = "sim")]
     Simulate(deploy_watchdog::sim::cli::SimulateArgs),
@@ -46,8 +50,28 @@ enum Command {
     Demo,
 }
 
+/// The name kubectl runs this binary under as a plugin (`kubectl watchdog status`).
+const PLUGIN_NAME: &str = "kubectl-watchdog";
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // kubectl finds a plugin as an executable `kubectl-watchdog` on PATH and runs it with the
+    // words after `kubectl watchdog`: the same commands, named as kubectl's.
+    let as_plugin = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|n| n == PLUGIN_NAME);
+    let cli = if as_plugin {
+        let command = <Cli as clap::CommandFactory>::command()
+            .name(PLUGIN_NAME)
+            .bin_name("kubectl watchdog");
+        match <Cli as clap::FromArgMatches>::from_arg_matches(&command.get_matches()) {
+            Ok(cli) => cli,
+            Err(e) => e.exit(),
+        }
+    } else {
+        Cli::parse()
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,6 +89,8 @@ fn main() -> ExitCode {
                 deploy_watchdog::cli::run(&config, kubeconfig.as_deref()).await
             }
             Command::CheckConfig { file } => deploy_watchdog::cli::check_config(&file),
+            Command::Status(args) => deploy_watchdog::status::cli::status(args).await,
+            Command::History(args) => deploy_watchdog::status::cli::history(args).await,
             #[cfg(feature = "sim")]
             Command::Simulate(args) => {
                 deploy_watchdog::telemetry::init(cli.log_format, "error,kube_client=off");

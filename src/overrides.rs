@@ -18,12 +18,13 @@ pub const PREFIX: &str = "deploy-watchdog.io/";
 
 /// Our own bookkeeping annotations (every one the daemon writes on a Deployment), and the
 /// opt-in key should it be set as an annotation too: not overrides.
-const OWN: [&str; 6] = [
+const OWN: [&str; 7] = [
     crate::gitops::owner::PAUSED,
     record::STATE_ANNOTATION,
     record::STATE_DIGEST_ANNOTATION,
     record::VERDICT_ANNOTATION,
     record::PAGE_DELIVERED_ANNOTATION,
+    crate::status::live::LIVE_ANNOTATION,
     "deploy-watchdog.io/enabled",
 ];
 
@@ -474,6 +475,7 @@ mod tests {
             ("state", "{}"),
             ("verdict", "rolled_back: crashloop"),
             ("page-delivered", "3"),
+            ("live", r#"{"version":1}"#),
             ("error-rate-threshold", "0.05"),
         ]);
         a.insert("team".into(), "payments".into());

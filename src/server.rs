@@ -1,6 +1,8 @@
 //! The daemon's own HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (the
-//! process answers) and `/readyz` (the initial watch sync is done and the daemon is not
-//! draining). One small server, serving until its `CancellationToken` is cancelled.
+//! process answers), `/readyz` (the initial watch sync is done and the daemon is not
+//! draining), the status page (`/`) and `/api/v1/rollouts` (the rollouts it watches, as
+//! `status -o json` shows them). One small server, serving until its `CancellationToken` is
+//! cancelled. Every route is read-only.
 
 use std::net::SocketAddr;
 
@@ -45,6 +47,9 @@ impl Endpoints {
             .route("/metrics", get(metrics))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
+            .route("/", get(crate::status::page::page))
+            .route("/status", get(crate::status::page::page))
+            .route("/api/v1/rollouts", get(rollouts))
             .with_state(self)
     }
 
@@ -95,6 +100,10 @@ async fn metrics(State(e): State<Endpoints>) -> impl IntoResponse {
         )],
         crate::telemetry::encode(&e.registry),
     )
+}
+
+async fn rollouts(State(e): State<Endpoints>) -> axum::Json<crate::status::Report> {
+    axum::Json(e.status.board().report(jiff::Timestamp::now()))
 }
 
 async fn healthz() -> &'static str {

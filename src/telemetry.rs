@@ -4,6 +4,7 @@
 //! Metric labels are bounded: an outcome, a reason, a check kind, a provider, a result. Never a
 //! Deployment's name or an error string: per-Deployment detail belongs in logs and Events.
 
+use std::io::IsTerminal;
 use std::time::Instant;
 
 use prometheus::{
@@ -21,12 +22,17 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber once; later calls are no-ops.
+/// Installs the global subscriber once; later calls are no-ops. Text lines are coloured only
+/// when stderr is a terminal: a file, a pipe or `kubectl logs` gets plain text.
 pub fn init(format: LogFormat, default_level: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_logs(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").is_some(),
+        ))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -36,6 +42,11 @@ pub fn init(format: LogFormat, default_level: &str) {
             .with_current_span(true)
             .try_init(),
     };
+}
+
+/// Whether text logs are coloured: on a terminal, unless `NO_COLOR` is set.
+pub fn colour_logs(terminal: bool, no_color: bool) -> bool {
+    terminal && !no_color
 }
 
 /// A metric could not be created or registered (a programming error: names are constants).

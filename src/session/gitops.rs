@@ -5,10 +5,10 @@ use tracing::{info, warn};
 
 use super::Session;
 use crate::cluster::record::{self, EventAction, EventReason, Outcome};
-use crate::phase::Happened;
 use crate::gitops::{self, Paused, Prepared};
 use crate::judge::Reason;
 use crate::notify::Severity;
+use crate::phase::Happened;
 
 impl Session {
     /// The GitOps owner named on the Deployment, for messages: ` (applied from Git by Argo CD

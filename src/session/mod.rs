@@ -28,6 +28,7 @@ use crate::probes::sampler::{Member, Sampler};
 mod actions;
 mod clock;
 mod gitops;
+mod live;
 mod records;
 mod supervised;
 
@@ -50,6 +51,8 @@ pub struct Context {
     pub tasks: crate::tasks::Tasks,
     /// One token per rollback being sent or verified: a drain waits for them.
     pub rollbacks: tokio_util::task::TaskTracker,
+    /// Where the session publishes its rollout for the status page.
+    pub board: crate::status::Board,
 }
 
 /// Why the detector ended a session early.
@@ -206,7 +209,22 @@ fn build(
     }
     let change = change_note(&deployment, &cfg, before);
     let cfg_pod_grace = cfg.watch.pod_grace;
+    let live = {
+        let mut v = crate::status::view_of_state(&namespace, &name, &r.state);
+        v.threshold = Some(policy.error_rate_threshold);
+        v.window_seconds = Some(policy.window.as_secs());
+        v.gitops_owner = crate::status::gitops_owner(&deployment.metadata);
+        live::Live::start(
+            &ctx.board,
+            v,
+            ctx.recorder.clone(),
+            namespace.clone(),
+            name.clone(),
+            shutdown.clone(),
+        )
+    };
     let session = Session {
+        live,
         change,
         probes: ctx.probes.reconfigured(&cfg),
         policy,
@@ -252,6 +270,8 @@ struct Session {
     /// ([`Observation::at`]) runs this far behind the time since detection.
     judge_offset: Duration,
     clock: clock::Clock,
+    /// Its view on the status board and its live record.
+    live: live::Live,
 }
 
 /// What a rollout changed that its versions alone do not say.
@@ -337,7 +357,11 @@ impl Session {
             let go_on = match self.r.state.phase.clone() {
                 Phase::Progressing { .. } | Phase::Watching { .. } => self.watch().await,
                 Phase::RollingBack { reason } => self.roll_back(reason).await,
-                Phase::Verifying { .. } => self.verify().await,
+                Phase::Verifying { .. } => {
+                    let go_on = self.verify().await;
+                    self.write_final_live();
+                    go_on
+                }
                 Phase::Settled { .. } => return,
             };
             if !go_on {
@@ -473,10 +497,18 @@ impl Session {
             if !was_complete && let Some(at) = judge.complete_at() {
                 self.window_started(at).await;
             }
+            let rolling_back = matches!(verdict, Verdict::RollBack { .. });
+            self.live_observed(
+                &caches,
+                obs.probes.as_ref(),
+                judge.complete_at().is_some() && !rolling_back,
+                &mut template,
+            );
             match verdict {
                 Verdict::Continue => {}
                 Verdict::Page { reason, message } => self.degraded(reason, &message).await,
                 Verdict::RollBack { reason, message } => {
+                    self.quiesce_live().await;
                     self.decided_to_roll_back(reason, &message).await;
                     return true;
                 }

@@ -137,6 +137,7 @@ impl Session {
     /// Writes the state annotation, trying a few times over about a second: it is what a new
     /// process resumes from.
     pub(super) async fn save_state(&self) {
+        self.publish_state();
         let annotations = self.r.state.annotations();
         let mut backoff =
             crate::backoff::Policy::new(Duration::from_millis(100), Duration::from_secs(1)).start();
@@ -172,6 +173,7 @@ impl Session {
         note: String,
     ) {
         info!(event = event_reason.as_str(), phase = %self.r.state.phase, %reason, note, "decision");
+        self.publish_decision(event_reason, reason, &note);
         if let Some(outcome) = self.r.state.outcome() {
             self.ctx.metrics.outcome(outcome, reason);
         }
