@@ -14,7 +14,7 @@ use crate::check::{CheckId, Provider};
 use crate::config::Config;
 use crate::probes::error::ProbeError;
 
-/// Why a rollout ended the way it did (README, "How it decides").
+/// Why a rollout ended the way it did (docs/policy.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {

@@ -556,8 +556,9 @@ mod tests {
 
     /// Every override with values it must refuse: zero where zero means nothing, negative,
     /// huge, overflowing, the wrong unit, empty.
-    const EXTREMES: [(&str, &[&str]); 17] = [
+    const EXTREMES: [(&str, &[&str]); 18] = [
         ("mode", &["", "0", "-1", "ENFORCE", "yolo"]),
+        ("gitops", &["", "0", "true", "PAUSE", "paused", "pause,off"]),
         (
             "health-url",
             &[

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::judge::Reason;
 
-/// How a rollout ended (README, "How it decides").
+/// How a rollout ended (docs/policy.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {

@@ -370,7 +370,7 @@ expect:
         let decision: serde_json::Value = log
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["message"] == "decision" && l["outcome"] == "rolled_back")
+            .find(|l| l["message"] == "decision" && l["event"] == "RolledBack")
             .unwrap_or_else(|| panic!("no rolled_back decision line in:\n{log}"));
         assert_eq!(decision["span"]["namespace"], "production", "{decision}");
         assert_eq!(decision["span"]["deployment"], "app", "{decision}");

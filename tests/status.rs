@@ -348,12 +348,13 @@ fn status_shows_the_rollouts_the_daemon_recorded_and_the_page_draws_them() {
         .unwrap_or_else(|| panic!("no error-rate check recorded: {r}"));
     assert_eq!(failing["state"], "failing", "{r}");
 
-    // history: the verdicts of each Deployment.
+    // history: the final verdict of each rollout (the Event that settled it).
     let history = run(kc, &["history", "-n", "production"]);
     assert!(
         history.contains("production/app\n")
-            && history
-                .contains("revision 2  v1 → v2  rolled_back  error_rate: Rolled back v2 to v1"),
+            && history.contains(
+                "revision 2  v1 → v2  rolled_back  error_rate: Rollback verified: production/app runs v1 again"
+            ),
         "{history}"
     );
 

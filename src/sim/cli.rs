@@ -18,7 +18,7 @@ const CONCURRENCY: usize = 8;
 
 #[derive(clap::Args)]
 pub struct SimulateArgs {
-    /// Scenario files (README, "Testing a policy").
+    /// Scenario files (docs/scenarios.md).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// One JSON object per scenario per line.

@@ -1,5 +1,5 @@
 //! The scenario runner: starts the simulation on loopback, runs the unmodified daemon against
-//! it over HTTP, plays the script, and checks the expectations (README, "Testing a policy").
+//! it over HTTP, plays the script, and checks the expectations (docs/scenarios.md).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The scenario file format of `deploy-watchdog simulate` (README, "Testing a policy"): parsing and validation.
+//! The scenario file format of `deploy-watchdog simulate` (docs/scenarios.md): parsing and validation.
 //!
 //! Parsing is strict: an unknown field, a bad duration or an event with two actions is an error
 //! that names the file, the field and the problem, and nothing is run.
