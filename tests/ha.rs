@@ -12,7 +12,9 @@ fn scenario(trial: usize, kill_at_ms: u64, crashloop: bool) -> String {
         (
             "{rps: 200, error_ratio: 0.001}",
             "  - {at: 1400ms, app: {target: production/app@v1.2.3, pods: crashloop}}\n",
-            3,
+            // The kubelet backs off from a container's second crash: health must not beat the
+            // crash loop to the verdict (10 failed samples take a second).
+            10,
             "crashloop",
         )
     } else {
