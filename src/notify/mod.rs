@@ -530,12 +530,12 @@ mod tests {
             assert!(*gap >= Duration::from_millis(250), "{gaps:?}");
             assert!(*gap <= Duration::from_millis(30_050), "{gaps:?}");
         }
+        // Decorrelated jitter may fall back towards the base after a long wait, but the waits
+        // grow well past it: some reach seconds, and on average they are far above 200 ms.
+        let mean = gaps.iter().sum::<Duration>() / gaps.len() as u32;
         assert!(
-            gaps.iter()
-                .rev()
-                .take(5)
-                .all(|g| *g >= Duration::from_secs(5)),
-            "the waits did not grow: {gaps:?}"
+            gaps.iter().any(|g| *g >= Duration::from_secs(5)) && mean >= Duration::from_secs(1),
+            "the waits did not grow (mean {mean:?}): {gaps:?}"
         );
 
         // PagerDuty is back: delivered within one capped wait.
