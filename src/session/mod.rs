@@ -340,7 +340,10 @@ impl Session {
             self.page_again_if_owed();
         } else {
             self.report_bad_annotations();
-            // Before anything else: the new pods are about to take a share of the traffic.
+            // The rollout is recorded at once, so a leader taking over while the baseline is
+            // asked still judges it (without a baseline: each check on its own).
+            self.save_state().await;
+            // Then, before anything else: the new pods are about to take a share of the traffic.
             let deployment = self.updates.borrow().clone();
             let checks = crate::baseline::ask(
                 &self.ctx.client,
