@@ -8,12 +8,12 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::kubectls;
+use support::{Killed, kubectls, serve, wait_for};
 
 const SCENARIO: &str = r#"
 name: kubectl-set-image
@@ -30,16 +30,6 @@ apps:
   production/app@v1.2.3: {pods: running, rps: 200, error_ratio: 0.05}
 script: []
 "#;
-
-/// A child process killed on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn exe() -> Command {
     Command::new(env!("CARGO_BIN_EXE_deploy-watchdog"))
@@ -64,14 +54,6 @@ fn kubectl(bin: &PathBuf, kubeconfig: &PathBuf, args: &[&str]) -> (bool, String)
     )
 }
 
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn kubectl_set_image_of_a_bad_release_is_judged_by_its_image_and_rolled_back() {
     let Some(bin) = kubectls().into_iter().next() else {
@@ -81,30 +63,7 @@ fn kubectl_set_image_of_a_bad_release_is_judged_by_its_image_and_rolled_back() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("kubectl-set-image.yaml");
     std::fs::write(&scenario, SCENARIO).unwrap();
-    let kubeconfig = dir.path().join("kubeconfig.yaml");
-    let config = dir.path().join("watchdog.yaml");
-    let _served = Killed(
-        exe()
-            .arg("simulate")
-            .arg("--serve")
-            .arg(&scenario)
-            .arg("--write-kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--write-config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(
-        "simulate --serve to write its files",
-        Duration::from_secs(60),
-        || {
-            std::fs::read_to_string(&kubeconfig).is_ok_and(|t| t.contains("server: "))
-                && config.exists()
-        },
-    );
+    let (_served, kubeconfig, config) = serve(&scenario, dir.path());
 
     let mut daemon = exe()
         .arg("run")

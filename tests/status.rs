@@ -9,11 +9,12 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{Killed, serve, wait_for};
 
 const SCENARIO: &str = r#"
 name: status-cli
@@ -34,26 +35,8 @@ apps:
 script: []
 "#;
 
-/// A child process killed on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_deploy-watchdog"))
-}
-
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// `deploy-watchdog ARGS` with only a kubeconfig (through `$KUBECONFIG`), its stdout.
@@ -150,30 +133,7 @@ fn start() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("status-cli.yaml");
     std::fs::write(&scenario, SCENARIO).unwrap();
-    let kubeconfig = dir.path().join("kubeconfig.yaml");
-    let config = dir.path().join("watchdog.yaml");
-    let served = Killed(
-        Command::new(exe())
-            .arg("simulate")
-            .arg("--serve")
-            .arg(&scenario)
-            .arg("--write-kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--write-config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(
-        "simulate --serve to write its files",
-        Duration::from_secs(60),
-        || {
-            std::fs::read_to_string(&kubeconfig).is_ok_and(|t| t.contains("server: "))
-                && config.exists()
-        },
-    );
+    let (served, kubeconfig, config) = serve(&scenario, dir.path());
     let mut daemon = Command::new(exe())
         .arg("run")
         .arg("--config")

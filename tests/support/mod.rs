@@ -2,8 +2,9 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use deploy_watchdog::check::ObjectKey;
 use deploy_watchdog::sim::behaviour::{AppKey, Behaviour, Behaviours};
@@ -173,4 +174,53 @@ pub fn ratio(s: &deploy_watchdog::judge::ProviderSample) -> f64 {
         deploy_watchdog::judge::ProviderSample::Counts { requests, errors } => errors / requests,
         other => panic!("expected counts, got {other:?}"),
     }
+}
+
+/// A child process killed on drop.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `check` every 200 ms until it holds; fails the test after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `deploy-watchdog simulate --serve SCENARIO`, writing its kubeconfig and the daemon's config
+/// into `dir`: returns the serving process and the two paths once both files are written.
+pub fn serve(scenario: &Path, dir: &Path) -> (Killed, PathBuf, PathBuf) {
+    let kubeconfig = dir.join("kubeconfig.yaml");
+    let config = dir.join("watchdog.yaml");
+    let served = Killed(
+        Command::new(env!("CARGO_BIN_EXE_deploy-watchdog"))
+            .arg("simulate")
+            .arg("--serve")
+            .arg(scenario)
+            .arg("--write-kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--write-config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("simulate --serve starts"),
+    );
+    wait_for(
+        "simulate --serve to write its files",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&kubeconfig).is_ok_and(|t| t.contains("server: "))
+                && config.exists()
+        },
+    );
+    (served, kubeconfig, config)
 }
