@@ -1,4 +1,5 @@
-//! Measuring a process from outside: `/proc/<pid>/status` and `/proc/<pid>/stat`.
+//! Measuring a process from outside: `/proc/<pid>/status`, `/proc/<pid>/stat` and its threads'
+//! `schedstat`.
 
 use std::time::Instant;
 
@@ -24,7 +25,7 @@ pub fn memory(pid: u32) -> Memory {
     }
 }
 
-/// utime + stime in clock ticks.
+/// utime + stime in clock ticks, summed over the process's threads by the kernel.
 fn cpu_ticks(pid: u32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
@@ -38,6 +39,28 @@ fn cpu_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
     };
     get(14) + get(15)
+}
+
+/// Time on a CPU in nanoseconds, summed over the process's live threads
+/// (`/proc/<pid>/task/*/schedstat`, first field). Clock ticks are 10 ms: a quiet daemon may use
+/// less than one in a short window, so they would read as nothing at all. None where the kernel
+/// keeps no schedstat.
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = None;
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(ns) = text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            *total.get_or_insert(0) += ns;
+        }
+    }
+    total
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux when it cannot be asked).
@@ -55,20 +78,37 @@ pub fn clock_ticks() -> f64 {
 #[derive(Debug, Clone, Copy)]
 pub struct CpuMark {
     ticks: u64,
+    ns: Option<u64>,
     at: Instant,
 }
 
 pub fn cpu_mark(pid: u32) -> CpuMark {
     CpuMark {
         ticks: cpu_ticks(pid),
+        ns: cpu_ns(pid),
         at: Instant::now(),
     }
 }
 
-/// Millicores used between `from` and now.
+/// Millicores used between `from` and now: from the threads' nanosecond CPU time where the kernel
+/// keeps it and the process's CPU time grew by at least that much (a thread that ended between the
+/// marks takes its time out of the sum), otherwise from clock ticks.
 pub fn millicores_since(pid: u32, from: CpuMark, ticks_per_second: f64) -> f64 {
     let now = cpu_mark(pid);
-    let cpu_s = now.ticks.saturating_sub(from.ticks) as f64 / ticks_per_second;
+    let by_ticks = now.ticks.saturating_sub(from.ticks) as f64 / ticks_per_second;
+    let cpu_s = match (from.ns, now.ns) {
+        (Some(a), Some(b)) if b >= a => {
+            let by_ns = (b - a) as f64 / 1e9;
+            // Ticks are sampled, so they may be a tick ahead or behind; a much larger figure by
+            // ticks means threads ended and took their nanoseconds with them.
+            if by_ticks > by_ns + 2.0 / ticks_per_second {
+                by_ticks
+            } else {
+                by_ns
+            }
+        }
+        _ => by_ticks,
+    };
     let wall = now.at.duration_since(from.at).as_secs_f64().max(1e-9);
     cpu_s / wall * 1000.0
 }
@@ -116,5 +156,22 @@ mod tests {
             used > 0.0,
             "{used} millicores after 300 ms of work (x = {x})"
         );
+    }
+
+    #[test]
+    fn less_work_than_a_clock_tick_is_still_counted() {
+        let pid = std::process::id();
+        if cpu_ns(pid).is_none() {
+            return; // a kernel without schedstat: clock ticks are all there is
+        }
+        let mark = cpu_mark(pid);
+        // 2 ms of work: a fifth of a 10 ms clock tick.
+        let until = Instant::now() + std::time::Duration::from_millis(2);
+        let mut x = 1u64;
+        while Instant::now() < until {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let used = millicores_since(pid, mark, clock_ticks());
+        assert!(used > 0.0, "{used} millicores after 2 ms of work (x = {x})");
     }
 }
