@@ -26,6 +26,10 @@ pub struct Report {
     pub rollouts: Vec<RolloutView>,
     /// Recent verdicts, newest first.
     pub recent: Vec<VerdictView>,
+    /// What the daemon's start-up checks found (`deploy-watchdog doctor`); `status` reading
+    /// the cluster has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<crate::doctor::Finding>,
 }
 
 /// One rollout as people look at it.
