@@ -340,6 +340,29 @@ fn a_denied_verb_a_missing_health_endpoint_and_an_absent_crd_are_each_found() {
     assert_eq!(status["kind"], "Status");
     assert_eq!(status["code"], 403);
     assert_eq!(status["reason"], "Forbidden");
+
+    // kubectl asks the same question (in protobuf) and gets the same answers.
+    let Some(kubectl) = support::peer("kubectl", "apt-get install kubectl") else {
+        return;
+    };
+    let can_i = |args: &[&str]| {
+        let out = Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&s.kubeconfig)
+            .args(["auth", "can-i"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, answer, stderr) = can_i(&["patch", "deployments", "-A"]);
+    assert_eq!((code, answer.as_str()), (Some(1), "no"), "{stderr}");
+    let (code, answer, stderr) = can_i(&["get", "deployments", "-n", "production"]);
+    assert_eq!((code, answer.as_str()), (Some(0), "yes"), "{stderr}");
 }
 
 #[test]

@@ -358,7 +358,7 @@ pub async fn health(targets: &[Target]) -> Vec<Finding> {
                 Check::Health,
                 format!("{ns}/{name}"),
                 format!(
-                    "the health URL {url} does not answer as expected: {e}; its rollouts are judged without health (or fail it, if a new version starts answering badly)"
+                    "the health URL {url} does not answer as expected: {e}; while it does not, its rollouts are judged without health"
                 ),
                 "serve the health JSON there, point the annotation deploy-watchdog.io/health-url at the endpoint it has, or change health.url (the template the daemon fills with {name} and {namespace})",
             )),
@@ -433,7 +433,7 @@ pub async fn gitops_crds(
                 Check::Gitops,
                 subject,
                 format!(
-                    "the CRD is not installed ({gv} is not served), but {list} carry its owner's marks: they are rolled back as if unmanaged, and a controller running elsewhere would re-apply the bad release"
+                    "the CRD is not installed ({gv} is not served), yet these Deployments carry its owner's marks: {list}; they are rolled back as if unmanaged, and a controller running elsewhere would re-apply the bad release"
                 ),
                 format!(
                     "install the GitOps controller here, or set gitops: off (or the annotation deploy-watchdog.io/gitops: off) for Deployments it does not manage"

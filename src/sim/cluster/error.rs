@@ -220,14 +220,13 @@ impl ApiError {
         )
     }
 
-    /// A create whose body is in a format this server does not decode (protobuf: the simulated
-    /// API server speaks JSON only).
+    /// A create whose body is in a format this server does not decode.
     pub fn unsupported_body(ct: &str) -> Self {
         Self::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json (got {ct})"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/vnd.kubernetes.protobuf (got {ct})"
             ),
         )
     }

@@ -186,10 +186,7 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
                 return Err(ApiError::method_not_allowed());
             }
             let ct = req.header(header::CONTENT_TYPE);
-            if !ct.is_empty() && !ct.starts_with("application/json") {
-                return Err(ApiError::unsupported_body(ct));
-            }
-            let (code, review) = super::access::review(&shared.api(), &req.body)?;
+            let (code, review) = super::access::review(&shared.api(), ct, &req.body)?;
             return Ok(json_response(code, &review));
         }
         ["api", v, rest @ ..] => ("", *v, rest),
