@@ -435,9 +435,7 @@ pub async fn gitops_crds(
                 format!(
                     "the CRD is not installed ({gv} is not served), yet these Deployments carry its owner's marks: {list}; they are rolled back as if unmanaged, and a controller running elsewhere would re-apply the bad release"
                 ),
-                format!(
-                    "install the GitOps controller here, or set gitops: off (or the annotation deploy-watchdog.io/gitops: off) for Deployments it does not manage"
-                ),
+                "install the GitOps controller here, or set gitops: off (or the annotation deploy-watchdog.io/gitops: off) for Deployments it does not manage",
             ),
             Ok(Err(e)) => Finding::problem(
                 Severity::Warning,
