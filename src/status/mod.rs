@@ -26,9 +26,9 @@ pub struct Report {
     pub rollouts: Vec<RolloutView>,
     /// Recent verdicts, newest first.
     pub recent: Vec<VerdictView>,
-    /// What the daemon's start-up checks found (`deploy-watchdog doctor`); `status` reading
-    /// the cluster has none.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// What the daemon's start-up checks found (`deploy-watchdog doctor`); empty from
+    /// `status`, which reads the cluster.
+    #[serde(default)]
     pub findings: Vec<crate::doctor::Finding>,
 }
 
