@@ -458,6 +458,40 @@ fn the_daemon_logs_the_findings_once_at_start_up_and_serves_them() {
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("id=\"findings\""))
         },
     );
+
+    // In a real browser, the page's script draws them.
+    let Some(chromium) = support::peer("chromium", "apt-get install chromium") else {
+        return;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("http://{listen}/"))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains(r#"data-loaded="true""#),
+        "the page's script ran: {dom}"
+    );
+    let row = dom
+        .split("<tr")
+        .find(|r| r.contains(r#"data-severity="blocking""#))
+        .unwrap_or_else(|| panic!("no blocking finding on the page: {dom}"));
+    assert!(row.contains("patch deployments.apps"), "{row}");
+    assert!(
+        row.contains("kubectl auth can-i"),
+        "the fix is shown: {row}"
+    );
 }
 
 #[test]

@@ -243,3 +243,58 @@ mod protobuf {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(api: &ApiControl, attributes: Value) -> Result<(StatusCode, Value), ApiError> {
+        let body = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": attributes});
+        review(api, "application/json", body.to_string().as_bytes())
+    }
+
+    #[test]
+    fn a_review_answers_what_the_api_server_would_do_with_the_request() {
+        let mut api = ApiControl::default();
+        api.denied.push(("patch".into(), "deployments".into()));
+        api.forbidden.push(("leases".into(), "kube-system".into()));
+        let allowed = |api: &ApiControl, verb: &str, resource: &str, ns: &str| {
+            let (code, r) = ask(
+                api,
+                json!({"resourceAttributes": {"verb": verb, "group": "apps", "resource": resource, "namespace": ns}}),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(code, StatusCode::CREATED);
+            assert_eq!(r["kind"], "SelfSubjectAccessReview");
+            r["status"]["allowed"] == true
+        };
+        assert!(!allowed(&api, "patch", "deployments", ""));
+        assert!(!allowed(&api, "patch", "deployments", "production"));
+        assert!(allowed(&api, "get", "deployments", "production"));
+        assert!(!allowed(&api, "get", "leases", "kube-system"));
+        assert!(allowed(&api, "get", "leases", "ops"));
+        // The request itself meets the same rules.
+        assert!(!api.allows(&Attributes {
+            verb: "patch",
+            resource: "deployments",
+            subresource: None,
+            namespace: "production",
+        }));
+        assert!(api.allows(&Attributes {
+            verb: "patch",
+            resource: "deployments",
+            subresource: Some("scale"),
+            namespace: "production",
+        }));
+    }
+
+    #[test]
+    fn a_review_without_exactly_one_kind_of_attributes_is_invalid() {
+        let api = ApiControl::default();
+        let e = ask(&api, json!({})).err().map(|e| (e.code, e.reason));
+        assert_eq!(e, Some((422, "Invalid")));
+        let e = review(&api, "text/plain", b"x").err().map(|e| e.code);
+        assert_eq!(e, Some(415));
+    }
+}
