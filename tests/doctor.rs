@@ -260,6 +260,37 @@ fn an_unreachable_prometheus_blocks_whether_refused_or_unresolvable() {
 }
 
 #[test]
+fn datadog_refusing_the_keys_is_told_apart_from_unreachable_and_blocks() {
+    let s = start(&CLEAN.replace(
+        "judge: {error_rate_threshold: 0.01, min_requests: 20, sample_window: 1s}",
+        "judge: {error_rate_threshold: 0.01, min_requests: 20, sample_window: 1s}\n  providers: {datadog: {}}",
+    ));
+    let wrong = s.dir.path().join("wrong-api-key.secret");
+    std::fs::write(&wrong, "0WRONG0DATADOG0API0KEY0000000000").unwrap();
+    let run = doctor(
+        &s,
+        &[(
+            "DEPLOY_WATCHDOG__SECRETS__DATADOG_API_KEY_FILE",
+            wrong.to_str().unwrap(),
+        )],
+    );
+    let f = run.find("providers", "providers.datadog");
+    assert_eq!(f["severity"], "blocking", "{f}");
+    let message = f["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("refuses the watchdog's credentials"),
+        "{f}"
+    );
+    assert!(message.contains("HTTP 403"), "{f}");
+    assert!(!message.contains("0WRONG0"), "never the key itself: {f}");
+    assert!(
+        f["fix"].as_str().unwrap().contains("datadog_api_key_file"),
+        "{f}"
+    );
+    assert_eq!(run.code, 1);
+}
+
+#[test]
 fn queries_that_match_no_series_are_a_no_data_warning() {
     let s = start(CLEAN);
     // A label the apps' series do not carry: Prometheus answers, with an empty vector.
