@@ -243,7 +243,8 @@ async fn opted_in(config: &Config, client: &kube::Client) -> Result<Vec<Target>,
 }
 
 /// The start-up checks: run once beside the daemon, each finding that is not `ok` logged once
-/// as a warning, and all of them put on the status page and `/api/v1/findings`.
+/// as a warning (the sinks' states are logged by `run` itself), and all of them put on the
+/// status page and `/api/v1/findings`.
 pub async fn at_startup(
     config: Config,
     secrets: Secrets,
@@ -251,7 +252,11 @@ pub async fn at_startup(
     board: crate::status::Board,
 ) {
     let findings = examine(&config, &secrets, &client).await;
-    for f in findings.iter().filter(|f| f.severity != Severity::Ok) {
+    // `run` has logged each sink's state already, before it looked for the cluster.
+    for f in findings
+        .iter()
+        .filter(|f| f.severity != Severity::Ok && f.check != Check::Sinks)
+    {
         tracing::warn!(
             check = f.check.as_str(),
             severity = f.severity.as_str(),
