@@ -1,4 +1,4 @@
-//! The daemon's commands: `run` and `check-config`.
+//! The daemon's commands: `run`, `check-config` and `doctor`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -45,6 +45,48 @@ pub fn check_config(file: &Path) -> u8 {
             EXIT_BAD_CONFIG
         }
     }
+}
+
+/// `deploy-watchdog doctor`: the config and secrets as `run` loads them, the cluster as `run`
+/// reaches it, every check once; the findings as text or JSON. Exit 0 when nothing blocks the
+/// daemon, [`crate::doctor::EXIT_BLOCKING`] when something does (the cluster unreachable
+/// included), [`EXIT_BAD_CONFIG`] when `run` would refuse the config.
+pub async fn doctor(config_path: &Path, kubeconfig: Option<&Path>, json: bool) -> u8 {
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_BAD_CONFIG;
+        }
+    };
+    let secrets = match Secrets::load_for(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_BAD_CONFIG;
+        }
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Err(e) = crate::probes::try_http_client() {
+        eprintln!("cannot build the HTTP client for probes and notifications: {e}");
+        return crate::doctor::EXIT_BLOCKING;
+    }
+    let findings = match kube_client(kubeconfig).await {
+        Ok(client) => crate::doctor::examine(&config, &secrets, &client).await,
+        Err(e) => {
+            let mut f = crate::doctor::checks::sinks(&config, &secrets);
+            f.push(crate::doctor::unreachable_cluster(e));
+            f
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string(&findings).unwrap_or_default());
+    } else {
+        use std::io::IsTerminal;
+        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        print!("{}", crate::doctor::render::text(&findings, colour));
+    }
+    crate::doctor::exit_code(&findings)
 }
 
 /// `deploy-watchdog run`: serves `/metrics`, `/healthz` and `/readyz` beside the daemon until
@@ -98,6 +140,13 @@ pub async fn run(config_path: &Path, kubeconfig: Option<&Path>) -> u8 {
         }
     };
     let status = daemon::Status::default().with_metrics(metrics.clone());
+    // The doctor's checks, once, beside the daemon: they warn, they never hold it back.
+    tokio::spawn(crate::doctor::at_startup(
+        config.clone(),
+        secrets.clone(),
+        client.clone(),
+        status.board().clone(),
+    ));
     // One root token stops everything. A signal cancels `drain` (`/readyz` turns false); the
     // daemon's `stop` follows once the rollbacks in flight are done; the server stops last.
     let root = CancellationToken::new();

@@ -314,7 +314,7 @@ fn identity(config: &Config) -> String {
         .unwrap_or_else(|| "deploy-watchdog".into())
 }
 
-fn lease_namespace(configured: &str) -> String {
+pub fn lease_namespace(configured: &str) -> String {
     if !configured.is_empty() {
         return configured.to_string();
     }

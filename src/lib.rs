@@ -5,7 +5,7 @@
 //! [`notify`] pages and posts, [`gitops`] keeps a rollback under Argo CD or Flux from being
 //! re-applied, [`telemetry`] records and [`server`] serves `/metrics`,
 //! `/healthz`, `/readyz` and [`status`]'s page; [`status`] is also `deploy-watchdog status`;
-//! [`systemd`] speaks sd_notify. [`sim`] is the simulated cluster and the
+//! [`systemd`] speaks sd_notify; [`doctor`] says what will not work, at start-up and on demand. [`sim`] is the simulated cluster and the
 //! scenario runner behind `simulate` and `demo`.
 
 pub mod backoff;
@@ -15,6 +15,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gitops;

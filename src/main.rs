@@ -38,6 +38,17 @@ enum Command {
     },
     /// Validate a config file (exit 2 when it is not usable).
     CheckConfig { file: PathBuf },
+    /// Check what would not work: notification sinks, providers and their queries, RBAC,
+    /// health URLs, GitOps CRDs. Exit 1 when something blocks the daemon, 2 on a bad config.
+    Doctor {
+        #[arg(long, short, env = "DEPLOY_WATCHDOG_CONFIG")]
+        config: PathBuf,
+        /// A kubeconfig file; default: $KUBECONFIG, ~/.kube/config, or the in-cluster config.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: deploy_watchdog::status::cli::Output,
+    },
     /// The rollouts the watchdog watches and what it decided, read from the cluster.
     Status(deploy_watchdog::status::cli::StatusArgs),
     /// The last verdicts of each Deployment, read from its Events.
@@ -89,6 +100,19 @@ fn main() -> ExitCode {
                 deploy_watchdog::cli::run(&config, kubeconfig.as_deref()).await
             }
             Command::CheckConfig { file } => deploy_watchdog::cli::check_config(&file),
+            Command::Doctor {
+                config,
+                kubeconfig,
+                output,
+            } => {
+                deploy_watchdog::telemetry::init(cli.log_format, "error,kube_client=off");
+                deploy_watchdog::cli::doctor(
+                    &config,
+                    kubeconfig.as_deref(),
+                    output == deploy_watchdog::status::cli::Output::Json,
+                )
+                .await
+            }
             Command::Status(args) => deploy_watchdog::status::cli::status(args).await,
             Command::History(args) => deploy_watchdog::status::cli::history(args).await,
             #[cfg(feature = "sim")]

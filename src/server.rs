@@ -1,7 +1,7 @@
 //! The daemon's own HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (the
 //! process answers), `/readyz` (the initial watch sync is done and the daemon is not
 //! draining), the status page (`/`) and `/api/v1/rollouts` (the rollouts it watches, as
-//! `status -o json` shows them). One small server, serving until its `CancellationToken` is
+//! `status -o json` shows them), `/api/v1/findings` (the start-up checks). One small server, serving until its `CancellationToken` is
 //! cancelled. Every route is read-only.
 
 use std::net::SocketAddr;
@@ -50,6 +50,7 @@ impl Endpoints {
             .route("/", get(crate::status::page::page))
             .route("/status", get(crate::status::page::page))
             .route("/api/v1/rollouts", get(rollouts))
+            .route("/api/v1/findings", get(findings))
             .with_state(self)
     }
 
@@ -104,6 +105,12 @@ async fn metrics(State(e): State<Endpoints>) -> impl IntoResponse {
 
 async fn rollouts(State(e): State<Endpoints>) -> axum::Json<crate::status::Report> {
     axum::Json(e.status.board().report(jiff::Timestamp::now()))
+}
+
+/// The start-up checks' findings (`deploy-watchdog doctor -o json` in shape); empty until
+/// they are done.
+async fn findings(State(e): State<Endpoints>) -> axum::Json<Vec<crate::doctor::Finding>> {
+    axum::Json(e.status.board().findings())
 }
 
 async fn healthz() -> &'static str {

@@ -220,6 +220,9 @@ impl Simulation {
         for plural in &s.simulation.forbidden {
             cluster.forbid_everywhere(plural);
         }
+        for d in &s.simulation.rbac_denied {
+            cluster.deny(&d.verb, &d.resource);
+        }
         config
             .annotations
             .allowed_hosts

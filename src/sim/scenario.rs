@@ -53,6 +53,61 @@ pub struct SimulationSpec {
     /// any namespace: every request on them is refused with 403, as RBAC does.
     #[serde(default)]
     pub forbidden: Vec<String>,
+    /// Verbs RBAC refuses the watchdog's ServiceAccount in every namespace, each `VERB
+    /// RESOURCE` (`patch deployments`, `create events`, `get deployments/scale`): the request
+    /// gets 403 Forbidden and a SelfSubjectAccessReview of it is not allowed.
+    #[serde(default)]
+    pub rbac_denied: Vec<RbacDenied>,
+}
+
+/// One `simulation.rbac_denied` entry: `VERB RESOURCE`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct RbacDenied {
+    pub verb: String,
+    /// A plural, or `plural/subresource`.
+    pub resource: String,
+}
+
+/// The verbs RBAC knows for resources (`*` is every verb).
+const RBAC_VERBS: [&str; 9] = [
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "*",
+];
+
+impl TryFrom<String> for RbacDenied {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let words: Vec<&str> = s.split_whitespace().collect();
+        let [verb, resource] = words.as_slice() else {
+            return Err(format!(
+                "{s:?} is not `VERB RESOURCE` (e.g. `patch deployments`)"
+            ));
+        };
+        if !RBAC_VERBS.contains(verb) {
+            return Err(format!(
+                "{s:?}: {verb:?} is not an RBAC verb ({})",
+                RBAC_VERBS.join(", ")
+            ));
+        }
+        let plural = resource.split('/').next().unwrap_or_default();
+        if plural.is_empty() || !plural.chars().all(|c| c.is_ascii_lowercase()) {
+            return Err(format!(
+                "{s:?}: {resource:?} is not a resource's plural (e.g. `deployments`)"
+            ));
+        }
+        Ok(RbacDenied {
+            verb: verb.to_string(),
+            resource: resource.to_string(),
+        })
+    }
 }
 
 impl SimulationSpec {

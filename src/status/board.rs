@@ -18,6 +18,7 @@ struct State {
     ended: BTreeMap<(String, String), RolloutView>,
     recent: VecDeque<VerdictView>,
     next_id: u64,
+    findings: Vec<crate::doctor::Finding>,
 }
 
 /// Shared, cheap to clone.
@@ -59,7 +60,18 @@ impl Board {
         Report {
             rollouts,
             recent: s.recent.iter().cloned().collect(),
+            findings: s.findings.clone(),
         }
+    }
+
+    /// The start-up checks' findings, shown beside the rollouts.
+    pub fn set_findings(&self, findings: Vec<crate::doctor::Finding>) {
+        self.lock().findings = findings;
+    }
+
+    /// The start-up checks' findings (empty until they are done).
+    pub fn findings(&self) -> Vec<crate::doctor::Finding> {
+        self.lock().findings.clone()
     }
 }
 

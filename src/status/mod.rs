@@ -26,6 +26,10 @@ pub struct Report {
     pub rollouts: Vec<RolloutView>,
     /// Recent verdicts, newest first.
     pub recent: Vec<VerdictView>,
+    /// What the daemon's start-up checks found (`deploy-watchdog doctor`); empty from
+    /// `status`, which reads the cluster.
+    #[serde(default)]
+    pub findings: Vec<crate::doctor::Finding>,
 }
 
 /// One rollout as people look at it.

@@ -270,6 +270,7 @@ mod tests {
                 note: "error rate 5 % > 1 %".into(),
                 at: None,
             }],
+            findings: Vec::new(),
         };
         let plain = report(&r, Style::PLAIN);
         assert!(!plain.contains('\x1b'), "{plain}");

@@ -179,11 +179,17 @@ impl ApiError {
         } else {
             format!("{} \"{name}\"", qualified(plural, group))
         };
+        // A request for every namespace is refused "at the cluster scope".
+        let scope = if namespace.is_empty() {
+            "at the cluster scope".to_string()
+        } else {
+            format!("in the namespace \"{namespace}\"")
+        };
         let mut e = Self::new(
             403,
             "Forbidden",
             format!(
-                "{what} is forbidden: User \"{user}\" cannot {verb} resource \"{plural}\"{group_words} in the namespace \"{namespace}\""
+                "{what} is forbidden: User \"{user}\" cannot {verb} resource \"{plural}\"{group_words} {scope}"
             ),
         );
         e.name = name.into();
@@ -211,6 +217,17 @@ impl ApiError {
             405,
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource".into(),
+        )
+    }
+
+    /// A create whose body is in a format this server does not decode.
+    pub fn unsupported_body(ct: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/vnd.kubernetes.protobuf (got {ct})"
+            ),
         )
     }
 

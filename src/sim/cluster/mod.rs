@@ -16,8 +16,10 @@
 //! mid-rollout; server-side apply (`application/apply-patch+yaml`) is refused with 415;
 //! OpenAPI v3 only advertises server-side field validation (no schemas, so no
 //! `kubectl explain`; kubectl 1.28 and older need OpenAPI v2 for `apply`); DELETE always
-//! cascades in the background style; no admission, auth or protobuf.
+//! cascades in the background style; no admission, authentication or protobuf; RBAC allows everything but what
+//! [`SimCluster::forbid`] and [`SimCluster::deny`] take away (see `access`).
 
+mod access;
 mod controller;
 mod discovery;
 mod error;
@@ -158,6 +160,16 @@ impl SimCluster {
             .api()
             .forbidden
             .push((plural.to_string(), namespace.to_string()));
+    }
+
+    /// From now on RBAC refuses `verb` (`patch`, or `*` for all) on `resource` (`deployments`,
+    /// `deployments/scale`) in every namespace: such a request gets 403 Forbidden, and a
+    /// `SelfSubjectAccessReview` of it answers `allowed: false`.
+    pub fn deny(&self, verb: &str, resource: &str) {
+        self.shared
+            .api()
+            .denied
+            .push((verb.to_string(), resource.to_string()));
     }
 
     /// From now on every request on `plural` (e.g. `leases`) is answered `delay` later: an API

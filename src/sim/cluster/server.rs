@@ -176,6 +176,19 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
                 .map(ok)
                 .unwrap_or_else(|| Err(ApiError::path_not_found()));
         }
+        [
+            "apis",
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+        ] => {
+            if req.method != Method::POST {
+                return Err(ApiError::method_not_allowed());
+            }
+            let ct = req.header(header::CONTENT_TYPE);
+            let (code, review) = super::access::review(&shared.api(), ct, &req.body)?;
+            return Ok(json_response(code, &review));
+        }
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(ApiError::path_not_found()),
@@ -224,22 +237,23 @@ fn route(shared: &Arc<Shared>, path: &str, req: &Req) -> Result<Response, ApiErr
         return Err(ApiError::path_not_found());
     }
     let ns_str = ns.clone().unwrap_or_default();
-    if shared
-        .api()
-        .forbidden
-        .iter()
-        .any(|(p, n)| p == res.plural && (*n == ns_str || n == "*"))
-    {
-        let rbac_verb = match verb {
-            "GET" => "get",
-            "LIST" => "list",
-            "WATCH" => "watch",
-            "CREATE" => "create",
-            "UPDATE" => "update",
-            "PATCH" => "patch",
-            "DELETE" => "delete",
-            _ => "deletecollection",
-        };
+    let rbac_verb = match verb {
+        "GET" => "get",
+        "LIST" => "list",
+        "WATCH" => "watch",
+        "CREATE" => "create",
+        "UPDATE" => "update",
+        "PATCH" => "patch",
+        "DELETE" => "delete",
+        _ => "deletecollection",
+    };
+    let allowed = shared.api().allows(&super::access::Attributes {
+        verb: rbac_verb,
+        resource: res.plural,
+        subresource: sub,
+        namespace: &ns_str,
+    });
+    if !allowed {
         return Err(ApiError::forbidden(
             res.plural,
             res.group,

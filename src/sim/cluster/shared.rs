@@ -30,6 +30,9 @@ pub struct ApiControl {
     /// get 403 Forbidden, as RBAC answers a namespace the chart grants nothing in.
     /// A namespace of `*` forbids the resource everywhere.
     pub forbidden: Vec<(String, String)>,
+    /// (verb, resource) pairs RBAC refuses in every namespace (`patch`, `deployments`; a
+    /// subresource as `deployments/scale`; a verb of `*` is every verb).
+    pub denied: Vec<(String, String)>,
     /// API groups of the custom resources whose CRDs are installed (e.g. `argoproj.io`).
     pub crds: Vec<String>,
     /// (resource plural, delay): every request on that resource is answered that much later.
