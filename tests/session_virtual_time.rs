@@ -93,13 +93,16 @@ impl Script for Probed {
     }
 }
 
+/// A page as PagerDuty took it: its action and severity.
+type Page = (Action, Option<Severity>);
+
 /// A session watching the rollout of `v2` (behaving as `v2` says) over `v1`, started at
 /// `started`.
 struct Watched {
     sim: SimCluster,
     probed: Arc<Probed>,
     /// Every page: its action and severity.
-    pages: Arc<Mutex<Vec<(Action, Option<Severity>)>>>,
+    pages: Arc<Mutex<Vec<Page>>>,
     /// The template changes written before the session started.
     changes_before: usize,
     started: Instant,
@@ -264,7 +267,7 @@ impl Watched {
             .count()
     }
 
-    fn pages(&self) -> Vec<(Action, Option<Severity>)> {
+    fn pages(&self) -> Vec<Page> {
         self.pages.lock().unwrap().clone()
     }
 
