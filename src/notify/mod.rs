@@ -112,6 +112,24 @@ impl Notifier {
         }
     }
 
+    /// A notifier whose pages and messages wait in the returned queues instead of going to
+    /// PagerDuty and Slack: for whoever delivers them itself, such as a test that drives a
+    /// session in virtual time (real sockets do not mix with paused time).
+    pub fn queued(metrics: &Metrics) -> (Notifier, Queued) {
+        let (pages, page_rx) = mpsc::unbounded_channel();
+        let (posts, post_rx) = mpsc::channel(SLACK_QUEUE);
+        let notifier = Notifier {
+            pages: Some(pages),
+            posts: Some(posts),
+            in_flight: metrics.notifications_in_flight_gauge(),
+        };
+        let queued = Queued {
+            pages: page_rx,
+            posts: post_rx,
+        };
+        (notifier, queued)
+    }
+
     pub fn pages_enabled(&self) -> bool {
         self.pages.is_some()
     }
@@ -153,6 +171,14 @@ impl Notifier {
     pub fn in_flight(&self) -> usize {
         usize::try_from(self.in_flight.get()).unwrap_or(0)
     }
+}
+
+/// The queues of a [`Notifier::queued`]: each page with where to say how it ended (as
+/// PagerDuty's worker would), and each Slack message, escaped. Whoever takes an item out lowers
+/// the in-flight gauge when done with it ([`Metrics::notifications_in_flight_gauge`]).
+pub struct Queued {
+    pub pages: mpsc::UnboundedReceiver<(PageEvent, oneshot::Sender<Result<(), String>>)>,
+    pub posts: mpsc::Receiver<String>,
 }
 
 /// Where pages go: PagerDuty's Events API.

@@ -171,6 +171,26 @@ pub struct Probes {
     prometheus: Option<prometheus::Prometheus>,
     datadog: Option<datadog::Datadog>,
     metrics: Option<std::sync::Arc<crate::telemetry::Metrics>>,
+    /// Answers in place of the network, when set ([`Probes::scripted`]).
+    script: Option<std::sync::Arc<dyn Script>>,
+}
+
+/// What the probes answer in place of the network: for a test that drives sessions in virtual
+/// time, where real sockets do not work (tokio's paused clock jumps ahead whenever every task
+/// waits, a socket read included). Each call stands for the requests it replaces.
+pub trait Script: Send + Sync + 'static {
+    /// One round, as [`Probes::round`] takes it: health, smoke checks and, when `providers`,
+    /// every provider's counts.
+    fn round(&self, namespace: &str, name: &str, providers: bool) -> ProbeRound;
+    /// Every provider's counts over `window` ending now ([`Probes::error_rates`]).
+    fn error_rates(
+        &self,
+        namespace: &str,
+        name: &str,
+        window: Duration,
+    ) -> Vec<(Provider, crate::judge::ProviderSample)>;
+    /// The version `/health` reports now ([`Probes::reported_version`]).
+    fn reported_version(&self, namespace: &str, name: &str) -> Option<Result<String, String>>;
 }
 
 impl Probes {
@@ -210,6 +230,20 @@ impl Probes {
             prometheus,
             datadog,
             metrics: None,
+            script: None,
+        }
+    }
+
+    /// Probes that ask `script` instead of the network, with `config` for everything else
+    /// (which checks exist, the sample window).
+    pub fn scripted(config: &Config, script: std::sync::Arc<dyn Script>) -> Probes {
+        Probes {
+            client: http_client(),
+            config: config.clone(),
+            prometheus: None,
+            datadog: None,
+            metrics: None,
+            script: Some(script),
         }
     }
 
@@ -231,6 +265,7 @@ impl Probes {
             prometheus,
             datadog,
             metrics: self.metrics.clone(),
+            script: self.script.clone(),
         }
     }
 
@@ -257,6 +292,9 @@ impl Probes {
     /// One round: health, smoke checks and, unless the shared sampler asks them (`providers`
     /// false), the error-rate providers, concurrently.
     pub async fn round(&self, namespace: &str, name: &str, providers: bool) -> ProbeRound {
+        if let Some(script) = &self.script {
+            return script.round(namespace, name, providers);
+        }
         let health = async {
             if !self.config.health.enabled {
                 return None;
@@ -294,6 +332,9 @@ impl Probes {
         name: &str,
         window: Duration,
     ) -> Vec<(Provider, crate::judge::ProviderSample)> {
+        if let Some(script) = &self.script {
+            return script.error_rates(namespace, name, window);
+        }
         // Every provider at once, each bounded by its own timeout; the answers in a fixed order.
         let (prometheus, datadog) = tokio::join!(
             self.prometheus_sample(namespace, name, window),
@@ -436,6 +477,9 @@ impl Probes {
         namespace: &str,
         name: &str,
     ) -> Option<Result<String, String>> {
+        if let Some(script) = &self.script {
+            return script.reported_version(namespace, name);
+        }
         if !self.config.health.enabled || self.config.health.version_pointer.is_empty() {
             return None;
         }

@@ -1,4 +1,4 @@
-//! How a session records: pages, the state annotation, Events.
+//! How a session records: pages (and a page owed after a restart), the state annotation, Events.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use super::Session;
 use crate::cluster::record::{self, Decision, EventAction, EventReason, Outcome};
 use crate::judge::Reason;
 use crate::notify::{self, PageEvent, Payload, Severity};
+use crate::phase::Phase;
 use crate::tasks::Task;
 
 /// Recording how a page ended (its refusal as an Event, its delivery as an annotation).
@@ -229,5 +230,32 @@ impl Session {
             }
             .in_current_span(),
         );
+    }
+
+    /// A page decided before a restart or a leader change may never have reached PagerDuty;
+    /// one whose delivery the previous process recorded is not sent again.
+    pub(super) fn page_again_if_owed(&self) {
+        let Some(detail) = self.r.state.detail.clone() else {
+            return;
+        };
+        if !self.r.state.page_owed(&self.updates.borrow()) {
+            return;
+        }
+        let (outcome, reason) = match (&self.r.state.phase, self.r.state.paged) {
+            (Phase::Settled { outcome, reason }, _) => (*outcome, *reason),
+            (Phase::Verifying { reason }, _) => (Outcome::RolledBack, *reason),
+            (_, Some(paged)) => (Outcome::Degraded, paged),
+            _ => return,
+        };
+        let severity = match outcome {
+            Outcome::RollbackFailed => Severity::Critical,
+            Outcome::RolledBack | Outcome::WouldRollBack | Outcome::Degraded => Severity::Error,
+            _ => return,
+        };
+        info!(
+            outcome = outcome.as_str(),
+            "re-sending the page of a decision made before a restart"
+        );
+        self.page(severity, reason, outcome, &detail);
     }
 }

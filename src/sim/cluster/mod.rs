@@ -148,6 +148,22 @@ impl SimCluster {
         Ok(addr)
     }
 
+    /// Runs the controller until `shutdown` and answers the API in this process: the client's
+    /// requests are calls into the API server, with no socket between. For code on tokio's paused
+    /// clock, which real sockets do not mix with (the clock jumps ahead while a read waits).
+    /// The API cannot go down (`ApiState::Down`) without a socket to close; everything else
+    /// answers as [`SimCluster::start`]'s.
+    pub fn start_in_process(&self, shutdown: CancellationToken) -> kube::Client {
+        {
+            let mut api = self.shared.api();
+            api.shutdown = Some(shutdown.clone());
+            api.epoch = Some(shutdown.child_token());
+        }
+        tokio::spawn(gitops::run(self.clone(), shutdown.child_token()));
+        tokio::spawn(run_controller(self.shared.clone(), shutdown));
+        kube::Client::new(server::router(self.shared.clone()), "default")
+    }
+
     /// The API's base URL (`http://127.0.0.1:PORT`) once started.
     pub fn url(&self) -> Option<String> {
         self.shared.api().addr.map(|a| format!("http://{a}"))

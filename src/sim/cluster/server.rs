@@ -57,9 +57,14 @@ pub fn bind_retrying(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Err(last.unwrap_or_else(|| std::io::Error::other("bind failed")))
 }
 
+/// The API server as a service: every request answered in this process.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(handle).with_state(shared)
+}
+
 /// Serves until `epoch` is cancelled (`down` or shutdown): stops accepting, ends connections.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener, epoch: CancellationToken) {
-    let app = Router::new().fallback(handle).with_state(shared);
+    let app = router(shared);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(epoch.cancelled_owned())
         .await
