@@ -331,7 +331,9 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_the_daemon
         1.0,
     );
 
-    // Both sinks and the provider fail while two releases go out.
+    // Both sinks and the provider fail while two releases go out. The provider's errors last
+    // until Prometheus has seen them increase: a series first scraped with its errors already
+    // counted shows no increase.
     served.play(
         &http,
         &[
@@ -345,8 +347,8 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_the_daemon
     wait_for_value(
         &http,
         &prometheus,
-        r#"sum(deploy_watchdog_provider_request_duration_seconds_count{result="http_status"})"#,
-        2.0,
+        r#"sum(increase(deploy_watchdog_provider_request_duration_seconds_count{result="http_status"}[5m]))"#,
+        1.0,
     );
     served.play(
         &http,
