@@ -31,6 +31,7 @@ ALL_ON = {
                        "relabelings": [{"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}],
                        "metricRelabelings": [{"sourceLabels": ["__name__"], "regex": "go_.*", "action": "drop"}]},
     "prometheusRule": {"enabled": True, "selector": 'job="deploy-watchdog", namespace="deploy-watchdog"'},
+    "dashboards": {"enabled": True, "namespace": "monitoring", "folder": "Deploy Watchdog", "labels": {"team": "platform"}},
     "podDisruptionBudget": {"enabled": True},
     "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]},
     "deploymentAnnotations": {"secret.reloader.stakater.com/reload": "deploy-watchdog"},
@@ -109,8 +110,16 @@ def container(docs):
     return pod_spec(docs)["containers"][0]
 
 
+def config_map(docs):
+    """The daemon's ConfigMap (the dashboards' ConfigMap holds no config.yaml)."""
+    found = [d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {})]
+    if len(found) != 1:
+        fail(f"expected one ConfigMap with config.yaml, found {len(found)}")
+    return found[0]
+
+
 def config_of(docs):
-    return yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])
+    return yaml.safe_load(config_map(docs)["data"]["config.yaml"])
 
 
 def main():
@@ -262,14 +271,39 @@ def main():
 
     # The ConfigMap's config, for `deploy-watchdog check-config` (scripts/check-packaging runs it).
     for label, docs in sets.items():
-        (OUT / f"{label}-config.yaml").write_text(one(docs, "ConfigMap")["data"]["config.yaml"])
+        (OUT / f"{label}-config.yaml").write_text(config_map(docs)["data"]["config.yaml"])
+
+    # Grafana's dashboard sidecar: the label (and value), namespace and folder annotation it
+    # looks for; the dashboards as they are in the chart (JSON, not templated); none by default.
+    boards = [d for d in all_on if d["kind"] == "ConfigMap" and d is not config_map(all_on)]
+    shipped = {p.name: json.loads(p.read_text()) for p in sorted(Path(CHART, "dashboards").glob("*.json"))}
+    if len(boards) != 1 or not shipped:
+        fail(f"all-on: expected one dashboards ConfigMap and dashboards in the chart, got {len(boards)}, {list(shipped)}")
+    meta = boards[0]["metadata"]
+    if meta["namespace"] != "monitoring" or meta["labels"].get("grafana_dashboard") != "1" \
+            or meta["labels"].get("team") != "platform" or meta.get("annotations") != {"grafana_folder": "Deploy Watchdog"}:
+        fail(f"dashboards ConfigMap metadata: {meta}")
+    if {k: json.loads(v) for k, v in boards[0]["data"].items()} != shipped:
+        fail("the dashboards ConfigMap does not hold the chart's dashboards/*.json as they are")
+    custom = render({**MINIMAL, "dashboards": {"enabled": True, "label": "example.com/dashboard", "labelValue": "yes",
+                                               "folderAnnotation": "k8s-sidecar-target-directory", "folder": "ops"}}, "dashboards-custom")[0]
+    validate(custom, "dashboards-custom", versions)
+    meta = next(d for d in custom if d["kind"] == "ConfigMap" and "config.yaml" not in d["data"])["metadata"]
+    if meta["namespace"] != "deploy-watchdog" or meta["labels"].get("example.com/dashboard") != "yes" \
+            or meta["annotations"] != {"k8s-sidecar-target-directory": "ops"}:
+        fail(f"dashboards ConfigMap with a custom label and folder annotation: {meta}")
+    if [d for d in minimal if d["kind"] == "ConfigMap" and "config.yaml" not in d.get("data", {})]:
+        fail("minimal: no dashboards ConfigMap expected by default")
+    print(f"dashboards: one ConfigMap for Grafana's sidecar ({', '.join(shipped)}), label, namespace and folder annotation as set")
 
     for bad, why in (({"logFormat": "yaml"}, "logFormat"), ({"replicaCount": 9}, "replicaCount"),
                      ({"resources": {"requests": {"memory": "lots"}}}, "memory"), ({"config": {"server": {"listen": "x"}}}, "server"),
                      ({"extraEnv": [{"value": "x"}]}, "extraEnv without a name"),
                      ({"secrets": {"existingSecretKeys": ["pagerduty-routing-key"]}}, "existingSecretKeys as a list"),
                      ({"prometheusRule": {"selector": "{job=\"x\"}"}}, "a selector with braces"),
-                     ({"podSecurityContext": {"runAsUser": "root"}}, "runAsUser")):
+                     ({"podSecurityContext": {"runAsUser": "root"}}, "runAsUser"),
+                     ({"dashboards": {"label": "grafana dashboard"}}, "a dashboards label that is no label key"),
+                     ({"dashboards": {"folderAnnotation": "-folder"}}, "a folder annotation that is no key")):
         try:
             helm.Chart.load(CHART).validate_schema(bad)
         except helm.HelmValuesError as e:

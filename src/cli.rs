@@ -71,7 +71,7 @@ pub async fn doctor(config_path: &Path, kubeconfig: Option<&Path>, json: bool) -
         eprintln!("cannot build the HTTP client for probes and notifications: {e}");
         return crate::doctor::EXIT_BLOCKING;
     }
-    let findings = match kube_client(kubeconfig).await {
+    let findings = match kube_client(kubeconfig, None).await {
         Ok(client) => crate::doctor::examine(&config, &secrets, &client).await,
         Err(e) => {
             let mut f = crate::doctor::checks::sinks(&config, &secrets);
@@ -117,18 +117,18 @@ pub async fn run(config_path: &Path, kubeconfig: Option<&Path>) -> u8 {
         eprintln!("cannot build the HTTP client for probes and notifications: {e}");
         return 1;
     }
-    let client = match kube_client(kubeconfig).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("cannot reach Kubernetes: {e}");
-            return 1;
-        }
-    };
     let registry = prometheus::Registry::new();
     let metrics = match Metrics::register(&registry) {
         Ok(m) => Arc::new(m),
         Err(e) => {
             error!(error = %e, "metrics");
+            return 1;
+        }
+    };
+    let client = match kube_client(kubeconfig, Some(&metrics)).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot reach Kubernetes: {e}");
             return 1;
         }
     };
@@ -277,7 +277,11 @@ async fn systemd_notifications(notify: Notify, status: daemon::Status, stop: Can
     }
 }
 
-async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
+/// A Kubernetes client; with `metrics` (the daemon's), its failed requests are counted there.
+async fn kube_client(
+    kubeconfig: Option<&Path>,
+    metrics: Option<&Arc<Metrics>>,
+) -> Result<kube::Client, String> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -288,7 +292,11 @@ async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> 
         }
         None => kube::Config::infer().await.map_err(|e| e.to_string())?,
     };
-    kube::Client::try_from(config).map_err(|e| e.to_string())
+    match metrics {
+        Some(m) => crate::telemetry::kube_client(config, m),
+        None => kube::Client::try_from(config),
+    }
+    .map_err(|e| e.to_string())
 }
 
 async fn signals(shutdown: CancellationToken) {

@@ -1,15 +1,19 @@
 //! Tracing set-up (text or JSON lines, filtered by `RUST_LOG`, default `info`) and the daemon's
 //! own Prometheus metrics.
 //!
-//! Metric labels are bounded: an outcome, a reason, a check kind, a provider, a result. Never a
-//! Deployment's name or an error string: per-Deployment detail belongs in logs and Events.
+//! Metric labels are bounded: an outcome, a reason, a check kind, a provider, a result. Never an
+//! error string or a user's check name. The one exception is the per-check gauges of the rollouts
+//! under watch now ([`CheckGauges`]): they carry the Deployment's namespace and name, and their
+//! series are removed when the watch ends, so their number is bounded by the rollouts watched at
+//! once, not by history.
 
+use std::collections::BTreeSet;
 use std::io::IsTerminal;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -64,6 +68,46 @@ const CALL_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Buckets for the time from a rollout's detection to an action on it: 1 s to 1 h.
+const ACTION_BUCKETS: &[f64] = &[
+    1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+];
+
+/// Actions timed by `time_to_action_seconds`: a rollback (sent, refused or dry-run) and a page.
+pub const ACTIONS: [&str; 2] = ["rollback", "page"];
+
+/// HTTP methods of Kubernetes API requests (a list and a watch are GETs).
+const API_METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// Categories of failed Kubernetes API requests (see [`api_error_category`]).
+const API_ERROR_CATEGORIES: [&str; 9] = [
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "conflict",
+    "invalid",
+    "too_many_requests",
+    "server_error",
+    "rejected",
+    "connection",
+];
+
+/// PagerDuty event actions and delivery results, Slack delivery results: every combination is
+/// exported from the start (at 0), so the first failure shows as an increase.
+const PAGE_ACTIONS: [&str; 2] = ["trigger", "resolve"];
+const PAGE_RESULTS: [&str; 3] = ["delivered", "rejected", "retried"];
+const NOTIFICATION_RESULTS: [&str; 4] = ["delivered", "rejected", "retried", "dropped"];
+const GITOPS_KINDS: [&str; 3] = ["application", "kustomization", "helmrelease"];
+const OUTCOMES: [Outcome; 7] = [
+    Outcome::Passed,
+    Outcome::RolledBack,
+    Outcome::WouldRollBack,
+    Outcome::Degraded,
+    Outcome::RollbackFailed,
+    Outcome::Superseded,
+    Outcome::Deleted,
+];
+
 /// The daemon's metrics, registered into one [`Registry`] and shared in an `Arc`.
 pub struct Metrics {
     rollouts_detected: IntCounter,
@@ -81,6 +125,11 @@ pub struct Metrics {
     task_panics: IntCounterVec,
     build_info: IntGaugeVec,
     gitops_paused: IntGaugeVec,
+    time_to_action: HistogramVec,
+    api_errors: IntCounterVec,
+    check_value: GaugeVec,
+    check_threshold: GaugeVec,
+    check_failing: IntGaugeVec,
 }
 
 fn add<C: prometheus::core::Collector + Clone + 'static>(
@@ -257,11 +306,140 @@ impl Metrics {
                     &["version"],
                 ),
             )?,
+            time_to_action: add(
+                r,
+                "time_to_action_seconds",
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "time_to_action_seconds",
+                        "Time from a rollout's detection to the first action on it, in seconds, by action (rollback: sent, refused or dry-run; page: on-call paged while the watch goes on).",
+                    )
+                    .namespace(PREFIX)
+                    .buckets(ACTION_BUCKETS.to_vec()),
+                    &["action"],
+                ),
+            )?,
+            api_errors: add(
+                r,
+                "kube_api_errors_total",
+                IntCounterVec::new(
+                    opts(
+                        "kube_api_errors_total",
+                        "Kubernetes API requests that failed, by HTTP method and category (unauthorized, forbidden, not_found, conflict, invalid, too_many_requests, server_error, rejected, connection).",
+                    ),
+                    &["method", "category"],
+                ),
+            )?,
+            check_value: add(
+                r,
+                "check_value",
+                GaugeVec::new(
+                    opts(
+                        "check_value",
+                        "Each check's latest value for the rollouts under watch now: error_rate_<provider> the error ratio (0-1); health 1 when healthy, 0 when not; smoke the share of smoke checks passing. Removed when the watch ends.",
+                    ),
+                    &CHECK_LABELS,
+                ),
+            )?,
+            check_threshold: add(
+                r,
+                "check_threshold",
+                GaugeVec::new(
+                    opts(
+                        "check_threshold",
+                        "The error ratio above which an error_rate check fails for a rollout under watch now (the threshold, or the baseline times its factor when higher). Removed when the watch ends.",
+                    ),
+                    &CHECK_LABELS,
+                ),
+            )?,
+            check_failing: add(
+                r,
+                "check_failing",
+                IntGaugeVec::new(
+                    opts(
+                        "check_failing",
+                        "1 while a check of a rollout under watch now fails, 0 while it passes or has no evidence either way. Removed when the watch ends.",
+                    ),
+                    &CHECK_LABELS,
+                ),
+            )?,
         };
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        m.export_known_series();
         Ok(m)
+    }
+
+    /// Exports every known label combination of the counters, histograms and gauges at 0:
+    /// a series that first appears at 1 shows no increase, so a first rollback or failed page
+    /// would be invisible to `increase()` and `rate()`.
+    fn export_known_series(&self) {
+        for outcome in OUTCOMES {
+            for reason in crate::judge::ALL_REASONS {
+                self.outcomes
+                    .with_label_values(&[outcome.as_str(), reason.as_str()]);
+            }
+        }
+        for action in PAGE_ACTIONS {
+            for result in PAGE_RESULTS {
+                self.pages.with_label_values(&[action, result]);
+            }
+        }
+        for result in NOTIFICATION_RESULTS {
+            self.notifications.with_label_values(&[result]);
+        }
+        for kind in GITOPS_KINDS {
+            self.gitops_paused.with_label_values(&[kind]);
+        }
+        for action in ACTIONS {
+            self.time_to_action.with_label_values(&[action]);
+        }
+        for kind in ["deployments", "replicasets", "pods"] {
+            self.watch_restarts.with_label_values(&[kind]);
+        }
+        for method in API_METHODS {
+            for category in API_ERROR_CATEGORIES {
+                self.api_errors.with_label_values(&[method, category]);
+            }
+        }
+    }
+
+    /// The first action on a rollout (`action`: one of [`ACTIONS`]), `elapsed` after its
+    /// detection.
+    pub fn time_to_action(&self, action: &'static str, elapsed: Duration) {
+        self.time_to_action
+            .with_label_values(&[action])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A failed Kubernetes API request.
+    pub fn api_error(&self, method: &http::Method, category: &'static str) {
+        let method = API_METHODS
+            .iter()
+            .find(|m| **m == method.as_str())
+            .copied()
+            .unwrap_or("OTHER");
+        self.api_errors.with_label_values(&[method, category]).inc();
+    }
+
+    /// The per-check gauges of the rollout `namespace/deployment`; its series go when they drop.
+    pub fn check_gauges(&self, namespace: &str, deployment: &str) -> CheckGauges {
+        CheckGauges {
+            value: self.check_value.clone(),
+            threshold: self.check_threshold.clone(),
+            failing: self.check_failing.clone(),
+            namespace: namespace.to_string(),
+            deployment: deployment.to_string(),
+            valued: BTreeSet::new(),
+            limited: BTreeSet::new(),
+        }
+    }
+
+    /// A tower layer for the Kubernetes client that counts each failed request into
+    /// `kube_api_errors_total`.
+    pub fn api_error_layer(self: &std::sync::Arc<Self>) -> ApiErrorLayer {
+        ApiErrorLayer(self.clone())
     }
 
     /// A rollout was detected.
@@ -383,6 +561,156 @@ impl Metrics {
     }
 }
 
+/// Labels of the per-check gauges. Not `namespace`: a scrape through a ServiceMonitor sets that
+/// label to the daemon's own namespace.
+const CHECK_LABELS: [&str; 3] = ["deployment_namespace", "deployment", "check"];
+
+/// One check's latest reading for the per-check gauges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckReading {
+    /// `error_rate_prometheus`, `error_rate_datadog`, `health` or `smoke`: never a user's name.
+    pub check: &'static str,
+    /// `None`: no value (no data, the provider unavailable, no traffic): the series is removed.
+    pub value: Option<f64>,
+    pub threshold: Option<f64>,
+    pub failing: bool,
+}
+
+/// The per-check gauges of one rollout under watch. Each [`CheckGauges::update`] sets the checks
+/// read and removes those without a value; dropping it removes every series it set.
+pub struct CheckGauges {
+    value: GaugeVec,
+    threshold: GaugeVec,
+    failing: IntGaugeVec,
+    namespace: String,
+    deployment: String,
+    /// Checks with a value (and a failing) series.
+    valued: BTreeSet<&'static str>,
+    /// Checks with a threshold series.
+    limited: BTreeSet<&'static str>,
+}
+
+impl CheckGauges {
+    pub fn update(&mut self, readings: &[CheckReading]) {
+        let (mut valued, mut limited) = (BTreeSet::new(), BTreeSet::new());
+        for r in readings {
+            let labels = [self.namespace.as_str(), self.deployment.as_str(), r.check];
+            let Some(value) = r.value else {
+                continue;
+            };
+            self.value.with_label_values(&labels).set(value);
+            self.failing
+                .with_label_values(&labels)
+                .set(i64::from(r.failing));
+            valued.insert(r.check);
+            if let Some(t) = r.threshold {
+                self.threshold.with_label_values(&labels).set(t);
+                limited.insert(r.check);
+            }
+        }
+        for check in self.valued.difference(&valued) {
+            let labels = [self.namespace.as_str(), self.deployment.as_str(), check];
+            let _ = self.value.remove_label_values(&labels);
+            let _ = self.failing.remove_label_values(&labels);
+        }
+        for check in self.limited.difference(&limited) {
+            let labels = [self.namespace.as_str(), self.deployment.as_str(), check];
+            let _ = self.threshold.remove_label_values(&labels);
+        }
+        self.valued = valued;
+        self.limited = limited;
+    }
+}
+
+impl Drop for CheckGauges {
+    fn drop(&mut self) {
+        self.update(&[]);
+    }
+}
+
+/// The category of a Kubernetes API answer that is not a success: the status code's meaning,
+/// or `connection` when no answer came.
+pub fn api_error_category(status: Option<u16>) -> &'static str {
+    match status {
+        Some(401) => "unauthorized",
+        Some(403) => "forbidden",
+        Some(404) => "not_found",
+        Some(409) => "conflict",
+        Some(422) => "invalid",
+        Some(429) => "too_many_requests",
+        Some(c) if c >= 500 => "server_error",
+        Some(_) => "rejected",
+        None => "connection",
+    }
+}
+
+/// A Kubernetes client for `config` whose failed requests are counted in `metrics`.
+pub fn kube_client(
+    config: kube::Config,
+    metrics: &std::sync::Arc<Metrics>,
+) -> Result<kube::Client, kube::Error> {
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&metrics.api_error_layer())
+        .build())
+}
+
+/// Wraps the Kubernetes client's HTTP service: see [`Metrics::api_error_layer`].
+#[derive(Clone)]
+pub struct ApiErrorLayer(std::sync::Arc<Metrics>);
+
+impl<S> tower::Layer<S> for ApiErrorLayer {
+    type Service = ApiErrors<S>;
+    fn layer(&self, inner: S) -> ApiErrors<S> {
+        ApiErrors {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+/// The service of [`ApiErrorLayer`]: a response of 400 or more, or no response, is counted.
+#[derive(Clone)]
+pub struct ApiErrors<S> {
+    inner: S,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for ApiErrors<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    R: 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.method().clone();
+        let metrics = self.metrics.clone();
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let answer = answer.await;
+            match &answer {
+                Ok(r) if r.status().as_u16() >= 400 => {
+                    metrics.api_error(&method, api_error_category(Some(r.status().as_u16())));
+                }
+                Ok(_) => {}
+                Err(_) => metrics.api_error(&method, api_error_category(None)),
+            }
+            answer
+        })
+    }
+}
+
 fn provider_result(sample: &ProviderSample) -> &'static str {
     match sample {
         ProviderSample::Counts { .. } => "answered",
@@ -462,8 +790,10 @@ mod tests {
             smoke: vec![("home".into(), SmokeSample::Passed)],
             providers: vec![(Provider::Prometheus, ProviderSample::NoData)],
         });
+        let mut gauges = m.check_gauges("shop", "web");
+        gauges.update(&[reading("error_rate_prometheus", Some(0.0), Some(0.01))]);
         let families = registry.gather();
-        assert_eq!(families.len(), 12);
+        assert_eq!(families.len(), 18);
         for f in &families {
             assert!(f.name().starts_with("deploy_watchdog_"), "{}", f.name());
             assert!(!f.help().is_empty(), "{} has no help", f.name());
@@ -504,6 +834,116 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!(m.rollbacks_in_progress(), 0);
+    }
+
+    fn reading(check: &'static str, value: Option<f64>, threshold: Option<f64>) -> CheckReading {
+        CheckReading {
+            check,
+            value,
+            threshold,
+            failing: false,
+        }
+    }
+
+    #[test]
+    fn check_gauges_follow_the_readings_and_go_when_the_watch_ends() {
+        let (registry, m) = metrics();
+        let mut a = m.check_gauges("shop", "web");
+        let b = {
+            let mut b = m.check_gauges("shop", "cart");
+            b.update(&[reading("health", Some(1.0), None)]);
+            b
+        };
+        a.update(&[
+            CheckReading {
+                failing: true,
+                ..reading("error_rate_prometheus", Some(0.05), Some(0.01))
+            },
+            reading("health", Some(1.0), None),
+        ]);
+        let text = encode(&registry);
+        let web = r#"deployment="web",deployment_namespace="shop""#;
+        assert!(
+            text.contains(&format!(
+                r#"deploy_watchdog_check_value{{check="error_rate_prometheus",{web}}} 0.05"#
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            r#"deploy_watchdog_check_threshold{{check="error_rate_prometheus",{web}}} 0.01"#
+        )));
+        assert!(text.contains(&format!(
+            r#"deploy_watchdog_check_failing{{check="error_rate_prometheus",{web}}} 1"#
+        )));
+        // The provider stops answering: no value, so no series (not a stale one).
+        a.update(&[
+            reading("error_rate_prometheus", None, Some(0.01)),
+            reading("health", Some(0.0), None),
+        ]);
+        let text = encode(&registry);
+        assert!(!text.contains("error_rate_prometheus"), "{text}");
+        assert!(text.contains(&format!(
+            r#"deploy_watchdog_check_value{{check="health",{web}}} 0"#
+        )));
+        drop(a);
+        let text = encode(&registry);
+        assert!(!text.contains(r#"deployment="web""#), "{text}");
+        assert!(text.contains(r#"deployment="cart""#), "{text}");
+        drop(b);
+        assert!(!encode(&registry).contains("deploy_watchdog_check_value{"));
+    }
+
+    #[test]
+    fn known_label_sets_are_exported_at_zero_before_anything_happens() {
+        let (registry, _m) = metrics();
+        let text = encode(&registry);
+        for line in [
+            r#"deploy_watchdog_rollout_outcomes_total{outcome="rolled_back",reason="error_rate"} 0"#,
+            r#"deploy_watchdog_pages_total{action="trigger",result="retried"} 0"#,
+            r#"deploy_watchdog_notifications_total{result="dropped"} 0"#,
+            r#"deploy_watchdog_gitops_paused_owners{kind="application"} 0"#,
+            r#"deploy_watchdog_time_to_action_seconds_count{action="rollback"} 0"#,
+            r#"deploy_watchdog_kube_api_errors_total{category="connection",method="PATCH"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_client_layer_counts_failed_api_requests_by_method_and_category() {
+        use tower::{Layer, Service, ServiceExt};
+        let (registry, m) = metrics();
+        let m = std::sync::Arc::new(m);
+        let answer = tower::service_fn(|req: http::Request<()>| async move {
+            match req.uri().path() {
+                "/conflict" => Ok(http::Response::builder().status(409).body(()).unwrap()),
+                "/ok" => Ok(http::Response::new(())),
+                _ => Err(std::io::Error::other("connection refused")),
+            }
+        });
+        let mut svc = m.api_error_layer().layer(answer);
+        for (method, path) in [("PATCH", "/conflict"), ("GET", "/ok"), ("GET", "/down")] {
+            let req = http::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(())
+                .unwrap();
+            let _ = svc.ready().await.unwrap().call(req).await;
+        }
+        let text = encode(&registry);
+        assert!(text.contains(
+            r#"deploy_watchdog_kube_api_errors_total{category="conflict",method="PATCH"} 1"#
+        ));
+        assert!(text.contains(
+            r#"deploy_watchdog_kube_api_errors_total{category="connection",method="GET"} 1"#
+        ));
+        let counted: usize = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("deploy_watchdog_kube_api_errors_total{") && l.ends_with(" 1")
+            })
+            .count();
+        assert_eq!(counted, 2, "{text}");
     }
 
     #[test]

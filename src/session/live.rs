@@ -29,6 +29,8 @@ pub(super) struct Live {
     gate: Arc<Mutex<()>>,
     /// No record is written any more: a rollback is under way.
     paused: bool,
+    /// Each check's value on `/metrics`, from the first observation until the session ends.
+    gauges: Option<crate::telemetry::CheckGauges>,
 }
 
 impl Live {
@@ -52,6 +54,7 @@ impl Live {
             record,
             gate,
             paused: false,
+            gauges: None,
         }
     }
 }
@@ -134,6 +137,16 @@ impl Session {
             self.baseline,
             self.r.state.to_version.as_deref(),
         );
+        let readings = self.live.latest.readings(
+            &self.policy,
+            self.baseline,
+            self.r.state.to_version.as_deref(),
+        );
+        let (metrics, r) = (&self.ctx.metrics, &self.r);
+        self.live
+            .gauges
+            .get_or_insert_with(|| metrics.check_gauges(&r.namespace, &r.name))
+            .update(&readings);
         let pods = self.pods_view(caches, template);
         let baseline = self.baseline;
         let checks_at = self.live.latest.at;

@@ -175,6 +175,15 @@ impl Session {
     ) {
         info!(event = event_reason.as_str(), phase = %self.r.state.phase, %reason, note, "decision");
         self.publish_decision(event_reason, reason, &note);
+        let timed = match action {
+            EventAction::RollBack => Some("rollback"),
+            EventAction::Page => Some("page"),
+            _ => None,
+        };
+        if let Some(timed) = timed {
+            let elapsed = self.since_detection(self.clock.now());
+            self.ctx.metrics.time_to_action(timed, elapsed);
+        }
         if let Some(outcome) = self.r.state.outcome() {
             self.ctx.metrics.outcome(outcome, reason);
         }

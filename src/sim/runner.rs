@@ -493,9 +493,10 @@ impl DaemonProcess {
             (sim.config.clone(), sim.secrets.clone(), status.clone());
         config.leader_election.identity = identity.clone();
         let url = sim.api_url.clone();
+        let counted = metrics.clone();
         runtime.spawn(async move {
             let Ok(uri) = url.parse() else { return };
-            let client = match kube::Client::try_from(kube::Config::new(uri)) {
+            let client = match crate::telemetry::kube_client(kube::Config::new(uri), &counted) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build the Kubernetes client");

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::{CheckState, CheckView};
 use crate::check::Provider;
 use crate::judge::{self, HealthSample, Policy, ProbeRound, ProviderSample, SmokeSample};
+use crate::telemetry::CheckReading;
 
 /// JSON [`LiveRecord`] of the rollout being watched.
 pub const LIVE_ANNOTATION: &str = "deploy-watchdog.io/live";
@@ -110,29 +111,13 @@ impl Latest {
         for (provider, sample) in &self.providers {
             let (value, state) = match sample {
                 ProviderSample::Counts { requests, errors } => {
-                    let ratio = if *requests > 0.0 {
-                        errors / requests
-                    } else {
-                        0.0
-                    };
+                    let (ratio, state) = error_rate_state(policy, baseline, *requests, *errors);
                     let value = format!(
                         "{} ({} of {} requests)",
                         judge::percent(ratio),
                         judge::count(*errors),
                         judge::count(*requests)
                     );
-                    let over = ratio > policy.error_rate_threshold
-                        && match (policy.baseline_factor, baseline) {
-                            (Some(f), Some(b)) => ratio > b * f,
-                            _ => true,
-                        };
-                    let state = if *requests < policy.min_requests as f64 {
-                        CheckState::Unknown
-                    } else if over {
-                        CheckState::Failing
-                    } else {
-                        CheckState::Ok
-                    };
                     (value, state)
                 }
                 ProviderSample::NoData => ("no data".to_string(), CheckState::Unknown),
@@ -203,6 +188,103 @@ impl Latest {
         }
         out
     }
+}
+
+impl Latest {
+    /// Each check's latest reading, for the per-check gauges: an error rate with its limit, the
+    /// health endpoint (1 when it answers with the expected version and every dependency ok),
+    /// the share of smoke checks passing.
+    pub fn readings(
+        &self,
+        policy: &Policy,
+        baseline: Option<f64>,
+        expected_version: Option<&str>,
+    ) -> Vec<CheckReading> {
+        let mut out = Vec::new();
+        let limit = match (policy.baseline_factor, baseline) {
+            (Some(f), Some(b)) => policy.error_rate_threshold.max(b * f),
+            _ => policy.error_rate_threshold,
+        };
+        for (provider, sample) in &self.providers {
+            let check = match provider {
+                Provider::Prometheus => "error_rate_prometheus",
+                Provider::Datadog => "error_rate_datadog",
+            };
+            let (value, failing) = match sample {
+                ProviderSample::Counts { requests, errors } if *requests > 0.0 => {
+                    let (ratio, state) = error_rate_state(policy, baseline, *requests, *errors);
+                    (Some(ratio), state == CheckState::Failing)
+                }
+                _ => (None, false),
+            };
+            out.push(CheckReading {
+                check,
+                value,
+                threshold: Some(limit),
+                failing,
+            });
+        }
+        if let Some(h) = &self.health {
+            let healthy = match h {
+                HealthSample::Failed(_) => false,
+                HealthSample::Answered {
+                    version,
+                    failing_checks,
+                } => {
+                    failing_checks.is_empty()
+                        && !matches!((expected_version, version.as_deref()), (Some(e), Some(v)) if e != v)
+                }
+            };
+            out.push(CheckReading {
+                check: "health",
+                value: Some(if healthy { 1.0 } else { 0.0 }),
+                threshold: None,
+                failing: !healthy,
+            });
+        }
+        if !self.smoke.is_empty() {
+            let passed = self
+                .smoke
+                .iter()
+                .filter(|(_, s)| matches!(s, SmokeSample::Passed))
+                .count();
+            out.push(CheckReading {
+                check: "smoke",
+                value: Some(passed as f64 / self.smoke.len() as f64),
+                threshold: None,
+                failing: passed < self.smoke.len(),
+            });
+        }
+        out
+    }
+}
+
+/// An error-rate sample's ratio and state: failing over the threshold (and over the baseline
+/// times its factor, with a baseline), unknown under the minimum of requests.
+fn error_rate_state(
+    policy: &Policy,
+    baseline: Option<f64>,
+    requests: f64,
+    errors: f64,
+) -> (f64, CheckState) {
+    let ratio = if requests > 0.0 {
+        errors / requests
+    } else {
+        0.0
+    };
+    let over = ratio > policy.error_rate_threshold
+        && match (policy.baseline_factor, baseline) {
+            (Some(f), Some(b)) => ratio > b * f,
+            _ => true,
+        };
+    let state = if requests < policy.min_requests as f64 {
+        CheckState::Unknown
+    } else if over {
+        CheckState::Failing
+    } else {
+        CheckState::Ok
+    };
+    (ratio, state)
 }
 
 fn health_condition(expected: Option<&str>) -> String {
