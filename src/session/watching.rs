@@ -59,11 +59,17 @@ impl Session {
             let probes = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return false,
-                _ = self.end.changed() => {
+                changed = self.end.changed() => {
                     let cause = *self.end.borrow();
                     if let Some(cause) = cause {
                         self.ended(cause).await;
                         return true;
+                    }
+                    if changed.is_err() {
+                        // The detector dropped the session's handle without a cause: nobody
+                        // follows this rollout any more (a closed channel is ready at once, so
+                        // listening on would spin).
+                        return false;
                     }
                     continue;
                 }
