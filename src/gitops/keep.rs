@@ -575,3 +575,39 @@ impl Keeper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_pause_supersedes_the_keeper_of_an_older_one_and_a_take_up_does_not() {
+        let kept = Kept::default();
+        let first = kept.claim("payments", "api", true);
+        assert!(first.as_ref().is_some_and(Claim::current));
+        // A process taking up a recorded pause leaves a keeper that runs alone.
+        assert!(kept.claim("payments", "api", false).is_none());
+        let second = kept.claim("payments", "api", true);
+        assert!(first.as_ref().is_some_and(|c| !c.current()));
+        assert!(second.as_ref().is_some_and(Claim::current));
+        // The superseded keeper ending does not let go of the newer one's hold.
+        drop(first);
+        assert!(kept.kept("payments", "api"));
+        drop(second);
+        assert!(!kept.kept("payments", "api"));
+    }
+
+    #[test]
+    fn only_a_keeper_that_resumed_the_sync_answers_for_the_release_coming_back() {
+        let kept = Kept::default();
+        let claim = kept.claim("payments", "api", true);
+        assert!(!kept.resumed("payments", "api"));
+        if let Some(c) = &claim {
+            c.set_resumed(true);
+        }
+        assert!(kept.resumed("payments", "api"));
+        assert!(!kept.resumed("payments", "worker"));
+        drop(claim);
+        assert!(!kept.resumed("payments", "api"));
+    }
+}

@@ -466,6 +466,42 @@ mod tests {
     }
 
     #[test]
+    fn a_record_written_before_the_held_check_was_noted_reads_as_unchecked() {
+        let old: PauseRecord =
+            serde_json::from_str(r#"{"revision":"abc","deployment":"payments/api"}"#).unwrap();
+        assert!(!old.checked);
+        let checked = PauseRecord {
+            checked: true,
+            ..old.clone()
+        };
+        let text = serde_json::to_string(&checked).unwrap();
+        assert_eq!(serde_json::from_str::<PauseRecord>(&text).unwrap(), checked);
+        // Unchecked, the record is written as before.
+        assert!(!serde_json::to_string(&old).unwrap().contains("checked"));
+    }
+
+    #[test]
+    fn a_pause_found_on_its_object_is_told_by_where_it_is() {
+        let skipped = json!({"metadata": {"annotations": {SKIP_RECONCILE: "true"}}});
+        assert_eq!(
+            method_on(OwnerKind::Application, &skipped),
+            Method::ArgoSkipReconcile
+        );
+        assert_eq!(
+            method_on(OwnerKind::Application, &json!({})),
+            Method::ArgoAutomatedOff
+        );
+        assert_eq!(
+            method_on(OwnerKind::Kustomization, &json!({})),
+            Method::FluxReconcileDisabled
+        );
+        assert_eq!(
+            method_on(OwnerKind::HelmRelease, &json!({})),
+            Method::FluxSuspend
+        );
+    }
+
+    #[test]
     fn the_pause_holds_only_while_its_mark_is_there() {
         let on = json!({"metadata": {"annotations": {FLUX_RECONCILE: "disabled"}}});
         assert!(holds(Method::FluxReconcileDisabled, &on));

@@ -1490,6 +1490,13 @@ script:
             unmanaged.contains("script[0].git_commit.deployment"),
             "{unmanaged}"
         );
+        let resume = error_of(
+            "name: x\ndeployments: [{ref: a/b, version: v1}]\nscript: [{at: 1s, gitops_resume: {deployment: a/b}}]\nexpect: {a/b: {pages: 0}}\n",
+        );
+        assert!(
+            resume.contains("script[0].gitops_resume.deployment"),
+            "{resume}"
+        );
     }
 
     #[test]
