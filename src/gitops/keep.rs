@@ -227,8 +227,9 @@ pub async fn take_up(
 
 /// How holding a pause ended.
 enum Held {
-    /// Git moved on to this revision and the sync was resumed.
-    Resumed(String),
+    /// Git moved on to this revision and the sync was resumed; the Deployment's revision just
+    /// before (what the controller applies after the resume is numbered above it).
+    Resumed(String, Option<i64>),
     /// Nothing more to keep.
     Over,
 }
@@ -306,11 +307,11 @@ impl Keeper {
 
     async fn run(mut self, claim: Claim) {
         loop {
-            let revision = match self.hold(&claim).await {
-                Held::Resumed(revision) => revision,
+            let (revision, before) = match self.hold(&claim).await {
+                Held::Resumed(revision, before) => (revision, before),
                 Held::Over => return,
             };
-            let back = self.bad_back(&claim).await;
+            let back = self.bad_back(&claim, before).await;
             claim.set_resumed(false);
             match back {
                 Some(d) => {
@@ -372,6 +373,10 @@ impl Keeper {
             let moved = now.revision.is_some() && now.revision != p.record.revision;
             if moved {
                 let revision = now.revision.clone().unwrap_or_default();
+                let before = self
+                    .deployment()
+                    .await
+                    .and_then(|d| rollout::revision(&d.metadata.annotations.unwrap_or_default()));
                 // Said before the controller can act on it: what it applies next is its doing.
                 claim.set_resumed(true);
                 match super::resume(&self.client, p).await {
@@ -384,7 +389,7 @@ impl Keeper {
                         self.event(EventReason::GitOpsResumed, note.clone());
                         self.notifier
                             .post(format!("▶️ {}: {note}.", p.record.deployment));
-                        return Held::Resumed(revision);
+                        return Held::Resumed(revision, before);
                     }
                     Err(e) => {
                         claim.set_resumed(false);
@@ -406,10 +411,12 @@ impl Keeper {
     }
 
     /// After a resume, through the controller's next sync: the Deployment when the controller
-    /// brought back the template rolled back (the commit did not fix the release); `None` once
-    /// it applied another template (a new rollout, judged as usual) or left the restored one.
-    async fn bad_back(&self, claim: &Claim) -> Option<Deployment> {
+    /// brought back the template rolled back (the commit did not fix the release), numbered by
+    /// the deployment controller above `before`; `None` once it applied another template (a new
+    /// rollout, judged as usual) or left the restored one.
+    async fn bad_back(&self, claim: &Claim, before: Option<i64>) -> Option<Deployment> {
         let bad = self.bad.as_deref()?;
+        let before = before.unwrap_or(i64::MAX);
         let period = super::sync_period(&self.client, &self.cfg, &self.paused).await;
         let until = Instant::now() + period + period / 2 + self.poll;
         let mut ticks = tokio::time::interval(self.poll);
@@ -426,8 +433,20 @@ impl Keeper {
             let Some(d) = self.deployment().await else {
                 continue;
             };
+            // Not numbered yet: the deployment controller has not seen the latest template.
+            let observed =
+                d.status.as_ref().and_then(|s| s.observed_generation) >= d.metadata.generation;
+            let numbered = rollout::revision(&d.metadata.annotations.clone().unwrap_or_default());
+            if !observed {
+                continue;
+            }
             if rollout::runs_template(&d, Some(bad)) {
-                return Some(d);
+                if numbered.is_some_and(|n| n > before) {
+                    return Some(d);
+                }
+                // Still running since before the resume (its rollback failed): what the
+                // controller applies next is judged as usual.
+                continue;
             }
             if !rollout::runs_template(&d, self.restored.as_deref()) {
                 return None;
@@ -464,18 +483,33 @@ impl Keeper {
             }
         };
         self.paused = again.clone();
-        let current = rollout::revision(&d.metadata.annotations.clone().unwrap_or_default())
-            .unwrap_or_default();
-        let keep_on_deployment = again.deployment_annotations();
-        let result = rollback::execute_judged(
-            &self.client,
-            &p.namespace,
-            &p.name,
-            current,
-            self.bad.as_deref(),
-            |_| keep_on_deployment,
-        )
-        .await;
+        let mut d = d.clone();
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let current = rollout::revision(&d.metadata.annotations.clone().unwrap_or_default())
+                .unwrap_or_default();
+            let keep_on_deployment = again.deployment_annotations();
+            let result = rollback::execute_judged(
+                &self.client,
+                &p.namespace,
+                &p.name,
+                current,
+                self.bad.as_deref(),
+                |_| keep_on_deployment,
+            )
+            .await;
+            // Numbered meanwhile (the read was older): read again and send again, a few times.
+            let stale = matches!(&result, Err(rollback::RollbackError::Superseded { .. }));
+            if !stale || attempts >= 3 {
+                break result;
+            }
+            tokio::time::sleep(self.poll).await;
+            match self.deployment().await {
+                Some(fresh) if rollout::runs_template(&fresh, self.bad.as_deref()) => d = fresh,
+                _ => break result,
+            }
+        };
         match result {
             Ok(plan) => {
                 let to = plan
