@@ -106,6 +106,8 @@ struct Known {
     /// a settled Deployment is most of a large cluster.
     latest: Option<Arc<Deployment>>,
     session: Option<Handle>,
+    /// It names a GitOps owner: a new leader looks for a pause an earlier process recorded.
+    gitops: bool,
 }
 
 /// How long a stopping daemon waits for its tasks (a leader releasing its Lease, Events being
@@ -171,6 +173,7 @@ async fn detect(
         tasks: tasks.clone(),
         rollbacks: status.rollbacks.clone(),
         board: status.board.clone(),
+        kept: Default::default(),
     });
 
     // Without an election this process leads from the start.
@@ -378,6 +381,15 @@ impl Detector {
             .values()
             .filter_map(|k| k.latest.clone())
             .collect();
+        let owned: Vec<(String, String)> = self
+            .known
+            .iter()
+            .filter(|(_, k)| k.gitops)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for (ns, name) in owned {
+            self.take_up_pause(ns, name);
+        }
         for d in entries {
             let session = rollout::revision(d.annotations()).and_then(|revision| {
                 let state = RolloutState::from_deployment(&d);
@@ -398,6 +410,17 @@ impl Detector {
         for k in self.known.values_mut() {
             k.session = None;
         }
+    }
+
+    /// At start-up or takeover: a GitOps sync an earlier process paused (recorded on its owner)
+    /// is kept again: reminders, the held check, the resume when Git moves on.
+    fn take_up_pause(&self, namespace: String, name: String) {
+        tokio::spawn(crate::gitops::keep::take_up(
+            self.ctx.clone(),
+            namespace,
+            name,
+            self.sessions.child_token(),
+        ));
     }
 
     /// At start-up or takeover: the session [`first_sight_start`] found for `d`.
@@ -436,6 +459,14 @@ impl Detector {
         };
         let version = rollout::deployed_version(&d, &self.ctx.config.version);
         let images = several_images(&d);
+        let gitops = crate::gitops::owner::discover(
+            &self.ctx.config.gitops,
+            &k.0,
+            &k.1,
+            d.labels(),
+            d.annotations(),
+        )
+        .is_some();
         let state = RolloutState::from_deployment(&d);
         let first_sight = first_sight_start(&d, revision, state.as_ref());
         let rolled_back = state
@@ -450,6 +481,9 @@ impl Detector {
             let session = first_sight
                 .filter(|_| initial && self.leader)
                 .map(|start| self.first_sight_session(&d, revision, start));
+            if gitops && initial && self.leader {
+                self.take_up_pause(k.0.clone(), k.1.clone());
+            }
             self.known.insert(
                 k,
                 Known {
@@ -460,6 +494,7 @@ impl Detector {
                     images,
                     latest: keep.then_some(d),
                     session,
+                    gitops,
                 },
             );
             return;
@@ -469,6 +504,7 @@ impl Detector {
             return;
         };
         entry.latest = first_sight.is_some().then(|| d.clone());
+        entry.gitops = gitops;
         if rolled_back.is_some() {
             entry.rolled_back = rolled_back;
         }
@@ -535,6 +571,12 @@ impl Detector {
         from: Option<String>,
     ) {
         let (ns, name) = key(d);
+        if self.ctx.kept.resumed(&ns, &name) {
+            // The GitOps sync was just resumed and Git still gives the release rolled back: the
+            // controller's doing, which the keeper of the pause answers (paused again, restored).
+            info!(namespace = %ns, deployment = %name, revision, rolled_back, "the GitOps controller brought back the rolled-back release; its pause's keeper restores it");
+            return;
+        }
         let version = rollout::deployed_version(d, &self.ctx.config.version);
         let to = version.as_deref().unwrap_or("the rolled-back release");
         warn!(namespace = %ns, deployment = %name, revision, rolled_back, "the rolled-back release is back (someone undid the rollback); not judging it again");

@@ -158,6 +158,7 @@ async fn a_session_that_panics_is_restarted_from_its_record_and_rolls_back_once(
         tasks: tasks.clone(),
         rollbacks: Default::default(),
         board: Default::default(),
+        kept: Default::default(),
     });
 
     sim.deploy("production", "app", "v2").unwrap();

@@ -347,6 +347,7 @@ pub async fn prepare(client: &Client, cfg: &GitopsConfig, deployment: &Deploymen
             automated: obj.pointer("/spec/syncPolicy/automated").cloned(),
             revision: owner::revision(owner.kind, &obj),
             deployment: format!("{namespace}/{name}"),
+            checked: false,
         },
         owner: owner.clone(),
         method,
@@ -565,6 +566,153 @@ pub async fn resume(client: &Client, p: &Paused) -> Result<(), GitopsError> {
         )
         .await
     }
+}
+
+/// Writes a merge patch on the object a pause is recorded on.
+async fn patch_target(client: &Client, p: &Paused, body: &Value) -> Result<(), GitopsError> {
+    if p.method.patches_deployment() {
+        patch(client, None, &p.namespace, &p.name, body).await
+    } else {
+        patch(
+            client,
+            Some(p.owner.kind),
+            &p.owner.namespace,
+            &p.owner.name,
+            body,
+        )
+        .await
+    }
+}
+
+/// Notes on the record that the held check was done.
+pub async fn mark_checked(client: &Client, p: &Paused) -> Result<(), GitopsError> {
+    let record = PauseRecord {
+        checked: true,
+        ..p.record.clone()
+    };
+    let body = serde_json::json!({"metadata": {"annotations": {
+        owner::PAUSED: serde_json::to_string(&record).unwrap_or_default()
+    }}});
+    patch_target(client, p, &body).await
+}
+
+/// Takes our record off a pause that is no longer ours to keep (it was undone), leaving the
+/// sync as it is: no later process takes it up again.
+pub async fn forget(client: &Client, p: &Paused) -> Result<(), GitopsError> {
+    patch_target(client, p, &owner::forget_patch()).await
+}
+
+/// Pauses a sync we resumed again, as it is now (at the revision Git moved to): the same method,
+/// a new record. `Ok(None)`: the pause did not hold.
+pub async fn pause_again(client: &Client, p: &Paused) -> Result<Option<Paused>, GitopsError> {
+    let obj = get(client, p.owner.kind, &p.owner.namespace, &p.owner.name).await?;
+    let again = Paused {
+        record: PauseRecord {
+            automated: obj.pointer("/spec/syncPolicy/automated").cloned(),
+            revision: owner::revision(p.owner.kind, &obj),
+            deployment: p.record.deployment.clone(),
+            checked: false,
+        },
+        ..p.clone()
+    };
+    patch_target(
+        client,
+        &again,
+        &owner::pause_patch(again.method, &again.record),
+    )
+    .await?;
+    let target = read_target(client, &again).await?;
+    Ok(owner::holds(again.method, &target).then_some(again))
+}
+
+/// The pause recorded on a guarded Deployment's owner, if any: what a process that starts
+/// leading takes up. Only a record naming this Deployment counts (an owner may apply several).
+pub async fn recorded_pause(
+    client: &Client,
+    cfg: &GitopsConfig,
+    deployment: &Deployment,
+) -> Result<Option<Paused>, GitopsError> {
+    let (namespace, name) = (
+        deployment.namespace().unwrap_or_default(),
+        deployment.name_any(),
+    );
+    let Some(owner) = owner::discover(
+        cfg,
+        &namespace,
+        &name,
+        deployment.labels(),
+        deployment.annotations(),
+    ) else {
+        return Ok(None);
+    };
+    let target = if owner.kind == OwnerKind::Kustomization {
+        serde_json::to_value(deployment).unwrap_or(Value::Null)
+    } else {
+        match get(client, owner.kind, &owner.namespace, &owner.name).await {
+            Ok(obj) => obj,
+            Err(GitopsError::CrdAbsent { .. } | GitopsError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    };
+    let Some(record) = owner::record_on(&target) else {
+        return Ok(None);
+    };
+    if record.deployment != format!("{namespace}/{name}") {
+        return Ok(None);
+    }
+    Ok(Some(Paused {
+        method: owner::method_on(owner.kind, &target),
+        record,
+        owner,
+        namespace,
+        name,
+    }))
+}
+
+/// What undid a pause, as far as the API shows, and the exact fix: a parent that puts the sync
+/// back (an ApplicationSet, an app-of-apps parent, the Kustomization that applies a
+/// HelmRelease), else someone or something that turned it back on.
+pub async fn why_lost(client: &Client, cfg: &GitopsConfig, p: &Paused) -> (String, String) {
+    let manual = owner::manual_rollback(&p.owner, &p.namespace, &p.name);
+    let owner = &p.owner;
+    let obj = get(client, owner.kind, &owner.namespace, &owner.name)
+        .await
+        .ok();
+    if owner.kind == OwnerKind::Application
+        && let Some(app) = &obj
+        && let Ok(Some((why, fix))) = parent_would_undo(client, cfg, owner, app).await
+    {
+        return (
+            why,
+            format!("{fix}; then pause and roll back by hand: {manual}"),
+        );
+    }
+    if owner.kind == OwnerKind::HelmRelease
+        && let Some(hr) = &obj
+        && let (Some(n), Some(ns)) = (
+            hr.pointer("/metadata/labels/kustomize.toolkit.fluxcd.io~1name")
+                .and_then(Value::as_str),
+            hr.pointer("/metadata/labels/kustomize.toolkit.fluxcd.io~1namespace")
+                .and_then(Value::as_str),
+        )
+    {
+        return (
+            format!(
+                "the Flux Kustomization {ns}/{n} that applies {owner} from Git put spec.suspend back"
+            ),
+            format!(
+                "flux -n {ns} suspend kustomization {n} && flux -n {} suspend helmrelease {} && kubectl -n {} rollout undo deployment/{}; then revert the release in Git and resume both",
+                owner.namespace, owner.name, p.namespace, p.name
+            ),
+        );
+    }
+    (
+        format!(
+            "someone or something turned the sync of {owner} back on while deploy-watchdog held it paused (its record {} is still there)",
+            owner::PAUSED
+        ),
+        format!("revert the release in Git, or pause and roll back by hand: {manual}"),
+    )
 }
 
 /// How long after a rollback the owner's controller has had its chance to re-apply Git: Argo

@@ -205,6 +205,10 @@ pub struct PauseRecord {
     pub revision: Option<String>,
     /// The Deployment rolled back, `namespace/name`.
     pub deployment: String,
+    /// The check that the rollback held through the controller's next sync was done: a process
+    /// that takes the pause up after a restart does not do it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checked: bool,
 }
 
 /// The revision an owner has seen from Git: Argo CD `status.sync.revision`, Flux Kustomization
@@ -325,12 +329,32 @@ pub fn manual_rollback(owner: &Owner, namespace: &str, name: &str) -> String {
     }
 }
 
-/// The command that resumes a sync the watchdog paused.
+/// The method of a pause found on `target` (the object our record is on): the owner itself, or
+/// the Deployment for a Flux Kustomization.
+pub fn method_on(kind: OwnerKind, target: &Value) -> Method {
+    match kind {
+        OwnerKind::Application if holds(Method::ArgoSkipReconcile, target) => {
+            Method::ArgoSkipReconcile
+        }
+        OwnerKind::Application => Method::ArgoAutomatedOff,
+        OwnerKind::Kustomization => Method::FluxReconcileDisabled,
+        OwnerKind::HelmRelease => Method::FluxSuspend,
+    }
+}
+
+/// The merge patch that takes our record off a paused object, leaving the sync as it is.
+pub fn forget_patch() -> Value {
+    json!({"metadata": {"annotations": {PAUSED: null}}})
+}
+
+/// The command that resumes a sync the watchdog paused. Our record goes first: a sync that is
+/// back on while the record is still there is a pause lost, and pages.
 pub fn manual_resume(owner: &Owner, method: Method, namespace: &str, name: &str) -> String {
     match method {
         Method::ArgoAutomatedOff => format!(
-            "put back spec.syncPolicy.automated of {owner} (kept verbatim in its annotation {PAUSED}), e.g. argocd app set {}/{} --sync-policy automated --self-heal",
-            owner.namespace, owner.name
+            "kubectl -n {ns} annotate applications.argoproj.io {app} {PAUSED}- then put back spec.syncPolicy.automated as it was (kept verbatim in that annotation), e.g. argocd app set {ns}/{app} --sync-policy automated --self-heal",
+            ns = owner.namespace,
+            app = owner.name
         ),
         Method::ArgoSkipReconcile => format!(
             "kubectl -n {} annotate applications.argoproj.io {} {SKIP_RECONCILE}- {PAUSED}-",
@@ -418,6 +442,7 @@ mod tests {
             automated: Some(automated.clone()),
             revision: Some("abc".into()),
             deployment: "payments/api".into(),
+            checked: false,
         };
         let pause = pause_patch(Method::ArgoAutomatedOff, &record);
         assert_eq!(pause["spec"]["syncPolicy"]["automated"], Value::Null);
@@ -438,6 +463,42 @@ mod tests {
         let r = |o: &Value| revision(OwnerKind::HelmRelease, o);
         assert_eq!(r(&before), r(&suspended));
         assert_ne!(r(&before), r(&next));
+    }
+
+    #[test]
+    fn a_record_written_before_the_held_check_was_noted_reads_as_unchecked() {
+        let old: PauseRecord =
+            serde_json::from_str(r#"{"revision":"abc","deployment":"payments/api"}"#).unwrap();
+        assert!(!old.checked);
+        let checked = PauseRecord {
+            checked: true,
+            ..old.clone()
+        };
+        let text = serde_json::to_string(&checked).unwrap();
+        assert_eq!(serde_json::from_str::<PauseRecord>(&text).unwrap(), checked);
+        // Unchecked, the record is written as before.
+        assert!(!serde_json::to_string(&old).unwrap().contains("checked"));
+    }
+
+    #[test]
+    fn a_pause_found_on_its_object_is_told_by_where_it_is() {
+        let skipped = json!({"metadata": {"annotations": {SKIP_RECONCILE: "true"}}});
+        assert_eq!(
+            method_on(OwnerKind::Application, &skipped),
+            Method::ArgoSkipReconcile
+        );
+        assert_eq!(
+            method_on(OwnerKind::Application, &json!({})),
+            Method::ArgoAutomatedOff
+        );
+        assert_eq!(
+            method_on(OwnerKind::Kustomization, &json!({})),
+            Method::FluxReconcileDisabled
+        );
+        assert_eq!(
+            method_on(OwnerKind::HelmRelease, &json!({})),
+            Method::FluxSuspend
+        );
     }
 
     #[test]

@@ -92,6 +92,7 @@ impl Session {
             cfg: self.cfg.gitops.clone(),
             paused,
             restored: self.r.state.rollback_fingerprint.clone(),
+            bad: self.r.state.judged_template.clone(),
             poll: self.cfg.watch.interval,
             notifier: self.ctx.notifier.clone(),
             recorder: self.ctx.recorder.clone(),
@@ -99,6 +100,8 @@ impl Session {
             revision: self.r.state.revision,
             metrics: self.ctx.metrics.clone(),
             shutdown: self.shutdown.clone(),
+            cluster: self.cfg.cluster_name.clone(),
+            kept: self.ctx.kept.clone(),
         });
     }
 

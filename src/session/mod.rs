@@ -73,6 +73,8 @@ pub struct Context {
     pub rollbacks: tokio_util::task::TaskTracker,
     /// Where the session publishes its rollout for the status page.
     pub board: crate::status::Board,
+    /// The GitOps syncs this process holds paused.
+    pub kept: crate::gitops::keep::Kept,
 }
 
 /// Why the detector ended a session early.

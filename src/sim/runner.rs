@@ -429,6 +429,11 @@ impl Simulation {
                 self.cluster.git_commit(&ns, &n, version);
                 Ok(())
             }
+            Action::GitopsResume { deployment } => {
+                let (ns, n) = split(deployment);
+                self.cluster.gitops_resume_by_hand(&ns, &n);
+                Ok(())
+            }
             Action::Undo { deployment } => {
                 let (ns, n) = split(deployment);
                 self.cluster.undo(&ns, &n).map(|undone| {
@@ -854,6 +859,9 @@ fn describe(a: &Action) -> String {
             deployment,
             version,
         } => format!("a commit puts {version} in Git for {deployment}"),
+        Action::GitopsResume { deployment } => {
+            format!("someone turns the GitOps sync of {deployment} back on by hand")
+        }
         Action::Create {
             deployment,
             version,

@@ -314,6 +314,11 @@ pub enum Action {
         deployment: String,
         version: String,
     },
+    /// Someone turns the Deployment's GitOps sync back on by hand (the owner's own switch),
+    /// leaving the watchdog's record of its pause in place.
+    GitopsResume {
+        deployment: String,
+    },
     /// The deployment controller stops (a controller-manager failover) or starts again.
     Controller {
         running: bool,
@@ -678,6 +683,19 @@ impl Scenario {
                     }
                     Some(deployment)
                 }
+                Action::GitopsResume { deployment } => {
+                    let managed = self
+                        .deployments
+                        .iter()
+                        .any(|d| &d.reference == deployment && d.gitops.is_some());
+                    if !managed {
+                        return Err((
+                            format!("{field}.gitops_resume.deployment"),
+                            format!("{deployment} has no `gitops` controller to resume"),
+                        ));
+                    }
+                    Some(deployment)
+                }
                 Action::Pause { deployment }
                 | Action::Resume { deployment }
                 | Action::Delete { deployment }
@@ -951,6 +969,7 @@ impl Action {
             Action::KillLeader => "kill_leader",
             Action::Controller { .. } => "controller",
             Action::GitCommit { .. } => "git_commit",
+            Action::GitopsResume { .. } => "gitops_resume",
             Action::Undo { .. } => "undo",
             Action::Create { .. } => "create",
             Action::Ack { .. } => "ack",
@@ -1149,6 +1168,12 @@ impl<'de> Deserialize<'de> for ScriptEvent {
                     version: f.version,
                 }
             }
+            "gitops_resume" => {
+                let f: DeploymentField = serde_json::from_value(value).map_err(field)?;
+                Action::GitopsResume {
+                    deployment: f.deployment,
+                }
+            }
             "undo" => {
                 let f: DeploymentField = serde_json::from_value(value).map_err(field)?;
                 Action::Undo {
@@ -1166,7 +1191,7 @@ impl<'de> Deserialize<'de> for ScriptEvent {
             }
             other => {
                 return Err(D::Error::custom(format!(
-                    "unknown event `{other}` (deploy, app, scale, pause, resume, delete, provider, sink, api, restart_watchdog, kill_leader, set_image, controller, undo, create, ack, git_commit)"
+                    "unknown event `{other}` (deploy, app, scale, pause, resume, delete, provider, sink, api, restart_watchdog, kill_leader, set_image, controller, undo, create, ack, git_commit, gitops_resume)"
                 )));
             }
         };
@@ -1464,6 +1489,13 @@ script:
         assert!(
             unmanaged.contains("script[0].git_commit.deployment"),
             "{unmanaged}"
+        );
+        let resume = error_of(
+            "name: x\ndeployments: [{ref: a/b, version: v1}]\nscript: [{at: 1s, gitops_resume: {deployment: a/b}}]\nexpect: {a/b: {pages: 0}}\n",
+        );
+        assert!(
+            resume.contains("script[0].gitops_resume.deployment"),
+            "{resume}"
         );
     }
 

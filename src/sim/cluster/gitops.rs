@@ -248,6 +248,69 @@ impl SimCluster {
         }
     }
 
+    /// Someone turns the sync back on by hand with the owner's own switch (`argocd app set
+    /// --sync-policy automated --self-heal`, skip-reconcile removed, `flux resume`, the
+    /// Deployment's reconcile annotation removed), leaving any other annotation in place.
+    pub fn gitops_resume_by_hand(&self, namespace: &str, name: &str) {
+        let Some(m) = self
+            .shared
+            .lock()
+            .gitops
+            .iter()
+            .find(|m| m.deployment == (namespace.to_string(), name.to_string()))
+            .cloned()
+        else {
+            return;
+        };
+        let get = |kind: Kind, reference: &str| {
+            let (ns, n) = split(reference);
+            self.shared.lock().store.get(kind, &ns, &n)
+        };
+        match &m.spec {
+            GitopsSpec::Argocd(a) => {
+                if let Some(app) = get(Kind::Application, &a.application) {
+                    let mut app = (*app).clone();
+                    app["spec"]["syncPolicy"]["automated"] =
+                        json!({"prune": true, "selfHeal": a.self_heal});
+                    if let Some(annotations) = app
+                        .pointer_mut("/metadata/annotations")
+                        .and_then(Value::as_object_mut)
+                    {
+                        annotations.remove(SKIP_RECONCILE);
+                    }
+                    self.write_custom(Kind::Application, &app, true);
+                }
+            }
+            GitopsSpec::Flux(f) => {
+                for (kind, reference) in [
+                    (Kind::Kustomization, &f.kustomization),
+                    (Kind::HelmRelease, &f.helmrelease),
+                ] {
+                    if let Some(obj) = reference.as_deref().and_then(|r| get(kind, r))
+                        && suspended(&obj)
+                    {
+                        let mut obj = (*obj).clone();
+                        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                            spec.remove("suspend");
+                        }
+                        self.write_custom(kind, &obj, true);
+                    }
+                }
+                if f.kustomization.is_some() {
+                    // kubectl annotate deployment/NAME kustomize.toolkit.fluxcd.io/reconcile-
+                    let _ = self.modify(namespace, name, |d| {
+                        if let Some(a) = d
+                            .pointer_mut("/metadata/annotations")
+                            .and_then(Value::as_object_mut)
+                        {
+                            a.remove(FLUX_RECONCILE);
+                        }
+                    });
+                }
+            }
+        }
+    }
+
     /// Whether the Deployment's GitOps sync is paused when asked (automated sync off or
     /// reconciliation skipped; Flux suspended or the Deployment excluded).
     pub fn gitops_paused(&self, namespace: &str, name: &str) -> bool {
