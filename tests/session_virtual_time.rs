@@ -161,6 +161,7 @@ async fn watch_rollout(v2: Behaviour, spike_after: Option<u32>) -> Watched {
         tasks: Tasks::new(metrics),
         rollbacks: Default::default(),
         board: Default::default(),
+        kept: Default::default(),
     });
 
     sim.deploy(NS, NAME, "v2").unwrap();
