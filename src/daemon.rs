@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{StreamExt, stream};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -108,6 +109,18 @@ struct Known {
     session: Option<Handle>,
     /// It names a GitOps owner: a new leader looks for a pause an earlier process recorded.
     gitops: bool,
+}
+
+/// How long the detector waits for the ReplicaSets that tell when an unrecorded rollout began.
+const LOOKUP_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// When an unrecorded rollout began, looked up for a process that starts leading.
+struct Began {
+    key: (String, String),
+    uid: Option<String>,
+    revision: i64,
+    /// `None` when it cannot be told.
+    at: Option<jiff::Timestamp>,
 }
 
 /// How long a stopping daemon waits for its tasks (a leader releasing its Lease, Events being
@@ -223,12 +236,14 @@ async fn detect(
             .boxed()
     }));
 
+    let (began_tx, mut began_rx) = mpsc::unbounded_channel();
     let mut detector = Detector {
         ctx,
         known: HashMap::new(),
         leader: *leading.borrow(),
         sessions: shutdown.child_token(),
         shutdown: shutdown.clone(),
+        began: began_tx,
     };
     let mut synced: HashSet<usize> = HashSet::new();
     // Objects seen in the current (re)list of each watch: what is missing afterwards is gone.
@@ -247,6 +262,10 @@ async fn detect(
                         detector.step_down();
                     }
                 }
+                continue;
+            }
+            Some(began) = began_rx.recv() => {
+                detector.on_began(began);
                 continue;
             }
             e = events.next() => match e {
@@ -344,6 +363,8 @@ struct Detector {
     /// Parent of every session's token: cancelled when leadership is lost.
     sessions: CancellationToken,
     shutdown: CancellationToken,
+    /// Where look-ups of when an unrecorded rollout began report ([`Detector::on_began`]).
+    began: mpsc::UnboundedSender<Began>,
 }
 
 impl Detector {
@@ -393,8 +414,7 @@ impl Detector {
         for d in entries {
             let session = rollout::revision(d.annotations()).and_then(|revision| {
                 let state = RolloutState::from_deployment(&d);
-                first_sight_start(&d, revision, state.as_ref())
-                    .map(|start| self.first_sight_session(&d, revision, start))
+                self.first_sight(&d, revision, state.as_ref())
             });
             if let Some(k) = self.known.get_mut(&key(&d)) {
                 k.session = session;
@@ -423,6 +443,101 @@ impl Detector {
         ));
     }
 
+    /// At start-up or takeover: the session for `d` at once when it resumes a recorded watch.
+    /// A rollout nobody recorded that may still be judged first has its ReplicaSets read, to
+    /// tell when it began; [`Detector::on_began`] then starts its session, if any.
+    fn first_sight(
+        &self,
+        d: &Arc<Deployment>,
+        revision: i64,
+        state: Option<&RolloutState>,
+    ) -> Option<Handle> {
+        if let Some(start) = resumable(d, revision, state) {
+            return Some(self.first_sight_session(d, revision, (start, true)));
+        }
+        if unrecorded_may_be_judged(d, revision, state, jiff::Timestamp::now(), || {
+            self.window(d)
+        }) {
+            self.look_up_began(d.clone(), revision);
+        }
+        None
+    }
+
+    /// The watch window of `d`, with its overrides.
+    fn window(&self, d: &Deployment) -> std::time::Duration {
+        let (ns, name) = key(d);
+        crate::overrides::effective(&self.ctx.config, &ns, &name, d.annotations())
+            .map(|c| c.watch.window)
+            .unwrap_or(self.ctx.config.watch.window)
+    }
+
+    /// Reads `d`'s ReplicaSets in the background and reports when its rollout to `revision`
+    /// began; abandoned when leadership is lost.
+    fn look_up_began(&self, d: Arc<Deployment>, revision: i64) {
+        let (ns, name) = key(&d);
+        let api: Api<ReplicaSet> = Api::namespaced(self.ctx.client.clone(), &ns);
+        let params = ListParams::default().labels(&rollout::match_labels_selector(&d));
+        let report = self.began.clone();
+        let stop = self.sessions.clone();
+        self.ctx.tasks.spawn(Task::Session, async move {
+            let listed = tokio::select! {
+                _ = stop.cancelled() => return,
+                listed = tokio::time::timeout(LOOKUP_BOUND, api.list(&params)) => listed,
+            };
+            let at = match listed {
+                Ok(Ok(sets)) => rollout::began(&d, &sets.items),
+                Ok(Err(e)) => {
+                    warn!(namespace = %ns, deployment = %name, revision, error = %e, "cannot list the deployment's replicasets: when its rollout began is unknown");
+                    None
+                }
+                Err(_) => {
+                    warn!(namespace = %ns, deployment = %name, revision, bound = ?LOOKUP_BOUND, "no answer listing the deployment's replicasets: when its rollout began is unknown");
+                    None
+                }
+            };
+            let _ = report.send(Began {
+                key: (ns, name),
+                uid: d.metadata.uid.clone(),
+                revision,
+                at,
+            });
+        });
+    }
+
+    /// When an unrecorded rollout began is known (or known not to be): its session starts if
+    /// [`first_sight_start`] finds one and nothing changed meanwhile (a newer revision, the
+    /// object replaced, leadership lost, a session already started).
+    fn on_began(&mut self, began: Began) {
+        if !self.leader {
+            return;
+        }
+        let Some(known) = self.known.get(&began.key) else {
+            return;
+        };
+        let Some(d) = known.latest.clone() else {
+            return;
+        };
+        if known.session.is_some()
+            || known.uid != began.uid
+            || rollout::revision(d.annotations()) != Some(began.revision)
+        {
+            return;
+        }
+        let state = RolloutState::from_deployment(&d);
+        let start = first_sight_start(
+            &d,
+            began.revision,
+            state.as_ref(),
+            began.at,
+            jiff::Timestamp::now(),
+            self.window(&d),
+        );
+        let session = start.map(|start| self.first_sight_session(&d, began.revision, start));
+        if let Some(k) = self.known.get_mut(&began.key) {
+            k.session = session;
+        }
+    }
+
     /// At start-up or takeover: the session [`first_sight_start`] found for `d`.
     fn first_sight_session(
         &self,
@@ -431,11 +546,23 @@ impl Detector {
         (start, resumed): (Start, bool),
     ) -> Handle {
         let (ns, name) = key(d);
-        if resumed {
-            info!(namespace = %ns, deployment = %name, revision, "resuming the watch recorded on the deployment");
-        } else {
-            // Deployed while no watchdog was leading: still rolling out, so judge it now.
-            info!(namespace = %ns, deployment = %name, revision, "rollout in progress at start-up; watching it");
+        match &start {
+            _ if resumed => {
+                info!(namespace = %ns, deployment = %name, revision, "resuming the watch recorded on the deployment");
+            }
+            // Deployed while no watchdog was leading.
+            Start::Unrecorded {
+                began,
+                complete: true,
+            } => {
+                info!(namespace = %ns, deployment = %name, revision, %began, "rollout completed while no watchdog led; judging it for the rest of its window");
+            }
+            Start::Unrecorded { began, .. } => {
+                info!(namespace = %ns, deployment = %name, revision, %began, "rollout in progress at start-up; judging it from when it began");
+            }
+            _ => {
+                info!(namespace = %ns, deployment = %name, revision, "rollout in progress at start-up; watching it");
+            }
         }
         self.spawn(d.clone(), None, start)
     }
@@ -468,7 +595,10 @@ impl Detector {
         )
         .is_some();
         let state = RolloutState::from_deployment(&d);
-        let first_sight = first_sight_start(&d, revision, state.as_ref());
+        let now = jiff::Timestamp::now();
+        // What a new leader would need to start a session on `d`.
+        let first_sight = resumable(&d, revision, state.as_ref()).is_some()
+            || unrecorded_may_be_judged(&d, revision, state.as_ref(), now, || self.window(&d));
         let rolled_back = state
             .as_ref()
             .filter(|s| s.phase.rolled_back())
@@ -477,10 +607,12 @@ impl Detector {
         if !self.known.contains_key(&k) {
             // First sight: at start-up (resume what a previous process left open) or a
             // Deployment that was just created or opted in (not a rollout).
-            let keep = first_sight.is_some();
-            let session = first_sight
-                .filter(|_| initial && self.leader)
-                .map(|start| self.first_sight_session(&d, revision, start));
+            let keep = first_sight;
+            let session = if initial && self.leader {
+                self.first_sight(&d, revision, state.as_ref())
+            } else {
+                None
+            };
             if gitops && initial && self.leader {
                 self.take_up_pause(k.0.clone(), k.1.clone());
             }
@@ -503,7 +635,7 @@ impl Detector {
         let Some(entry) = self.known.get_mut(&k) else {
             return;
         };
-        entry.latest = first_sight.is_some().then(|| d.clone());
+        entry.latest = first_sight.then(|| d.clone());
         entry.gitops = gitops;
         if rolled_back.is_some() {
             entry.rolled_back = rolled_back;
@@ -604,31 +736,66 @@ impl Detector {
     }
 }
 
-/// The session a process that starts leading now would run on `d` (at `revision`, with the
-/// recorded `state`), and whether it resumes a recorded watch (else it judges a rollout that
-/// nobody recorded).
+/// The session a process that starts leading `now` would run on `d` (at `revision`, with the
+/// recorded `state`, its rollout `began` then if that could be told, watched for `window`), and
+/// whether it resumes a recorded watch (else it judges a rollout that nobody recorded).
+///
+/// A rollout nobody recorded was deployed while no watchdog led (a failover between the deploy
+/// and its first record, a start-up). One that began less than `window` ago is judged from
+/// when it began: its rollout deadline counts from then, and if it is already complete, its
+/// window too (what is left of it). Otherwise only one still rolling out is judged, from now; a
+/// complete one is not: it may be weeks old, and its pods' history (scaling, a drain) is not
+/// its release's.
 fn first_sight_start(
     d: &Deployment,
     revision: i64,
     state: Option<&RolloutState>,
+    began: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+    window: std::time::Duration,
 ) -> Option<(Start, bool)> {
     if let Some(start) = resumable(d, revision, state) {
         return Some((start, true));
     }
-    unrecorded_rollout_in_progress(d, revision, state).then_some((Start::Fresh, false))
+    if !unrecorded_rollout(d, revision, state) {
+        return None;
+    }
+    let complete = !rollout::rolling_out(d);
+    match began.filter(|b| elapsed(*b, now) < window) {
+        Some(began) => Some((Start::Unrecorded { began, complete }, false)),
+        None => (!complete).then_some((Start::Fresh, false)),
+    }
 }
 
-/// A revision after the first, still rolling out, that no watchdog has recorded. A complete
-/// rollout that is scaling, draining or restarting pods is not one ([`rollout::rolling_out`]):
-/// judging it would blame a release that may be weeks old for its pods' history.
-fn unrecorded_rollout_in_progress(
+/// Whether `d`'s current revision is one nobody recorded that [`first_sight_start`] may judge
+/// once it knows when the rollout began: still rolling out, or completed less than `window`
+/// before `now` (it began earlier still), or when it completed cannot be told. `window` is
+/// asked only for a revision nobody recorded.
+fn unrecorded_may_be_judged(
     d: &Deployment,
     revision: i64,
     state: Option<&RolloutState>,
+    now: jiff::Timestamp,
+    window: impl FnOnce() -> std::time::Duration,
 ) -> bool {
-    let recorded = state.is_some_and(|s| s.revision >= revision || s.restored_on(d));
+    unrecorded_rollout(d, revision, state)
+        && (rollout::rolling_out(d)
+            || rollout::completed_at(d).is_none_or(|t| elapsed(t, now) < window()))
+}
+
+/// A revision after the first, not paused, that no watchdog has recorded: not the revision our
+/// rollback made, nor one bringing back a release we rolled back (a person chose it).
+fn unrecorded_rollout(d: &Deployment, revision: i64, state: Option<&RolloutState>) -> bool {
+    let recorded = state.is_some_and(|s| {
+        s.revision >= revision || s.restored_on(d) || s.rolled_back_template_on(d)
+    });
     let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
-    revision > 1 && !recorded && !paused && rollout::rolling_out(d)
+    revision > 1 && !recorded && !paused
+}
+
+/// Time from `since` to `now`; zero when `since` is later (another clock).
+fn elapsed(since: jiff::Timestamp, now: jiff::Timestamp) -> std::time::Duration {
+    std::time::Duration::try_from(now.duration_since(since)).unwrap_or_default()
 }
 
 /// A watch left open by a previous process, for the Deployment's current revision: resumed in

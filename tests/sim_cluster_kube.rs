@@ -820,3 +820,52 @@ async fn a_template_the_stopped_controller_has_not_numbered_is_not_rolled_back_o
     .await;
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_new_replica_set_is_created_at_server_time_when_the_controller_takes_up_the_template() {
+    let (sim, client, shutdown) = start(Behaviours::default()).await;
+    sim.add_deployment(&spec("production/app", "v1", 2, true));
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "production");
+    eventually("revision 1 complete", || rollout_complete(&deploys, "app")).await;
+    // Paused, the controller syncs the new template without a ReplicaSet or a revision for it.
+    sim.set_paused("production", "app", true).unwrap();
+    sim.deploy("production", "app", "v2").unwrap();
+    eventually("the paused template change observed", || async {
+        let d = deploys.get("app").await.ok()?;
+        (d.status?.observed_generation >= d.metadata.generation).then_some(())
+    })
+    .await;
+    let revisions = |sets: Vec<ReplicaSet>| -> Vec<String> {
+        sets.iter()
+            .filter_map(|rs| revision_of(&rs.metadata))
+            .collect()
+    };
+    assert_eq!(
+        revisions(replicasets(&client, "production", "app").await),
+        ["1"]
+    );
+    let d = deploys.get("app").await.unwrap();
+    assert_eq!(revision_of(&d.metadata).as_deref(), Some("1"));
+    // Creation times have whole seconds: let one pass, so the template change's second and the
+    // resume's differ.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let resumed = jiff::Timestamp::now();
+    sim.set_paused("production", "app", false).unwrap();
+    let created = eventually("revision 2's ReplicaSet", || async {
+        replicasets(&client, "production", "app")
+            .await
+            .into_iter()
+            .find(|rs| revision_of(&rs.metadata).as_deref() == Some("2"))
+            .and_then(|rs| rs.metadata.creation_timestamp)
+    })
+    .await
+    .0;
+    let after = jiff::Timestamp::now();
+    // The API server's clock when the controller created it (at the resume), in whole seconds.
+    assert!(
+        created.as_second() >= resumed.as_second() && created <= after,
+        "created {created}, resumed {resumed}, seen {after}"
+    );
+    assert_eq!(created.subsec_nanosecond(), 0, "{created}");
+    shutdown.cancel();
+}

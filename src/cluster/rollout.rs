@@ -11,6 +11,8 @@ use kube::ResourceExt;
 use crate::judge::Progress;
 
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+/// The earlier revisions a ReplicaSet carried before a rollout took it up again.
+pub const REVISION_HISTORY_ANNOTATION: &str = "deployment.kubernetes.io/revision-history";
 pub const HASH_LABEL: &str = "pod-template-hash";
 pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
 
@@ -298,6 +300,39 @@ pub fn rolling_out(d: &Deployment) -> bool {
     progressing.is_some_and(|c| c.reason.as_deref() != Some("NewReplicaSetAvailable"))
 }
 
+/// When the rollout to the Deployment's current revision began: the creation of the ReplicaSet
+/// the controller made for it, the one of `sets` it controls that carries that revision. `None`
+/// when that cannot be told: no such ReplicaSet, or one an older revision made and this one
+/// took up again (a template brought back keeps its ReplicaSet, whose creation is that older
+/// rollout's).
+pub fn began(d: &Deployment, sets: &[ReplicaSet]) -> Option<jiff::Timestamp> {
+    let current = revision(d.annotations())?;
+    let set = owned(d, sets)
+        .into_iter()
+        .find(|rs| revision(rs.annotations()) == Some(current))?;
+    if set.annotations().contains_key(REVISION_HISTORY_ANNOTATION) {
+        return None;
+    }
+    set.metadata.creation_timestamp.as_ref().map(|t| t.0)
+}
+
+/// When the Deployment's rollout last completed: the last update of its `NewReplicaSetAvailable`
+/// condition, which the controller keeps through later scaling and pod churn (see
+/// [`rolling_out`]). The rollout began earlier still.
+pub fn completed_at(d: &Deployment) -> Option<jiff::Timestamp> {
+    d.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| {
+            c.type_ == "Progressing" && c.reason.as_deref() == Some("NewReplicaSetAvailable")
+        })?
+        .last_update_time
+        .as_ref()
+        .map(|t| t.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,5 +499,70 @@ mod tests {
         ));
         // kubectl reads any of them as a failure.
         assert!(matches!(progress(&reverted), Progress::DeadlineExceeded(_)));
+    }
+
+    /// A ReplicaSet of Deployment `owner` at `revision`, created at `created`.
+    fn set(owner: &str, revision: i64, created: &str, history: Option<&str>) -> ReplicaSet {
+        let mut annotations = BTreeMap::from([(REVISION_ANNOTATION.into(), revision.to_string())]);
+        if let Some(h) = history {
+            annotations.insert(REVISION_HISTORY_ANNOTATION.into(), h.into());
+        }
+        ReplicaSet {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("app-{revision}")),
+                annotations: Some(annotations),
+                creation_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    created.parse().expect("a timestamp"),
+                )),
+                owner_references: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        controller: Some(true),
+                        uid: owner.into(),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_rollout_began_when_its_revision_s_replica_set_was_created() {
+        let mut d = deployment(3, 3, 3, 3);
+        d.metadata.uid = Some("dep-uid".into());
+        d.metadata.annotations = Some(BTreeMap::from([(REVISION_ANNOTATION.into(), "3".into())]));
+        let old = set("dep-uid", 2, "2026-01-01T09:00:00Z", None);
+        let new = set("dep-uid", 3, "2026-01-01T10:00:00Z", None);
+        let stranger = set("other-uid", 3, "2026-01-01T10:05:00Z", None);
+        assert_eq!(
+            began(&d, &[old.clone(), stranger.clone(), new]),
+            Some("2026-01-01T10:00:00Z".parse().expect("a timestamp"))
+        );
+        // Not created yet (or not seen): cannot be told.
+        assert_eq!(began(&d, &[old.clone(), stranger]), None);
+        // A template brought back keeps its older ReplicaSet: its creation is not this rollout's.
+        let reused = set("dep-uid", 3, "2026-01-01T08:00:00Z", Some("1"));
+        assert_eq!(began(&d, &[old, reused]), None);
+    }
+
+    #[test]
+    fn a_rollout_completed_when_the_controller_last_wrote_new_replica_set_available() {
+        let at: jiff::Timestamp = "2026-01-01T10:03:00Z".parse().expect("a timestamp");
+        let mut d = with_progressing(deployment(3, 3, 3, 3), "NewReplicaSetAvailable");
+        d.status
+            .as_mut()
+            .and_then(|s| s.conditions.as_mut())
+            .expect("conditions")[0]
+            .last_update_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at));
+        assert_eq!(completed_at(&d), Some(at));
+        let mut going = with_progressing(deployment(3, 1, 4, 3), "ReplicaSetUpdated");
+        going
+            .status
+            .as_mut()
+            .and_then(|s| s.conditions.as_mut())
+            .expect("conditions")[0]
+            .last_update_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at));
+        assert_eq!(completed_at(&going), None);
     }
 }

@@ -137,64 +137,252 @@ fn each_recorded_phase_resumes_only_where_it_still_applies() {
     }
 }
 
+const WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// A moment `secs` seconds before or after a fixed `now`.
+fn at(secs: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+/// What the first sight of an unrecorded or recorded revision starts.
+#[derive(Debug, PartialEq)]
+enum Want {
+    Nothing,
+    Resume,
+    /// Judged from now, as a rollout just detected.
+    FromNow,
+    /// Judged from when it began; `complete`: its window runs from then too.
+    FromItsStart {
+        began: jiff::Timestamp,
+        complete: bool,
+    },
+}
+
+fn want(got: Option<(Start, bool)>) -> Want {
+    match got {
+        None => Want::Nothing,
+        Some((Start::Resume(_), true)) => Want::Resume,
+        Some((Start::Fresh, false)) => Want::FromNow,
+        Some((Start::Unrecorded { began, complete }, false)) => {
+            Want::FromItsStart { began, complete }
+        }
+        Some(other) => panic!("resumed flag disagrees with the start: {other:?}"),
+    }
+}
+
 #[test]
-fn only_an_unrecorded_rollout_still_rolling_out_is_judged_at_first_sight() {
+fn first_sight_judges_an_unrecorded_rollout_from_when_it_began_within_its_window() {
     let rolling = deployment(2, "r/app:v2", true, false);
     let complete = deployment(2, "r/app:v2", false, false);
     let paused = deployment(2, "r/app:v2", true, true);
     let first = deployment(1, "r/app:v1", true, false);
-    let ours = deployment(3, "r/app:v1", true, false);
+    // Our rollback of revision 2 (v2) made revision 3, running v1 again.
+    let ours = deployment(3, "r/app:v1", false, false);
     let mut rolled_back = state(
         2,
-        Phase::Verifying {
+        Phase::Settled {
+            outcome: Outcome::RolledBack,
             reason: Reason::Health,
         },
     );
     rolled_back.rollback_fingerprint = Some(fingerprint(&ours));
-    let cases: Vec<(&str, &Deployment, Option<RolloutState>, bool)> = vec![
-        ("rolling out, nothing recorded", &rolling, None, true),
-        ("complete (scaling, a drain)", &complete, None, false),
-        ("paused by a person", &paused, None, false),
-        ("the first revision is a creation", &first, None, false),
+    // Then a person brought v2 back (revision 4): their choice, not a rollout to judge.
+    let undone = deployment(4, "r/app:v2", false, false);
+    let mut rolled_back_settled = state(
+        2,
+        Phase::Settled {
+            outcome: Outcome::RolledBack,
+            reason: Reason::Health,
+        },
+    );
+    rolled_back_settled.judged_template = Some(fingerprint(&rolling));
+    rolled_back_settled.rollback_fingerprint = Some(fingerprint(&ours));
+    let passed = |revision| {
+        state(
+            revision,
+            Phase::Settled {
+                outcome: Outcome::Passed,
+                reason: Reason::None,
+            },
+        )
+    };
+    let watching = state(
+        2,
+        Phase::Watching {
+            since: at(-60),
+            until: None,
+        },
+    );
+    let ten_minutes_ago = Some(at(-600));
+    let long_ago = Some(at(-16 * 60));
+    let from_start = |began: Option<jiff::Timestamp>, complete| Want::FromItsStart {
+        began: began.unwrap(),
+        complete,
+    };
+    type Case<'a> = (
+        &'a str,
+        &'a Deployment,
+        Option<RolloutState>,
+        Option<jiff::Timestamp>,
+        Want,
+    );
+    let cases: Vec<Case> = vec![
         (
-            "recorded for this revision",
-            &rolling,
-            Some(state(
-                2,
-                Phase::Settled {
-                    outcome: Outcome::Passed,
-                    reason: Reason::None,
-                },
-            )),
-            false,
+            "complete, began 10 of 15 minutes ago: the rest of its window",
+            &complete,
+            None,
+            ten_minutes_ago,
+            from_start(ten_minutes_ago, true),
         ),
         (
-            "recorded for an older revision",
+            "complete, began before the window",
+            &complete,
+            None,
+            long_ago,
+            Want::Nothing,
+        ),
+        (
+            "complete, when it began cannot be told",
+            &complete,
+            None,
+            None,
+            Want::Nothing,
+        ),
+        (
+            "complete, began exactly a window ago",
+            &complete,
+            None,
+            Some(at(-15 * 60)),
+            Want::Nothing,
+        ),
+        (
+            "complete, its start later than our clock",
+            &complete,
+            None,
+            Some(at(2)),
+            from_start(Some(at(2)), true),
+        ),
+        (
+            "rolling out, when it began cannot be told: as a rollout just detected",
             &rolling,
-            Some(state(
-                1,
-                Phase::Settled {
-                    outcome: Outcome::Passed,
-                    reason: Reason::None,
-                },
-            )),
-            true,
+            None,
+            None,
+            Want::FromNow,
+        ),
+        (
+            "rolling out, began 10 minutes ago: its deadline counts from then",
+            &rolling,
+            None,
+            ten_minutes_ago,
+            from_start(ten_minutes_ago, false),
+        ),
+        (
+            "rolling out, began before the window: as a rollout just detected",
+            &rolling,
+            None,
+            long_ago,
+            Want::FromNow,
+        ),
+        (
+            "recorded and watching: resumed",
+            &complete,
+            Some(watching),
+            ten_minutes_ago,
+            Want::Resume,
+        ),
+        (
+            "recorded and settled for this revision",
+            &complete,
+            Some(passed(2)),
+            ten_minutes_ago,
+            Want::Nothing,
+        ),
+        (
+            "recorded for an older revision only",
+            &complete,
+            Some(passed(1)),
+            ten_minutes_ago,
+            from_start(ten_minutes_ago, true),
+        ),
+        (
+            "paused by a person",
+            &paused,
+            None,
+            ten_minutes_ago,
+            Want::Nothing,
+        ),
+        (
+            "the first revision is a creation",
+            &first,
+            None,
+            ten_minutes_ago,
+            Want::Nothing,
         ),
         (
             "the revision our rollback made",
             &ours,
             Some(rolled_back),
-            false,
+            ten_minutes_ago,
+            Want::Nothing,
+        ),
+        (
+            "a person brought back the release we rolled back",
+            &undone,
+            Some(rolled_back_settled),
+            ten_minutes_ago,
+            Want::Nothing,
         ),
     ];
-    for (what, d, state, want) in cases {
+    for (what, d, state, began, expected) in cases {
         let revision = rollout::revision(d.annotations()).unwrap();
+        let got = first_sight_start(d, revision, state.as_ref(), began, at(0), WINDOW);
+        assert_eq!(want(got), expected, "{what}");
+    }
+}
+
+/// `d` with its rollout completed at `completed`, as the controller writes it.
+fn completed_at(mut d: Deployment, completed: jiff::Timestamp) -> Deployment {
+    let condition = &mut d.status.as_mut().unwrap().conditions.as_mut().unwrap()[0];
+    condition.last_update_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        completed,
+    ));
+    d
+}
+
+#[test]
+fn a_rollout_completed_before_the_window_is_ruled_out_without_reading_its_replica_sets() {
+    let complete = deployment(2, "r/app:v2", false, false);
+    let rolling = deployment(2, "r/app:v2", true, false);
+    let cases = [
+        (
+            "completed 16 minutes ago",
+            completed_at(complete.clone(), at(-16 * 60)),
+            false,
+        ),
+        (
+            "completed 5 minutes ago",
+            completed_at(complete.clone(), at(-300)),
+            true,
+        ),
+        ("when it completed cannot be told", complete, true),
+        ("still rolling out", rolling, true),
+    ];
+    for (what, d, want) in cases {
         assert_eq!(
-            unrecorded_rollout_in_progress(d, revision, state.as_ref()),
+            unrecorded_may_be_judged(&d, 2, None, at(0), || WINDOW),
             want,
             "{what}"
         );
     }
+    // A recorded revision needs no window.
+    let recorded = state(2, Phase::start());
+    assert!(!unrecorded_may_be_judged(
+        &deployment(2, "r/app:v2", false, false),
+        2,
+        Some(&recorded),
+        at(0),
+        || panic!("the window was asked for a recorded revision")
+    ));
 }
 
 #[test]
@@ -202,13 +390,16 @@ fn first_sight_resumes_a_recorded_watch_before_judging_an_unrecorded_one() {
     let rolling = deployment(2, "r/app:v2", true, false);
     let recorded = state(2, Phase::start());
     assert_eq!(
-        first_sight_start(&rolling, 2, Some(&recorded)),
+        first_sight_start(&rolling, 2, Some(&recorded), Some(at(-10)), at(0), WINDOW),
         Some((Start::Resume(Box::new(recorded)), true))
     );
     assert_eq!(
-        first_sight_start(&rolling, 2, None),
+        first_sight_start(&rolling, 2, None, None, at(0), WINDOW),
         Some((Start::Fresh, false))
     );
     let complete = deployment(2, "r/app:v2", false, false);
-    assert_eq!(first_sight_start(&complete, 2, None), None);
+    assert_eq!(
+        first_sight_start(&complete, 2, None, None, at(0), WINDOW),
+        None
+    );
 }

@@ -89,6 +89,13 @@ pub enum EndCause {
 pub enum Start {
     /// A rollout just detected.
     Fresh,
+    /// A rollout nobody recorded, found by a process that starts leading (a start-up, a
+    /// takeover): judged from when it `began` (its new ReplicaSet's creation), so the rollout
+    /// deadline counts from then; one `complete` already has its window running since then too.
+    Unrecorded {
+        began: jiff::Timestamp,
+        complete: bool,
+    },
     /// A new process picks up a watch recorded on the Deployment.
     Resume(Box<RolloutState>),
 }
@@ -201,9 +208,9 @@ fn build(
             // One bad annotation: this Deployment falls back to the daemon's config as a whole.
             Err(bad) => (ctx.config.clone(), bad),
         };
-    let state = match start {
+    let mut state = match start {
         Start::Resume(s) => RolloutState::clone(s),
-        Start::Fresh => RolloutState::detected(
+        Start::Fresh | Start::Unrecorded { .. } => RolloutState::detected(
             revision,
             before.version.clone(),
             rollout::deployed_version(&deployment, &cfg.version),
@@ -213,6 +220,10 @@ fn build(
                 .map(|s| rollout::template_fingerprint(&s.template)),
         ),
     };
+    if let Start::Unrecorded { began, .. } = start {
+        // Clamped to now: a server clock ahead of ours must not put the rollout in the future.
+        state.detected_at = (*began).min(state.detected_at);
+    }
     let r = Rollout {
         namespace: namespace.clone(),
         name: name.clone(),
@@ -260,7 +271,8 @@ fn build(
         updates: updates_rx,
         end: end_rx,
         shutdown,
-        resumed: *start != Start::Fresh,
+        resumed: matches!(start, Start::Resume(_)),
+        complete_at_start: matches!(start, Start::Unrecorded { complete: true, .. }),
         judge_offset: Duration::ZERO,
         clock: clock::Clock::start(),
     };
@@ -288,6 +300,8 @@ struct Session {
     end: watch::Receiver<Option<EndCause>>,
     shutdown: CancellationToken,
     resumed: bool,
+    /// An unrecorded rollout found complete: its window started when it began.
+    complete_at_start: bool,
     /// Time the Deployment spent paused before the rollout completed: the judge's clock
     /// ([`Observation::at`]) runs this far behind the time since detection.
     judge_offset: Duration,
@@ -320,6 +334,9 @@ impl Session {
             .await;
             self.r.state.baseline = Some(Box::new(checks));
             self.detected().await;
+            if self.complete_at_start {
+                self.window_started(Duration::ZERO).await;
+            }
             self.report_unusable_checks();
         }
         loop {

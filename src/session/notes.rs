@@ -132,7 +132,16 @@ impl Session {
         info!("rollout complete; watch window started");
         self.advance(Happened::Complete { at: started, until })
             .await;
-        let window = judge::human(self.policy.window);
+        let mut window = judge::human(self.policy.window);
+        if self.complete_at_start {
+            // Complete before this process led: its window has been running since it began.
+            let left =
+                Duration::try_from(until.duration_since(self.clock.now())).unwrap_or_default();
+            window = format!(
+                "the rest of its {window} window ({}; it completed while no watchdog led)",
+                judge::human(left)
+            );
+        }
         self.note(
             EventReason::WindowStarted,
             EventAction::Watch,

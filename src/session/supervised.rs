@@ -81,7 +81,10 @@ impl Supervised {
             Some(start) => {
                 let recorded = matches!(start, Start::Resume(_));
                 warn!(parent: &span, recorded, "restarting the watch after a panic");
-                self.start = start;
+                // Nothing recorded yet: an unrecorded rollout still counts from when it began.
+                if recorded || !matches!(self.start, Start::Unrecorded { .. }) {
+                    self.start = start;
+                }
                 self.deployment = d;
                 true
             }
@@ -96,7 +99,7 @@ impl Supervised {
     fn report(&self, d: &Deployment, message: &str) {
         let (from_version, to_version) = match &self.start {
             Start::Resume(s) => (s.from_version.clone(), s.to_version.clone()),
-            Start::Fresh => (
+            Start::Fresh | Start::Unrecorded { .. } => (
                 self.before.version.clone(),
                 rollout::deployed_version(d, &self.ctx.config.version),
             ),
@@ -111,7 +114,7 @@ impl Supervised {
             revision: self.revision,
             phase: match &self.start {
                 Start::Resume(s) => Some(s.phase.clone()),
-                Start::Fresh => None,
+                Start::Fresh | Start::Unrecorded { .. } => None,
             },
             reason: None,
             from_version,

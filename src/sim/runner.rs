@@ -416,7 +416,7 @@ impl Simulation {
                 });
                 Ok(())
             }
-            Action::RestartWatchdog | Action::KillLeader => Ok(()),
+            Action::RestartWatchdog { .. } | Action::KillLeader => Ok(()),
             Action::Controller { running } => {
                 self.cluster.set_controller_running(*running);
                 Ok(())
@@ -539,6 +539,8 @@ impl Drop for DaemonProcess {
 struct Replicas {
     daemons: Vec<DaemonProcess>,
     started: usize,
+    /// Replicas stopped by a `restart_watchdog` with `after`: when they start, and how many.
+    due: Option<(Instant, usize)>,
 }
 
 impl Replicas {
@@ -546,6 +548,7 @@ impl Replicas {
         let mut r = Replicas {
             daemons: Vec::new(),
             started: 0,
+            due: None,
         };
         for _ in 0..n {
             r.add(sim)?;
@@ -590,15 +593,28 @@ impl Replicas {
         holder.is_some_and(|h| self.daemons.iter().any(|d| d.identity == h))
     }
 
-    /// Every replica killed and started again: nothing in memory survives. Returns the
-    /// identities killed.
-    fn restart_all(&mut self, sim: &Simulation) -> std::io::Result<Vec<String>> {
+    /// Every replica killed and started again, `after` that (at once when zero): nothing in
+    /// memory survives. Returns the identities killed.
+    fn restart_all(&mut self, sim: &Simulation, after: Duration) -> std::io::Result<Vec<String>> {
         let killed: Vec<String> = self.daemons.iter().map(|d| d.identity.clone()).collect();
+        let n = killed.len() + self.due.take().map_or(0, |(_, n)| n);
         self.kill_all();
-        for _ in 0..killed.len() {
-            self.add(sim)?;
-        }
+        self.due = Some((Instant::now() + after, n));
+        self.start_due(sim, Instant::now())?;
         Ok(killed)
+    }
+
+    /// Starts the replicas a delayed restart stopped, once their time has come.
+    fn start_due(&mut self, sim: &Simulation, now: Instant) -> std::io::Result<()> {
+        if let Some((at, n)) = self.due
+            && at <= now
+        {
+            self.due = None;
+            for _ in 0..n {
+                self.add(sim)?;
+            }
+        }
+        Ok(())
     }
 
     /// The replica holding the Lease is killed; a replacement starts, as its ReplicaSet would.
@@ -693,6 +709,9 @@ pub async fn run_in(
     let mut steady_since: Option<Instant> = None;
     loop {
         let now = Instant::now();
+        daemon
+            .start_due(sim, now)
+            .map_err(|e| RunError::Start(file.into(), e))?;
         while next < script.len() && started + script[next].at <= now {
             let ev = script[next];
             sim.play(&ev.action);
@@ -718,9 +737,9 @@ pub async fn run_in(
                 let version = sim.cluster.current_version(ns, n).unwrap_or_default();
                 deploys.push((deployment.clone(), version, now));
             }
-            if ev.action == Action::RestartWatchdog {
+            if let Action::RestartWatchdog { after } = ev.action {
                 let killed = daemon
-                    .restart_all(sim)
+                    .restart_all(sim, after)
                     .map_err(|e| RunError::Start(file.into(), e))?;
                 kills.push(Kill {
                     at_ms: (now - started).as_millis() as u64,
@@ -842,7 +861,13 @@ fn describe(a: &Action) -> String {
         }
         Action::Sink { name, state } => format!("sink {name:?} is now {state:?}").to_lowercase(),
         Action::Api { state } => format!("API server: {state:?}").to_lowercase(),
-        Action::RestartWatchdog => "watchdog killed and restarted".into(),
+        Action::RestartWatchdog { after } if after.is_zero() => {
+            "watchdog killed and restarted".into()
+        }
+        Action::RestartWatchdog { after } => format!(
+            "watchdog killed; it starts again in {}",
+            humantime::format_duration(*after)
+        ),
         Action::SetImage {
             deployment,
             version,

@@ -299,7 +299,11 @@ pub enum Action {
     Api {
         state: ApiState,
     },
-    RestartWatchdog,
+    /// Every daemon replica stops abruptly; as many start again `after` that (at once by
+    /// default): meanwhile no watchdog runs.
+    RestartWatchdog {
+        after: Duration,
+    },
     /// `kubectl set image`: only one container's image tag changes (the app container's, unless
     /// `container` names a sidecar); labels keep their values.
     SetImage {
@@ -964,7 +968,7 @@ impl Action {
             Action::Provider { .. } => "provider",
             Action::Sink { .. } => "sink",
             Action::Api { .. } => "api",
-            Action::RestartWatchdog => "restart_watchdog",
+            Action::RestartWatchdog { .. } => "restart_watchdog",
             Action::SetImage { .. } => "set_image",
             Action::KillLeader => "kill_leader",
             Action::Controller { .. } => "controller",
@@ -996,6 +1000,12 @@ struct SetImageFields {
 struct ScaleFields {
     deployment: String,
     replicas: i32,
+}
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartFields {
+    #[serde(default, with = "humantime_serde")]
+    after: Duration,
 }
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1145,7 +1155,10 @@ impl<'de> Deserialize<'de> for ScriptEvent {
                 let f: ApiFields = serde_json::from_value(value).map_err(field)?;
                 Action::Api { state: f.state }
             }
-            "restart_watchdog" => Action::RestartWatchdog,
+            "restart_watchdog" => {
+                let f: RestartFields = serde_json::from_value(value).map_err(field)?;
+                Action::RestartWatchdog { after: f.after }
+            }
             "set_image" => {
                 let f: SetImageFields = serde_json::from_value(value).map_err(field)?;
                 Action::SetImage {
@@ -1253,7 +1266,12 @@ expect:
         assert_eq!(s.deployments[0].namespace(), "production");
         assert_eq!(s.script.len(), 4);
         assert_eq!(s.script[0].at, Duration::from_millis(300));
-        assert!(matches!(s.script[2].action, Action::RestartWatchdog));
+        assert_eq!(
+            s.script[2].action,
+            Action::RestartWatchdog {
+                after: Duration::ZERO
+            }
+        );
         let ExpectEntry::Last(e) = &s.expect["production/app"] else {
             panic!("a map")
         };
