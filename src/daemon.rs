@@ -153,8 +153,8 @@ async fn detect(
     let sampler = probes.has_providers().then(|| {
         Sampler::start(
             probes.clone(),
-            config.watch.interval,
-            config.judge.sample_window,
+            config.watch.interval.get(),
+            config.judge.sample_window.get(),
             shutdown.clone(),
         )
     });
@@ -182,9 +182,9 @@ async fn detect(
             namespace: namespace.clone(),
             name: le.lease_name.clone(),
             identity: identity.clone(),
-            lease_duration: le.lease_duration,
-            renew_deadline: le.renew_deadline,
-            retry_period: le.retry_period,
+            lease_duration: le.lease_duration.get(),
+            renew_deadline: le.renew_deadline.get(),
+            retry_period: le.retry_period.get(),
         };
         info!(%identity, lease = %le.lease_name, %namespace, "standing for leader");
         tasks.spawn(

@@ -48,13 +48,13 @@ impl Policy {
         Policy {
             error_rate_threshold: c.judge.error_rate_threshold,
             min_requests: c.judge.min_requests,
-            sample_window: c.judge.sample_window,
+            sample_window: c.judge.sample_window.get(),
             failures_before_rollback: c.judge.failures_before_rollback.get(),
             inconclusive_limit: c.judge.inconclusive_limit.get(),
             baseline_factor: c.judge.baseline.enabled.then_some(c.judge.baseline.factor),
-            window: c.watch.window,
-            rollout_timeout: c.watch.rollout_timeout,
-            pending_timeout: c.watch.pending_timeout,
+            window: c.watch.window.get(),
+            rollout_timeout: c.watch.rollout_timeout.get(),
+            pending_timeout: c.watch.pending_timeout.get(),
         }
     }
 }

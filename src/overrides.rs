@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::time::Duration;
 
 use crate::cluster::record;
 use crate::config::{
-    AnnotationsConfig, Config, DurationLimit, Mode, SmokeCheck, UrlTemplate, VersionSource, fill,
+    AnnotationsConfig, Config, Delay, Mode, Period, RolloutSpan, SmokeCheck, UrlTemplate,
+    VersionSource, fill,
 };
 
 pub const PREFIX: &str = "deploy-watchdog.io/";
@@ -79,10 +79,10 @@ pub struct Overrides {
     pub error_rate_threshold: Option<f64>,
     pub min_requests: Option<u64>,
     pub failures_before_rollback: Option<NonZeroU32>,
-    pub window: Option<Duration>,
-    pub interval: Option<Duration>,
-    pub rollout_timeout: Option<Duration>,
-    pub pod_grace: Option<Duration>,
+    pub window: Option<RolloutSpan>,
+    pub interval: Option<Period>,
+    pub rollout_timeout: Option<RolloutSpan>,
+    pub pod_grace: Option<Delay>,
     pub prometheus_requests_query: Option<String>,
     pub prometheus_errors_query: Option<String>,
     pub datadog_requests_query: Option<String>,
@@ -139,13 +139,6 @@ impl Overrides {
         namespace: &str,
         name: &str,
     ) -> Result<(), String> {
-        // The field's own range: an annotation may not ask for more than the config file may.
-        let duration = |v: &str, limit: DurationLimit| -> Result<Option<Duration>, String> {
-            let d = humantime::parse_duration(v)
-                .map_err(|e| format!("{v:?} is not a duration like 30m: {e}"))?;
-            limit.check(d)?;
-            Ok(Some(d))
-        };
         let text = |v: &str| -> Result<Option<String>, String> {
             if v.is_empty() {
                 Err("must not be empty".into())
@@ -218,10 +211,12 @@ impl Overrides {
                         .map_err(|_| format!("{value:?} is not a whole number from 1"))?,
                 )
             }
-            "window" => self.window = duration(value, DurationLimit::ROLLOUT)?,
-            "interval" => self.interval = duration(value, DurationLimit::PERIOD)?,
-            "rollout-timeout" => self.rollout_timeout = duration(value, DurationLimit::ROLLOUT)?,
-            "pod-grace" => self.pod_grace = duration(value, DurationLimit::DELAY)?,
+            // Each in its field's own type: an annotation may not ask for more than the config
+            // file may.
+            "window" => self.window = Some(RolloutSpan::parse(value)?),
+            "interval" => self.interval = Some(Period::parse(value)?),
+            "rollout-timeout" => self.rollout_timeout = Some(RolloutSpan::parse(value)?),
+            "pod-grace" => self.pod_grace = Some(Delay::parse(value)?),
             "prometheus-requests-query" => self.prometheus_requests_query = text(value)?,
             "prometheus-errors-query" => self.prometheus_errors_query = text(value)?,
             "datadog-requests-query" => self.datadog_requests_query = text(value)?,
@@ -230,8 +225,8 @@ impl Overrides {
                 let checks: Vec<SmokeCheck> = serde_json::from_str(value)
                     .map_err(|e| format!("not a JSON list of smoke checks: {e}"))?;
                 for check in &checks {
+                    // The timeout is held to its bounds by its type, as the JSON is read.
                     allowed_url(allowed, &check.url, namespace, name)
-                        .and_then(|()| DurationLimit::TIMEOUT.check(check.timeout))
                         .map_err(|e| format!("smoke check {:?}: {e}", check.name))?;
                 }
                 self.smoke = Some(checks);
@@ -255,46 +250,34 @@ impl Overrides {
                 problem: problem.into(),
             })
         };
-        if let Some(m) = self.mode {
-            c.mode = m;
+        // A value given replaces the daemon's.
+        fn given<T: Clone>(field: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *field = v.clone();
+            }
         }
-        if let Some(g) = self.gitops {
-            c.gitops.mode = g;
-        }
+        given(&mut c.mode, &self.mode);
+        given(&mut c.gitops.mode, &self.gitops);
         if let Some(url) = &self.health_url {
             c.health.url = url.clone();
             c.health.enabled = true;
         }
-        if let Some(s) = self.version_source {
-            c.version.source = s;
-        }
-        if let Some(k) = &self.version_key {
-            c.version.key = k.clone();
-        }
-        if let Some(k) = &self.version_container {
-            c.version.container = k.clone();
-        }
-        if let Some(t) = self.error_rate_threshold {
-            c.judge.error_rate_threshold = t;
-        }
-        if let Some(n) = self.min_requests {
-            c.judge.min_requests = n;
-        }
-        if let Some(n) = self.failures_before_rollback {
-            c.judge.failures_before_rollback = n;
-        }
-        if let Some(d) = self.window {
-            c.watch.window = d;
-        }
-        if let Some(d) = self.interval {
-            c.watch.interval = d;
-        }
-        if let Some(d) = self.rollout_timeout {
-            c.watch.rollout_timeout = d;
-        }
-        if let Some(d) = self.pod_grace {
-            c.watch.pod_grace = d;
-        }
+        given(&mut c.version.source, &self.version_source);
+        given(&mut c.version.key, &self.version_key);
+        given(&mut c.version.container, &self.version_container);
+        given(
+            &mut c.judge.error_rate_threshold,
+            &self.error_rate_threshold,
+        );
+        given(&mut c.judge.min_requests, &self.min_requests);
+        given(
+            &mut c.judge.failures_before_rollback,
+            &self.failures_before_rollback,
+        );
+        given(&mut c.watch.window, &self.window);
+        given(&mut c.watch.interval, &self.interval);
+        given(&mut c.watch.rollout_timeout, &self.rollout_timeout);
+        given(&mut c.watch.pod_grace, &self.pod_grace);
         for (key, query, datadog, requests) in [
             (
                 "prometheus-requests-query",
@@ -345,9 +328,7 @@ impl Overrides {
                 None => refuse(key, "the Prometheus provider is not configured"),
             }
         }
-        if let Some(checks) = &self.smoke {
-            c.smoke = checks.clone();
-        }
+        given(&mut c.smoke, &self.smoke);
         if bad.is_empty()
             && let Err(e) = c.validate()
         {

@@ -27,7 +27,8 @@ pub fn count(n: f64) -> String {
 }
 
 /// `1m`, `2m 30s`, `500ms`.
-pub fn human(d: Duration) -> String {
+pub fn human(d: impl Into<Duration>) -> String {
+    let d = d.into();
     let d = if d >= Duration::from_secs(1) {
         Duration::from_secs(d.as_secs())
     } else {

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::*;
 use crate::config::PrometheusConfig;
 
@@ -320,7 +322,10 @@ fn overrides_read_into_typed_fields() {
         ),
     ]);
     let o = Overrides::read(&AnnotationsConfig::default(), "ns", "app", &a).expect("valid");
-    assert_eq!(o.rollout_timeout, Some(Duration::from_secs(1200)));
+    assert_eq!(
+        o.rollout_timeout.map(|d| d.get()),
+        Some(Duration::from_secs(1200))
+    );
     assert_eq!(o.mode, Some(Mode::DryRun));
     let smoke = o.smoke.as_deref().unwrap_or_default();
     assert_eq!(smoke[0].method.get(), &http::Method::HEAD);

@@ -92,7 +92,7 @@ impl Session {
             cfg: self.cfg.gitops.clone(),
             paused,
             restored: self.r.state.rollback_fingerprint.clone(),
-            poll: self.cfg.watch.interval,
+            poll: self.cfg.watch.interval.get(),
             notifier: self.ctx.notifier.clone(),
             recorder: self.ctx.recorder.clone(),
             reference: record::reference(&self.updates.borrow()),

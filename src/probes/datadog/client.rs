@@ -166,7 +166,7 @@ impl Datadog {
         }
         // The window ends early enough for Datadog to have made its last points queryable.
         let now = SystemTime::now()
-            .checked_sub(self.cfg.ingestion_delay)
+            .checked_sub(self.cfg.ingestion_delay.get())
             .unwrap_or(UNIX_EPOCH);
         let body = request(
             queries,
@@ -178,7 +178,7 @@ impl Datadog {
             .post(&self.endpoint)
             .headers(self.headers()?)
             .json(&body)
-            .timeout(self.cfg.timeout)
+            .timeout(self.cfg.timeout.get())
             .send()
             .await
             .map_err(|e| ProbeError::from_request(&e))?;
@@ -193,7 +193,7 @@ impl Datadog {
                 wait.unwrap_or(DEFAULT_BACKOFF).as_secs_f64()
             )));
         }
-        let body = read_answer(response, self.cfg.timeout, max_body).await?;
+        let body = read_answer(response, self.cfg.timeout.get(), max_body).await?;
         Ok((status, body))
     }
 }

@@ -89,7 +89,7 @@ impl Datadog {
 
     /// The bound of one query.
     pub fn timeout(&self) -> Duration {
-        self.cfg.timeout
+        self.cfg.timeout.get()
     }
 
     /// Requests and errors of one Deployment over `window` ending now.
