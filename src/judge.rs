@@ -44,6 +44,22 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Tests' policy: the config's defaults but a 1 minute sample window.
+    #[cfg(test)]
+    pub(crate) fn test() -> Policy {
+        Policy {
+            error_rate_threshold: 0.01,
+            min_requests: 20,
+            sample_window: Duration::from_secs(60),
+            failures_before_rollback: 3,
+            inconclusive_limit: 5,
+            baseline_factor: None,
+            window: Duration::from_secs(900),
+            rollout_timeout: Duration::from_secs(600),
+            pending_timeout: Duration::from_secs(120),
+        }
+    }
+
     pub fn from_config(c: &Config) -> Policy {
         Policy {
             error_rate_threshold: c.judge.error_rate_threshold,

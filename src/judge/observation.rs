@@ -103,6 +103,20 @@ pub struct Observation {
     pub probes: Option<ProbeRound>,
 }
 
+#[cfg(test)]
+impl Observation {
+    /// Tests' observation: a round of probes `secs` after detection, the rollout complete.
+    pub(crate) fn complete(secs: u64, round: ProbeRound) -> Observation {
+        Observation {
+            at: Duration::from_secs(secs),
+            progress: Progress::Complete,
+            pod_failure: None,
+            pending: None,
+            probes: Some(round),
+        }
+    }
+}
+
 /// What to do now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
