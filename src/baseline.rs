@@ -449,30 +449,12 @@ mod tests {
     }
     /// The judge with a baseline, as a session builds it.
     mod judged {
-        use std::time::Duration;
-
         use super::*;
-        use crate::judge::{
-            Judge, Observation, Policy, ProbeRound, Progress, Reason, RolloutFacts, Verdict,
-        };
-
-        fn policy() -> Policy {
-            Policy {
-                error_rate_threshold: 0.01,
-                min_requests: 20,
-                sample_window: Duration::from_secs(60),
-                failures_before_rollback: 3,
-                inconclusive_limit: 5,
-                baseline_factor: None,
-                window: Duration::from_secs(900),
-                rollout_timeout: Duration::from_secs(600),
-                pending_timeout: Duration::from_secs(120),
-            }
-        }
+        use crate::judge::{Judge, Observation, Policy, ProbeRound, Reason, RolloutFacts, Verdict};
 
         fn judge(checks: Baseline) -> Judge {
             Judge::new(
-                policy(),
+                Policy::test(),
                 RolloutFacts {
                     expected_version: Some("v1.2.3".into()),
                     baseline: None,
@@ -482,17 +464,14 @@ mod tests {
         }
 
         fn tick(secs: u64, health: HealthSample, smoke: Vec<(String, SmokeSample)>) -> Observation {
-            Observation {
-                at: Duration::from_secs(secs),
-                progress: Progress::Complete,
-                pod_failure: None,
-                pending: None,
-                probes: Some(ProbeRound {
+            Observation::complete(
+                secs,
+                ProbeRound {
                     health: Some(health),
                     smoke,
                     providers: vec![],
-                }),
-            }
+                },
+            )
         }
 
         fn new_version(failing: &[(&str, &str)]) -> HealthSample {

@@ -168,8 +168,8 @@ async fn detect(
     let sampler = probes.has_providers().then(|| {
         Sampler::start(
             probes.clone(),
-            config.watch.interval,
-            config.judge.sample_window,
+            config.watch.interval.get(),
+            config.judge.sample_window.get(),
             shutdown.clone(),
         )
     });
@@ -198,9 +198,9 @@ async fn detect(
             namespace: namespace.clone(),
             name: le.lease_name.clone(),
             identity: identity.clone(),
-            lease_duration: le.lease_duration,
-            renew_deadline: le.renew_deadline,
-            retry_period: le.retry_period,
+            lease_duration: le.lease_duration.get(),
+            renew_deadline: le.renew_deadline.get(),
+            retry_period: le.retry_period.get(),
         };
         info!(%identity, lease = %le.lease_name, %namespace, "standing for leader");
         tasks.spawn(
@@ -469,6 +469,7 @@ impl Detector {
         crate::overrides::effective(&self.ctx.config, &ns, &name, d.annotations())
             .map(|c| c.watch.window)
             .unwrap_or(self.ctx.config.watch.window)
+            .get()
     }
 
     /// Reads `d`'s ReplicaSets in the background and reports when its rollout to `revision`

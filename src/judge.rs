@@ -2,76 +2,31 @@
 //!
 //! No IO, no clock, no async: time arrives inside each [`Observation`] as "time since the
 //! rollout was detected", so unit and property tests drive every sequence directly.
+//!
+//! This module holds the [`Policy`] and the [`Judge`] that folds observations into verdicts;
+//! what it is given and answers is in `observation`, the error-rate statistics in `evidence`,
+//! the reasons in `reason`, the figures of its messages in `format`.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fmt;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::baseline::Baseline;
 use crate::check::{CheckId, Provider};
 use crate::config::Config;
-use crate::probes::error::ProbeError;
 
-/// Why a rollout ended the way it did (docs/policy.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    ErrorRate,
-    Health,
-    VersionMismatch,
-    DependencyCheck,
-    Smoke,
-    Crashloop,
-    ImagePull,
-    Pending,
-    RolloutTimeout,
-    ProviderBlind,
-    None,
-}
+mod evidence;
+mod format;
+mod observation;
+mod reason;
 
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::ErrorRate => "error_rate",
-            Reason::Health => "health",
-            Reason::VersionMismatch => "version_mismatch",
-            Reason::DependencyCheck => "dependency_check",
-            Reason::Smoke => "smoke",
-            Reason::Crashloop => "crashloop",
-            Reason::ImagePull => "image_pull",
-            Reason::Pending => "pending",
-            Reason::RolloutTimeout => "rollout_timeout",
-            Reason::ProviderBlind => "provider_blind",
-            Reason::None => "none",
-        }
-    }
+pub use evidence::{Evidence, MAX_POOLED, Z_99, failing, wilson_lower_bound};
+pub use format::{count, human, percent};
+pub use observation::{
+    Finish, HealthSample, Observation, PendingPod, PodFailure, ProbeRound, Progress,
+    ProviderSample, RolloutFacts, SmokeSample, Verdict,
+};
+pub use reason::{ALL_REASONS, Reason};
 
-    pub fn parse(s: &str) -> Option<Reason> {
-        ALL_REASONS.iter().copied().find(|r| r.as_str() == s)
-    }
-}
-
-pub const ALL_REASONS: [Reason; 11] = [
-    Reason::ErrorRate,
-    Reason::Health,
-    Reason::VersionMismatch,
-    Reason::DependencyCheck,
-    Reason::Smoke,
-    Reason::Crashloop,
-    Reason::ImagePull,
-    Reason::Pending,
-    Reason::RolloutTimeout,
-    Reason::ProviderBlind,
-    Reason::None,
-];
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use evidence::Pool;
 
 /// The judge's share of the config.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,142 +44,35 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Tests' policy: the config's defaults but a 1 minute sample window.
+    #[cfg(test)]
+    pub(crate) fn test() -> Policy {
+        Policy {
+            error_rate_threshold: 0.01,
+            min_requests: 20,
+            sample_window: Duration::from_secs(60),
+            failures_before_rollback: 3,
+            inconclusive_limit: 5,
+            baseline_factor: None,
+            window: Duration::from_secs(900),
+            rollout_timeout: Duration::from_secs(600),
+            pending_timeout: Duration::from_secs(120),
+        }
+    }
+
     pub fn from_config(c: &Config) -> Policy {
         Policy {
             error_rate_threshold: c.judge.error_rate_threshold,
             min_requests: c.judge.min_requests,
-            sample_window: c.judge.sample_window,
+            sample_window: c.judge.sample_window.get(),
             failures_before_rollback: c.judge.failures_before_rollback.get(),
             inconclusive_limit: c.judge.inconclusive_limit.get(),
             baseline_factor: c.judge.baseline.enabled.then_some(c.judge.baseline.factor),
-            window: c.watch.window,
-            rollout_timeout: c.watch.rollout_timeout,
-            pending_timeout: c.watch.pending_timeout,
+            window: c.watch.window.get(),
+            rollout_timeout: c.watch.rollout_timeout.get(),
+            pending_timeout: c.watch.pending_timeout.get(),
         }
     }
-}
-
-/// What is known of one rollout before any observation.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct RolloutFacts {
-    /// The version the new revision should report once complete.
-    pub expected_version: Option<String>,
-    /// Error ratio before the rollout, when the baseline rule is on and a provider answered.
-    pub baseline: Option<f64>,
-    /// What the other checks showed on the previous version before the deploy.
-    pub checks: Baseline,
-}
-
-/// Rollout progress as `kubectl rollout status` reads it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Progress {
-    /// Still rolling out; the message is kubectl's waiting line.
-    Progressing(String),
-    Complete,
-    /// The Deployment's Progressing condition says `ProgressDeadlineExceeded`.
-    DeadlineExceeded(String),
-}
-
-/// A pod of the new ReplicaSet that is failing in a way a rollback fixes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PodFailure {
-    pub pod: String,
-    pub reason: Reason,
-    /// e.g. `CrashLoopBackOff (restarts: 3, last exit code 1)`.
-    pub detail: String,
-}
-
-/// The longest-pending pod of the new ReplicaSet.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingPod {
-    pub pod: String,
-    pub pending_for: Duration,
-    /// The scheduler's message.
-    pub message: String,
-}
-
-/// What the health endpoint answered.
-#[derive(Debug, Clone, PartialEq)]
-pub enum HealthSample {
-    /// Timeout, refused connection, wrong status or a body that is not the expected JSON.
-    Failed(String),
-    /// 200 with the expected JSON.
-    Answered {
-        version: Option<String>,
-        /// Dependency checks whose value is not `ok`: (name, value).
-        failing_checks: Vec<(String, String)>,
-    },
-}
-
-/// One smoke check's answer.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SmokeSample {
-    Passed,
-    Failed(String),
-}
-
-/// What one error-rate provider answered for the sample window.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProviderSample {
-    Counts {
-        requests: f64,
-        errors: f64,
-    },
-    /// The provider answered but has no series for this Deployment.
-    NoData,
-    /// Down, timed out, an error status, rate-limited, partial or an unreadable answer.
-    Unavailable(ProbeError),
-}
-
-/// One round of probes at an interval tick.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ProbeRound {
-    /// `None` when health checking is off.
-    pub health: Option<HealthSample>,
-    pub smoke: Vec<(String, SmokeSample)>,
-    /// By provider; empty when no provider is configured.
-    pub providers: Vec<(Provider, ProviderSample)>,
-}
-
-/// Everything seen at one moment of a rollout's watch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Observation {
-    /// Time since the rollout was detected, less the time the Deployment spent paused before
-    /// it completed (paused time does not count toward `rollout_timeout`).
-    pub at: Duration,
-    pub progress: Progress,
-    pub pod_failure: Option<PodFailure>,
-    pub pending: Option<PendingPod>,
-    /// `None` for an observation made on a cluster change between ticks.
-    pub probes: Option<ProbeRound>,
-}
-
-/// What to do now.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    Continue,
-    /// Page on-call (the rollout is degraded) and keep watching.
-    Page {
-        reason: Reason,
-        message: String,
-    },
-    /// Roll back (or, in dry-run, say so) and stop judging.
-    RollBack {
-        reason: Reason,
-        message: String,
-    },
-    /// The watch is over.
-    Finish(Finish),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Finish {
-    Passed,
-    /// Ended with a paged problem still open (capacity, or blind to the end).
-    Degraded {
-        reason: Reason,
-        message: String,
-    },
 }
 
 /// The judge's memory of one rollout: counters folded from observations.
@@ -695,103 +543,6 @@ impl Judge {
 /// One check in one round: passed, or failed with a reason and the figures.
 type CheckResult = Result<(), (Reason, String)>;
 
-/// z of the one-sided 99 % confidence bound (the standard normal's 0.99 quantile, 2.3263).
-pub const Z_99: f64 = 2.326;
-
-/// A pool reaches back at most this many earlier samples: memory stays bounded for a rollout
-/// with no traffic at all.
-pub const MAX_POOLED: usize = 64;
-
-/// The lower end of the Wilson score interval for `errors` of `requests` with `z`: the smallest
-/// error ratio the counts are consistent with at that confidence (one-sided). Unlike the plain
-/// ratio it accounts for the number of requests: 1 error of 20 gives 0.7 % at 99 %, 20 of 20
-/// gives 79 %, 68 of 2,000 (3.4 %) gives 2.6 %. Unlike the normal approximation it stays
-/// within 0–1 and is sound at a few requests and at ratios near 0 or 1 (Wilson 1927; Brown, Cai
-/// and DasGupta 2001).
-pub fn wilson_lower_bound(errors: f64, requests: f64, z: f64) -> f64 {
-    if requests <= 0.0 {
-        return 0.0;
-    }
-    let p = errors / requests;
-    let z2n = z * z / requests;
-    let centre = p + z2n / 2.0;
-    let spread = z * (p * (1.0 - p) / requests + z2n / (4.0 * requests)).sqrt();
-    ((centre - spread) / (1.0 + z2n)).max(0.0)
-}
-
-/// Pooled counts of one provider: what one error-rate judgement is made on.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Evidence {
-    pub requests: f64,
-    pub errors: f64,
-    /// How many samples were pooled (1: the sample alone).
-    pub samples: usize,
-}
-
-/// Whether `evidence` shows an error ratio above `threshold` (and above baseline × factor, given
-/// `(factor, baseline)`) with 99 % confidence: the Wilson lower bound is above both.
-pub fn failing(evidence: &Evidence, threshold: f64, baseline: Option<(f64, f64)>) -> bool {
-    let bound = wilson_lower_bound(evidence.errors, evidence.requests, Z_99);
-    bound > threshold && baseline.is_none_or(|(factor, base)| bound > base * factor)
-}
-
-/// One provider's earlier samples kept for pooling: the first valid one, then each later one
-/// whose window does not overlap the last kept (taken at least `sample_window` after it), so no
-/// request is counted twice when samples overlap (`interval` shorter than `sample_window`).
-#[derive(Debug, Clone, Default)]
-struct Pool {
-    /// (taken at, requests, errors), oldest first.
-    kept: VecDeque<(Duration, f64, f64)>,
-}
-
-impl Pool {
-    /// The evidence of a sample taken `at`: the sample alone when it has `min_requests`, else
-    /// pooled with the kept samples before it that do not overlap it, newest first, until the
-    /// pool has `min_requests`; `None` when even all of them have too few. The sample is then
-    /// kept if it does not overlap the last one kept.
-    fn evidence(
-        &mut self,
-        at: Duration,
-        requests: f64,
-        errors: f64,
-        policy: &Policy,
-    ) -> Option<Evidence> {
-        let window = policy.sample_window;
-        let enough = |n: f64| n > 0.0 && n >= policy.min_requests as f64;
-        let mut pooled = Evidence {
-            requests,
-            errors,
-            samples: 1,
-        };
-        if !enough(pooled.requests) {
-            let earlier = self
-                .kept
-                .iter()
-                .rev()
-                .filter(|(taken, ..)| *taken + window <= at);
-            for (_, r, e) in earlier {
-                pooled.requests += r;
-                pooled.errors += e;
-                pooled.samples += 1;
-                if enough(pooled.requests) {
-                    break;
-                }
-            }
-        }
-        if self
-            .kept
-            .back()
-            .is_none_or(|(last, ..)| *last + window <= at)
-        {
-            if self.kept.len() == MAX_POOLED {
-                self.kept.pop_front();
-            }
-            self.kept.push_back((at, requests, errors));
-        }
-        enough(pooled.requests).then_some(pooled)
-    }
-}
-
 enum RateResult {
     NotConfigured,
     Pass,
@@ -809,40 +560,6 @@ pub fn judge(policy: &Policy, facts: &RolloutFacts, observations: &[Observation]
         .map(|o| j.observe(o))
         .filter(|v| *v != Verdict::Continue)
         .collect()
-}
-
-/// `3.4 %`, `0.05 %`.
-pub fn percent(ratio: f64) -> String {
-    let p = ratio * 100.0;
-    if p != 0.0 && p.abs() < 0.1 {
-        format!("{p:.2} %")
-    } else {
-        format!("{p:.1} %").replace(".0 %", " %")
-    }
-}
-
-/// `2,000`; fractional counts (extrapolated by Prometheus) are rounded.
-pub fn count(n: f64) -> String {
-    let n = n.round() as i64;
-    let digits = n.abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 { format!("-{out}") } else { out }
-}
-
-/// `1m`, `2m 30s`, `500ms`.
-pub fn human(d: Duration) -> String {
-    let d = if d >= Duration::from_secs(1) {
-        Duration::from_secs(d.as_secs())
-    } else {
-        Duration::from_millis(d.as_millis() as u64)
-    };
-    humantime::format_duration(d).to_string()
 }
 
 #[cfg(test)]

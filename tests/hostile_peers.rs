@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use deploy_watchdog::check::Provider;
 use deploy_watchdog::config::{
-    Config, HealthConfig, HttpMethod, HttpStatus, PrometheusConfig, SmokeCheck,
+    Config, HealthConfig, HttpMethod, HttpStatus, PrometheusConfig, SmokeCheck, Timeout,
 };
 use deploy_watchdog::judge::{
     self, HealthSample, Observation, Policy, ProbeRound, Progress, ProviderSample, RolloutFacts,
@@ -21,7 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The timeout every probe in these tests is configured with.
-const TIMEOUT: Duration = Duration::from_millis(500);
+const CONFIG_TIMEOUT: Timeout = Timeout::from_millis(500);
+const TIMEOUT: Duration = CONFIG_TIMEOUT.get();
 /// What "returned within its timeout" means here: far above any expected time, so a loaded
 /// machine never makes these tests flaky, yet far below "hung".
 const BOUND: Duration = Duration::from_secs(5);
@@ -161,7 +162,7 @@ async fn answer(mut stream: TcpStream, peer: Peer) {
 
 fn health_config() -> HealthConfig {
     HealthConfig {
-        timeout: TIMEOUT,
+        timeout: CONFIG_TIMEOUT,
         ..HealthConfig::default()
     }
 }
@@ -191,7 +192,7 @@ async fn prometheus_of(peer: Peer) -> ProviderSample {
         probes::http_client(),
         PrometheusConfig {
             url: format!("http://{addr}").parse().expect("a URL"),
-            timeout: TIMEOUT,
+            timeout: CONFIG_TIMEOUT,
             ..PrometheusConfig::default()
         },
     );
@@ -274,7 +275,7 @@ async fn hostile_smoke_endpoints_fail_the_check_within_the_timeout() {
         method: HttpMethod::GET,
         expect_status: HttpStatus::OK,
         expect_body_contains: Some("welcome".into()),
-        timeout: TIMEOUT,
+        timeout: CONFIG_TIMEOUT,
     };
     for (what, peer) in hostile_peers() {
         let addr = serve(peer).await;

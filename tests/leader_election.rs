@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deploy_watchdog::config::{Config, Secrets};
+use deploy_watchdog::config::{Config, LeaseSpan, Secrets};
 use deploy_watchdog::daemon::{self, Status};
 use deploy_watchdog::sim::behaviour::Behaviours;
 use deploy_watchdog::sim::cluster::SimCluster;
@@ -36,9 +36,9 @@ async fn run(lease_namespace: &str, prepare: impl FnOnce(&SimCluster)) -> Runnin
     le.enabled = true;
     le.namespace = lease_namespace.into();
     le.identity = "watchdog-0".into();
-    le.lease_duration = Duration::from_secs(3);
-    le.renew_deadline = Duration::from_secs(2);
-    le.retry_period = Duration::from_millis(100);
+    le.lease_duration = LeaseSpan::from_secs(3);
+    le.renew_deadline = LeaseSpan::from_secs(2);
+    le.retry_period = LeaseSpan::from_millis(100);
     let registry = prometheus::Registry::new();
     let metrics = Arc::new(Metrics::register(&registry).unwrap());
     let status = Status::default().with_metrics(metrics);

@@ -7,6 +7,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+#[cfg(feature = "sim")]
+mod support;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_deploy-watchdog"))
 }
@@ -213,20 +216,10 @@ mod served {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::path::Path;
-    use std::process::{Child, Stdio};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::*;
-
-    /// Kills the child when the test ends, however it ends.
-    struct Process(Child);
-
-    impl Drop for Process {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    use crate::support::{Killed, serve, wait_for_value};
 
     fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -237,17 +230,6 @@ mod served {
         let status = text.split_whitespace().nth(1)?.parse().ok()?;
         let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
         Some((status, body))
-    }
-
-    fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(t) = f() {
-                return t;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 
     const SCENARIO: &str = r#"
@@ -286,32 +268,13 @@ expect:
     #[test]
     fn metrics_health_and_readiness_are_served_while_run_guards_a_simulated_cluster() {
         let dir = tempfile::tempdir().unwrap();
-        let (scenario, kubeconfig, config) = (
-            dir.path().join("scenario.yaml"),
-            dir.path().join("kubeconfig.yaml"),
-            dir.path().join("watchdog.yaml"),
-        );
+        let scenario = dir.path().join("scenario.yaml");
         std::fs::write(&scenario, SCENARIO).unwrap();
-        let _sim = Process(
-            bin()
-                .args(["simulate", "--serve"])
-                .arg(&scenario)
-                .arg("--write-kubeconfig")
-                .arg(&kubeconfig)
-                .arg("--write-config")
-                .arg(&config)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_for("the simulated cluster", Duration::from_secs(20), || {
-            (kubeconfig.exists() && config.exists()).then_some(())
-        });
-        std::thread::sleep(Duration::from_millis(200));
+        let (_sim, kubeconfig, config) = serve(&scenario, dir.path());
         let port = free_port();
         set_listen(&config, port);
         let log = dir.path().join("run.log");
-        let run = Process(
+        let run = Killed(
             bin()
                 .args(["run", "--log-format", "json", "--config"])
                 .arg(&config)
@@ -322,13 +285,13 @@ expect:
                 .unwrap(),
         );
 
-        wait_for("/healthz", Duration::from_secs(20), || {
+        wait_for_value("/healthz", Duration::from_secs(20), || {
             http_get(port, "/healthz").filter(|(s, _)| *s == 200)
         });
-        wait_for("/readyz 200", Duration::from_secs(5), || {
+        wait_for_value("/readyz 200", Duration::from_secs(5), || {
             http_get(port, "/readyz").filter(|(s, _)| *s == 200)
         });
-        let metrics = wait_for("the rollback in /metrics", Duration::from_secs(30), || {
+        let metrics = wait_for_value("the rollback in /metrics", Duration::from_secs(30), || {
             http_get(port, "/metrics").map(|(_, b)| b).filter(|b| {
             b.contains(r#"deploy_watchdog_rollout_outcomes_total{outcome="rolled_back",reason="error_rate"} 1"#)
         })
@@ -360,7 +323,7 @@ expect:
             .status()
             .unwrap();
         assert!(killed.success());
-        let status = wait_for("run to exit", Duration::from_secs(30), || {
+        let status = wait_for_value("run to exit", Duration::from_secs(30), || {
             run.0.try_wait().unwrap()
         });
         assert_eq!(status.code(), Some(0));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deploy_watchdog::check::ObjectKey;
-use deploy_watchdog::config::{Config, DatadogConfig, PrometheusConfig, Secrets};
+use deploy_watchdog::config::{Config, DatadogConfig, Delay, PrometheusConfig, Secrets};
 use deploy_watchdog::judge::ProviderSample;
 use deploy_watchdog::probes::{self, Probes, datadog};
 use deploy_watchdog::sim::behaviour::{AppKey, Behaviour, Behaviours};
@@ -79,8 +79,8 @@ async fn fixture() -> Fixture {
 fn client(f: &Fixture, keys: (&str, &str), timeout: Duration) -> datadog::Datadog {
     let cfg = DatadogConfig {
         url: Some(f.dd_url.parse().expect("a URL")),
-        timeout,
-        ingestion_delay: Duration::ZERO,
+        timeout: timeout.try_into().expect("a timeout within bounds"),
+        ingestion_delay: Delay::ZERO,
         ..DatadogConfig::default()
     };
     datadog::Datadog::new(
@@ -182,7 +182,7 @@ async fn probes_ask_both_providers_and_report_each_in_a_fixed_order() {
     });
     config.providers.datadog = Some(DatadogConfig {
         url: Some(f.dd_url.parse().expect("a URL")),
-        ingestion_delay: Duration::ZERO,
+        ingestion_delay: Delay::ZERO,
         ..DatadogConfig::default()
     });
     let secrets = Secrets {
@@ -287,7 +287,7 @@ async fn trace_metrics_are_found_by_service_and_env_never_by_pod_tags() {
     let with = |requests_query: &str, env: Option<&str>| {
         let cfg = DatadogConfig {
             url: Some(f.dd_url.parse().expect("a URL")),
-            ingestion_delay: Duration::ZERO,
+            ingestion_delay: Delay::ZERO,
             requests_query: requests_query.into(),
             env: env.map(str::to_string),
             ..DatadogConfig::default()
@@ -350,7 +350,7 @@ async fn the_window_ends_before_datadogs_ingestion_delay() {
             probes::http_client(),
             DatadogConfig {
                 url: Some(f.dd_url.parse().expect("a URL")),
-                ingestion_delay: delay,
+                ingestion_delay: delay.try_into().expect("a delay within bounds"),
                 ..DatadogConfig::default()
             },
             datadog::Keys {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use deploy_watchdog::check::{ObjectKey, Provider};
-use deploy_watchdog::config::{Config, DatadogConfig, DatadogGrouped, Secrets};
+use deploy_watchdog::config::{Config, DatadogConfig, DatadogGrouped, Delay, Secrets};
 use deploy_watchdog::judge::ProviderSample;
 use deploy_watchdog::probes::{self, Probes, datadog};
 use deploy_watchdog::sim::scenario::ProviderState;
@@ -49,7 +49,7 @@ async fn fixture() -> Fixture {
 fn cfg(f: &Fixture) -> DatadogConfig {
     DatadogConfig {
         url: Some(f.url.parse().expect("a URL")),
-        ingestion_delay: Duration::ZERO,
+        ingestion_delay: Delay::ZERO,
         ..DatadogConfig::default()
     }
 }

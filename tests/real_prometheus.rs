@@ -475,9 +475,14 @@ async fn judge_with_defaults(
     let config = deploy_watchdog::config::Config::default();
     let mut judge = Judge::new(Policy::from_config(&config), Default::default());
     let mut at = Duration::ZERO;
-    while at <= config.watch.window + config.watch.interval * 2 {
+    while at <= config.watch.window.get() + config.watch.interval.get() * 2 {
         let sample = provider
-            .sample_at("production", name, config.judge.sample_window, deploy + at)
+            .sample_at(
+                "production",
+                name,
+                config.judge.sample_window.get(),
+                deploy + at,
+            )
             .await;
         assert!(
             matches!(sample, ProviderSample::Counts { requests, .. } if requests >= config.judge.min_requests as f64),
@@ -501,7 +506,7 @@ async fn judge_with_defaults(
                 return verdict;
             }
         }
-        at += config.watch.interval;
+        at += config.watch.interval.get();
     }
     Verdict::Continue
 }
@@ -579,7 +584,9 @@ async fn shipped_defaults_judge_right_at_15s_and_60s_scrapes() {
             .sample_grouped_at(
                 &PrometheusConfig::default().grouped,
                 &members,
-                deploy_watchdog::config::JudgeConfig::default().sample_window,
+                deploy_watchdog::config::JudgeConfig::default()
+                    .sample_window
+                    .get(),
                 deployed + Duration::from_secs(10 * 60),
             )
             .await

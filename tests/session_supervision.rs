@@ -17,7 +17,7 @@ use axum::Router;
 use axum::routing::post;
 use deploy_watchdog::cluster::caches::Caches;
 use deploy_watchdog::cluster::record::Recorder;
-use deploy_watchdog::config::{Config, Secrets};
+use deploy_watchdog::config::{Config, Period, Secrets};
 use deploy_watchdog::judge::Policy;
 use deploy_watchdog::notify::Notifier;
 use deploy_watchdog::probes::Probes;
@@ -129,7 +129,7 @@ async fn a_session_that_panics_is_restarted_from_its_record_and_rolls_back_once(
 
     let mut config = Config::default();
     config.watch.namespaces = vec!["production".into()];
-    config.watch.interval = Duration::from_millis(100);
+    config.watch.interval = Period::from_millis(100);
     // No app serves /health here: the crash loop is the evidence, and the rollback is verified
     // by the Deployment alone.
     config.health.enabled = false;

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use deploy_watchdog::config::{Config, Secrets};
+use deploy_watchdog::config::{Config, Period, RolloutSpan, Secrets};
 use deploy_watchdog::daemon::{self, Status};
 use deploy_watchdog::sim::behaviour::{AppKey, Behaviour, Behaviours, PodMode};
 use deploy_watchdog::sim::cluster::SimCluster;
@@ -50,9 +50,9 @@ fn complete(d: &Value) -> bool {
 fn start_daemon(url: &str, shutdown: &CancellationToken) -> Status {
     let mut config = Config::default();
     config.watch.namespaces = vec!["production".into()];
-    config.watch.interval = Duration::from_millis(100);
-    config.watch.rollout_timeout = Duration::from_secs(2);
-    config.watch.pending_timeout = Duration::from_secs(1);
+    config.watch.interval = Period::from_millis(100);
+    config.watch.rollout_timeout = RolloutSpan::from_secs(2);
+    config.watch.pending_timeout = RolloutSpan::from_secs(1);
     let status = Status::default();
     let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
     tokio::spawn(daemon::run(

@@ -1,6 +1,6 @@
 //! The app's own checks: its health endpoint and the HTTP smoke checks.
 
-use std::time::Duration;
+use super::duration::Timeout;
 
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +12,7 @@ pub struct HealthConfig {
     pub enabled: bool,
     /// `{name}` and `{namespace}` are the Deployment's.
     pub url: UrlTemplate,
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
+    pub timeout: Timeout,
     pub expect_status: HttpStatus,
     /// JSON pointer to the reported version; empty skips the version rule.
     pub version_pointer: String,
@@ -28,7 +27,7 @@ impl Default for HealthConfig {
         HealthConfig {
             enabled: true,
             url: UrlTemplate::known("http://{name}.{namespace}.svc.cluster.local/health"),
-            timeout: Duration::from_secs(2),
+            timeout: const { Timeout::from_secs(2) },
             expect_status: HttpStatus::OK,
             version_pointer: "/version".into(),
             checks_pointer: "/checks".into(),
@@ -50,10 +49,10 @@ pub struct SmokeCheck {
     pub expect_status: HttpStatus,
     #[serde(default)]
     pub expect_body_contains: Option<String>,
-    #[serde(default = "default_smoke_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
+    #[serde(default = "default_smoke_timeout")]
+    pub timeout: Timeout,
 }
 
-fn default_smoke_timeout() -> Duration {
-    Duration::from_secs(2)
+fn default_smoke_timeout() -> Timeout {
+    const { Timeout::from_secs(2) }
 }

@@ -1,7 +1,7 @@
 //! How the daemon reads Deployments and runs beside its peers: the version source, the
 //! annotation overrides, leader election and its own HTTP endpoints.
 
-use std::time::Duration;
+use super::duration::LeaseSpan;
 
 use serde::{Deserialize, Serialize};
 
@@ -88,12 +88,9 @@ pub struct LeaderElectionConfig {
     pub lease_name: String,
     /// This replica's name; empty: `$POD_NAME`, else the host name.
     pub identity: String,
-    #[serde(with = "humantime_serde")]
-    pub lease_duration: Duration,
-    #[serde(with = "humantime_serde")]
-    pub renew_deadline: Duration,
-    #[serde(with = "humantime_serde")]
-    pub retry_period: Duration,
+    pub lease_duration: LeaseSpan,
+    pub renew_deadline: LeaseSpan,
+    pub retry_period: LeaseSpan,
 }
 
 impl Default for LeaderElectionConfig {
@@ -103,9 +100,9 @@ impl Default for LeaderElectionConfig {
             namespace: String::new(),
             lease_name: "deploy-watchdog".into(),
             identity: String::new(),
-            lease_duration: Duration::from_secs(15),
-            renew_deadline: Duration::from_secs(10),
-            retry_period: Duration::from_secs(2),
+            lease_duration: const { LeaseSpan::from_secs(15) },
+            renew_deadline: const { LeaseSpan::from_secs(10) },
+            retry_period: const { LeaseSpan::from_secs(2) },
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod checks;
 mod cluster;
+mod duration;
 mod env;
 mod notify;
 mod policy;
@@ -19,6 +20,10 @@ pub use checks::{HealthConfig, SmokeCheck};
 pub use cluster::{
     AnnotationsConfig, LeaderElectionConfig, ServerConfig, VersionConfig, VersionSource,
 };
+pub use duration::{
+    Bounded, Delay, DurationLimit, LeaseSpan, Lookback, Period, RolloutSpan, SampleSpan, Timeout,
+    deadline,
+};
 pub use notify::{NotifyConfig, PagerDutyConfig, SlackConfig};
 pub use policy::{BaselineConfig, JudgeConfig, PeakHoursConfig, PeakWindow, WatchConfig};
 pub use providers::{
@@ -29,7 +34,7 @@ pub use secrets::{
     ENV_PAGERDUTY_ROUTING_KEY, ENV_SLACK_WEBHOOK_URL, SILENT_REFUSED, SecretFiles, Secrets,
     SinkState,
 };
-pub use values::{DurationLimit, HttpMethod, HttpStatus, UrlTemplate, deadline, fill};
+pub use values::{HttpMethod, HttpStatus, UrlTemplate, fill};
 
 use std::path::Path;
 
@@ -172,10 +177,13 @@ otherwise it refuses: {SILENT_REFUSED}"
         let Some(p) = &self.providers.prometheus else {
             return out;
         };
-        let scrape = p.scrape_interval;
-        let mut windows = vec![("judge.sample_window", self.judge.sample_window)];
+        let scrape = p.scrape_interval.get();
+        let mut windows = vec![("judge.sample_window", self.judge.sample_window.get())];
         if self.judge.baseline.enabled {
-            windows.push(("judge.baseline.lookback", self.judge.baseline.lookback));
+            windows.push((
+                "judge.baseline.lookback",
+                self.judge.baseline.lookback.get(),
+            ));
         }
         for (field, window) in windows {
             let (w, s) = (crate::judge::human(window), crate::judge::human(scrape));

@@ -1,6 +1,6 @@
 //! Where rollbacks are told: PagerDuty and Slack.
 
-use std::time::Duration;
+use super::duration::Timeout;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,8 +22,7 @@ pub struct PagerDutyConfig {
     /// Events API v2 base: `https://events.pagerduty.com` (US) or `https://events.eu.pagerduty.com`
     /// (EU), or the full URL (`…/v2/enqueue`).
     pub url: String,
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
+    pub timeout: Timeout,
 }
 
 impl Default for PagerDutyConfig {
@@ -31,7 +30,7 @@ impl Default for PagerDutyConfig {
         PagerDutyConfig {
             enabled: true,
             url: "https://events.pagerduty.com".into(),
-            timeout: Duration::from_secs(5),
+            timeout: const { Timeout::from_secs(5) },
         }
     }
 }
@@ -41,15 +40,14 @@ impl Default for PagerDutyConfig {
 pub struct SlackConfig {
     /// Posts only when a webhook URL is given (environment or file).
     pub enabled: bool,
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
+    pub timeout: Timeout,
 }
 
 impl Default for SlackConfig {
     fn default() -> Self {
         SlackConfig {
             enabled: true,
-            timeout: Duration::from_secs(5),
+            timeout: const { Timeout::from_secs(5) },
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What is watched and how it is judged: the watch window, the judge's thresholds, peak hours.
 
+use super::duration::{Delay, Lookback, Period, RolloutSpan, SampleSpan};
 use std::num::NonZeroU32;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,21 +13,16 @@ pub struct WatchConfig {
     /// Label selector of opted-in Deployments.
     pub selector: String,
     /// How long a completed rollout is watched.
-    #[serde(with = "humantime_serde")]
-    pub window: Duration,
+    pub window: RolloutSpan,
     /// How often health, smoke checks and providers are sampled.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
+    pub interval: Period,
     /// A rollout not complete this long after detection fails.
-    #[serde(with = "humantime_serde")]
-    pub rollout_timeout: Duration,
+    pub rollout_timeout: RolloutSpan,
     /// A new pod Pending this long pages with the scheduler's reason.
-    #[serde(with = "humantime_serde")]
-    pub pending_timeout: Duration,
+    pub pending_timeout: RolloutSpan,
     /// How long a possibly transient pod state (one restart, a transient image pull error,
     /// `CreateContainerConfigError`) may last before it fails the rollout.
-    #[serde(with = "humantime_serde")]
-    pub pod_grace: Duration,
+    pub pod_grace: Delay,
 }
 
 impl Default for WatchConfig {
@@ -35,11 +30,11 @@ impl Default for WatchConfig {
         WatchConfig {
             namespaces: Vec::new(),
             selector: "deploy-watchdog.io/enabled=true".into(),
-            window: Duration::from_secs(15 * 60),
-            interval: Duration::from_secs(10),
-            rollout_timeout: Duration::from_secs(10 * 60),
-            pending_timeout: Duration::from_secs(2 * 60),
-            pod_grace: Duration::from_secs(90),
+            window: const { RolloutSpan::from_secs(15 * 60) },
+            interval: const { Period::from_secs(10) },
+            rollout_timeout: const { RolloutSpan::from_secs(10 * 60) },
+            pending_timeout: const { RolloutSpan::from_secs(2 * 60) },
+            pod_grace: const { Delay::from_secs(90) },
         }
     }
 }
@@ -52,8 +47,7 @@ pub struct JudgeConfig {
     /// A sample with fewer requests is no evidence either way.
     pub min_requests: u64,
     /// Span of each error-rate sample.
-    #[serde(with = "humantime_serde")]
-    pub sample_window: Duration,
+    pub sample_window: SampleSpan,
     /// Consecutive failures of a check before it rolls back.
     pub failures_before_rollback: NonZeroU32,
     /// Consecutive samples without data from any provider before paging "watchdog blind".
@@ -69,7 +63,7 @@ impl Default for JudgeConfig {
             // Four scrapes at Prometheus' default 1 m interval: `increase()` has no value
             // with fewer than two samples in its range, and a late or missed scrape must
             // not leave a sample empty.
-            sample_window: Duration::from_secs(4 * 60),
+            sample_window: const { SampleSpan::from_secs(4 * 60) },
             failures_before_rollback: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),
             inconclusive_limit: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
             baseline: BaselineConfig::default(),
@@ -83,8 +77,7 @@ pub struct BaselineConfig {
     /// Compare against the error ratio before the rollout.
     pub enabled: bool,
     /// How far back the baseline looks from detection.
-    #[serde(with = "humantime_serde")]
-    pub lookback: Duration,
+    pub lookback: Lookback,
     /// A failing sample must also exceed `baseline × factor`.
     pub factor: f64,
 }
@@ -93,7 +86,7 @@ impl Default for BaselineConfig {
     fn default() -> Self {
         BaselineConfig {
             enabled: false,
-            lookback: Duration::from_secs(15 * 60),
+            lookback: const { Lookback::from_secs(15 * 60) },
             factor: 2.0,
         }
     }

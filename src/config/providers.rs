@@ -1,6 +1,6 @@
 //! Error-rate providers: Prometheus and Datadog.
 
-use std::time::Duration;
+use super::duration::{Delay, Period, Timeout};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,12 +23,10 @@ pub struct PrometheusConfig {
     pub requests_query: String,
     /// Error count over the sample, same placeholders.
     pub errors_query: String,
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
+    pub timeout: Timeout,
     /// How often Prometheus scrapes the apps (its `scrape_interval`, or the ServiceMonitor's
     /// `interval`): a sample window under 4 of these is warned about.
-    #[serde(with = "humantime_serde")]
-    pub scrape_interval: Duration,
+    pub scrape_interval: Period,
     /// One pair of queries per interval for every rollout watched at once.
     pub grouped: GroupedQueries,
 }
@@ -42,8 +40,8 @@ impl Default for PrometheusConfig {
                     .into(),
             errors_query: r#"sum(increase(http_requests_total{namespace="{namespace}",deployment="{name}",code=~"5.."}[{window}]))"#
                 .into(),
-            timeout: Duration::from_secs(5),
-            scrape_interval: Duration::from_secs(60),
+            timeout: const { Timeout::from_secs(5) },
+            scrape_interval: const { Period::from_secs(60) },
             grouped: GroupedQueries::default(),
         }
     }
@@ -146,12 +144,10 @@ pub struct DatadogConfig {
     pub requests_query: String,
     /// Error count over the sample, same placeholders.
     pub errors_query: String,
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
+    pub timeout: Timeout,
     /// How long Datadog takes to make points queryable: the sample window ends this long
     /// before now, so its last points are complete.
-    #[serde(with = "humantime_serde")]
-    pub ingestion_delay: Duration,
+    pub ingestion_delay: Delay,
     /// One request per interval for every rollout watched at once.
     pub grouped: DatadogGrouped,
 }
@@ -201,8 +197,8 @@ impl Default for DatadogConfig {
                 "sum:trace.{operation}.hits{service:{service_name}{env_filter}}.as_count()".into(),
             errors_query:
                 "sum:trace.{operation}.errors{service:{service_name}{env_filter}}.as_count()".into(),
-            timeout: Duration::from_secs(5),
-            ingestion_delay: Duration::from_secs(30),
+            timeout: const { Timeout::from_secs(5) },
+            ingestion_delay: const { Delay::from_secs(30) },
             grouped: DatadogGrouped::default(),
         }
     }

@@ -519,16 +519,55 @@ fn every_duration_field_has_a_maximum_that_keeps_deadlines_representable() {
 }
 
 #[test]
-fn a_deadline_past_the_clock_is_clamped_not_a_panic() {
+fn a_duration_past_the_clock_cannot_exist_and_every_deadline_is_representable() {
     let now = tokio::time::Instant::now();
     let huge = humantime::parse_duration("500000000000y").expect("humantime reads it");
     assert!(now.checked_add(huge).is_none(), "the overflow this guards");
-    let d = deadline(now, huge);
-    assert_eq!(d, now + DurationLimit::ROLLOUT.max);
+    // Out of bounds is refused however the value comes: text, a Duration, a config field.
+    let err = RolloutSpan::parse("500000000000y").expect_err("refused");
+    assert!(err.contains("longer than the maximum, 7days"), "{err}");
+    assert!(RolloutSpan::try_from(huge).is_err());
+    assert!(RolloutSpan::new(Duration::ZERO).is_err());
+    assert!(Delay::new(Duration::ZERO).is_ok());
+    let err = Config::from_yaml("watch: {rollout_timeout: 500000000000y}")
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("watch.rollout_timeout") && err.contains("7days"),
+        "{err}"
+    );
+    // The longest value of each bounded type still makes a deadline.
     assert_eq!(
-        deadline(now, Duration::from_secs(3)),
+        deadline(now, RolloutSpan::MAX),
+        now + Duration::from_secs(7 * 86_400)
+    );
+    assert_eq!(
+        deadline(now, RolloutSpan::parse("3s").expect("valid")),
         now + Duration::from_secs(3)
     );
+    for max in [
+        Timeout::MAX.get(),
+        Period::MAX.get(),
+        Delay::MAX.get(),
+        SampleSpan::MAX.get(),
+        Lookback::MAX.get(),
+        LeaseSpan::MAX.get(),
+    ] {
+        assert!(now.checked_add(max).is_some() && max <= RolloutSpan::MAX.get());
+    }
+}
+
+#[test]
+fn durations_read_and_write_as_humantime_text() {
+    let c = Config::from_yaml("watch: {window: 1h 30m, pod_grace: 0s}").expect("valid");
+    assert_eq!(c.watch.window, Duration::from_secs(5400));
+    let text = serde_norway::to_string(&c.watch).expect("serialises");
+    assert!(text.contains("window: 1h 30m"), "{text}");
+    assert!(text.contains("pod_grace: 0s"), "{text}");
+    let err = Config::from_yaml("watch: {window: 30}")
+        .expect_err("a bare number is no duration")
+        .to_string();
+    assert!(err.contains("watch.window"), "{err}");
 }
 
 #[test]

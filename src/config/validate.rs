@@ -1,4 +1,5 @@
-//! What types cannot check: ranges, relations between fields, URL templates.
+//! What types cannot check: relations between fields, bounds that depend on another field,
+//! URL templates.
 
 use std::time::Duration;
 
@@ -7,7 +8,9 @@ use super::{Config, ConfigError, DurationLimit, VersionSource, fill};
 
 impl Config {
     /// Every duration field, by its path, with the range it may take. A field that is off
-    /// (the baseline, leader election) is not held to its lower bound.
+    /// (the baseline, leader election) is not held to its lower bound. Each value is already
+    /// within its type's range; what the check below adds is the lower bound of the Lease's
+    /// durations and the baseline's look-back once they are on.
     pub fn durations(&self) -> Vec<(String, Duration, DurationLimit)> {
         use DurationLimit as L;
         let off = |on: bool, limit: DurationLimit| DurationLimit {
@@ -16,41 +19,41 @@ impl Config {
         };
         let (w, j, le) = (&self.watch, &self.judge, &self.leader_election);
         let mut out: Vec<(String, Duration, DurationLimit)> = [
-            ("watch.window", w.window, L::ROLLOUT),
-            ("watch.interval", w.interval, L::PERIOD),
-            ("watch.rollout_timeout", w.rollout_timeout, L::ROLLOUT),
-            ("watch.pending_timeout", w.pending_timeout, L::ROLLOUT),
-            ("watch.pod_grace", w.pod_grace, L::DELAY),
-            ("judge.sample_window", j.sample_window, L::SAMPLE),
+            ("watch.window", w.window.get(), L::ROLLOUT),
+            ("watch.interval", w.interval.get(), L::PERIOD),
+            ("watch.rollout_timeout", w.rollout_timeout.get(), L::ROLLOUT),
+            ("watch.pending_timeout", w.pending_timeout.get(), L::ROLLOUT),
+            ("watch.pod_grace", w.pod_grace.get(), L::DELAY),
+            ("judge.sample_window", j.sample_window.get(), L::SAMPLE),
             (
                 "judge.baseline.lookback",
-                j.baseline.lookback,
+                j.baseline.lookback.get(),
                 off(j.baseline.enabled, L::ROLLOUT),
             ),
-            ("health.timeout", self.health.timeout, L::TIMEOUT),
+            ("health.timeout", self.health.timeout.get(), L::TIMEOUT),
             (
                 "notify.pagerduty.timeout",
-                self.notify.pagerduty.timeout,
+                self.notify.pagerduty.timeout.get(),
                 L::TIMEOUT,
             ),
             (
                 "notify.slack.timeout",
-                self.notify.slack.timeout,
+                self.notify.slack.timeout.get(),
                 L::TIMEOUT,
             ),
             (
                 "leader_election.lease_duration",
-                le.lease_duration,
+                le.lease_duration.get(),
                 off(le.enabled, L::LEASE),
             ),
             (
                 "leader_election.renew_deadline",
-                le.renew_deadline,
+                le.renew_deadline.get(),
                 off(le.enabled, L::LEASE),
             ),
             (
                 "leader_election.retry_period",
-                le.retry_period,
+                le.retry_period.get(),
                 off(le.enabled, L::LEASE),
             ),
         ]
@@ -58,21 +61,29 @@ impl Config {
         .map(|(f, d, l)| (f.to_string(), d, l))
         .collect();
         for (i, s) in self.smoke.iter().enumerate() {
-            out.push((format!("smoke[{i}].timeout"), s.timeout, L::TIMEOUT));
+            out.push((format!("smoke[{i}].timeout"), s.timeout.get(), L::TIMEOUT));
         }
         if let Some(p) = &self.providers.prometheus {
-            out.push(("providers.prometheus.timeout".into(), p.timeout, L::TIMEOUT));
+            out.push((
+                "providers.prometheus.timeout".into(),
+                p.timeout.get(),
+                L::TIMEOUT,
+            ));
             out.push((
                 "providers.prometheus.scrape_interval".into(),
-                p.scrape_interval,
+                p.scrape_interval.get(),
                 L::PERIOD,
             ));
         }
         if let Some(d) = &self.providers.datadog {
-            out.push(("providers.datadog.timeout".into(), d.timeout, L::TIMEOUT));
+            out.push((
+                "providers.datadog.timeout".into(),
+                d.timeout.get(),
+                L::TIMEOUT,
+            ));
             out.push((
                 "providers.datadog.ingestion_delay".into(),
-                d.ingestion_delay,
+                d.ingestion_delay.get(),
                 L::DELAY,
             ));
         }
@@ -88,13 +99,13 @@ impl Config {
         for (field, d, limit) in self.durations() {
             limit.check(d).map_err(|p| bad(&field, p))?;
         }
-        if self.watch.interval > self.watch.window {
+        if self.watch.interval.get() > self.watch.window.get() {
             return Err(bad(
                 "watch.interval",
                 format!(
                     "{} is longer than watch.window ({}): the window would see no sample",
-                    humantime::format_duration(self.watch.interval),
-                    humantime::format_duration(self.watch.window)
+                    humantime::format_duration(self.watch.interval.get()),
+                    humantime::format_duration(self.watch.window.get())
                 ),
             ));
         }
@@ -223,13 +234,13 @@ impl Config {
         }
         let le = &self.leader_election;
         if le.enabled {
-            if le.renew_deadline >= le.lease_duration {
+            if le.renew_deadline.get() >= le.lease_duration.get() {
                 return Err(bad(
                     "leader_election.renew_deadline",
                     "must be shorter than lease_duration: a leader must stop before another may start".into(),
                 ));
             }
-            if le.retry_period >= le.renew_deadline {
+            if le.retry_period.get() >= le.renew_deadline.get() {
                 return Err(bad(
                     "leader_election.retry_period",
                     "must be shorter than renew_deadline".into(),

@@ -1,10 +1,8 @@
 //! Values checked once, while the config is read: a [`UrlTemplate`], an [`HttpMethod`] or an
 //! [`HttpStatus`] that exists is usable as it is, so nothing falls back at the point of use.
-//! Durations stay [`Duration`]s; their bounds are in [`DurationLimit`] and checked with the rest
-//! of the config, annotations included.
+//! Durations are bounded by their type (`duration.rs`).
 
 use std::fmt;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -204,82 +202,4 @@ impl fmt::Display for HttpStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
     }
-}
-
-/// The range a duration field may take. The upper bounds are far beyond any sensible setting
-/// and keep every deadline computed from them (`now + rollout_timeout`) representable: a
-/// 500000000000y timeout is refused, not an overflow in a running session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DurationLimit {
-    /// Whether `0s` is allowed.
-    pub zero: bool,
-    pub max: Duration,
-}
-
-const HOUR: Duration = Duration::from_secs(60 * 60);
-const DAY: Duration = Duration::from_secs(24 * 60 * 60);
-
-impl DurationLimit {
-    /// A request timeout: a request that may take more than 5 minutes leaves the watchdog
-    /// blind for that long.
-    pub const TIMEOUT: DurationLimit = DurationLimit {
-        zero: false,
-        max: Duration::from_secs(5 * 60),
-    };
-    /// A period of the watch loop or a scrape: at most an hour.
-    pub const PERIOD: DurationLimit = DurationLimit {
-        zero: false,
-        max: HOUR,
-    };
-    /// A delay that may be none: at most an hour.
-    pub const DELAY: DurationLimit = DurationLimit {
-        zero: true,
-        max: HOUR,
-    };
-    /// A span of data asked of a provider: at most a day.
-    pub const SAMPLE: DurationLimit = DurationLimit {
-        zero: false,
-        max: DAY,
-    };
-    /// A rollout's deadlines and its watch window: at most a week.
-    pub const ROLLOUT: DurationLimit = DurationLimit {
-        zero: false,
-        max: Duration::from_secs(7 * 24 * 60 * 60),
-    };
-    /// The leader Lease's durations: at most 10 minutes.
-    pub const LEASE: DurationLimit = DurationLimit {
-        zero: false,
-        max: Duration::from_secs(10 * 60),
-    };
-
-    /// Why `d` is out of range, if it is.
-    pub fn check(self, d: Duration) -> Result<(), String> {
-        if d.is_zero() && !self.zero {
-            return Err("must be longer than 0s".into());
-        }
-        if d > self.max {
-            return Err(format!(
-                "{} is longer than the maximum, {}",
-                humantime::format_duration(d),
-                humantime::format_duration(self.max)
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// `now + after`, never past `now` + the longest rollout deadline the config allows
-/// ([`DurationLimit::ROLLOUT`]): a duration that came round the config's bounds is clamped, with
-/// a warning, rather than overflowing the clock inside a running session.
-pub fn deadline(now: tokio::time::Instant, after: Duration) -> tokio::time::Instant {
-    let max = DurationLimit::ROLLOUT.max;
-    if after > max {
-        tracing::warn!(
-            asked = %humantime::format_duration(after),
-            max = %humantime::format_duration(max),
-            "deadline beyond the longest allowed; clamped"
-        );
-    }
-    // Only a clock at the very end of its range has no room for a week: the deadline is now.
-    now.checked_add(after.min(max)).unwrap_or(now)
 }

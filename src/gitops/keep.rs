@@ -208,7 +208,7 @@ pub async fn take_up(
         cfg: ctx.config.gitops.clone(),
         restored: state.as_ref().and_then(|s| s.rollback_fingerprint.clone()),
         bad: state.as_ref().and_then(|s| s.judged_template.clone()),
-        poll: ctx.config.watch.interval,
+        poll: ctx.config.watch.interval.get(),
         notifier: ctx.notifier.clone(),
         recorder: ctx.recorder.clone(),
         reference: record::reference(&d),

@@ -6,33 +6,24 @@ use crate::check::Provider;
 
 fn policy(sample_window: Duration) -> Policy {
     Policy {
-        error_rate_threshold: 0.01,
-        min_requests: 20,
         sample_window,
-        failures_before_rollback: 3,
-        inconclusive_limit: 5,
-        baseline_factor: None,
         window: Duration::from_secs(3600),
-        rollout_timeout: Duration::from_secs(600),
-        pending_timeout: Duration::from_secs(120),
+        ..Policy::test()
     }
 }
 
 fn sample(secs: u64, requests: f64, errors: f64) -> Observation {
-    Observation {
-        at: Duration::from_secs(secs),
-        progress: Progress::Complete,
-        pod_failure: None,
-        pending: None,
-        probes: Some(ProbeRound {
+    Observation::complete(
+        secs,
+        ProbeRound {
             health: None,
             smoke: vec![],
             providers: vec![(
                 Provider::Prometheus,
                 ProviderSample::Counts { requests, errors },
             )],
-        }),
-    }
+        },
+    )
 }
 
 fn close(a: f64, b: f64) -> bool {

@@ -4,17 +4,7 @@ use crate::probes::error::ProbeError;
 use proptest::prelude::*;
 
 fn policy() -> Policy {
-    Policy {
-        error_rate_threshold: 0.01,
-        min_requests: 20,
-        sample_window: Duration::from_secs(60),
-        failures_before_rollback: 3,
-        inconclusive_limit: 5,
-        baseline_factor: None,
-        window: Duration::from_secs(900),
-        rollout_timeout: Duration::from_secs(600),
-        pending_timeout: Duration::from_secs(120),
-    }
+    Policy::test()
 }
 
 fn facts() -> RolloutFacts {
@@ -41,13 +31,7 @@ fn counts(requests: f64, errors: f64) -> Vec<(Provider, ProviderSample)> {
 
 /// An observation at `secs` of a complete rollout with the given round.
 fn tick(secs: u64, round: ProbeRound) -> Observation {
-    Observation {
-        at: Duration::from_secs(secs),
-        progress: Progress::Complete,
-        pod_failure: None,
-        pending: None,
-        probes: Some(round),
-    }
+    Observation::complete(secs, round)
 }
 
 fn round(providers: Vec<(Provider, ProviderSample)>) -> ProbeRound {

@@ -84,7 +84,7 @@ impl Notifier {
                         client.clone(),
                         &endpoint,
                         key.clone(),
-                        config.notify.pagerduty.timeout,
+                        config.notify.pagerduty.timeout.get(),
                     );
                     pages_to(pd, in_flight.clone(), metrics.clone(), shutdown.clone())
                 }),
@@ -92,7 +92,8 @@ impl Notifier {
         };
         let posts = match (&secrets.slack_webhook_url, config.notify.slack.enabled) {
             (Some(url), true) => {
-                let slack = slack::Slack::new(client, url.clone(), config.notify.slack.timeout);
+                let slack =
+                    slack::Slack::new(client, url.clone(), config.notify.slack.timeout.get());
                 let (tx, rx) = mpsc::channel(SLACK_QUEUE);
                 tokio::spawn(slack_worker(
                     slack,

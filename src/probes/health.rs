@@ -5,7 +5,7 @@ use crate::judge::HealthSample;
 
 /// Asks the health endpoint once.
 pub async fn probe(client: &reqwest::Client, cfg: &HealthConfig, url: &str) -> HealthSample {
-    let response = match client.get(url).timeout(cfg.timeout).send().await {
+    let response = match client.get(url).timeout(cfg.timeout.get()).send().await {
         Ok(r) => r,
         Err(e) => return HealthSample::Failed(super::describe(&e)),
     };
@@ -13,14 +13,16 @@ pub async fn probe(client: &reqwest::Client, cfg: &HealthConfig, url: &str) -> H
     if status != cfg.expect_status {
         return HealthSample::Failed(format!("HTTP {status}, expected {}", cfg.expect_status));
     }
-    let body =
-        match tokio::time::timeout(cfg.timeout, super::read_bounded(response, super::MAX_BODY))
-            .await
-        {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => return HealthSample::Failed(e),
-            Err(_) => return HealthSample::Failed("body not received in time".into()),
-        };
+    let body = match tokio::time::timeout(
+        cfg.timeout.get(),
+        super::read_bounded(response, super::MAX_BODY),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return HealthSample::Failed(e),
+        Err(_) => return HealthSample::Failed("body not received in time".into()),
+    };
     parse(cfg, &body)
 }
 

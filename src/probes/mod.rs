@@ -330,8 +330,9 @@ impl Probes {
         &self,
         namespace: &str,
         name: &str,
-        window: Duration,
+        window: impl Into<Duration>,
     ) -> Vec<(Provider, crate::judge::ProviderSample)> {
+        let window = window.into();
         if let Some(script) = &self.script {
             return script.error_rates(namespace, name, window);
         }

@@ -230,7 +230,7 @@ impl Prometheus {
 
     /// The bound of one query.
     pub fn timeout(&self) -> Duration {
-        self.cfg.timeout
+        self.cfg.timeout.get()
     }
 
     /// Sends one instant query and reads the answer's status and body. A long query (a grouped
@@ -261,7 +261,7 @@ impl Prometheus {
                 .query(&[("query", query), ("time", time.as_str())])
         };
         let response = request
-            .timeout(self.cfg.timeout)
+            .timeout(self.cfg.timeout.get())
             .send()
             .await
             .map_err(|e| ProbeError::from_request(&e))?;
@@ -269,7 +269,7 @@ impl Prometheus {
         if status == 429 {
             return Err(ProbeError::RateLimited("rate limited (HTTP 429)".into()));
         }
-        let body = read_answer(response, self.cfg.timeout, max_body).await?;
+        let body = read_answer(response, self.cfg.timeout.get(), max_body).await?;
         Ok((status, body))
     }
 

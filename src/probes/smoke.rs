@@ -6,7 +6,7 @@ use crate::judge::SmokeSample;
 pub async fn probe(client: &reqwest::Client, check: &SmokeCheck, url: &str) -> SmokeSample {
     let response = match client
         .request(check.method.get().clone(), url)
-        .timeout(check.timeout)
+        .timeout(check.timeout.get())
         .send()
         .await
     {
@@ -19,7 +19,7 @@ pub async fn probe(client: &reqwest::Client, check: &SmokeCheck, url: &str) -> S
     }
     if let Some(needle) = &check.expect_body_contains {
         let body = match tokio::time::timeout(
-            check.timeout,
+            check.timeout.get(),
             super::read_bounded(response, super::MAX_BODY),
         )
         .await

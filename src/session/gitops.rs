@@ -93,7 +93,7 @@ impl Session {
             paused,
             restored: self.r.state.rollback_fingerprint.clone(),
             bad: self.r.state.judged_template.clone(),
-            poll: self.cfg.watch.interval,
+            poll: self.cfg.watch.interval.get(),
             notifier: self.ctx.notifier.clone(),
             recorder: self.ctx.recorder.clone(),
             reference: record::reference(&self.updates.borrow()),

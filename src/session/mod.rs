@@ -241,7 +241,7 @@ fn build(
         policy.failures_before_rollback = n.get();
     }
     let change = change_note(&deployment, &cfg, before);
-    let cfg_pod_grace = cfg.watch.pod_grace;
+    let cfg_pod_grace = cfg.watch.pod_grace.get();
     let live = {
         let mut v = crate::status::view_of_state(&namespace, &name, &r.state);
         v.threshold = Some(policy.error_rate_threshold);

@@ -51,7 +51,7 @@ impl Session {
             judge.already_paged(self.r.state.paged);
         }
 
-        let mut ticks = tokio::time::interval(self.cfg.watch.interval);
+        let mut ticks = tokio::time::interval(self.cfg.watch.interval.get());
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut round: Option<futures::future::BoxFuture<'static, judge::ProbeRound>> = None;
         let mut template = rollout::TemplateKeyOf::default();

@@ -17,7 +17,10 @@ use super::scenario::{
 };
 use super::services::{Apps, ClusterView, DatadogSim, PagerDutySim, PrometheusSim, SlackSim};
 use crate::cluster::record::{self, EventReason, Outcome};
-use crate::config::{Config, ConfigError, DatadogConfig, PrometheusConfig, Secrets, UrlTemplate};
+use crate::config::{
+    Config, ConfigError, DatadogConfig, Delay, LeaseSpan, Period, PrometheusConfig, Secrets,
+    UrlTemplate,
+};
 use crate::daemon;
 use crate::phase::Phase;
 use crate::telemetry::Metrics;
@@ -161,6 +164,14 @@ impl Simulation {
         shutdown: &CancellationToken,
     ) -> Result<Simulation, RunError> {
         let err = |e| RunError::Start(file.to_string(), e);
+        // A duration the simulation derives for the daemon, out of the field's bounds.
+        let bounded = |field: &str, problem: String| RunError::Config {
+            file: file.to_string(),
+            source: ConfigError::Invalid {
+                field: field.into(),
+                problem,
+            },
+        };
         let behaviours = Behaviours::default();
         for (key, b) in s.behaviours() {
             behaviours.set(key, b);
@@ -170,7 +181,9 @@ impl Simulation {
         let apps = Apps::new(behaviours.clone(), Arc::new(cluster.clone()));
         let apps_addr = apps.start(shutdown.child_token()).await.map_err(err)?;
         let prometheus = PrometheusSim::new(&apps);
-        let scrape_interval = s.simulation.scrape_interval(config.judge.sample_window);
+        let scrape_interval = s
+            .simulation
+            .scrape_interval(config.judge.sample_window.get());
         prometheus.set_scrape_interval(scrape_interval);
         let prom_addr = prometheus
             .start(shutdown.child_token())
@@ -239,7 +252,8 @@ impl Simulation {
                 .prometheus
                 .get_or_insert_with(PrometheusConfig::default);
             p.url = at(format!("http://{prom_addr}"))?;
-            p.scrape_interval = scrape_interval;
+            p.scrape_interval = Period::new(scrape_interval)
+                .map_err(|e| bounded("providers.prometheus.scrape_interval", e))?;
         }
         let (dd_api_key, dd_app_key) = (
             "0SIMULATED0DATADOG0API0KEY000000",
@@ -258,14 +272,15 @@ impl Simulation {
             if let Some(env) = &d.env {
                 datadog.set_env(env);
             }
-            let delay = config.judge.sample_window / 4;
+            let delay = config.judge.sample_window.get() / 4;
             datadog.set_ingestion_delay(delay);
             let delay_set = named
                 .and_then(|p| p.get("datadog"))
                 .and_then(|d| d.get("ingestion_delay"))
                 .is_some();
             if !delay_set {
-                d.ingestion_delay = delay;
+                d.ingestion_delay = Delay::new(delay)
+                    .map_err(|e| bounded("providers.datadog.ingestion_delay", e))?;
             }
         }
         config.notify.pagerduty.url = format!("http://{pd_addr}");
@@ -300,9 +315,9 @@ impl Simulation {
             }
             if !configured {
                 // Short timings so a takeover fits a scenario's seconds (Lease durations are whole seconds).
-                le.lease_duration = Duration::from_secs(2);
-                le.renew_deadline = Duration::from_millis(1500);
-                le.retry_period = Duration::from_millis(200);
+                le.lease_duration = const { LeaseSpan::from_secs(2) };
+                le.renew_deadline = const { LeaseSpan::from_millis(1500) };
+                le.retry_period = const { LeaseSpan::from_millis(200) };
             }
         }
         let secrets = Secrets {
@@ -679,9 +694,9 @@ pub async fn run_in(
     moments: Option<mpsc::UnboundedSender<Moment>>,
 ) -> Result<ScenarioReport, RunError> {
     let config = &sim.config;
-    let duration = s
-        .duration
-        .unwrap_or(config.watch.rollout_timeout + config.watch.window + Duration::from_secs(5));
+    let duration = s.duration.unwrap_or(
+        config.watch.rollout_timeout.get() + config.watch.window.get() + Duration::from_secs(5),
+    );
     let mut daemon =
         Replicas::start(sim, s.watchdogs).map_err(|e| RunError::Start(file.into(), e))?;
     // The script's clock starts once the daemon has synced, as it would have in a cluster where

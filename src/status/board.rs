@@ -130,22 +130,7 @@ mod tests {
     use crate::cluster::record::RolloutState;
 
     fn view(name: &str) -> RolloutView {
-        super::super::view_of_state(
-            "ns",
-            name,
-            &RolloutState {
-                revision: 2,
-                from_version: None,
-                to_version: None,
-                detected_at: jiff::Timestamp::UNIX_EPOCH,
-                phase: crate::phase::Phase::start(),
-                paged: None,
-                rollback_fingerprint: None,
-                detail: None,
-                judged_template: None,
-                baseline: None,
-            },
-        )
+        super::super::view_of_state("ns", name, &RolloutState::test(2))
     }
 
     #[test]

@@ -257,18 +257,7 @@ mod tests {
     use crate::judge::Reason;
 
     fn state() -> RolloutState {
-        RolloutState {
-            revision: 3,
-            from_version: Some("v1".into()),
-            to_version: Some("v2".into()),
-            detected_at: jiff::Timestamp::UNIX_EPOCH,
-            phase: Phase::start(),
-            paged: None,
-            rollback_fingerprint: None,
-            detail: None,
-            judged_template: None,
-            baseline: None,
-        }
+        RolloutState::test(3)
     }
 
     #[test]

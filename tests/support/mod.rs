@@ -188,8 +188,16 @@ impl Drop for Killed {
 
 /// Polls `check` every 200 ms until it holds; fails the test after `limit`.
 pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    wait_for_value(what, limit, || check().then_some(()))
+}
+
+/// Polls `f` every 200 ms until it gives a value, and returns it; fails the test after `limit`.
+pub fn wait_for_value<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
-    while !check() {
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -148,6 +148,15 @@ impl RolloutState {
         }
     }
 
+    /// Tests' rollout: `revision`, from v1 to v2, detected at the Unix epoch and not yet judged.
+    #[cfg(test)]
+    pub(crate) fn test(revision: i64) -> RolloutState {
+        RolloutState {
+            detected_at: jiff::Timestamp::UNIX_EPOCH,
+            ..RolloutState::detected(revision, Some("v1".into()), Some("v2".into()), None)
+        }
+    }
+
     /// Reads a state annotation of any version up to [`STATE_VERSION`].
     pub fn parse(text: &str) -> Option<RolloutState> {
         let value: serde_json::Value = serde_json::from_str(text).ok()?;
@@ -239,16 +248,8 @@ mod tests {
 
     fn state() -> RolloutState {
         RolloutState {
-            revision: 2,
-            from_version: Some("v1".into()),
-            to_version: Some("v2".into()),
-            detected_at: jiff::Timestamp::UNIX_EPOCH,
-            phase: Phase::start(),
-            paged: None,
-            rollback_fingerprint: None,
             detail: Some("error rate 3.4 % > 1 % & rising <fast>".into()),
-            judged_template: None,
-            baseline: None,
+            ..RolloutState::test(2)
         }
     }
 

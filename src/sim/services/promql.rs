@@ -558,7 +558,7 @@ mod tests {
     /// The shipped default queries over the shipped default window, as the provider fills them.
     fn default_queries() -> (String, String) {
         let window = crate::probes::prometheus::promql_duration(
-            crate::config::JudgeConfig::default().sample_window,
+            crate::config::JudgeConfig::default().sample_window.get(),
         );
         let p = crate::config::PrometheusConfig::default();
         let fill = |q: &str| crate::config::fill(q, "production", "app", &[("window", &window)]);
