@@ -700,3 +700,27 @@ fn numbers_refuse_extreme_values_by_name() {
         assert!(err.contains(field), "{yaml}: {err:?} should name {field}");
     }
 }
+
+#[test]
+fn gitops_durations_are_bounded_and_named() {
+    for (yaml, field) in [
+        (
+            "gitops: {reminder_interval: 500000000000y}",
+            "reminder_interval",
+        ),
+        ("gitops: {reminder_interval: 0s}", "reminder_interval"),
+        (
+            "gitops: {argocd_self_heal_timeout: 1h}",
+            "argocd_self_heal_timeout",
+        ),
+    ] {
+        let err = Config::from_yaml(yaml)
+            .expect_err("out of its bounds")
+            .to_string();
+        assert!(err.contains(field), "{yaml}: {err}");
+    }
+    let c = Config::from_yaml("gitops: {reminder_interval: 2h, argocd_self_heal_timeout: 10s}")
+        .expect("valid");
+    assert_eq!(c.gitops.reminder_interval, Duration::from_secs(7200));
+    assert_eq!(c.gitops.argocd_self_heal_timeout, Duration::from_secs(10));
+}

@@ -1,6 +1,6 @@
 //! The `gitops:` section of the config, and the per-Deployment `deploy-watchdog.io/gitops` mode.
 
-use std::time::Duration;
+use crate::config::{SampleSpan, Timeout};
 
 use serde::{Deserialize, Serialize};
 
@@ -44,11 +44,9 @@ pub struct GitopsConfig {
     pub argocd_skip_reconcile: bool,
     /// Argo CD's self-heal timeout (`--self-heal-timeout-seconds`): how long after a rollback
     /// the watchdog checks that it held.
-    #[serde(with = "humantime_serde")]
-    pub argocd_self_heal_timeout: Duration,
-    /// How often Slack is reminded of a sync still paused.
-    #[serde(with = "humantime_serde")]
-    pub reminder_interval: Duration,
+    pub argocd_self_heal_timeout: Timeout,
+    /// How often Slack is reminded of a sync still paused (at most a day).
+    pub reminder_interval: SampleSpan,
 }
 
 impl Default for GitopsConfig {
@@ -58,8 +56,8 @@ impl Default for GitopsConfig {
             argocd_namespace: "argocd".into(),
             instance_label: "app.kubernetes.io/instance".into(),
             argocd_skip_reconcile: false,
-            argocd_self_heal_timeout: Duration::from_secs(5),
-            reminder_interval: Duration::from_secs(3600),
+            argocd_self_heal_timeout: const { Timeout::from_secs(5) },
+            reminder_interval: const { SampleSpan::from_secs(3600) },
         }
     }
 }
@@ -71,10 +69,8 @@ struct Fields {
     argocd_namespace: String,
     instance_label: String,
     argocd_skip_reconcile: bool,
-    #[serde(with = "humantime_serde")]
-    argocd_self_heal_timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    reminder_interval: Duration,
+    argocd_self_heal_timeout: Timeout,
+    reminder_interval: SampleSpan,
 }
 
 impl Default for Fields {

@@ -397,7 +397,7 @@ impl Keeper {
                     }
                 }
             }
-            if Instant::now().duration_since(reminded) >= self.cfg.reminder_interval {
+            if Instant::now().duration_since(reminded) >= self.cfg.reminder_interval.get() {
                 reminded = Instant::now();
                 self.notifier.post(format!(
                     "⏸️ Still paused by deploy-watchdog since the rollback of {} {} ago: {what}. It resumes when Git moves past {}; to resume by hand: {}",

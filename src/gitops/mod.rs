@@ -719,7 +719,7 @@ pub async fn why_lost(client: &Client, cfg: &GitopsConfig, p: &Paused) -> (Strin
 /// CD's self-heal timeout, or the Flux object's `spec.interval`.
 pub async fn sync_period(client: &Client, cfg: &GitopsConfig, p: &Paused) -> std::time::Duration {
     if p.owner.kind == OwnerKind::Application {
-        return cfg.argocd_self_heal_timeout;
+        return cfg.argocd_self_heal_timeout.get();
     }
     let interval = get(client, p.owner.kind, &p.owner.namespace, &p.owner.name)
         .await

@@ -300,7 +300,8 @@ impl Simulation {
             })
             .max();
         if let (false, Some(heal)) = (heal_set, heal) {
-            config.gitops.argocd_self_heal_timeout = heal;
+            config.gitops.argocd_self_heal_timeout = crate::config::Timeout::new(heal)
+                .map_err(|e| bounded("gitops.argocd_self_heal_timeout", e))?;
         }
         if s.watchdogs > 1 {
             let configured = s
