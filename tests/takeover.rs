@@ -1,6 +1,8 @@
 //! A daemon that starts (or takes over) while a Deployment's current revision, recorded by no
-//! watchdog, is not complete: judged only when that revision is actually rolling out, never
-//! when a completed rollout is merely scaling, draining or restarting pods.
+//! watchdog, is not complete: judged when that revision is actually rolling out, never when a
+//! rollout that completed longer than a window ago is merely scaling, draining or restarting
+//! pods. (One that completed within its window is judged for the rest of it: the scenarios
+//! `*-completed-while-no-watchdog-ran-*` show that.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -52,6 +54,8 @@ fn start_daemon(url: &str, shutdown: &CancellationToken) -> Status {
     config.watch.namespaces = vec!["production".into()];
     config.watch.interval = Period::from_millis(100);
     config.watch.rollout_timeout = RolloutSpan::from_secs(2);
+    // A short window, so a rollout completed a few seconds before start-up is an old one.
+    config.watch.window = RolloutSpan::from_secs(1);
     config.watch.pending_timeout = RolloutSpan::from_secs(1);
     let status = Status::default();
     let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
@@ -86,6 +90,8 @@ fn recorded_state(sim: &SimCluster) -> Option<Value> {
 async fn a_complete_rollout_that_is_scaling_and_restarting_pods_is_not_judged_at_start_up() {
     let behaviours = Behaviours::default();
     let (sim, url, shutdown) = cluster_at_revision_2(&behaviours).await;
+    // Revision 2 began longer than its window (1 s) ago; creation times have whole seconds.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     // Its nodes drain: every pod comes back slow to be ready; and an HPA scales it 3 → 5.
     let (key, b) = slow("v2");
     behaviours.set(key, b);
