@@ -3,6 +3,10 @@
 //! Detection: a rollout is a rise of `deployment.kubernetes.io/revision`. A rise that restores
 //! the template our own rollback wrote is not one. State recorded on the Deployment lets a new
 //! process resume a watch exactly where the last one stopped.
+//!
+//! Here: the daemon's status, its start and the watch loop. What it remembers of each
+//! Deployment and the session each rollout gets are in `detector`; what a process that starts
+//! leading does with a Deployment it sees for the first time is in `first_sight`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
