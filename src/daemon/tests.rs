@@ -1,8 +1,12 @@
 //! Detection: which recorded phase resumes, which unrecorded rollout is judged.
 
+use super::first_sight::{first_sight_start, unrecorded_may_be_judged};
 use super::*;
-use crate::cluster::record::{Outcome, PAGE_DELIVERED_ANNOTATION};
+use crate::cluster::record::{Outcome, PAGE_DELIVERED_ANNOTATION, RolloutState};
+use crate::cluster::rollout;
 use crate::judge::Reason;
+use crate::phase::Phase;
+use crate::session::Start;
 
 /// A Deployment at `revision` running `image`, with the controller's status: `rolling` for a
 /// rollout still going (old pods left), else complete.

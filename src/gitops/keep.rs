@@ -12,10 +12,11 @@
 //! again and waits for the next commit — one more rollback per Git commit at most, one Slack
 //! note, no page. A pause undone by someone else (a parent that puts the sync back, a person)
 //! pages: the bad release runs again under an owner the watchdog could not stop.
+//!
+//! Which keeper holds each pause is in `claim`; what a keeper tells (Events, Slack, the page when
+//! a pause is lost) in `report`.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -25,96 +26,17 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, warn};
 
+mod claim;
+mod report;
+
+use claim::Claim;
+pub use claim::Kept;
+
 use super::{GitopsConfig, Paused};
-use crate::cluster::record::{self, Decision, EventAction, EventReason, Recorder, RolloutState};
+use crate::cluster::record::{self, EventReason, Recorder, RolloutState};
 use crate::cluster::{rollback, rollout};
-use crate::notify::{self, Notifier, PageEvent, Payload, Severity};
+use crate::notify::Notifier;
 use crate::telemetry::Metrics;
-
-/// The Deployments whose paused sync a keeper of this process holds: one keeper each (a newer
-/// pause supersedes the keeper of an older one), and whether it has just resumed the sync and
-/// is watching what the controller applies.
-#[derive(Debug, Clone, Default)]
-pub struct Kept(Arc<Mutex<HashMap<(String, String), Slot>>>);
-
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    id: u64,
-    resumed: bool,
-}
-
-static NEXT_CLAIM: AtomicU64 = AtomicU64::new(1);
-
-impl Kept {
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Slot>> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn claim(&self, namespace: &str, name: &str, supersede: bool) -> Option<Claim> {
-        let key = (namespace.to_string(), name.to_string());
-        let mut slots = self.slots();
-        if !supersede && slots.contains_key(&key) {
-            return None;
-        }
-        let id = NEXT_CLAIM.fetch_add(1, Ordering::Relaxed);
-        slots.insert(key.clone(), Slot { id, resumed: false });
-        Some(Claim {
-            kept: self.clone(),
-            key,
-            id,
-        })
-    }
-
-    /// Whether a keeper holds this Deployment's sync paused or watches a sync it resumed.
-    pub fn kept(&self, namespace: &str, name: &str) -> bool {
-        self.slots()
-            .contains_key(&(namespace.to_string(), name.to_string()))
-    }
-
-    /// Whether a keeper has just resumed this Deployment's sync and watches the controller
-    /// apply Git: the release rolled back coming back is the controller's doing, not a person's.
-    pub fn resumed(&self, namespace: &str, name: &str) -> bool {
-        self.slots()
-            .get(&(namespace.to_string(), name.to_string()))
-            .is_some_and(|s| s.resumed)
-    }
-}
-
-/// A keeper's hold on its Deployment in [`Kept`]; let go when dropped.
-struct Claim {
-    kept: Kept,
-    key: (String, String),
-    id: u64,
-}
-
-impl Claim {
-    /// Still this keeper's (not superseded by a newer pause).
-    fn current(&self) -> bool {
-        self.kept
-            .slots()
-            .get(&self.key)
-            .is_some_and(|s| s.id == self.id)
-    }
-
-    fn set_resumed(&self, resumed: bool) {
-        if let Some(s) = self.kept.slots().get_mut(&self.key)
-            && s.id == self.id
-        {
-            s.resumed = resumed;
-        }
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        let mut slots = self.kept.slots();
-        if slots.get(&self.key).is_some_and(|s| s.id == self.id) {
-            slots.remove(&self.key);
-        }
-    }
-}
 
 /// Everything the task needs.
 pub struct Keeper {
@@ -235,64 +157,6 @@ enum Held {
 }
 
 impl Keeper {
-    fn event(&self, event_reason: EventReason, note: String) {
-        let recorder = self.recorder.clone();
-        let reference = self.reference.clone();
-        let d = Decision {
-            event_reason,
-            action: EventAction::GitOps,
-            note,
-            revision: self.revision,
-            phase: None,
-            reason: None,
-            from_version: None,
-            to_version: None,
-        };
-        tokio::spawn(async move {
-            if let Err(e) = recorder.event(&reference, &d).await {
-                warn!(error = %e, category = e.category(), "GitOps event not recorded");
-            }
-        });
-    }
-
-    /// A critical page of its own (like a failed rollback's): the bad release runs again.
-    fn page(&self, message: &str) {
-        let p = &self.paused;
-        let summary = format!("{}: {message}", p.record.deployment);
-        let summary = if summary.len() > 1000 {
-            format!("{}…", &summary[..summary.floor_char_boundary(999)])
-        } else {
-            summary
-        };
-        let receipt = self.notifier.page(PageEvent {
-            action: notify::Action::Trigger,
-            dedup_key: notify::pagerduty::capped_dedup_key(&format!(
-                "deploy-watchdog/{}/{}/{}/{}/critical",
-                self.cluster, p.namespace, p.name, self.revision
-            )),
-            payload: Some(Payload {
-                summary,
-                source: self.cluster.clone(),
-                severity: Severity::Critical,
-                component: Some(p.record.deployment.clone()),
-                group: Some(p.namespace.clone()),
-                class: Some("gitops_pause_lost".into()),
-                custom_details: serde_json::json!({
-                    "cluster": self.cluster,
-                    "namespace": p.namespace,
-                    "deployment": p.name,
-                    "revision": self.revision,
-                    "outcome": "degraded",
-                    "owner": p.owner.to_string(),
-                    "detail": message,
-                }),
-            }),
-        });
-        if receipt.is_none() {
-            warn!("no PagerDuty configured: on-call was not paged that the GitOps pause was lost");
-        }
-    }
-
     async fn deployment(&self) -> Option<Deployment> {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.paused.namespace);
         match tokio::time::timeout(super::CALL_TIMEOUT, api.get(&self.paused.name)).await {
@@ -543,31 +407,6 @@ impl Keeper {
             }
         }
         true
-    }
-
-    /// Our pause was undone while we held it (our record is still there, the sync is on): the
-    /// owner re-applies Git, which gives the release rolled back. Said once — Event, Slack and
-    /// a critical page with the exact fix — and our record is taken off, so no process keeps or
-    /// takes up a pause that is no longer there.
-    async fn lost(&self, why: Option<String>) {
-        let p = &self.paused;
-        let (cause, fix) = super::why_lost(&self.client, &self.cfg, p).await;
-        let why = why.unwrap_or(cause);
-        warn!(
-            why,
-            "the GitOps pause was lost: the rolled-back release will be applied again"
-        );
-        let note = format!(
-            "The pause of {} was undone ({why}): it re-applies Git, which gives the release rolled back, and deploy-watchdog does not fight it. Fix: {fix}",
-            p.owner
-        );
-        self.event(EventReason::GitOpsPauseLost, note.clone());
-        self.notifier
-            .post(format!("🔥 {}: {note}.", p.record.deployment));
-        self.page(&note);
-        if let Err(e) = super::forget(&self.client, p).await {
-            warn!(error = %e, category = e.category(), "cannot take our record off the owner");
-        }
     }
 
     /// After the controller's next sync: is the rollback still in place? (The pause is checked
