@@ -21,7 +21,7 @@ fn a_tiny_benchmark_run_produces_every_figure() {
     let json = dir.path().join("bench.json");
     let out = Command::new(env!("CARGO_BIN_EXE_bench"))
         .args(["--sizes", "10", "--ks", "2", "--measure", "1s"])
-        .args(["--samples", "3", "--reference", "2"])
+        .args(["--samples", "3", "--reference", "2", "--window", "15s"])
         .arg("--exe")
         .arg(env!("CARGO_BIN_EXE_deploy-watchdog"))
         .arg("--dir")

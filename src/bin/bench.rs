@@ -30,6 +30,10 @@ struct Args {
     /// The daemon's probe interval.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     interval: Duration,
+    /// The daemon's watch window: long enough for every measurement of a watched rollout; waited
+    /// out after seeding, so the seeded rollouts are history when the daemon starts.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    window: Duration,
     /// The deploy-watchdog binary (default: beside this one).
     #[arg(long)]
     exe: Option<PathBuf>,
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         exe,
         dir: args.dir,
         interval: args.interval,
+        window: args.window,
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_current_thread()

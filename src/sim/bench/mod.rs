@@ -34,6 +34,10 @@ pub struct Options {
     pub dir: PathBuf,
     /// The daemon's probe interval.
     pub interval: Duration,
+    /// The daemon's watch window, waited out after seeding: a rollout that completed within its
+    /// window before the daemon led is judged (as after a failover), so the seeded ones must be
+    /// older than that.
+    pub window: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,11 +56,12 @@ pub fn deployment(i: usize) -> String {
 }
 
 /// The scenario served for `n` Deployments: ten replicas each at v1, the policy of the run.
-pub fn scenario(n: usize, interval: Duration) -> String {
+pub fn scenario(n: usize, interval: Duration, window: Duration) -> String {
     let interval = humantime::format_duration(interval);
+    let window = humantime::format_duration(window);
     let mut s = format!(
         "name: bench-{n}\nduration: 24h\nconfig:\n  mode: enforce\n  \
-         watch: {{window: 1h, interval: {interval}, rollout_timeout: 10m, pending_timeout: 2m}}\n  \
+         watch: {{window: {window}, interval: {interval}, rollout_timeout: 10m, pending_timeout: 2m}}\n  \
          judge: {{error_rate_threshold: 0.01, min_requests: 20, sample_window: 1s, \
          failures_before_rollback: 3, inconclusive_limit: 5, \
          baseline: {{enabled: false, lookback: 1s, factor: 2.0}}}}\ndeployments:\n"

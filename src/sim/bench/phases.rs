@@ -19,7 +19,7 @@ pub async fn size(opts: &Options, n: usize) -> Result<SizeReport, BenchError> {
     let dir = opts.dir.join(format!("n{n}"));
     std::fs::create_dir_all(&dir).map_err(|e| BenchError::Write(dir.clone(), e))?;
     let file = dir.join("scenario.yaml");
-    std::fs::write(&file, super::scenario(n, opts.interval))
+    std::fs::write(&file, super::scenario(n, opts.interval, opts.window))
         .map_err(|e| BenchError::Write(file.clone(), e))?;
     let served = Served::start(&opts.exe, &file, &dir).await?;
     let mut r = SizeReport {
@@ -39,6 +39,12 @@ pub async fn size(opts: &Options, n: usize) -> Result<SizeReport, BenchError> {
         }
     }
     r.seed_s = seed.elapsed().as_secs_f64();
+    // The seeded rollouts are history, not rollouts to judge, when the daemon starts.
+    eprintln!(
+        "bench: N = {n}: waiting out the window ({:?}) after seeding",
+        opts.window
+    );
+    tokio::time::sleep(opts.window + Duration::from_secs(2)).await;
 
     let ticks = proc::clock_ticks();
     let daemon = Daemon::start(&opts.exe, &served, &dir.join("daemon.log"), limit).await?;
