@@ -189,16 +189,7 @@ async fn detect(
     }
 
     let cfg = watcher::Config::default().labels(&config.watch.selector);
-    let apis: Vec<Api<Deployment>> = if config.watch.namespaces.is_empty() {
-        vec![Api::all(client.clone())]
-    } else {
-        config
-            .watch
-            .namespaces
-            .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
-            .collect()
-    };
+    let apis = deployment_apis(&config, &client);
     let watches = apis.len();
     let mut events = stream::select_all(apis.into_iter().enumerate().map(|(i, api)| {
         watcher(api, cfg.clone())
@@ -325,6 +316,21 @@ pub fn lease_namespace(configured: &str) -> String {
 
 fn key(d: &Deployment) -> (String, String) {
     (d.namespace().unwrap_or_default(), d.name_any())
+}
+
+/// The Deployment APIs the daemon watches: one per configured namespace, or every namespace
+/// when none is named.
+pub fn deployment_apis(config: &Config, client: &kube::Client) -> Vec<Api<Deployment>> {
+    if config.watch.namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        config
+            .watch
+            .namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    }
 }
 
 #[cfg(test)]

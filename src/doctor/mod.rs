@@ -14,7 +14,7 @@ pub mod render;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, ListParams};
+use kube::api::ListParams;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Secrets};
@@ -206,16 +206,7 @@ pub fn unreachable_cluster(why: String) -> Finding {
 /// when none is named), sorted.
 async fn opted_in(config: &Config, client: &kube::Client) -> Result<Vec<Target>, String> {
     let params = ListParams::default().labels(&config.watch.selector);
-    let apis: Vec<Api<Deployment>> = if config.watch.namespaces.is_empty() {
-        vec![Api::all(client.clone())]
-    } else {
-        config
-            .watch
-            .namespaces
-            .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
-            .collect()
-    };
+    let apis = crate::daemon::deployment_apis(config, client);
     let mut out = Vec::new();
     for api in apis {
         let list = tokio::time::timeout(CALL_TIMEOUT, api.list(&params))
