@@ -188,21 +188,11 @@ impl Served {
 
 /// The daemon, its HTTP address once it has synced.
 fn start_daemon(served: &Served) -> (Killed, String) {
-    let mut daemon = Command::new(exe())
-        .arg("run")
-        .arg("--config")
-        .arg(&served.config)
-        .arg("--kubeconfig")
-        .arg(&served.kubeconfig)
-        .args(["--log-format", "json"])
-        .env("RUST_LOG", "info")
-        .env("DEPLOY_WATCHDOG__SERVER__LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = lines_of(daemon.stderr.take().unwrap());
-    let daemon = Killed(daemon);
+    let (daemon, lines) = support::run_daemon(
+        &served.config,
+        &served.kubeconfig,
+        &["--log-format", "json"],
+    );
     let listen = wait_line(&lines, "listen address", Duration::from_secs(60), |l| {
         let v: Value = serde_json::from_str(l).ok()?;
         (v["message"] == "starting")

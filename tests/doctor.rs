@@ -6,10 +6,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -399,27 +397,7 @@ fn a_denied_verb_a_missing_health_endpoint_and_an_absent_crd_are_each_found() {
 #[test]
 fn the_daemon_logs_the_findings_once_at_start_up_and_serves_them() {
     let s = start(TROUBLED);
-    let mut daemon = Command::new(exe())
-        .arg("run")
-        .arg("--config")
-        .arg(&s.config)
-        .arg("--kubeconfig")
-        .arg(&s.kubeconfig)
-        .args(["--log-format", "json"])
-        .env("RUST_LOG", "info")
-        .env("DEPLOY_WATCHDOG__SERVER__LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = daemon.stderr.take().unwrap();
-    let _daemon = Killed(daemon);
-    let (tx, lines) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    let (_daemon, lines) = support::run_daemon(&s.config, &s.kubeconfig, &["--log-format", "json"]);
     let mut log: Vec<Value> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !log.iter().any(|l| {

@@ -6,14 +6,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Killed, kubectls, serve, wait_for};
+use support::{kubectls, serve, wait_for};
 
 const SCENARIO: &str = r#"
 name: kubectl-set-image
@@ -30,10 +28,6 @@ apps:
   production/app@v1.2.3: {pods: running, rps: 200, error_ratio: 0.05}
 script: []
 "#;
-
-fn exe() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_deploy-watchdog"))
-}
 
 fn kubectl(bin: &PathBuf, kubeconfig: &PathBuf, args: &[&str]) -> (bool, String) {
     let out = Command::new(bin)
@@ -65,28 +59,7 @@ fn kubectl_set_image_of_a_bad_release_is_judged_by_its_image_and_rolled_back() {
     std::fs::write(&scenario, SCENARIO).unwrap();
     let (_served, kubeconfig, config) = serve(&scenario, dir.path());
 
-    let mut daemon = exe()
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .env("RUST_LOG", "info")
-        .env("DEPLOY_WATCHDOG__SERVER__LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = daemon.stderr.take().unwrap();
-    let _daemon = Killed(daemon);
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(l).is_err() {
-                return;
-            }
-        }
-    });
+    let (_daemon, lines) = support::run_daemon(&config, &kubeconfig, &[]);
     let mut log = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !log

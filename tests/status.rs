@@ -7,10 +7,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -134,30 +133,7 @@ fn start() -> Setup {
     let scenario = dir.path().join("status-cli.yaml");
     std::fs::write(&scenario, SCENARIO).unwrap();
     let (served, kubeconfig, config) = serve(&scenario, dir.path());
-    let mut daemon = Command::new(exe())
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["--log-format", "json"])
-        .env("RUST_LOG", "info")
-        .env("DEPLOY_WATCHDOG__SERVER__LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = daemon.stderr.take().unwrap();
-    let daemon = Killed(daemon);
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(l).is_err() {
-                // Keep draining, so the daemon never blocks on a full pipe.
-                continue;
-            }
-        }
-    });
+    let (daemon, lines) = support::run_daemon(&config, &kubeconfig, &["--log-format", "json"]);
     let mut log = Vec::new();
     let mut listen = None;
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -232,3 +232,38 @@ pub fn serve(scenario: &Path, dir: &Path) -> (Killed, PathBuf, PathBuf) {
     );
     (served, kubeconfig, config)
 }
+
+/// `deploy-watchdog run` with `config` and `kubeconfig`, its HTTP server on a free port, logging
+/// at info (with `args`, e.g. `--log-format json`): the process, and its log lines as they come.
+/// The reader keeps draining after the receiver is gone, so the daemon never blocks on a full pipe.
+pub fn run_daemon(
+    config: &Path,
+    kubeconfig: &Path,
+    args: &[&str],
+) -> (Killed, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_deploy-watchdog"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("DEPLOY_WATCHDOG__SERVER__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("deploy-watchdog run starts");
+    let stderr = daemon.stderr.take().expect("stderr is piped");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(l);
+        }
+    });
+    (Killed(daemon), lines)
+}
