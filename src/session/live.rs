@@ -163,9 +163,8 @@ impl Session {
                 board::push_point(&mut v.error_rate, RatePoint { t: at, ratio });
             }
         });
-        let instant = tokio::time::Instant::now();
-        if complete && self.live.cadence.due(&checks, instant) {
-            self.write_live(checks, instant);
+        if complete && self.live.cadence.due(&checks) {
+            self.write_live(checks);
         }
     }
 
@@ -177,31 +176,38 @@ impl Session {
         drop(self.live.gate.lock().await);
     }
 
-    /// After a rollback (sent and verified, or given up): the values it was decided on.
-    pub(super) fn write_final_live(&mut self) {
-        self.live.paused = false;
+    /// The live record that rides with the record of a settled rollout, in the same write: the
+    /// values it was decided on (for a rollback, before it). `None` before any check answered.
+    pub(super) fn settled_live(&self) -> Option<(String, String)> {
         let checks = self.live.latest.checks(
             &self.policy,
             self.baseline,
             self.r.state.to_version.as_deref(),
         );
-        if !checks.is_empty() {
-            self.write_live(checks, tokio::time::Instant::now());
+        if checks.is_empty() || !self.r.state.phase.is_settled() {
+            return None;
         }
+        let record = self.live_record(checks);
+        let json = serde_json::to_string(&record).ok()?;
+        Some((LIVE_ANNOTATION.to_string(), json))
     }
 
-    fn write_live(&mut self, checks: Vec<status::CheckView>, instant: tokio::time::Instant) {
-        if self.live.paused {
-            return;
-        }
-        let record = LiveRecord {
+    fn live_record(&self, checks: Vec<status::CheckView>) -> LiveRecord {
+        LiveRecord {
             version: VERSION,
             revision: self.r.state.revision,
             at: self.live.latest.at.unwrap_or_else(jiff::Timestamp::now),
             window_seconds: self.policy.window.as_secs(),
-            checks: checks.clone(),
-        };
-        self.live.cadence.written(checks, instant);
+            checks,
+        }
+    }
+
+    fn write_live(&mut self, checks: Vec<status::CheckView>) {
+        if self.live.paused {
+            return;
+        }
+        self.live.cadence.written(&checks);
+        let record = self.live_record(checks);
         self.live.record.send_replace(Some(record));
     }
 

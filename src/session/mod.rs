@@ -343,11 +343,7 @@ impl Session {
             let go_on = match self.r.state.phase.clone() {
                 Phase::Progressing { .. } | Phase::Watching { .. } => self.watch().await,
                 Phase::RollingBack { reason } => self.roll_back(reason).await,
-                Phase::Verifying { .. } => {
-                    let go_on = self.verify().await;
-                    self.write_final_live();
-                    go_on
-                }
+                Phase::Verifying { .. } => self.verify().await,
                 Phase::Settled { .. } => return,
             };
             if !go_on {

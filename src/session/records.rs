@@ -136,10 +136,11 @@ impl Session {
     }
 
     /// Writes the state annotation, trying a few times over about a second: it is what a new
-    /// process resumes from.
+    /// process resumes from. A settled rollout's live record rides in the same write.
     pub(super) async fn save_state(&self) {
         self.publish_state();
-        let annotations = self.r.state.annotations();
+        let mut annotations = self.r.state.annotations();
+        annotations.extend(self.settled_live());
         let mut backoff =
             crate::backoff::Policy::new(Duration::from_millis(100), Duration::from_secs(1)).start();
         for attempt in 1..=4 {

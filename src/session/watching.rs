@@ -133,10 +133,14 @@ impl Session {
                     return true;
                 }
                 Verdict::Finish(Finish::Passed) => {
+                    // The outcome's record carries the last values: no write of older ones
+                    // may land after it.
+                    self.quiesce_live().await;
                     self.passed().await;
                     return true;
                 }
                 Verdict::Finish(Finish::Degraded { reason, message }) => {
+                    self.quiesce_live().await;
                     self.finish_degraded(reason, &message).await;
                     return true;
                 }
