@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::baseline::Baseline;
 use crate::check::{CheckId, Provider};
 use crate::config::Config;
 
@@ -95,6 +96,10 @@ pub struct Judge {
     known_down: u32,
     /// A page decided in a round that is sent with the next verdict that has room for it.
     page_due: Option<Verdict>,
+    /// The previous version's answers are still being asked for: health and smoke answers
+    /// cannot be blamed on the release yet and are not counted (pods, progress and the error
+    /// rate are judged meanwhile).
+    checks_pending: bool,
     done: bool,
 }
 
@@ -112,8 +117,22 @@ impl Judge {
             open: BTreeMap::new(),
             known_down: 0,
             page_due: None,
+            checks_pending: false,
             done: false,
         }
+    }
+
+    /// The previous version's answers to the other checks are not known yet: until
+    /// [`Judge::checks_known`], health and smoke answers are not counted.
+    pub fn checks_pending(&mut self) {
+        self.checks_pending = true;
+    }
+
+    /// What the other checks showed on the previous version: from now on health and smoke
+    /// answers are judged against it.
+    pub fn checks_known(&mut self, checks: Baseline) {
+        self.facts.checks = checks;
+        self.checks_pending = false;
     }
 
     /// When the rollout was first seen complete (the window starts then).
@@ -253,6 +272,7 @@ impl Judge {
         let mut results: Vec<(CheckId, CheckResult)> = Vec::new();
         // A check that failed on the previous version too is left out (see `baseline`).
         if let Some(h) = &round.health
+            && !self.checks_pending
             && self.facts.checks.health_unusable().is_none()
         {
             let (result, known) = self.health_result(h, complete);
@@ -264,7 +284,7 @@ impl Judge {
             self.dependencies_known_down(known, answered_as);
         }
         for (name, s) in &round.smoke {
-            if self.facts.checks.smoke_unusable(name).is_some() {
+            if self.checks_pending || self.facts.checks.smoke_unusable(name).is_some() {
                 continue;
             }
             let r = match s {

@@ -296,6 +296,64 @@ fn crashloop_in_new_replicaset_rolls_back_without_waiting() {
 }
 
 #[test]
+fn while_the_baseline_is_asked_pods_are_judged_and_health_answers_wait_for_it() {
+    let not_found = || ProbeRound {
+        health: Some(HealthSample::Failed("HTTP 404, expected 200".into())),
+        smoke: vec![("login".into(), SmokeSample::Failed("HTTP 404".into()))],
+        providers: vec![],
+    };
+    // Health and smoke failing while the previous version's answers are not in: not counted.
+    let mut j = Judge::new(policy(), facts());
+    j.checks_pending();
+    for i in 1..=5 {
+        assert_eq!(
+            j.observe(&tick(i, not_found())),
+            Verdict::Continue,
+            "round {i}"
+        );
+    }
+    // They failed there too: left out for good.
+    j.checks_known(crate::baseline::Baseline::from_answers(
+        Some("v1.2.2".into()),
+        &[HealthSample::Failed("HTTP 404, expected 200".into())],
+        &[("login".into(), SmokeSample::Failed("HTTP 404".into()))],
+    ));
+    for i in 6..=10 {
+        assert_eq!(
+            j.observe(&tick(i, not_found())),
+            Verdict::Continue,
+            "round {i}"
+        );
+    }
+    // They passed there: the release's failures count from the answer on.
+    let mut j = Judge::new(policy(), facts());
+    j.checks_pending();
+    assert_eq!(j.observe(&tick(1, not_found())), Verdict::Continue);
+    j.checks_known(crate::baseline::Baseline::from_answers(
+        Some("v1.2.2".into()),
+        &[healthy_health()],
+        &[("login".into(), SmokeSample::Passed)],
+    ));
+    let vs: Vec<Verdict> = (2..=4).map(|i| j.observe(&tick(i, not_found()))).collect();
+    assert_eq!(rollbacks(&vs), vec![Reason::Health], "{vs:?}");
+    // A crash loop does not wait for the baseline.
+    let mut j = Judge::new(policy(), facts());
+    j.checks_pending();
+    let crashing = Observation {
+        at: Duration::from_millis(400),
+        progress: Progress::Progressing("1 out of 3 new replicas have been updated".into()),
+        pod_failure: Some(PodFailure {
+            pod: "app-7d9f-abcde".into(),
+            reason: Reason::Crashloop,
+            detail: "CrashLoopBackOff (restarts: 1, last exit code 1)".into(),
+        }),
+        pending: None,
+        probes: Some(not_found()),
+    };
+    assert_eq!(rollbacks(&[j.observe(&crashing)]), vec![Reason::Crashloop]);
+}
+
+#[test]
 fn pending_pods_page_at_the_pending_timeout_and_roll_back_at_the_deadline() {
     let progressing = |secs| Observation {
         at: Duration::from_secs(secs),

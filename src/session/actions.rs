@@ -127,6 +127,13 @@ impl Session {
             return;
         }
         self.r.state.detail = Some(message.to_string());
-        self.advance(Happened::RollBack { reason }).await;
+        // Recorded with the rollback itself, in its patch: a write before it would only delay
+        // it. A rollback the API server does not take at once is recorded before it is retried
+        // (see `roll_back`), so a new process goes on sending it.
+        if let Some(state) = self.advanced(Happened::RollBack { reason }) {
+            info!(phase = %state.phase, "phase");
+            self.r.state = state;
+            self.publish_state();
+        }
     }
 }

@@ -26,8 +26,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{error, info};
 
+use crate::baseline::Baseline;
 use crate::cluster::caches::Caches;
 use crate::cluster::record::{Outcome, Recorder, RolloutState};
 use crate::cluster::{pods, rollout};
@@ -265,6 +267,7 @@ fn build(
         peak,
         bad_annotations: bad,
         baseline: None,
+        asking: None,
         pods: std::sync::Mutex::new(pods::PodDiagnosis::new(detected_at, cfg_pod_grace)),
         ctx,
         r,
@@ -293,6 +296,9 @@ struct Session {
     bad_annotations: Vec<crate::overrides::BadAnnotation>,
     /// The error ratio before the rollout, when the baseline rule is on.
     baseline: Option<f64>,
+    /// The previous version's answers to the other checks, while they are asked for (see
+    /// [`Session::ask_baseline`]).
+    asking: Option<AbortOnDropHandle<Baseline>>,
     /// What the pod diagnosis remembers between observations.
     pods: std::sync::Mutex<pods::PodDiagnosis>,
     r: Rollout,
@@ -320,24 +326,14 @@ impl Session {
             self.page_again_if_owed();
         } else {
             self.report_bad_annotations();
+            // Before anything else: the new pods are about to take a share of the traffic.
+            self.ask_baseline();
             // The rollout is recorded at once, so a leader taking over while the baseline is
             // asked still judges it (without a baseline: each check on its own).
-            self.save_state().await;
-            // Then, before anything else: the new pods are about to take a share of the traffic.
-            let deployment = self.updates.borrow().clone();
-            let checks = crate::baseline::ask(
-                &self.ctx.client,
-                &self.probes,
-                &deployment,
-                self.r.state.from_version.clone(),
-            )
-            .await;
-            self.r.state.baseline = Some(Box::new(checks));
             self.detected().await;
             if self.complete_at_start {
                 self.window_started(Duration::ZERO).await;
             }
-            self.report_unusable_checks();
         }
         loop {
             let go_on = match self.r.state.phase.clone() {

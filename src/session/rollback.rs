@@ -108,6 +108,8 @@ impl Session {
                 warn!(error = %e, retry_in = ?backoff, "rollback not sent yet; retrying");
                 if !paged_retry {
                     paged_retry = true;
+                    // The decision is recorded, so a process taking over sends it.
+                    self.save_state().await;
                     let what = format!(
                         "rolling back ({message}); the API server did not take the rollback yet ({e}), retrying"
                     );

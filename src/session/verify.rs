@@ -19,6 +19,17 @@ impl Session {
     /// reports. Returns `false` when stopped.
     pub(super) async fn verify(&mut self) -> bool {
         let _rolling_back = self.rolling_back();
+        // Rolled back before the previous version's answers arrived: they say which checks can
+        // verify it.
+        if let Some(asking) = self.asking.take() {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return false,
+                asked = asking => {
+                    self.baseline_known(asked).await;
+                }
+            }
+        }
         let fingerprint = self.r.state.rollback_fingerprint.clone();
         let deadline = config::deadline(Instant::now(), self.cfg.watch.rollout_timeout);
         let expected = self.r.state.from_version.clone();

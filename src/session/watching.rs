@@ -4,10 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinError;
 use tokio::time::MissedTickBehavior;
-use tracing::info;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{Instrument, info, warn};
 
 use super::{Session, clock};
+use crate::baseline::Baseline;
 use crate::cluster::caches::{self, SetRecord, Subscription};
 use crate::cluster::pods::{self, PodRecord};
 use crate::cluster::rollout;
@@ -16,9 +19,48 @@ use crate::phase::{Happened, Phase};
 use crate::probes::sampler::Member;
 
 impl Session {
+    /// Asks the previous version for its answers to health and the smoke checks, in a task of
+    /// its own: the watch goes on meanwhile, so a crash loop or a stuck rollout is not held
+    /// back by a slow endpoint of the previous version (see [`Judge::checks_pending`]).
+    pub(super) fn ask_baseline(&mut self) {
+        let client = self.ctx.client.clone();
+        let probes = self.probes.clone();
+        let deployment = self.updates.borrow().clone();
+        let previous = self.r.state.from_version.clone();
+        let asking = tokio::spawn(
+            async move { crate::baseline::ask(&client, &probes, &deployment, previous).await }
+                .in_current_span(),
+        );
+        self.asking = Some(AbortOnDropHandle::new(asking));
+    }
+
+    /// The previous version's answers arrived: recorded (a resumed watch judges against them)
+    /// and the checks that failed there too reported as left out.
+    pub(super) async fn baseline_known(&mut self, asked: Result<Baseline, JoinError>) -> Baseline {
+        let checks = asked.unwrap_or_else(|e| {
+            warn!(error = %e, "no baseline: asking for it failed");
+            Baseline {
+                version: self.r.state.from_version.clone(),
+                ..Baseline::default()
+            }
+        });
+        self.r.state.baseline = Some(Box::new(checks.clone()));
+        self.save_state().await;
+        self.report_unusable_checks();
+        checks
+    }
+
     /// The `Progressing` and `Watching` phases: probes and cluster changes become observations,
     /// the judge turns them into verdicts. Returns `false` when stopped.
     pub(super) async fn watch(&mut self) -> bool {
+        // Kept across the phases: a rollback's verification waits for it.
+        let mut asking = self.asking.take();
+        let go_on = self.watch_while(&mut asking).await;
+        self.asking = asking;
+        go_on
+    }
+
+    async fn watch_while(&mut self, asking: &mut Option<AbortOnDropHandle<Baseline>>) -> bool {
         let caches = self.ctx.caches.subscribe(&self.r.namespace, &self.r.name);
         let mut shared: Option<Member> = match &self.ctx.sampler {
             Some(s) if self.shares_round() => Some(s.join(&self.r.namespace, &self.r.name)),
@@ -49,6 +91,9 @@ impl Session {
         }
         if self.r.state.paged.is_some() {
             judge.already_paged(self.r.state.paged);
+        }
+        if asking.is_some() {
+            judge.checks_pending();
         }
 
         let mut ticks = tokio::time::interval(self.cfg.watch.interval.get());
@@ -94,6 +139,12 @@ impl Session {
                             None
                         }
                     }
+                }
+                asked = async { match asking.as_mut() { Some(a) => a.await, None => std::future::pending().await } } => {
+                    *asking = None;
+                    let checks = self.baseline_known(asked).await;
+                    judge.checks_known(checks);
+                    None
                 }
                 _ = ticks.tick(), if round.is_none() => {
                     let probes = self.probes.clone();
