@@ -1,6 +1,6 @@
 //! ReplicaSets and Pods of the namespaces where rollouts are watched: one pair of watches per
-//! namespace, shared by every rollout watched there, started by the first and stopped with the
-//! last. Objects are kept stripped to what the judge reads: ReplicaSets without managedFields or
+//! namespace, shared by every rollout watched there, started by the first and stopped two
+//! minutes after the last ([`LINGER`]). Objects are kept stripped to what the judge reads: ReplicaSets without managedFields or
 //! status and with their template's key instead of the template ([`SetRecord`]), pods as a
 //! [`PodRecord`].
 //!
@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -32,6 +33,12 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Objects per LIST page when a namespace's watch starts or relists.
 const LIST_PAGE: u32 = 100;
+
+/// How long a namespace's watches run on after its last session stopped reading them (a
+/// session reads them while it watches): the next rollouts of a burst there, and the next
+/// release after a rollback, find them in sync instead of listing the namespace again, which
+/// takes seconds in a namespace of thousands of pods while a burst loads the API server.
+const LINGER: Duration = Duration::from_secs(120);
 
 /// Hands out the namespace caches.
 #[derive(Clone)]
@@ -253,12 +260,22 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let mut subscribers = self.namespace.subscribers.lock();
-        if let Some(list) = subscribers.get_mut(&self.deployment) {
-            list.retain(|(id, _)| *id != self.id);
-            if list.is_empty() {
-                subscribers.remove(&self.deployment);
+        {
+            let mut subscribers = self.namespace.subscribers.lock();
+            if let Some(list) = subscribers.get_mut(&self.deployment) {
+                list.retain(|(id, _)| *id != self.id);
+                if list.is_empty() {
+                    subscribers.remove(&self.deployment);
+                }
             }
+        }
+        // The watches stop [`LINGER`] after the last subscription ends.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let namespace = self.namespace.clone();
+            runtime.spawn(async move {
+                tokio::time::sleep(LINGER).await;
+                drop(namespace);
+            });
         }
     }
 }
