@@ -268,6 +268,7 @@ fn build(
         bad_annotations: bad,
         baseline: None,
         asking: None,
+        caches: None,
         pods: std::sync::Mutex::new(pods::PodDiagnosis::new(detected_at, cfg_pod_grace)),
         ctx,
         r,
@@ -299,6 +300,8 @@ struct Session {
     /// The previous version's answers to the other checks, while they are asked for (see
     /// [`Session::ask_baseline`]).
     asking: Option<AbortOnDropHandle<Baseline>>,
+    /// Its namespace's ReplicaSets and Pods (see [`Session::subscription`]).
+    caches: Option<Arc<crate::cluster::caches::Subscription>>,
     /// What the pod diagnosis remembers between observations.
     pods: std::sync::Mutex<pods::PodDiagnosis>,
     r: Rollout,
@@ -328,6 +331,7 @@ impl Session {
             self.report_bad_annotations();
             // Before anything else: the new pods are about to take a share of the traffic.
             self.ask_baseline();
+            self.subscription();
             // The rollout is recorded at once, so a leader taking over while the baseline is
             // asked still judges it (without a baseline: each check on its own).
             self.detected().await;

@@ -19,6 +19,17 @@ use crate::phase::{Happened, Phase};
 use crate::probes::sampler::Member;
 
 impl Session {
+    /// The session's view of its namespace's ReplicaSets and Pods, subscribed at most once:
+    /// first thing at detection, so the namespace's watches (listing it, when no rollout there
+    /// is watched yet) start while the rollout is recorded and announced.
+    pub(super) fn subscription(&mut self) -> Arc<Subscription> {
+        self.caches
+            .get_or_insert_with(|| {
+                Arc::new(self.ctx.caches.subscribe(&self.r.namespace, &self.r.name))
+            })
+            .clone()
+    }
+
     /// Asks the previous version for its answers to health and the smoke checks, in a task of
     /// its own: the watch goes on meanwhile, so a crash loop or a stuck rollout is not held
     /// back by a slow endpoint of the previous version (see [`Judge::checks_pending`]).
@@ -61,7 +72,7 @@ impl Session {
     }
 
     async fn watch_while(&mut self, asking: &mut Option<AbortOnDropHandle<Baseline>>) -> bool {
-        let caches = self.ctx.caches.subscribe(&self.r.namespace, &self.r.name);
+        let caches = self.subscription();
         let mut shared: Option<Member> = match &self.ctx.sampler {
             Some(s) if self.shares_round() => Some(s.join(&self.r.namespace, &self.r.name)),
             _ => None,
