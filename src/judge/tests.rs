@@ -278,9 +278,9 @@ fn the_baseline_tolerates_pre_existing_noise_and_catches_a_regression() {
     assert_eq!(rollbacks(&judge(&p, &f, &obs)), vec![Reason::ErrorRate]);
 }
 
-#[test]
-fn crashloop_in_new_replicaset_rolls_back_without_waiting() {
-    let obs = Observation {
+/// A new pod in `CrashLoopBackOff` 400 ms into the rollout, with `probes` answered.
+fn crashlooping(probes: Option<ProbeRound>) -> Observation {
+    Observation {
         at: Duration::from_millis(400),
         progress: Progress::Progressing("1 out of 3 new replicas have been updated".into()),
         pod_failure: Some(PodFailure {
@@ -289,9 +289,13 @@ fn crashloop_in_new_replicaset_rolls_back_without_waiting() {
             detail: "CrashLoopBackOff (restarts: 1, last exit code 1)".into(),
         }),
         pending: None,
-        probes: None,
-    };
-    let vs = judge(&policy(), &facts(), &[obs]);
+        probes,
+    }
+}
+
+#[test]
+fn crashloop_in_new_replicaset_rolls_back_without_waiting() {
+    let vs = judge(&policy(), &facts(), &[crashlooping(None)]);
     assert_eq!(rollbacks(&vs), vec![Reason::Crashloop]);
 }
 
@@ -339,17 +343,7 @@ fn while_the_baseline_is_asked_pods_are_judged_and_health_answers_wait_for_it() 
     // A crash loop does not wait for the baseline.
     let mut j = Judge::new(policy(), facts());
     j.checks_pending();
-    let crashing = Observation {
-        at: Duration::from_millis(400),
-        progress: Progress::Progressing("1 out of 3 new replicas have been updated".into()),
-        pod_failure: Some(PodFailure {
-            pod: "app-7d9f-abcde".into(),
-            reason: Reason::Crashloop,
-            detail: "CrashLoopBackOff (restarts: 1, last exit code 1)".into(),
-        }),
-        pending: None,
-        probes: Some(not_found()),
-    };
+    let crashing = crashlooping(Some(not_found()));
     assert_eq!(rollbacks(&[j.observe(&crashing)]), vec![Reason::Crashloop]);
 }
 
