@@ -5,7 +5,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
-use super::api::{get, patch, patch_target, read_target};
+use super::api::{get, patch_target, read_target};
 use super::{GitopsConfig, GitopsError, OwnerKind, PauseRecord, Paused, owner};
 
 /// Where an owner is now: whether our pause is still in force, and its revision.
@@ -34,19 +34,7 @@ pub async fn now(client: &Client, p: &Paused) -> Result<Now, GitopsError> {
 
 /// Restores the sync exactly as it was before the pause.
 pub async fn resume(client: &Client, p: &Paused) -> Result<(), GitopsError> {
-    let body = owner::resume_patch(p.method, &p.record);
-    if p.method.patches_deployment() {
-        patch(client, None, &p.namespace, &p.name, &body).await
-    } else {
-        patch(
-            client,
-            Some(p.owner.kind),
-            &p.owner.namespace,
-            &p.owner.name,
-            &body,
-        )
-        .await
-    }
+    patch_target(client, p, &owner::resume_patch(p.method, &p.record)).await
 }
 
 /// Notes on the record that the held check was done.
