@@ -58,6 +58,14 @@ pub struct Baseline {
 }
 
 impl Baseline {
+    /// No answers of the previous version (`version`): every check is judged on its own.
+    pub fn none(version: Option<String>) -> Baseline {
+        Baseline {
+            version,
+            ..Baseline::default()
+        }
+    }
+
     /// A baseline from the previous version's answers: a check counts as failing there only when
     /// every answer failed it, so one slow reply is not taken for a check that never worked.
     pub fn from_answers(
@@ -207,10 +215,7 @@ pub async fn ask(
     deployment: &Deployment,
     previous: Option<String>,
 ) -> Baseline {
-    let no_baseline = || Baseline {
-        version: previous.clone(),
-        ..Baseline::default()
-    };
+    let no_baseline = || Baseline::none(previous.clone());
     let (Some(namespace), Some(name)) = (
         deployment.metadata.namespace.as_deref(),
         deployment.metadata.name.as_deref(),

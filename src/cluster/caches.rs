@@ -1,8 +1,8 @@
 //! ReplicaSets and Pods of the namespaces where rollouts are watched: one pair of watches per
 //! namespace, shared by every rollout watched there, started by the first and stopped two
-//! minutes after the last ([`LINGER`]). Objects are kept stripped to what the judge reads: ReplicaSets without managedFields or
-//! status and with their template's key instead of the template ([`SetRecord`]), pods as a
-//! [`PodRecord`].
+//! minutes after the last ([`LINGER`]). Objects are kept stripped to what the judge reads:
+//! ReplicaSets without managedFields or status and with their template's key instead of the
+//! template ([`SetRecord`]), pods as a [`PodRecord`].
 //!
 //! Objects are indexed by their controller's UID, so a session reads its Deployment's
 //! ReplicaSets and its new ReplicaSet's pods without scanning the namespace, and a change wakes

@@ -50,10 +50,7 @@ impl Session {
     pub(super) async fn baseline_known(&mut self, asked: Result<Baseline, JoinError>) -> Baseline {
         let checks = asked.unwrap_or_else(|e| {
             warn!(error = %e, "no baseline: asking for it failed");
-            Baseline {
-                version: self.r.state.from_version.clone(),
-                ..Baseline::default()
-            }
+            Baseline::none(self.r.state.from_version.clone())
         });
         self.r.state.baseline = Some(Box::new(checks.clone()));
         self.save_state().await;
