@@ -4,7 +4,8 @@
 //! - `GET /debug/state`: API requests by "VERB resource", Prometheus queries answered, how
 //!   many Deployments are rolled out, and the timestamped records (rollback patches, first
 //!   `CrashLoopBackOff` per version, PagerDuty triggers), every time in milliseconds since the
-//!   serve started (`now_ms` is the answer's own time).
+//!   serve started (`now_ms` is the answer's own time, `unix_ms` the same moment on the wall
+//!   clock, to line the records up with a daemon's log).
 //! - `POST /debug/script`: a JSON list of script events (the scenario format, `at` ignored), played at
 //!   once; answers `{"at_ms": …}`, the time they were played.
 
@@ -79,6 +80,9 @@ async fn state(State(d): State<Debug>) -> Response {
     let (rolled_out, deployments) = sim.cluster.rolled_out();
     let body = json!({
         "now_ms": d.ms(Instant::now()),
+        "unix_ms": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |t| t.as_secs_f64() * 1000.0),
         "requests": sim.cluster.request_counts(),
         "prometheus_queries": sim.prometheus.queries(),
         "deployments": deployments,

@@ -261,6 +261,13 @@ pub async fn crashloop(
                 .collect();
             let (after, _) = counters(&state);
             let requests = total(&after) - total(&before);
+            // Kept for reading beside the daemon's log: what the simulation recorded, when.
+            let mut kept = state.clone();
+            kept["deployed_at_ms"] = json!(at);
+            let file = served
+                .kubeconfig
+                .with_file_name(format!("{version}-state.json"));
+            std::fs::write(&file, kept.to_string()).map_err(|e| BenchError::Write(file, e))?;
             return Ok((latency(&samples, set.len()), requests / set.len() as f64));
         }
     }

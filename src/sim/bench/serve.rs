@@ -166,7 +166,8 @@ impl Daemon {
             .arg(&served.config)
             .arg("--kubeconfig")
             .arg(&served.kubeconfig)
-            .env("RUST_LOG", "info")
+            // With when each namespace watch came in sync: a latency read beside it.
+            .env("RUST_LOG", "info,deploy_watchdog::cluster::caches=debug")
             // The bench reads the daemon from outside; its own endpoints take any free port,
             // so a daemon already on the default one does not stop the run.
             .env("DEPLOY_WATCHDOG__SERVER__LISTEN", "127.0.0.1:0")
