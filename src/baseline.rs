@@ -18,6 +18,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use serde::{Deserialize, Serialize};
 
 use crate::check::CheckId;
+use crate::cluster::caches::Subscription;
 use crate::judge::{HealthSample, SmokeSample};
 
 /// How a check is named in a message to a person.
@@ -210,7 +211,7 @@ const MAX_ANSWERS: u32 = 3;
 /// version are kept; a check without an answer of the previous version has no baseline and is
 /// judged on its own.
 pub async fn ask(
-    client: &kube::Client,
+    caches: &Subscription,
     probes: &crate::probes::Probes,
     deployment: &Deployment,
     previous: Option<String>,
@@ -222,18 +223,23 @@ pub async fn ask(
     ) else {
         return no_baseline();
     };
-    let old_ready = match ready_pods(client, deployment).await {
-        Ok(Ready { old, new: 0 }) if old > 0 => old,
-        Ok(ready) => {
+    if tokio::time::timeout(SYNC_LIMIT, caches.synced())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "no baseline: the namespace's ReplicaSets and Pods were not listed within {SYNC_LIMIT:?}"
+        );
+        return no_baseline();
+    }
+    let old_ready = match ready_pods(caches, deployment) {
+        Ready { old, new: 0 } if old > 0 => old,
+        ready => {
             tracing::info!(
                 old = ready.old,
                 new = ready.new,
                 "no baseline: the previous version is not alone in serving"
             );
-            return no_baseline();
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "no baseline: the pods could not be listed");
             return no_baseline();
         }
     };
@@ -243,10 +249,7 @@ pub async fn ask(
         (0..old_ready.min(MAX_ANSWERS)).map(|_| probes.round(namespace, name, false)),
     )
     .await;
-    let alone = matches!(
-        ready_pods(client, deployment).await,
-        Ok(Ready { new: 0, .. })
-    );
+    let alone = ready_pods(caches, deployment).new == 0;
     let mut health = Vec::new();
     let mut smoke = Vec::new();
     for round in rounds {
@@ -265,67 +268,40 @@ pub async fn ask(
     baseline
 }
 
+/// How long the baseline waits for its namespace's watches to list it: past this, the
+/// previous version's pods cannot be told from the new ones, and there is no baseline.
+const SYNC_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Ready pods of the previous versions and of the new ReplicaSet.
 struct Ready {
     old: u32,
     new: u32,
 }
 
-/// Counts the Deployment's ready pods by ReplicaSet, as the Service's endpoints see them now.
-async fn ready_pods(client: &kube::Client, deployment: &Deployment) -> Result<Ready, kube::Error> {
-    use k8s_openapi::api::apps::v1::ReplicaSet;
-    use k8s_openapi::api::core::v1::Pod;
-    use kube::api::{Api, ListParams};
-
-    let namespace = deployment.metadata.namespace.as_deref().unwrap_or_default();
-    let selector = deployment
+/// Counts the Deployment's ready pods by ReplicaSet, as its namespace's watches show them now
+/// (what the Service's endpoints follow).
+fn ready_pods(caches: &Subscription, deployment: &Deployment) -> Ready {
+    let sets = caches.replica_sets_of_deployment(deployment);
+    let template = deployment
         .spec
         .as_ref()
-        .and_then(|s| s.selector.match_labels.as_ref())
-        .map(|labels| {
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
-    let params = ListParams::default().labels(&selector);
-    let sets = Api::<ReplicaSet>::namespaced(client.clone(), namespace)
-        .list(&params)
-        .await?;
-    let owned = crate::cluster::rollout::owned(deployment, &sets.items);
-    let new_uid = crate::cluster::rollout::new_replica_set(deployment, &owned)
-        .and_then(|rs| rs.metadata.uid.clone());
-    let owned_uids: Vec<&str> = owned
-        .iter()
-        .filter_map(|rs| rs.metadata.uid.as_deref())
-        .collect();
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&params)
-        .await?;
+        .map(|s| crate::cluster::rollout::template_key(&s.template));
+    let new_set = crate::cluster::caches::new_replica_set(template, &sets)
+        .and_then(|s| s.set.metadata.uid.clone());
     let mut ready = Ready { old: 0, new: 0 };
-    for pod in &pods.items {
-        let controller = pod
-            .metadata
-            .owner_references
+    for set in &sets {
+        let serving = caches
+            .pods_of(&set.set)
             .iter()
-            .flatten()
-            .find(|o| o.controller == Some(true))
-            .map(|o| o.uid.as_str());
-        let is_ready = pod.metadata.deletion_timestamp.is_none()
-            && pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        match controller {
-            Some(uid) if is_ready && Some(uid) == new_uid.as_deref() => ready.new += 1,
-            Some(uid) if is_ready && owned_uids.contains(&uid) => ready.old += 1,
-            _ => {}
+            .filter(|p| p.ready && !p.deleting)
+            .count() as u32;
+        if set.set.metadata.uid.is_some() && set.set.metadata.uid == new_set {
+            ready.new += serving;
+        } else {
+            ready.old += serving;
         }
     }
-    Ok(ready)
+    ready
 }
 
 #[cfg(test)]

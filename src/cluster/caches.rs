@@ -21,7 +21,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{Instrument, warn};
+use tracing::{Instrument, debug, warn};
 
 use super::pods::PodRecord;
 use super::rollout::HASH_LABEL;
@@ -50,11 +50,16 @@ pub struct Caches {
 }
 
 /// Objects of one kind by name, and their names by controller UID. A relist builds a new
-/// index aside and replaces the old one when complete, as kube's reflector store does.
+/// index aside and replaces the old one when complete, as kube's reflector store does; the
+/// first list, with nothing to replace, fills the index as its pages come, so a session whose
+/// objects come in the first page does not wait for the last (a namespace of thousands of pods
+/// lists in seconds while a burst of rollouts loads the API server).
 struct OwnerIndex<V> {
     objects: HashMap<String, Arc<V>>,
     by_owner: HashMap<String, HashSet<String>>,
     relisting: Option<Box<OwnerIndex<V>>>,
+    /// A list has completed: the index holds the whole namespace.
+    listed: bool,
 }
 
 /// What the index reads of what it keeps.
@@ -122,6 +127,7 @@ impl<V> Default for OwnerIndex<V> {
             objects: HashMap::new(),
             by_owner: HashMap::new(),
             relisting: None,
+            listed: false,
         }
     }
 }
@@ -163,22 +169,34 @@ impl<V: Indexed> OwnerIndex<V> {
         }
     }
 
-    /// Applies one watch event, keeping each object as `V`.
-    fn event<K: Resource + Into<V>>(&mut self, e: watcher::Event<K>) {
+    /// Applies one watch event, keeping each object as `V`. Returns whether the index that
+    /// sessions read changed: not for a page of a relist, which is kept aside until it ends.
+    fn event<K: Resource + Into<V>>(&mut self, e: watcher::Event<K>) -> bool {
         match e {
             watcher::Event::Apply(o) => self.apply(o.into()),
             watcher::Event::Delete(o) => self.remove(o.meta().name.as_deref().unwrap_or_default()),
-            watcher::Event::Init => self.relisting = Some(Box::default()),
+            watcher::Event::Init => {
+                // A first list that failed part-way is listed again aside too: what it put in
+                // the index may have been deleted since.
+                if self.listed || !self.objects.is_empty() {
+                    self.relisting = Some(Box::default());
+                }
+            }
             watcher::Event::InitApply(o) => match self.relisting.as_mut() {
-                Some(fresh) => fresh.apply(o.into()),
+                Some(fresh) => {
+                    fresh.apply(o.into());
+                    return false;
+                }
                 None => self.apply(o.into()),
             },
             watcher::Event::InitDone => {
                 if let Some(fresh) = self.relisting.take() {
                     *self = *fresh;
                 }
+                self.listed = true;
             }
         }
+        true
     }
 
     fn owned_by(&self, uid: &str) -> Vec<Arc<V>> {
@@ -201,6 +219,8 @@ fn read<K>(index: &Shared<K>) -> std::sync::RwLockReadGuard<'_, OwnerIndex<K>> {
 struct Namespace {
     sets: Shared<SetRecord>,
     pods: Shared<PodRecord>,
+    /// Whether each watch has had its first list: ReplicaSets, then Pods.
+    synced: [tokio::sync::watch::Receiver<bool>; 2],
     subscribers: Arc<Subscribers>,
     /// Stops both watches when the last subscription is dropped.
     _stop: DropGuard,
@@ -246,6 +266,19 @@ impl Subscription {
         read(&self.namespace.sets).owned_by(uid)
     }
 
+    /// The ReplicaSets `deployment` controls (by its UID).
+    pub fn replica_sets_of_deployment(
+        &self,
+        deployment: &k8s_openapi::api::apps::v1::Deployment,
+    ) -> Vec<Arc<SetRecord>> {
+        deployment
+            .metadata
+            .uid
+            .as_deref()
+            .map(|uid| self.replica_sets_of(uid))
+            .unwrap_or_default()
+    }
+
     /// The pods `set` controls: its UID as their controller and its `pod-template-hash`.
     pub fn pods_of(&self, set: &ReplicaSet) -> Vec<Arc<PodRecord>> {
         let (Some(hash), Some(uid)) = (set.labels().get(HASH_LABEL), set.metadata.uid.as_deref())
@@ -255,6 +288,15 @@ impl Subscription {
         let mut pods = read(&self.namespace.pods).owned_by(uid);
         pods.retain(|p| p.template_hash.as_ref() == Some(hash));
         pods
+    }
+
+    /// Once both watches of the namespace have had their first list: before that the index
+    /// holds nothing, which is not the same as no objects. Returns at once when they have, or
+    /// when the watches stopped.
+    pub async fn synced(&self) {
+        for synced in &self.namespace.synced {
+            let _ = synced.clone().wait_for(|s| *s).await;
+        }
     }
 }
 
@@ -328,11 +370,14 @@ impl Caches {
         let span = tracing::info_span!("namespace_watch", %namespace);
         // A pod's owner is found through its ReplicaSet, so the pod task reads the set index.
         let set_reader = sets.clone();
+        let (sets_synced, sets_synced_rx) = tokio::sync::watch::channel(false);
+        let (pods_synced, pods_synced_rx) = tokio::sync::watch::channel(false);
         self.spawn_watch(
             Api::<ReplicaSet>::namespaced(self.client.clone(), namespace),
             sets.clone(),
             strip_replica_set,
             |rs: &ReplicaSet| controller_of(rs, "Deployment"),
+            sets_synced,
             &subscribers,
             &stop,
             span.clone(),
@@ -343,6 +388,7 @@ impl Caches {
             // The record is all that is kept of a pod.
             |_: &mut Pod| {},
             move |pod: &Pod| deployment_of_pod(pod, &read(&set_reader)),
+            pods_synced,
             &subscribers,
             &stop,
             span,
@@ -350,6 +396,7 @@ impl Caches {
         Namespace {
             sets,
             pods,
+            synced: [sets_synced_rx, pods_synced_rx],
             subscribers,
             _stop: stop.drop_guard(),
         }
@@ -363,6 +410,7 @@ impl Caches {
         index: Shared<V>,
         strip: fn(&mut K),
         owner: impl Fn(&K) -> Option<String> + Send + 'static,
+        synced: tokio::sync::watch::Sender<bool>,
         subscribers: &Arc<Subscribers>,
         stop: &CancellationToken,
         span: tracing::Span,
@@ -389,6 +437,7 @@ impl Caches {
         tokio::spawn(
             async move {
                 futures::pin_mut!(stream);
+                let started = tokio::time::Instant::now();
                 loop {
                     let event = tokio::select! {
                         biased;
@@ -398,13 +447,27 @@ impl Caches {
                     match event {
                         Some(Ok(e)) => {
                             let wake = match &e {
-                                watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
-                                    Some(owner(o))
-                                }
+                                watcher::Event::Apply(o)
+                                | watcher::Event::Delete(o)
+                                | watcher::Event::InitApply(o) => Some(owner(o)),
                                 watcher::Event::InitDone => Some(None),
-                                watcher::Event::Init | watcher::Event::InitApply(_) => None,
+                                watcher::Event::Init => None,
                             };
-                            index.write().unwrap_or_else(|e| e.into_inner()).event(e);
+                            let (changed, objects) = {
+                                let mut index = index.write().unwrap_or_else(|e| e.into_inner());
+                                let changed = index.event(e);
+                                (changed, index.objects.len())
+                            };
+                            let wake = wake.filter(|_| changed);
+                            if matches!(wake, Some(None)) && !*synced.borrow() {
+                                synced.send_replace(true);
+                                debug!(
+                                    kind = %kind,
+                                    objects,
+                                    after_ms = started.elapsed().as_millis() as u64,
+                                    "namespace watch in sync"
+                                );
+                            }
                             if let Some(deployment) = wake {
                                 subscribers.wake(deployment.as_deref());
                             }
@@ -556,6 +619,36 @@ mod tests {
         index.event(watcher::Event::<Pod>::Init);
         index.event(watcher::Event::InitApply(pod_of("kept", "rs-1")));
         // Until the list is complete, readers see the old state.
+        assert_eq!(names(index.owned_by("rs-1")), ["gone"]);
+        index.event(watcher::Event::<Pod>::InitDone);
+        assert_eq!(names(index.owned_by("rs-1")), ["kept"]);
+    }
+
+    #[test]
+    fn the_first_list_is_read_as_it_comes_and_later_ones_when_complete() {
+        let mut index = OwnerIndex::<PodRecord>::default();
+        assert!(index.event(watcher::Event::<Pod>::Init));
+        // Nothing to replace: each page is in the index, and woken for, as it comes.
+        assert!(index.event(watcher::Event::InitApply(pod_of("first", "rs-1"))));
+        assert_eq!(names(index.owned_by("rs-1")), ["first"]);
+        index.event(watcher::Event::InitApply(pod_of("gone", "rs-1")));
+        index.event(watcher::Event::<Pod>::InitDone);
+        // The next list (after a watch error) is kept aside until complete.
+        index.event(watcher::Event::<Pod>::Init);
+        assert!(!index.event(watcher::Event::InitApply(pod_of("first", "rs-1"))));
+        assert_eq!(names(index.owned_by("rs-1")), ["first", "gone"]);
+        index.event(watcher::Event::<Pod>::InitDone);
+        assert_eq!(names(index.owned_by("rs-1")), ["first"]);
+    }
+
+    #[test]
+    fn a_first_list_broken_off_is_listed_again_aside() {
+        let mut index = OwnerIndex::<PodRecord>::default();
+        index.event(watcher::Event::<Pod>::Init);
+        index.event(watcher::Event::InitApply(pod_of("gone", "rs-1")));
+        // The list failed part-way; the watcher lists again from the start.
+        index.event(watcher::Event::<Pod>::Init);
+        index.event(watcher::Event::InitApply(pod_of("kept", "rs-1")));
         assert_eq!(names(index.owned_by("rs-1")), ["gone"]);
         index.event(watcher::Event::<Pod>::InitDone);
         assert_eq!(names(index.owned_by("rs-1")), ["kept"]);

@@ -36,6 +36,8 @@ pub struct PodRecord {
     pub created: Option<jiff::Timestamp>,
     /// Being deleted (`deletionTimestamp` set): a pod on its way out is not diagnosed.
     pub deleting: bool,
+    /// Its `Ready` condition is `True`: the Service sends it traffic (unless it is deleting).
+    pub ready: bool,
     /// In phase `Pending` with `PodScheduled=False`: the scheduler's message.
     pub unscheduled: Option<String>,
     /// Init containers first, then the app's, as the kubelet reports them.
@@ -160,6 +162,9 @@ impl From<&Pod> for PodRecord {
             template_hash: pod.labels().get(HASH_LABEL).cloned(),
             created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
             deleting: pod.metadata.deletion_timestamp.is_some(),
+            ready: status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
             unscheduled,
             containers,
         }
@@ -504,6 +509,7 @@ mod tests {
             template_hash: None,
             created: Some(at(created)),
             deleting: false,
+            ready: false,
             unscheduled: None,
             containers: vec![c],
         }

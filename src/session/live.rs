@@ -218,12 +218,7 @@ impl Session {
         let status = deployment.status.clone().unwrap_or_default();
         let ready = status.ready_replicas.unwrap_or(0);
         let new_ready = status.updated_replicas.unwrap_or(0).min(ready);
-        let sets = deployment
-            .metadata
-            .uid
-            .as_deref()
-            .map(|uid| caches.replica_sets_of(uid))
-            .unwrap_or_default();
+        let sets = caches.replica_sets_of_deployment(&deployment);
         let restarts = caches::new_replica_set(template.get(&deployment), &sets)
             .map(|rs| &rs.set)
             .map(|rs| {

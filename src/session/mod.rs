@@ -329,9 +329,10 @@ impl Session {
             self.page_again_if_owed();
         } else {
             self.report_bad_annotations();
-            // Before anything else: the new pods are about to take a share of the traffic.
+            // Before anything else: the new pods are about to take a share of the traffic. The
+            // baseline reads the namespace's watches, which this starts if it is the first
+            // rollout watched there.
             self.ask_baseline();
-            self.subscription();
             // The rollout is recorded at once, so a leader taking over while the baseline is
             // asked still judges it (without a baseline: each check on its own).
             self.detected().await;

@@ -34,12 +34,12 @@ impl Session {
     /// its own: the watch goes on meanwhile, so a crash loop or a stuck rollout is not held
     /// back by a slow endpoint of the previous version (see [`Judge::checks_pending`]).
     pub(super) fn ask_baseline(&mut self) {
-        let client = self.ctx.client.clone();
+        let caches = self.subscription();
         let probes = self.probes.clone();
         let deployment = self.updates.borrow().clone();
         let previous = self.r.state.from_version.clone();
         let asking = tokio::spawn(
-            async move { crate::baseline::ask(&client, &probes, &deployment, previous).await }
+            async move { crate::baseline::ask(&caches, &probes, &deployment, previous).await }
                 .in_current_span(),
         );
         self.asking = Some(AbortOnDropHandle::new(asking));
@@ -262,12 +262,7 @@ impl Session {
         let deployment = self.updates.borrow().clone();
         let now = self.clock.now();
         // The index answers by controller UID: these are the ones `rollout::owned` would keep.
-        let sets: Vec<Arc<SetRecord>> = deployment
-            .metadata
-            .uid
-            .as_deref()
-            .map(|uid| caches.replica_sets_of(uid))
-            .unwrap_or_default();
+        let sets: Vec<Arc<SetRecord>> = caches.replica_sets_of_deployment(&deployment);
         let new_set = caches::new_replica_set(template.get(&deployment), &sets).map(|s| &s.set);
         let pods: Vec<Arc<PodRecord>> = new_set.map(|rs| caches.pods_of(rs)).unwrap_or_default();
         let new_pods: Vec<&PodRecord> = pods.iter().map(|p| p.as_ref()).collect();
