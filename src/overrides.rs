@@ -103,6 +103,24 @@ pub fn effective(
     Overrides::read(&base.annotations, namespace, name, annotations)?.apply(base)
 }
 
+/// [`effective`], sharing `base` when the annotations change nothing: what a caller holding the
+/// config of every opted-in Deployment at once keeps (most of them have no overrides).
+pub fn effective_shared(
+    base: &std::sync::Arc<Config>,
+    namespace: &str,
+    name: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Result<std::sync::Arc<Config>, Vec<BadAnnotation>> {
+    if !base.annotations.enabled {
+        return Ok(base.clone());
+    }
+    let overrides = Overrides::read(&base.annotations, namespace, name, annotations)?;
+    if overrides == Overrides::default() {
+        return Ok(base.clone());
+    }
+    overrides.apply(base).map(std::sync::Arc::new)
+}
+
 impl Overrides {
     /// Reads every `deploy-watchdog.io/` override among `annotations`; each bad one is named.
     pub fn read(

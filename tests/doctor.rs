@@ -183,6 +183,41 @@ fn a_cluster_where_everything_works_has_no_finding_and_exits_0() {
     assert!(text.contains("everything checked works"), "{text}");
 }
 
+/// The opted-in Deployments are listed in pages: every page is read, and a bad annotation on a
+/// Deployment of the last page is found.
+#[test]
+fn every_page_of_the_opted_in_deployments_is_checked() {
+    let mut scenario = String::from(
+        "name: doctor-many\nduration: 1h\nconfig:\n  mode: enforce\n  watch: {window: 90s, interval: 1s}\ndeployments:\n",
+    );
+    for i in 0..249 {
+        scenario.push_str(&format!(
+            "  - {{ref: many/app-{i:03}, replicas: 1, version: v1}}\n"
+        ));
+    }
+    scenario.push_str(
+        "  - {ref: many/app-249, replicas: 1, version: v1, annotations: {deploy-watchdog.io/rollout-timeout: soon}}\nscript: []\n",
+    );
+    let s = start(&scenario);
+    let run = doctor(&s, &[]);
+    assert_eq!(
+        run.find("deployments", "watch.selector")["message"],
+        "250 opted-in Deployments in every namespace"
+    );
+    let bad = run.find("deployments", "many/app-249");
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap()
+            .contains("deploy-watchdog.io/rollout-timeout"),
+        "{bad:#?}"
+    );
+    let health = run.find("health", "health.url")["message"]
+        .as_str()
+        .unwrap();
+    assert!(health.starts_with("249 of 249"), "{health}");
+}
+
 #[test]
 fn no_pagerduty_routing_key_blocks_and_no_slack_url_warns() {
     let s = start(CLEAN);

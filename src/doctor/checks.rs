@@ -2,6 +2,7 @@
 //! annotations, the error-rate providers, each Deployment's health URL, the GitOps CRDs.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures::StreamExt;
 
@@ -94,7 +95,7 @@ pub fn deployments(config: &Config, targets: &[Target]) -> Vec<Finding> {
     ));
     for t in targets.iter().filter(|t| t.config.is_none()) {
         let empty = BTreeMap::new();
-        let annotations = t.deployment.metadata.annotations.as_ref().unwrap_or(&empty);
+        let annotations = t.meta.annotations.as_ref().unwrap_or(&empty);
         let bad = match crate::overrides::effective(config, &t.namespace, &t.name, annotations) {
             Err(bad) => bad,
             Ok(_) => continue,
@@ -168,7 +169,7 @@ pub async fn providers(
         )];
     }
     let probes = crate::probes::Probes::new(config, secrets);
-    let asked: Vec<(String, String, Config)> = {
+    let asked: Vec<(String, String, Arc<Config>)> = {
         let usable: Vec<_> = targets
             .iter()
             .filter_map(|t| Some((t.namespace.clone(), t.name.clone(), t.config.clone()?)))
@@ -178,7 +179,7 @@ pub async fn providers(
             vec![(
                 "default".to_string(),
                 "deploy-watchdog-doctor".to_string(),
-                config.clone(),
+                Arc::new(config.clone()),
             )]
         } else {
             usable
@@ -324,7 +325,7 @@ fn broken_finding(provider: Provider, field: &str, e: &ProbeError) -> Finding {
 /// use (the config's template or the Deployment's `deploy-watchdog.io/health-url`).
 pub async fn health(targets: &[Target]) -> Vec<Finding> {
     let client = crate::probes::http_client();
-    let asked: Vec<(String, String, Config)> = targets
+    let asked: Vec<(String, String, Arc<Config>)> = targets
         .iter()
         .filter_map(|t| {
             let cfg = t.config.clone()?;
@@ -391,7 +392,7 @@ pub fn gitops_owners(targets: &[Target]) -> BTreeMap<&'static str, (OwnerKind, V
         if cfg.gitops.mode == GitopsMode::Off {
             continue;
         }
-        let meta = &t.deployment.metadata;
+        let meta = &t.meta;
         let owner = crate::gitops::owner::discover(
             &cfg.gitops,
             &t.namespace,

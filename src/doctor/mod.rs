@@ -11,10 +11,10 @@ pub mod checks;
 pub mod rbac;
 pub mod render;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::ListParams;
+use kube::api::{ListParams, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Secrets};
@@ -29,6 +29,9 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this many opted-in Deployments have their provider queries run: one with data is
 /// enough to show the queries work; a few guard against one without traffic.
 const PROVIDER_SAMPLES: usize = 3;
+
+/// Opted-in Deployments per page of their list.
+const LIST_PAGE: u32 = 100;
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -134,9 +137,11 @@ pub fn exit_code(findings: &[Finding]) -> u8 {
 pub struct Target {
     pub namespace: String,
     pub name: String,
-    pub deployment: Deployment,
-    /// `None` when an annotation could not be used (a finding says which).
-    pub config: Option<Config>,
+    /// What the checks read of the Deployment: its labels and annotations.
+    pub meta: ObjectMeta,
+    /// `None` when an annotation could not be used (a finding says which); shared with the
+    /// other Deployments' when no annotation changes it.
+    pub config: Option<Arc<Config>>,
 }
 
 /// Every check, against the cluster `client` reaches, in a fixed order: sinks, cluster access,
@@ -205,31 +210,46 @@ pub fn unreachable_cluster(why: String) -> Finding {
 /// The Deployments the daemon watches: its label selector in its namespaces (every namespace
 /// when none is named), sorted.
 async fn opted_in(config: &Config, client: &kube::Client) -> Result<Vec<Target>, String> {
-    let params = ListParams::default().labels(&config.watch.selector);
+    let base = Arc::new(config.clone());
     let apis = crate::daemon::deployment_apis(config, client);
     let mut out = Vec::new();
     for api in apis {
-        let list = tokio::time::timeout(CALL_TIMEOUT, api.list(&params))
-            .await
-            .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))?
-            .map_err(|e| e.to_string())?;
-        for d in list.items {
-            let namespace = d.metadata.namespace.clone().unwrap_or_default();
-            let name = d.metadata.name.clone().unwrap_or_default();
-            out.push(Target {
-                namespace,
-                name,
-                deployment: d,
-                config: None,
-            });
+        // In pages, each kept only as far as the checks read it: at start-up this runs beside
+        // the daemon, in a cluster of thousands of opted-in Deployments.
+        let mut params = ListParams::default()
+            .labels(&config.watch.selector)
+            .limit(LIST_PAGE);
+        loop {
+            let list = tokio::time::timeout(CALL_TIMEOUT, api.list(&params))
+                .await
+                .map_err(|_| format!("no answer within {CALL_TIMEOUT:?}"))?
+                .map_err(|e| e.to_string())?;
+            for d in list.items {
+                let meta = ObjectMeta {
+                    labels: d.metadata.labels,
+                    annotations: d.metadata.annotations,
+                    ..ObjectMeta::default()
+                };
+                let namespace = d.metadata.namespace.unwrap_or_default();
+                let name = d.metadata.name.unwrap_or_default();
+                let empty = Default::default();
+                let annotations = meta.annotations.as_ref().unwrap_or(&empty);
+                let config =
+                    crate::overrides::effective_shared(&base, &namespace, &name, annotations).ok();
+                out.push(Target {
+                    namespace,
+                    name,
+                    meta,
+                    config,
+                });
+            }
+            match list.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(next) => params = params.continue_token(&next),
+                None => break,
+            }
         }
     }
     out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    for t in &mut out {
-        let empty = Default::default();
-        let annotations = t.deployment.metadata.annotations.as_ref().unwrap_or(&empty);
-        t.config = crate::overrides::effective(config, &t.namespace, &t.name, annotations).ok();
-    }
     Ok(out)
 }
 
