@@ -22,13 +22,22 @@ use super::store::{Kind, meta_str};
 /// are not starved while thousands of Deployments resync.
 const BUDGET: usize = 256;
 
-/// Processes due timers and dirty Deployments, at most [`BUDGET`] of each; returns whether
-/// work is left for another round. With `controllers` false (kube-controller-manager down),
-/// only the kubelet's pod timers run: what the controllers would do waits in `dirty`.
+/// How long one lock hold may work, pod refreshes taking at most half of it. The API server
+/// answers requests and sends watch events between holds: a real one serves while the
+/// controllers work, so a burst of a hundred deploys (a few milliseconds of syncing each) must
+/// not hold every request and watch event back until the last of them is synced.
+const HOLD: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Processes due timers and dirty Deployments, at most [`BUDGET`] of each and for about
+/// [`HOLD`]; returns whether work is left for another round. With `controllers` false
+/// (kube-controller-manager down), only the kubelet's pod timers run: what the controllers
+/// would do waits in `dirty`.
 pub fn run_pending(st: &mut State, now: Instant, controllers: bool) -> bool {
+    // Time spent working, on the machine's clock: the simulation's may be paused.
+    let started = std::time::Instant::now();
     let mut pods_done = 0;
     while let Some(Reverse((at, _))) = st.pod_timers.peek() {
-        if *at > now || pods_done >= BUDGET {
+        if *at > now || pods_done >= BUDGET || started.elapsed() >= HOLD / 2 {
             break;
         }
         if let Some(Reverse((_, key))) = st.pod_timers.pop() {
@@ -55,7 +64,7 @@ pub fn run_pending(st: &mut State, now: Instant, controllers: bool) -> bool {
     }
     // Syncs write objects that make their Deployment dirty again; a quiet sync writes nothing.
     let mut synced = 0;
-    while synced < BUDGET {
+    while synced < BUDGET && (synced == 0 || started.elapsed() < HOLD) {
         let Some(key) = st.dirty.pop_first() else {
             break;
         };
