@@ -100,6 +100,9 @@ pub enum DaemonError {
 /// written) before it returns anyway.
 const STOP_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How often the detector lets go of the handles of sessions that ended.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs until `shutdown`; then waits, a bounded time, for every task it started to end.
 pub async fn run(
     config: Config,
@@ -210,6 +213,7 @@ async fn detect(
         began: began_tx,
     };
     let mut synced: HashSet<usize> = HashSet::new();
+    let mut last_sweep = tokio::time::Instant::now();
     // Objects seen in the current (re)list of each watch: what is missing afterwards is gone.
     let mut listing: HashMap<usize, HashSet<(String, String)>> = HashMap::new();
     info!(namespaces = ?config.watch.namespaces, selector = %config.watch.selector, mode = ?config.mode, "watching deployments");
@@ -282,10 +286,15 @@ async fn detect(
             watcher::Event::Apply(d) => detector.on_apply(d, false),
             watcher::Event::Delete(d) => detector.on_delete(&key(&d)),
         }
-        // Sessions that finished drop their receivers.
-        for k in detector.known.values_mut() {
-            if k.session.as_ref().is_some_and(|s| s.updates.is_closed()) {
-                k.session = None;
+        // Sessions that finished drop their receivers; their handles (and the Deployment
+        // each holds) are let go once a second, not after every event: a burst of rollouts is
+        // thousands of Deployment events, each of which would walk every known Deployment.
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = tokio::time::Instant::now();
+            for k in detector.known.values_mut() {
+                if k.session.as_ref().is_some_and(|s| s.updates.is_closed()) {
+                    k.session = None;
+                }
             }
         }
     }

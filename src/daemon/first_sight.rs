@@ -104,7 +104,11 @@ impl Detector {
         let Some(d) = known.latest.clone() else {
             return;
         };
-        if known.session.is_some()
+        // A session that ended has dropped its receiver (its handle is let go later).
+        if known
+            .session
+            .as_ref()
+            .is_some_and(|s| !s.updates.is_closed())
             || known.uid != began.uid
             || rollout::revision(d.annotations()) != Some(began.revision)
         {
