@@ -335,16 +335,18 @@ impl Session {
             self.ask_baseline();
             // The rollout is recorded at once, so a leader taking over while the baseline is
             // asked still judges it (without a baseline: each check on its own).
-            self.detected().await;
+            Box::pin(self.detected()).await;
             if self.complete_at_start {
-                self.window_started(Duration::ZERO).await;
+                Box::pin(self.window_started(Duration::ZERO)).await;
             }
         }
         loop {
+            // Each phase's work in a box of its own: a session's task is then as large as the
+            // phase it is in, not as the largest of them (a thousand rollouts are watched at once).
             let go_on = match self.r.state.phase.clone() {
-                Phase::Progressing { .. } | Phase::Watching { .. } => self.watch().await,
-                Phase::RollingBack { reason } => self.roll_back(reason).await,
-                Phase::Verifying { .. } => self.verify().await,
+                Phase::Progressing { .. } | Phase::Watching { .. } => Box::pin(self.watch()).await,
+                Phase::RollingBack { reason } => Box::pin(self.roll_back(reason)).await,
+                Phase::Verifying { .. } => Box::pin(self.verify()).await,
                 Phase::Settled { .. } => return,
             };
             if !go_on {

@@ -76,7 +76,7 @@ impl Session {
         };
         let facts = RolloutFacts {
             expected_version: self.r.state.to_version.clone(),
-            baseline: self.baseline().await,
+            baseline: Box::pin(self.baseline()).await,
             checks: self
                 .r
                 .state
@@ -115,7 +115,7 @@ impl Session {
                 changed = self.end.changed() => {
                     let cause = *self.end.borrow();
                     if let Some(cause) = cause {
-                        self.ended(cause).await;
+                        Box::pin(self.ended(cause)).await;
                         return true;
                     }
                     if changed.is_err() {
@@ -150,7 +150,7 @@ impl Session {
                 }
                 asked = async { match asking.as_mut() { Some(a) => a.await, None => std::future::pending().await } } => {
                     *asking = None;
-                    let checks = self.baseline_known(asked).await;
+                    let checks = Box::pin(self.baseline_known(asked)).await;
                     judge.checks_known(checks);
                     None
                 }
@@ -174,7 +174,7 @@ impl Session {
             let was_complete = judge.complete_at().is_some();
             let verdict = judge.observe(&obs);
             if !was_complete && let Some(at) = judge.complete_at() {
-                self.window_started(at).await;
+                Box::pin(self.window_started(at)).await;
             }
             let rolling_back = matches!(verdict, Verdict::RollBack { .. });
             self.live_observed(
@@ -185,22 +185,33 @@ impl Session {
             );
             match verdict {
                 Verdict::Continue => {}
-                Verdict::Page { reason, message } => self.degraded(reason, &message).await,
+                Verdict::Page { reason, message } => {
+                    Box::pin(self.degraded(reason, &message)).await
+                }
                 Verdict::RollBack { reason, message } => {
-                    self.quiesce_live().await;
-                    self.decided_to_roll_back(reason, &message).await;
+                    Box::pin(async {
+                        self.quiesce_live().await;
+                        self.decided_to_roll_back(reason, &message).await;
+                    })
+                    .await;
                     return true;
                 }
                 Verdict::Finish(Finish::Passed) => {
                     // The outcome's record carries the last values: no write of older ones
                     // may land after it.
-                    self.quiesce_live().await;
-                    self.passed().await;
+                    Box::pin(async {
+                        self.quiesce_live().await;
+                        self.passed().await;
+                    })
+                    .await;
                     return true;
                 }
                 Verdict::Finish(Finish::Degraded { reason, message }) => {
-                    self.quiesce_live().await;
-                    self.finish_degraded(reason, &message).await;
+                    Box::pin(async {
+                        self.quiesce_live().await;
+                        self.finish_degraded(reason, &message).await;
+                    })
+                    .await;
                     return true;
                 }
             }
@@ -223,11 +234,11 @@ impl Session {
         let at = self.clock.now();
         match (paused.since.is_some(), now_paused) {
             (false, true) => {
-                self.advance(Happened::Paused { at }).await;
+                Box::pin(self.advance(Happened::Paused { at })).await;
                 self.paused_or_resumed(true);
             }
             (true, false) => {
-                self.advance(Happened::Resumed { at }).await;
+                Box::pin(self.advance(Happened::Resumed { at })).await;
                 self.paused_or_resumed(false);
             }
             _ => {}
