@@ -34,6 +34,9 @@ struct Args {
     /// out after seeding, so the seeded rollouts are history when the daemon starts.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     window: Duration,
+    /// The simulated Prometheus' scrape interval (default: a quarter of the sample window, 1 s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    scrape_interval: Option<Duration>,
     /// The deploy-watchdog binary (default: beside this one).
     #[arg(long)]
     exe: Option<PathBuf>,
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         dir: args.dir,
         interval: args.interval,
         window: args.window,
+        scrape_interval: args.scrape_interval,
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -38,6 +38,9 @@ pub struct Options {
     /// window before the daemon led is judged (as after a failover), so the seeded ones must be
     /// older than that.
     pub window: Duration,
+    /// The simulated Prometheus' scrape interval; `None`: the simulation's default, a quarter
+    /// of the sample window.
+    pub scrape_interval: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,15 +59,28 @@ pub fn deployment(i: usize) -> String {
 }
 
 /// The scenario served for `n` Deployments: ten replicas each at v1, the policy of the run.
-pub fn scenario(n: usize, interval: Duration, window: Duration) -> String {
+pub fn scenario(
+    n: usize,
+    interval: Duration,
+    window: Duration,
+    scrape_interval: Option<Duration>,
+) -> String {
     let interval = humantime::format_duration(interval);
     let window = humantime::format_duration(window);
+    let simulation = scrape_interval
+        .map(|d| {
+            format!(
+                "simulation: {{scrape_interval: {}}}\n",
+                humantime::format_duration(d)
+            )
+        })
+        .unwrap_or_default();
     let mut s = format!(
         "name: bench-{n}\nduration: 24h\nconfig:\n  mode: enforce\n  \
          watch: {{window: {window}, interval: {interval}, rollout_timeout: 10m, pending_timeout: 2m}}\n  \
          judge: {{error_rate_threshold: 0.01, min_requests: 20, sample_window: 1s, \
          failures_before_rollback: 3, inconclusive_limit: 5, \
-         baseline: {{enabled: false, lookback: 1s, factor: 2.0}}}}\ndeployments:\n"
+         baseline: {{enabled: false, lookback: 1s, factor: 2.0}}}}\n{simulation}deployments:\n"
     );
     for i in 0..n {
         s.push_str(&format!(

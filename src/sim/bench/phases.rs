@@ -19,8 +19,11 @@ pub async fn size(opts: &Options, n: usize) -> Result<SizeReport, BenchError> {
     let dir = opts.dir.join(format!("n{n}"));
     std::fs::create_dir_all(&dir).map_err(|e| BenchError::Write(dir.clone(), e))?;
     let file = dir.join("scenario.yaml");
-    std::fs::write(&file, super::scenario(n, opts.interval, opts.window))
-        .map_err(|e| BenchError::Write(file.clone(), e))?;
+    std::fs::write(
+        &file,
+        super::scenario(n, opts.interval, opts.window, opts.scrape_interval),
+    )
+    .map_err(|e| BenchError::Write(file.clone(), e))?;
     let served = Served::start(&opts.exe, &file, &dir).await?;
     let mut r = SizeReport {
         deployments: n,
